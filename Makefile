@@ -1,0 +1,45 @@
+# One command per habit. `make install` is implied by the others.
+PY      ?= python3
+VENV    ?= .venv
+BIN      = $(VENV)/bin
+PROTOC   = PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc
+PROTOS   = $(wildcard proto/tunegate/v1/*.proto)
+GEN      = clients/python
+BUF      = node_modules/.bin/buf
+
+.PHONY: install proto lint test run bench clean
+
+$(BIN)/tunegate: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,local]'
+	touch $@
+
+install: $(BIN)/tunegate
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+proto: install
+	$(PROTOC) -Iproto -Ithird_party -I$$($(BIN)/python -c 'import grpc_tools,os;print(os.path.join(os.path.dirname(grpc_tools.__file__),"_proto"))') \
+	  --python_out=$(GEN) --mypy_out=$(GEN) --grpc_python_out=$(GEN) --mypy_grpc_out=$(GEN) $(PROTOS)
+
+lint: install $(BUF)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BUF) lint
+	if git rev-parse --verify -q main >/dev/null; then $(BUF) breaking --against '.git#branch=main'; fi
+
+test: lint
+	$(BIN)/pytest
+
+run: install
+	$(BIN)/tunegate run
+
+bench: install
+	$(BIN)/python bench/upload_bench.py --size 1G --reps 2 --out bench/upload-results.jsonl
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,49 @@
+"""tunegate REST edge: OpenAI paths transcoded to the gRPC contract.
+
+Sans-IO core: ``build_routes`` (route table), ``error_from_status`` (error mapping),
+``forward_metadata`` (header allow-list); the proto ⇄ OpenAI JSON codec is ``tunegate.openai_json``.
+
+I/O shell: ``build_app``, ``EdgeServer``, ``serve`` (aiohttp + one grpc.aio channel).
+"""
+
+from __future__ import annotations
+
+from edge._app import EdgeServer, build_app, serve
+from edge._config import EdgeConfig, channel_options
+from edge._errors import (
+    HTTP_STATUS,
+    ErrorResponse,
+    default_error_type,
+    error_from_code,
+    error_from_status,
+    error_response,
+    http_status,
+)
+from edge._headers import REQUEST_ID, forward_metadata, new_request_id, request_id_from, response_headers
+from edge._routes import Cardinality, Route, RouteError, UploadShape, build_routes, default_services
+
+__all__ = [
+    "HTTP_STATUS",
+    "REQUEST_ID",
+    "Cardinality",
+    "EdgeConfig",
+    "EdgeServer",
+    "ErrorResponse",
+    "Route",
+    "RouteError",
+    "UploadShape",
+    "build_app",
+    "build_routes",
+    "channel_options",
+    "default_error_type",
+    "default_services",
+    "error_from_code",
+    "error_from_status",
+    "error_response",
+    "forward_metadata",
+    "http_status",
+    "new_request_id",
+    "request_id_from",
+    "response_headers",
+    "serve",
+]

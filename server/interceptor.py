@@ -1,0 +1,114 @@
+"""The error-normalising server interceptor.
+
+Every handler, whatever its cardinality, is wrapped in a handler of the same cardinality so that:
+
+- a raised `TunegateError` aborts the call with `to_status(err)` (code, message, details);
+- any other exception is logged with its traceback and aborts with a generic INTERNAL status
+  (code `internal_error`); the stack never leaves the process;
+- `asyncio.CancelledError` (client gone, server stopping) and grpc's own abort propagate.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+import grpc.aio
+
+from server.errors import Internal, TunegateError, to_status
+
+__all__ = ["ErrorInterceptor"]
+
+logger = logging.getLogger("tunegate.server")
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+    _Context = grpc.aio.ServicerContext[Any, Any]
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+    _Context = grpc.aio.ServicerContext
+    _Handler = grpc.RpcMethodHandler
+
+_Behavior = Callable[..., Any]
+
+
+async def _abort(context: _Context, err: TunegateError) -> NoReturn:
+    status = to_status(err)
+    # Equivalent to `abort_with_status(status)`, which the aio typing stubs lack.
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+async def _abort_for(context: _Context, method: str, exc: Exception) -> NoReturn:
+    if isinstance(exc, TunegateError):
+        await _abort(context, exc)
+    logger.error("unhandled exception in %s", method, exc_info=exc)
+    await _abort(context, Internal("The server had an error while processing your request."))
+
+
+def _wrap_unary_response(behavior: _Behavior, method: str) -> _Behavior:
+    async def wrapper(request: Any, context: _Context) -> Any:
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort_for(context, method, exc)
+
+    return wrapper
+
+
+def _wrap_stream_response(behavior: _Behavior, method: str) -> _Behavior:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def generator(request: Any, context: _Context) -> AsyncIterator[Any]:
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await _abort_for(context, method, exc)
+
+        return generator
+    # A coroutine that writes with `context.write` (e.g. health's Watch): same shape as unary.
+    return _wrap_unary_response(behavior, method)
+
+
+class ErrorInterceptor(_Interceptor):
+    """Turns exceptions raised by servicers into well-formed `google.rpc.Status` aborts."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        # None for an unknown method: grpc then answers UNIMPLEMENTED itself.
+        handler: _Handler | None = await continuation(handler_call_details)
+        if handler is None:
+            return handler  # type: ignore[return-value]  # the stubs omit the None case
+        method = handler_call_details.method
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary_response(handler.unary_unary, method), **kwargs
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream_response(handler.unary_stream, method), **kwargs
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary_response(handler.stream_unary, method), **kwargs
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream_response(handler.stream_stream, method), **kwargs
+            )
+        return handler

@@ -1,0 +1,394 @@
+"""Creating jobs: a paid job is never lost and never doubled.
+
+Theory of operation. Each create becomes a row in `jobs` whose `state` moves::
+
+    intent ──provider confirmed (answer, or found by tag)──▶ created
+       ├────provider refused it definitely (a 4xx)────────▶ failed_to_create   (error stored)
+       └────never confirmed within `abandon_after`────────▶ failed             (creation_not_confirmed)
+
+1. *Intent first.* After validation (no provider cost yet) the row is inserted as `intent`
+   (status `validating_files`, the request, its hash, the idempotency key) in its own committed
+   transaction, holding a *lease* (`lease_until`) that says who is driving it. The unique
+   (owner, request_id) index makes exactly one concurrent insert per key win; the others replay.
+2. *Files.* Gateway files are copied to the provider account (once; see `_provider_files`).
+3. *Attempted.* `attempted` is committed just before `provider.create_job` — from then on the
+   provider may hold a job for this row.
+4. *Tagged create.* The provider job is created with `tag = the gateway job id` (OpenAI keeps it
+   in `metadata`), so it can always be found again with `find_job_by_tag`.
+5. *Complete.* The answer is stored (`intent → created`, native id, snapshot) and committed.
+
+The crash window is between 4 and 5: the provider has the job, the registry only the intent.
+Because the job carries its tag, nothing is lost: the reconciler (start-up and periodic, for
+intents older than `reconcile_grace` whose account can be rebuilt — virtual keys), the next
+retrieve or list by a caller carrying the credential, or a retry with the same idempotency key
+finds the job by tag and completes the row. And nothing is doubled: a row that is `attempted`
+is always looked up by tag before the provider is asked to create again.
+
+Failures of `create_job`: a definite refusal (400/401/403/404) marks `failed_to_create` and is
+replayed to retries with the same key (AIP-155: the key names one outcome; the SDK does not
+retry 4xx anyway). 429/409 are definite but transient: the lease is released so a retry may
+try again. Anything else (timeout, dropped connection, 5xx) is *ambiguous*: the row is looked
+up by tag at once; found → completed and returned; not found → the intent stays, the lease is
+released, and the caller gets a retryable error — the retry looks up by tag again before it
+ever creates anew.
+
+Duplicates with the same key and the same body (hash of the canonical request + account key)
+wait, polling the row, while another request holds the lease, and return its outcome; a
+different body is `Conflict` (409, not retried). A duplicate that finds the lease free (the
+first request failed transiently, or its process died and the lease expired) drives the intent
+itself, starting with the tag lookup.
+
+Fault injection: with `TUNEGATE_FAULT_CRASH_AFTER_PROVIDER_CREATE=1` in the environment (read
+at call time) the process exits with status 70 right after `create_job` returns — the crash
+window above, for end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from server import errors
+from server.errors import Conflict, TunegateError, Unavailable, UpstreamError
+from server.files import Clock
+from server.ids import FILE_PREFIX, is_well_formed, new_id
+from server.jobs._backends import Backend, Backends
+from server.jobs._provider_files import ProviderFileCopier
+from server.jobs._render import job_object, normalize_status
+from server.providers._base import JobObject
+from server.store import INTENT, DuplicateRequestId, JobRecord, JobRepository
+
+__all__ = [
+    "CREATED",
+    "FAILED",
+    "FAILED_TO_CREATE",
+    "FAULT_CRASH_AFTER_PROVIDER_CREATE",
+    "INTENT",
+    "JOB_PREFIX",
+    "CreationSettings",
+    "JobCreator",
+    "ReconcileReport",
+]
+
+logger = logging.getLogger("tunegate.server")
+
+JOB_PREFIX = "ftjob-"
+CREATED, FAILED_TO_CREATE, FAILED = "created", "failed_to_create", "failed"
+FAULT_CRASH_AFTER_PROVIDER_CREATE = "TUNEGATE_FAULT_CRASH_AFTER_PROVIDER_CREATE"
+CRASH_EXIT_STATUS = 70
+FILE_PARAMS = ("training_file", "validation_file")
+_exit = os._exit  # replaced by in-process tests of the crash window
+
+# Errors by which a provider definitely refused to create a job.
+_DEFINITE = (
+    errors.InvalidArgument,
+    errors.FailedPrecondition,
+    errors.NotFound,
+    errors.PermissionDenied,
+    errors.Unauthenticated,
+    errors.Conflict,
+)
+_TRANSIENT_REFUSALS = (errors.ResourceExhausted, errors.Aborted)
+_REPLAYABLE: dict[str, type[TunegateError]] = {cls.__name__: cls for cls in (*_DEFINITE, errors.Unsupported)}
+
+
+@dataclass(frozen=True, slots=True)
+class CreationSettings:
+    """Timing of the creation protocol (seconds).
+
+    `lease`: how long a request may drive an intent before others may take over (covers file
+    processing and the create call). `wait`: how long a duplicate waits for the driver.
+    `reconcile_grace`: intents younger than this are left to their request. `abandon_after`: an
+    intent not found at the provider this long after creation becomes `failed`.
+    `tag_lookback`: tag searches start this long before the intent's creation."""
+
+    lease: float = 900.0
+    wait: float = 60.0
+    poll_interval: float = 0.05
+    reconcile_grace: float = 30.0
+    abandon_after: float = 900.0
+    tag_lookback: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    """What one reconciler pass did."""
+
+    completed: int = 0
+    failed: int = 0
+    pending: int = 0
+
+
+def request_hash(body: Mapping[str, Any], account_key: str) -> str:
+    """The idempotency fingerprint: canonical JSON of the OpenAI body plus the account key."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{canonical}\n{account_key}".encode()).hexdigest()
+
+
+def error_record(exc: TunegateError) -> dict[str, Any]:
+    return {
+        "class": type(exc).__name__,
+        "message": exc.message,
+        "code": exc.code,
+        "param": exc.param,
+        "type": exc.type,
+        "http_status": exc.http_status,
+    }
+
+
+def stored_error(data: Mapping[str, Any]) -> TunegateError:
+    """The error stored by `error_record`, rebuilt for a replay."""
+    cls = _REPLAYABLE.get(str(data.get("class")), errors.InvalidArgument)
+    return cls(
+        str(data.get("message") or "The job could not be created."),
+        code=data.get("code"),
+        param=data.get("param"),
+        type=data.get("type"),
+        http_status=data.get("http_status"),
+    )
+
+
+def _crash_point() -> None:
+    if os.environ.get(FAULT_CRASH_AFTER_PROVIDER_CREATE) == "1":
+        logger.critical("fault injection: exiting between the provider's answer and the commit")
+        _exit(CRASH_EXIT_STATUS)
+
+
+class JobCreator:
+    """Runs the creation protocol over the job repository."""
+
+    def __init__(
+        self,
+        repository: JobRepository,
+        copier: ProviderFileCopier,
+        backends: Backends,
+        *,
+        settings: CreationSettings | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self._repo = repository
+        self._copier = copier
+        self._backends = backends
+        self.settings = settings or CreationSettings()
+        self._clock = clock
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    async def create(
+        self, owner: str, body: Mapping[str, Any], backend: Backend, *, request_id: str | None
+    ) -> JobRecord:
+        """Create (or, for a repeated idempotency key, replay) a validated request on `backend`."""
+        now = self._now()
+        account = backend.account
+        metadata = body.get("metadata")
+        record = JobRecord(
+            id=new_id(JOB_PREFIX),
+            owner=owner,
+            provider=account.provider,
+            account_key=account.key,
+            region=account.region,
+            state=INTENT,
+            status="validating_files",
+            request=dict(body),
+            request_hash=request_hash(body, account.key),
+            request_id=request_id,
+            metadata=dict(metadata) if metadata else None,
+            created_at=now,
+            updated_at=now,
+            lease_until=now + int(self.settings.lease),
+        )
+        if request_id is not None:
+            previous = await self._repo.get_by_request_id(owner, request_id)
+            if previous is not None:
+                return await self._replay(previous, record, backend)
+        try:
+            record = await self._repo.insert_intent(record)
+        except DuplicateRequestId:
+            assert request_id is not None
+            previous = await self._repo.get_by_request_id(owner, request_id)
+            assert previous is not None  # intents are never deleted
+            return await self._replay(previous, record, backend)
+        return await self._drive(record, backend)
+
+    async def _replay(self, previous: JobRecord, attempt: JobRecord, backend: Backend) -> JobRecord:
+        if previous.request_hash != attempt.request_hash:
+            raise Conflict(
+                "This idempotency key was already used with a different request.",
+                code="idempotency_key_reused",
+                param="request_id",
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.wait
+        saw_driver = False
+        current: JobRecord | None = previous
+        while True:
+            assert current is not None
+            if current.state == FAILED_TO_CREATE:
+                raise stored_error(current.error or {})
+            if current.state != INTENT:
+                return current
+            now = self._now()
+            if current.lease_until is not None and current.lease_until > now:
+                saw_driver = True
+            elif saw_driver:
+                # The request we waited for gave up without an outcome (a transient failure):
+                # answer like it did, retryably, rather than hammering the provider once per waiter.
+                raise Unavailable(
+                    "The first request with this idempotency key could not confirm the job; retry.",
+                    code="creation_pending",
+                    retry_after=1.0,
+                )
+            elif await self._repo.acquire_lease(current.id, now=now, until=now + int(self.settings.lease)):
+                return await self._drive(current, backend)
+            if loop.time() >= deadline:
+                raise Unavailable(
+                    "A request with this idempotency key is still being processed; retry shortly.",
+                    code="request_in_progress",
+                    retry_after=1.0,
+                )
+            await asyncio.sleep(self.settings.poll_interval)
+            current = await self._repo.get_any(current.id)
+
+    async def _drive(self, record: JobRecord, backend: Backend) -> JobRecord:
+        """Take a leased intent to an outcome (see the module docstring, steps 2–5)."""
+        provider, account = backend.provider, backend.account
+        try:
+            if record.attempted:
+                found = await self._find(record, backend)
+                if found is not None:
+                    return await self._complete(record, found)
+            native = await self._native_request(record, backend)
+            await self._repo.mark_attempted(record.id, now=self._now())
+        except _DEFINITE as exc:  # e.g. the provider could not process a file: nothing was paid
+            await self._repo.fail(record.id, state=FAILED_TO_CREATE, error=error_record(exc), now=self._now())
+            raise
+        except BaseException:
+            await self._release(record)
+            raise
+        try:
+            job = await provider.create_job(account, native, tag=record.id)
+        except _DEFINITE as exc:
+            await self._repo.fail(record.id, state=FAILED_TO_CREATE, error=error_record(exc), now=self._now())
+            raise
+        except _TRANSIENT_REFUSALS:
+            await self._release(record)
+            raise
+        except Exception as exc:
+            logger.warning("ambiguous failure creating %s on %s: %r", record.id, account.key, exc)
+            try:
+                found = await self._find(record, backend)
+            except Exception:
+                logger.exception("tag lookup after an ambiguous create failed for %s", record.id)
+                found = None
+            if found is not None:
+                return await self._complete(record, found)
+            await self._release(record)
+            if isinstance(exc, TunegateError):
+                raise
+            raise UpstreamError(
+                f"{provider.name} did not confirm the job; retry with the same Idempotency-Key."
+            ) from exc
+        except BaseException:  # cancelled mid-call: the job may exist; let a retry look for it
+            await self._release(record)
+            raise
+        _crash_point()
+        return await self._complete(record, job)
+
+    async def _release(self, record: JobRecord) -> None:
+        # Shielded: this runs while a cancellation unwinds and must still reach the database.
+        await asyncio.shield(self._repo.release_lease(record.id))
+
+    async def _native_request(self, record: JobRecord, backend: Backend) -> dict[str, Any]:
+        body = dict(record.request)
+        for param in FILE_PARAMS:
+            file_id = body.get(param)
+            if file_id and await self._copier.is_gateway_file(record.owner, file_id):
+                body[param] = await self._copier.native_file_id(
+                    record.owner, file_id, backend, param=param, wait=True
+                )
+        return body
+
+    async def _find(self, record: JobRecord, backend: Backend) -> JobObject | None:
+        body = dict(record.request)
+        for param in FILE_PARAMS:
+            file_id = body.get(param)
+            if file_id and is_well_formed(file_id, FILE_PREFIX):
+                body[param] = await self._copier.known_native_id(file_id, record.account_key) or file_id
+        created_after = record.created_at - self.settings.tag_lookback
+        return await backend.find_by_tag(record.id, created_after=created_after, request=body)
+
+    async def _complete(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
+        snapshot = job_object(provider_job, record)
+        await self._repo.complete(
+            record.id,
+            native_id=str(provider_job["id"]),
+            status=normalize_status(snapshot["status"]),
+            snapshot=snapshot,
+            now=self._now(),
+        )
+        # Whoever completed it first (another request, the reconciler) wrote the same job.
+        current = await self._repo.get_any(record.id)
+        assert current is not None
+        return current
+
+    async def resolve(self, record: JobRecord, backend: Backend | None) -> JobRecord:
+        """Complete an attempted intent if its job is found by tag (lazy resolution by a call
+        that carries the credential). Other rows are returned unchanged."""
+        if record.state != INTENT or not record.attempted or backend is None:
+            return record
+        try:
+            found = await self._find(record, backend)
+        except Exception:
+            logger.exception("tag lookup for %s failed", record.id)
+            return record
+        return record if found is None else await self._complete(record, found)
+
+    async def reconcile(self) -> ReconcileReport:
+        """One pass over intents older than `reconcile_grace` whose account can be rebuilt:
+        complete the ones found by tag; mark `failed` those not found after `abandon_after`
+        (unless a live request still holds the lease)."""
+        report = ReconcileReport()
+        now = self._now()
+        for record in await self._repo.intents_before(now - int(self.settings.reconcile_grace)):
+            try:
+                backend = self._backends.for_job(record, None)
+                if backend is None:
+                    report = dataclasses.replace(report, pending=report.pending + 1)
+                    continue  # per-request credentials: resolved lazily by the next call
+                resolved = await self.resolve(record, backend)
+            except Exception:
+                logger.exception("reconciling %s failed", record.id)
+                report = dataclasses.replace(report, pending=report.pending + 1)
+                continue
+            if resolved.state == CREATED:
+                logger.info(
+                    "reconciled %s: found at %s as %s", record.id, record.provider, resolved.native_id
+                )
+                report = dataclasses.replace(report, completed=report.completed + 1)
+                continue
+            leased = record.lease_until is not None and record.lease_until > now
+            if now - record.created_at >= self.settings.abandon_after and not leased:
+                await self._abandon(record, now)
+                report = dataclasses.replace(report, failed=report.failed + 1)
+            else:
+                report = dataclasses.replace(report, pending=report.pending + 1)
+        return report
+
+    async def _abandon(self, record: JobRecord, now: int) -> None:
+        error = {
+            "class": "Unavailable",
+            "code": "creation_not_confirmed",
+            "message": f"{record.provider} never confirmed this job, and it was not found by its tag.",
+            "param": None,
+        }
+        if await self._repo.fail(record.id, state=FAILED, error=error, now=now):
+            logger.warning("gave up on intent %s: not found at %s", record.id, record.provider)

@@ -1,0 +1,77 @@
+"""Owner scope: which tenant a call acts for, derived from its credentials.
+
+Rules, first match wins:
+
+1. a non-empty `x-portkey-api-key` (a gateway key) scopes to `"tenant:" + sha256(key)[:32 hex]`
+   — the tenant, whatever provider credentials the call carries. Portkey's SDK always sends
+   this header, empty when no Portkey key is configured; an empty value is ignored;
+2. a provider credential — `authorization: Bearer <token>`, a bare `authorization: <token>`,
+   or `api-key: <token>` — scopes to `"key:" + sha256(token)[:32 hex]` (the format existing
+   rows carry, so it must not change);
+3. otherwise the `"default"` scope.
+
+Other `authorization` schemes (`Basic …`) are not credentials here. The first text value of
+each metadata key counts. Secrets are never stored or logged, only these fingerprints. Every
+stored row carries the scope and every read filters by it, so another owner's object is
+indistinguishable from a missing one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+__all__ = [
+    "DEFAULT_OWNER",
+    "GATEWAY_KEY_HEADER",
+    "credential_from_authorization",
+    "owner_from_metadata",
+    "owner_from_tenant_key",
+    "owner_from_token",
+]
+
+DEFAULT_OWNER = "default"
+GATEWAY_KEY_HEADER = "x-portkey-api-key"
+
+
+def _fingerprint(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()[:32]
+
+
+def owner_from_token(token: str) -> str:
+    """The scope of a provider credential: a truncated SHA-256 fingerprint."""
+    return "key:" + _fingerprint(token)
+
+
+def owner_from_tenant_key(key: str) -> str:
+    """The scope of a gateway key (`x-portkey-api-key`): the tenant it identifies."""
+    return "tenant:" + _fingerprint(key)
+
+
+def credential_from_authorization(value: str) -> str | None:
+    """The credential in an `authorization` value: `Bearer <token>` → token; a bare token (no
+    spaces, as some clients send `Authorization: sk-…`) → itself; other schemes → None."""
+    text = value.strip()
+    if not text:
+        return None
+    scheme, _, rest = text.partition(" ")
+    if not rest:
+        return None if scheme.lower() == "bearer" else text  # `Bearer ` with an empty key
+    if scheme.lower() == "bearer":
+        return rest.strip() or None
+    return None
+
+
+def owner_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The scope of a call, from its invocation metadata (keys are lower case on the wire)."""
+    first: dict[str, str] = {}
+    for key, value in metadata or ():
+        if isinstance(value, str):
+            first.setdefault(key.lower(), value)
+    gateway_key = first.get(GATEWAY_KEY_HEADER, "").strip()
+    if gateway_key:
+        return owner_from_tenant_key(gateway_key)
+    token = credential_from_authorization(first.get("authorization", ""))
+    if token is None:
+        token = first.get("api-key", "").strip() or None
+    return DEFAULT_OWNER if token is None else owner_from_token(token)

@@ -1,0 +1,243 @@
+"""Routing configuration: which providers exist, where they live, which named credentials
+(virtual keys) the gateway holds, and which custom hosts a caller may point it at.
+
+Everything here is a frozen dataclass validated when built (`ValueError` on a bad value), so a
+`Router` never meets a malformed setting at request time. Secrets never live here: a virtual key
+names the *environment variable* that holds its credential.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+__all__ = [
+    "AZURE_DEFAULT_API_VERSION",
+    "DEFAULT_PROVIDERS",
+    "LOCAL_PROVIDER",
+    "PROVIDER_OPTIONS",
+    "ProviderSettings",
+    "RoutingConfig",
+    "VirtualKey",
+    "canonical_provider",
+    "check_option",
+    "parse_allowed_host",
+]
+
+LOCAL_PROVIDER = "local"
+"""The on-machine trainer: always routable, needs no credential."""
+
+AZURE_DEFAULT_API_VERSION = "v1"
+"""Azure's GA `/openai/v1` surface: OpenAI's shapes (``"auto"`` hyperparameters, `method`,
+`metadata`, pause/resume) and no version churn. A caller pins a dated version (e.g.
+`2024-10-21`) with `x-portkey-azure-api-version`, a virtual key's `api_version`, or
+`[providers.azure-openai] api_version`."""
+
+_PROVIDER_ALIASES = {"azure": "azure-openai"}
+
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# These end up inside a host name (`{resource_name}.openai.azure.com`, `bedrock.{region}…`),
+# so they are held to DNS-label characters: a value like `evil.example/#` would move the host.
+_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_PLACEHOLDER = re.compile(r"\{([a-z_]*)\}")
+_PLACEHOLDERS = frozenset({"resource_name", "region"})
+
+_OPTION_PATTERNS: Mapping[str, re.Pattern[str]] = {
+    "resource_name": _DNS_LABEL,
+    "deployment_id": _TOKEN,
+    "api_version": _TOKEN,
+    "auth": re.compile(r"api_key|bearer"),
+    "organization": _TOKEN,
+    "project": _TOKEN,
+    "project_id": _TOKEN,
+    "account_id": _TOKEN,
+}
+
+PROVIDER_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "openai": frozenset({"organization", "project"}),
+        "azure-openai": frozenset({"resource_name", "deployment_id", "api_version", "auth"}),
+        "vertex-ai": frozenset({"project_id"}),
+        "fireworks-ai": frozenset({"account_id"}),
+    }
+)
+"""The `Account.options` each provider understands. Azure's `auth` is `api_key` (send the
+credential as `api-key`) or `bearer` (send it as `Authorization: Bearer`, an Entra ID token)."""
+
+
+def canonical_provider(name: str) -> str:
+    """A provider name as routing knows it: lower case, Portkey's `azure` alias resolved."""
+    lowered = name.strip().lower()
+    return _PROVIDER_ALIASES.get(lowered, lowered)
+
+
+def check_option(name: str, value: str) -> bool:
+    """Whether `value` is acceptable for the provider option or `region` called `name`."""
+    pattern = _DNS_LABEL if name == "region" else _OPTION_PATTERNS.get(name)
+    return pattern is not None and pattern.fullmatch(value) is not None
+
+
+def _check_url(url: str, what: str, *, template: bool = False) -> None:
+    probe = url
+    if template:
+        for placeholder in _PLACEHOLDER.findall(url):
+            if placeholder not in _PLACEHOLDERS:
+                raise ValueError(f"{what}: unknown placeholder {{{placeholder}}} in {url!r}")
+        probe = _PLACEHOLDER.sub("x", url)
+    if "{" in probe or "}" in probe:
+        raise ValueError(f"{what}: unexpected brace in {url!r}")
+    parts = urlsplit(probe)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an http:// or https:// URL, got {url!r}")
+    if parts.username is not None or parts.query or parts.fragment:
+        raise ValueError(f"{what} must not carry credentials, a query or a fragment: {url!r}")
+
+
+def parse_allowed_host(entry: str) -> tuple[str, int | None]:
+    """An `allowed_custom_hosts` entry, `host` or `host:port` (IPv6 as `[::1]:8080`), as
+    `(lower-cased host, port or None)`. Raises `ValueError` for anything else — including
+    wildcards, which are deliberately not supported: every allowed host is named exactly."""
+    text = entry.strip()
+    if not text or "*" in text or "/" in text or "@" in text or "?" in text or "#" in text:
+        raise ValueError(f"allowed_custom_hosts: expected host or host:port, got {entry!r}")
+    parts = urlsplit("//" + text)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"allowed_custom_hosts: bad port in {entry!r}") from None
+    if not parts.hostname:
+        raise ValueError(f"allowed_custom_hosts: expected host or host:port, got {entry!r}")
+    return parts.hostname.lower(), port
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """How to reach one provider.
+
+    `base_url` may contain `{resource_name}` (Azure: one host per resource) and `{region}`
+    (Bedrock, Vertex), filled in per account. `api_version` is the provider's default API
+    version when it has one (Azure; see `AZURE_DEFAULT_API_VERSION`).
+    """
+
+    base_url: str
+    timeout_seconds: float = 60.0
+    max_retries: int = 2
+    api_version: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_url(self.base_url, "base_url", template=True)
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if not self.timeout_seconds > 0:
+            raise ValueError("timeout_seconds must be positive")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must not be negative")
+        if self.api_version is not None and not check_option("api_version", self.api_version):
+            raise ValueError(f"api_version: invalid value {self.api_version!r}")
+
+
+DEFAULT_PROVIDERS: Mapping[str, ProviderSettings] = MappingProxyType(
+    {
+        "openai": ProviderSettings(base_url="https://api.openai.com/v1"),
+        "azure-openai": ProviderSettings(
+            base_url="https://{resource_name}.openai.azure.com/openai", api_version=AZURE_DEFAULT_API_VERSION
+        ),
+    }
+)
+"""Used when the configuration names no providers; a configured provider of the same name
+replaces its default entirely (the CLI merges a partial `[providers.<name>]` table first)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualKey:
+    """Named credentials held by the gateway (`x-portkey-virtual-key: <name>`).
+
+    `api_key_env` names the environment variable holding the secret (None only for `local`).
+    `base_url` replaces the provider's; `options` are provider options (`PROVIDER_OPTIONS`),
+    e.g. Azure's `resource_name`, `api_version`, `deployment_id`, `auth`.
+    A virtual key fixes its backend completely: a request naming it may repeat these settings
+    but not change them, so the account can be rebuilt from the name alone (`vk:<name>`).
+    """
+
+    name: str
+    provider: str
+    api_key_env: str | None
+    base_url: str | None = None
+    region: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _KEY_NAME.fullmatch(self.name):
+            raise ValueError(f"virtual key name must match {_KEY_NAME.pattern}, got {self.name!r}")
+        what = f"virtual key {self.name!r}"
+        provider = canonical_provider(self.provider)
+        if not _PROVIDER_NAME.fullmatch(provider):
+            raise ValueError(f"{what}: invalid provider {self.provider!r}")
+        object.__setattr__(self, "provider", provider)
+        if self.api_key_env is None:
+            if provider != LOCAL_PROVIDER:
+                raise ValueError(f"{what}: api_key_env is required")
+        elif not _ENV_NAME.fullmatch(self.api_key_env):
+            raise ValueError(f"{what}: api_key_env must be an environment variable name")
+        if self.base_url is not None:
+            _check_url(self.base_url, f"{what}: base_url")
+            object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if self.region is not None and not check_option("region", self.region):
+            raise ValueError(f"{what}: invalid region {self.region!r}")
+        allowed = PROVIDER_OPTIONS.get(provider, frozenset())
+        for key, value in self.options.items():
+            if key not in allowed:
+                known = ", ".join(sorted(allowed)) or "none"
+                raise ValueError(f"{what}: unknown option {key!r} for {provider} (known: {known})")
+            if not isinstance(value, str) or not check_option(key, value):
+                raise ValueError(f"{what}: invalid value for {key}: {value!r}")
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """The routing half of the server configuration.
+
+    `allowed_custom_hosts` lists `host[:port]` entries a caller's `x-portkey-custom-host` may
+    point at (a host without a port allows any port); empty — the default — refuses every
+    custom host, since an open one would let callers make the gateway fetch any URL (SSRF).
+    `providers` are the routable provider names (plus `local`, always) and their settings.
+    """
+
+    allowed_custom_hosts: tuple[str, ...] = ()
+    virtual_keys: Mapping[str, VirtualKey] = field(default_factory=dict)
+    providers: Mapping[str, ProviderSettings] = field(default_factory=lambda: DEFAULT_PROVIDERS)
+
+    def __post_init__(self) -> None:
+        hosts = tuple(self.allowed_custom_hosts)
+        for entry in hosts:
+            parse_allowed_host(entry)
+        object.__setattr__(self, "allowed_custom_hosts", hosts)
+        providers: dict[str, ProviderSettings] = {}
+        for name, settings in self.providers.items():
+            canonical = canonical_provider(name)
+            if canonical != name or not _PROVIDER_NAME.fullmatch(name):
+                raise ValueError(f"providers: invalid provider name {name!r}")
+            if not isinstance(settings, ProviderSettings):
+                raise ValueError(f"providers: {name!r} must be ProviderSettings")
+            providers[name] = settings
+        object.__setattr__(self, "providers", MappingProxyType(providers))
+        keys: dict[str, VirtualKey] = {}
+        for name, key in self.virtual_keys.items():
+            if not isinstance(key, VirtualKey) or key.name != name:
+                raise ValueError(f"virtual_keys: entry {name!r} must be a VirtualKey named {name!r}")
+            if key.provider not in self.provider_names:
+                known = ", ".join(sorted(self.provider_names))
+                raise ValueError(f"virtual key {name!r}: unknown provider {key.provider!r} (known: {known})")
+            keys[name] = key
+        object.__setattr__(self, "virtual_keys", MappingProxyType(keys))
+
+    @property
+    def provider_names(self) -> frozenset[str]:
+        """Every routable provider name: the configured ones and `local`."""
+        return frozenset(self.providers) | {LOCAL_PROVIDER}

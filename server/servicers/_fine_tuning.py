@@ -1,0 +1,157 @@
+"""`tunegate.v1.FineTuning`: proto ⇄ OpenAI JSON around `server.jobs.JobService`, nothing else.
+
+Requests become OpenAI JSON with `tunegate.openai_json.to_openai`; the domain answers OpenAI
+JSON, which `from_openai` parses back into messages. Provider JSON may carry keys the contract
+does not know (`usage_metrics`, `shared_with_openai`, …): those are dropped first, because
+`from_openai` is strict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+from tunegate.openai_json import from_openai, to_openai
+from tunegate.v1 import fine_tuning_pb2 as ft
+from tunegate.v1 import fine_tuning_pb2_grpc, options_pb2
+
+from server.jobs import ItemPage, JobService
+from server.servicers._wire import Context, call_metadata, caller, idempotency_key
+
+M = TypeVar("M", bound=Message)
+
+
+def _known(value: Any, descriptor: Descriptor) -> Any:
+    """`value` (OpenAI JSON for `descriptor`) without the keys the contract lacks."""
+    options = descriptor.GetOptions()
+    if descriptor.file.package == "google.protobuf" or options.Extensions[options_pb2.auto_or_number]:
+        return value
+    unwrap = options.Extensions[options_pb2.unwrap]
+    if unwrap:  # `Metadata` (a map of strings, kept whole) or `Integrations` (a list of objects)
+        inner = descriptor.fields_by_name[unwrap]
+        if isinstance(value, list) and inner.message_type is not None and not _is_map(inner):
+            return [_known(item, inner.message_type) for item in value]
+        return value
+    if not isinstance(value, dict):
+        return value
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        field = descriptor.fields_by_name.get(key)
+        if field is None:
+            if key == "object":
+                result[key] = item
+            continue
+        message = field.message_type
+        if message is not None and not _is_map(field):
+            item = [_known(x, message) for x in item] if isinstance(item, list) else _known(item, message)
+        result[key] = item
+    return result
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and bool(field.message_type.GetOptions().map_entry)
+
+
+def _message(data: Mapping[str, Any], cls: type[M]) -> M:
+    descriptor: Descriptor = cls.DESCRIPTOR  # type: ignore[assignment]  # upb and python descriptors
+    return from_openai(_known(dict(data), descriptor), cls)
+
+
+def _job(data: Mapping[str, Any]) -> ft.FineTuningJob:
+    return _message(data, ft.FineTuningJob)
+
+
+class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
+    """Serves `/tunegate.v1.FineTuning/*` from a `JobService`."""
+
+    def __init__(self, jobs: JobService) -> None:
+        self._jobs = jobs
+
+    async def CreateFineTuningJob(
+        self, request: ft.CreateFineTuningJobRequest, context: Context
+    ) -> ft.FineTuningJob:
+        job = await self._jobs.create(
+            caller(context),
+            to_openai(request),
+            metadata=call_metadata(context),
+            request_id=idempotency_key(context),
+        )
+        return _job(job)
+
+    async def ListFineTuningJobs(
+        self, request: ft.ListFineTuningJobsRequest, context: Context
+    ) -> ft.ListFineTuningJobsResponse:
+        page = await self._jobs.list(
+            caller(context),
+            metadata=call_metadata(context),
+            after=request.after or None,
+            limit=request.limit if request.HasField("limit") else None,
+            metadata_filter=dict(request.metadata.values) if request.HasField("metadata") else None,
+        )
+        return ft.ListFineTuningJobsResponse(data=[_job(job) for job in page.data], has_more=page.has_more)
+
+    async def GetFineTuningJob(
+        self, request: ft.GetFineTuningJobRequest, context: Context
+    ) -> ft.FineTuningJob:
+        job = await self._jobs.retrieve(
+            caller(context), request.fine_tuning_job_id, metadata=call_metadata(context)
+        )
+        return _job(job)
+
+    async def CancelFineTuningJob(
+        self, request: ft.CancelFineTuningJobRequest, context: Context
+    ) -> ft.FineTuningJob:
+        job = await self._jobs.cancel(
+            caller(context), request.fine_tuning_job_id, metadata=call_metadata(context)
+        )
+        return _job(job)
+
+    async def PauseFineTuningJob(
+        self, request: ft.PauseFineTuningJobRequest, context: Context
+    ) -> ft.FineTuningJob:
+        job = await self._jobs.pause(
+            caller(context), request.fine_tuning_job_id, metadata=call_metadata(context)
+        )
+        return _job(job)
+
+    async def ResumeFineTuningJob(
+        self, request: ft.ResumeFineTuningJobRequest, context: Context
+    ) -> ft.FineTuningJob:
+        job = await self._jobs.resume(
+            caller(context), request.fine_tuning_job_id, metadata=call_metadata(context)
+        )
+        return _job(job)
+
+    async def ListFineTuningEvents(
+        self, request: ft.ListFineTuningEventsRequest, context: Context
+    ) -> ft.ListFineTuningEventsResponse:
+        page = await self._jobs.list_events(
+            caller(context),
+            request.fine_tuning_job_id,
+            metadata=call_metadata(context),
+            after=request.after or None,
+            limit=request.limit if request.HasField("limit") else None,
+        )
+        return ft.ListFineTuningEventsResponse(
+            data=[_message(event, ft.FineTuningJobEvent) for event in page.data], has_more=page.has_more
+        )
+
+    async def ListFineTuningCheckpoints(
+        self, request: ft.ListFineTuningCheckpointsRequest, context: Context
+    ) -> ft.ListFineTuningCheckpointsResponse:
+        page: ItemPage = await self._jobs.list_checkpoints(
+            caller(context),
+            request.fine_tuning_job_id,
+            metadata=call_metadata(context),
+            after=request.after or None,
+            limit=request.limit if request.HasField("limit") else None,
+        )
+        response = ft.ListFineTuningCheckpointsResponse(
+            data=[_message(item, ft.FineTuningJobCheckpoint) for item in page.data], has_more=page.has_more
+        )
+        if page.first_id is not None and page.last_id is not None:
+            response.first_id = page.first_id
+            response.last_id = page.last_id
+        return response

@@ -1,0 +1,70 @@
+"""The metadata store: SQLAlchemy Core (async) over SQLite or PostgreSQL, schema under Alembic.
+
+`Database.open(url)` creates the engine, applies SQLite's pragmas, runs the migrations and hands
+out typed repositories. Rows come back as frozen dataclass records.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.store._database import MIGRATIONS_DIR, create_engine, current_revision, migrate
+from server.store._files import DuplicateRequestId, FileRepository
+from server.store._job_history import MirrorRepository, ProviderFileRepository
+from server.store._jobs import INTENT, JobRepository
+from server.store._records import (
+    FileRecord,
+    JobRecord,
+    MirroredRecord,
+    ProviderFileRecord,
+    UploadPartRecord,
+    UploadRecord,
+)
+from server.store._uploads import UploadRepository
+
+__all__ = [
+    "INTENT",
+    "MIGRATIONS_DIR",
+    "Database",
+    "DuplicateRequestId",
+    "FileRecord",
+    "FileRepository",
+    "JobRecord",
+    "JobRepository",
+    "MirrorRepository",
+    "MirroredRecord",
+    "ProviderFileRecord",
+    "ProviderFileRepository",
+    "UploadPartRecord",
+    "UploadRecord",
+    "UploadRepository",
+    "current_revision",
+    "migrate",
+]
+
+
+class Database:
+    """An open, migrated metadata database and its repositories."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.files = FileRepository(engine)
+        self.uploads = UploadRepository(engine)
+        self.jobs = JobRepository(engine)
+        self.job_events = MirrorRepository.events(engine)
+        self.job_checkpoints = MirrorRepository.checkpoints(engine)
+        self.provider_files = ProviderFileRepository(engine)
+
+    @classmethod
+    async def open(cls, url: str) -> Database:
+        """Connect to `url` and migrate the schema to the newest revision."""
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()

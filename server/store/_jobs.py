@@ -1,0 +1,271 @@
+"""The `jobs` repository (with `job_metadata` and `provider_cursors`): queries, no rules.
+
+The creation protocol (`server.jobs`) relies on three properties made here:
+- `insert_intent` commits in its own transaction, and the unique (owner, request_id) index makes
+  exactly one concurrent insert per idempotency key win (`DuplicateRequestId` for the others);
+- `acquire_lease`, `complete` and `fail` are compare-and-set updates on `state = 'intent'`, so
+  two workers can never both finish one intent differently;
+- every read a caller can reach is scoped by owner; only the reconciler reads across owners.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.store._files import DuplicateRequestId
+from server.store._records import JobRecord
+from server.store._schema import job_metadata, jobs, provider_cursors
+
+__all__ = ["INTENT", "JobRepository"]
+
+INTENT = "intent"
+_JSON_COLUMNS = ("request", "metadata", "snapshot", "error")
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _record(row: sa.Row[Any]) -> JobRecord:
+    values = row._asdict()
+    for name in _JSON_COLUMNS:
+        raw = values[name]
+        values[name] = None if raw is None else json.loads(raw)
+    values["attempted"] = bool(values["attempted"])
+    return JobRecord(**values)
+
+
+def _row_values(record: JobRecord) -> dict[str, Any]:
+    values = {name: getattr(record, name) for name in record.__slots__ if name != "seq"}
+    for name in _JSON_COLUMNS:
+        values[name] = _dumps(values[name])
+    return values
+
+
+class JobRepository:
+    """Reads and writes job rows. Methods taking `owner` are scoped to it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    # -- creation -------------------------------------------------------------------------
+
+    async def insert_intent(self, record: JobRecord) -> JobRecord:
+        """Store a new job row (and its metadata pairs) in one committed transaction; returns it
+        with its `seq`. Raises `DuplicateRequestId` when the (owner, request_id) pair exists."""
+        try:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(jobs.insert().values(**_row_values(record)))
+                if record.metadata:
+                    await conn.execute(
+                        job_metadata.insert(),
+                        [{"job_id": record.id, "key": k, "value": v} for k, v in record.metadata.items()],
+                    )
+        except IntegrityError as exc:
+            if record.request_id is not None:
+                raise DuplicateRequestId(record.request_id) from exc
+            raise
+        (seq,) = result.inserted_primary_key or (None,)
+        return dataclasses.replace(record, seq=seq)
+
+    async def acquire_lease(self, job_id: str, *, now: int, until: int) -> bool:
+        """Take the intent's lease if it is free (never taken, released, or expired)."""
+        query = (
+            jobs.update()
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.state == INTENT,
+                sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until <= now),
+            )
+            .values(lease_until=until, updated_at=now)
+        )
+        return await self._changed(query)
+
+    async def release_lease(self, job_id: str) -> None:
+        await self._changed(jobs.update().where(jobs.c.id == job_id).values(lease_until=None))
+
+    async def mark_attempted(self, job_id: str, *, now: int) -> None:
+        """Record, before the provider call, that a job may now exist at the provider."""
+        await self._changed(jobs.update().where(jobs.c.id == job_id).values(attempted=True, updated_at=now))
+
+    async def complete(
+        self, job_id: str, *, native_id: str, status: str, snapshot: Mapping[str, Any], now: int
+    ) -> bool:
+        """`intent → created` (also `failed → created`: a job found after it was given up on is
+        still the caller's job); False if it was already finished otherwise."""
+        query = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.state.in_([INTENT, "failed"]))
+            .values(
+                state="created",
+                native_id=native_id,
+                status=status,
+                snapshot=_dumps(dict(snapshot)),
+                lease_until=None,
+                updated_at=now,
+            )
+        )
+        return await self._changed(query)
+
+    async def fail(
+        self,
+        job_id: str,
+        *,
+        state: str,
+        error: Mapping[str, Any],
+        now: int,
+        snapshot: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """`intent → state` (`failed_to_create` or `failed`) with the error kept."""
+        query = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.state == INTENT)
+            .values(
+                state=state,
+                status="failed",
+                error=_dumps(dict(error)),
+                snapshot=None if snapshot is None else _dumps(dict(snapshot)),
+                lease_until=None,
+                updated_at=now,
+            )
+        )
+        return await self._changed(query)
+
+    async def update_snapshot(
+        self, job_id: str, *, status: str, snapshot: Mapping[str, Any], now: int
+    ) -> None:
+        query = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.state == "created")
+            .values(status=status, snapshot=_dumps(dict(snapshot)), updated_at=now)
+        )
+        await self._changed(query)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get(self, owner: str, job_id: str) -> JobRecord | None:
+        return await self._first(jobs.select().where(jobs.c.owner == owner, jobs.c.id == job_id))
+
+    async def get_any(self, job_id: str) -> JobRecord | None:
+        """A row by id in any owner scope (the reconciler only)."""
+        return await self._first(jobs.select().where(jobs.c.id == job_id))
+
+    async def get_by_request_id(self, owner: str, request_id: str) -> JobRecord | None:
+        return await self._first(jobs.select().where(jobs.c.owner == owner, jobs.c.request_id == request_id))
+
+    async def by_native_ids(
+        self, owner: str, account_key: str, native_ids: Iterable[str]
+    ) -> dict[str, JobRecord]:
+        """This owner's created jobs on `account_key` among `native_ids`, by native id."""
+        wanted = list(native_ids)
+        if not wanted:
+            return {}
+        query = jobs.select().where(
+            jobs.c.owner == owner, jobs.c.account_key == account_key, jobs.c.native_id.in_(wanted)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {record.native_id: record for record in map(_record, rows) if record.native_id}
+
+    async def by_native_id(self, owner: str, provider: str, native_id: str) -> JobRecord | None:
+        """This owner's created job with `native_id` on `provider`, if any."""
+        query = jobs.select().where(
+            jobs.c.owner == owner, jobs.c.provider == provider, jobs.c.native_id == native_id
+        )
+        return await self._first(query)
+
+    async def page(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        after_seq: int | None = None,
+        metadata: Mapping[str, str] | None = None,
+        hidden_states: Sequence[str] = (),
+    ) -> list[JobRecord]:
+        """Up to `limit` rows newest first (seq descending), strictly older than `after_seq`.
+
+        `metadata`: None = no filter; empty = jobs without metadata; else jobs holding every
+        pair."""
+        query = jobs.select().where(jobs.c.owner == owner)
+        if hidden_states:
+            query = query.where(jobs.c.state.not_in(list(hidden_states)))
+        if after_seq is not None:
+            query = query.where(jobs.c.seq < after_seq)
+        if metadata is not None:
+            if not metadata:
+                query = query.where(~sa.exists().where(job_metadata.c.job_id == jobs.c.id))
+            for key, value in metadata.items():
+                query = query.where(
+                    sa.exists().where(
+                        job_metadata.c.job_id == jobs.c.id,
+                        job_metadata.c.key == key,
+                        job_metadata.c.value == value,
+                    )
+                )
+        query = query.order_by(jobs.c.seq.desc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_record(row) for row in rows]
+
+    async def intents_before(self, created_before: int, *, limit: int = 500) -> list[JobRecord]:
+        """Intents (any owner) created at or before `created_before`, oldest first."""
+        query = (
+            jobs.select()
+            .where(jobs.c.state == INTENT, jobs.c.created_at <= created_before)
+            .order_by(jobs.c.created_at)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_record(row) for row in rows]
+
+    # -- provider page cursors --------------------------------------------------------------
+
+    async def put_cursor(
+        self, owner: str, account_key: str, after_id: str, token: str, *, now: int, expire_before: int
+    ) -> None:
+        """Remember the provider's page token for the page after `after_id`; drops expired ones."""
+        key = (
+            provider_cursors.c.owner == owner,
+            provider_cursors.c.account_key == account_key,
+            provider_cursors.c.after_id == after_id,
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(provider_cursors.delete().where(provider_cursors.c.created_at < expire_before))
+            await conn.execute(provider_cursors.delete().where(*key))
+            await conn.execute(
+                provider_cursors.insert().values(
+                    owner=owner, account_key=account_key, after_id=after_id, token=token, created_at=now
+                )
+            )
+
+    async def get_cursor(self, owner: str, account_key: str, after_id: str, *, not_before: int) -> str | None:
+        query = sa.select(provider_cursors.c.token).where(
+            provider_cursors.c.owner == owner,
+            provider_cursors.c.account_key == account_key,
+            provider_cursors.c.after_id == after_id,
+            provider_cursors.c.created_at >= not_before,
+        )
+        async with self._engine.connect() as conn:
+            token: str | None = (await conn.execute(query)).scalar()
+        return token
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _first(self, query: sa.Select[Any]) -> JobRecord | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _record(row)
+
+    async def _changed(self, query: sa.Update) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(query)
+        return bool(result.rowcount == 1)

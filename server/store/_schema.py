@@ -1,0 +1,160 @@
+"""Table definitions for SQLAlchemy Core queries.
+
+The DDL that creates them lives in `migrations/versions/`; the two must agree (a test checks that
+the migrated database matches this metadata's columns).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY (the rowid alias); PostgreSQL gets BIGINT.
+Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# `seq` is the insertion order and the stable pagination key; `id` is the public, random id.
+# Soft delete: a deleted file keeps its row (deleted_at set, blob removed) so its id still works
+# as a list cursor.
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("seq", Seq, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("filename", sa.String(512), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("content_type", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status_details", sa.Text, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=True),
+    sa.Column("deleted_at", sa.BigInteger, nullable=True),
+    sa.Column("blob_key", sa.String(128), nullable=False),
+    sa.Column("request_id", sa.String(255), nullable=True),
+    sa.Index("ix_files_owner_seq", "owner", "seq"),
+    sa.Index("ix_files_owner_request_id", "owner", "request_id", unique=True),
+    sa.Index("ix_files_expires_at", "expires_at"),
+)
+
+uploads = sa.Table(
+    "uploads",
+    metadata,
+    sa.Column("seq", Seq, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("filename", sa.String(512), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("mime_type", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    # The expiry policy of the file the upload produces (seconds after its creation).
+    sa.Column("file_expires_after", sa.BigInteger, nullable=True),
+    sa.Column("file_id", sa.String(64), nullable=True),
+    sa.Column("request_id", sa.String(255), nullable=True),
+    sa.Index("ix_uploads_owner_request_id", "owner", "request_id", unique=True),
+    sa.Index("ix_uploads_status_expires_at", "status", "expires_at"),
+)
+
+upload_parts = sa.Table(
+    "upload_parts",
+    metadata,
+    sa.Column("seq", Seq, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("upload_id", sa.String(64), sa.ForeignKey("uploads.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("blob_key", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_upload_parts_upload_id", "upload_id"),
+)
+
+# Fine-tuning jobs (server.jobs). `state` is the registry's own creation state machine
+# (intent → created | failed_to_create | failed); `status` is OpenAI's job status as last seen.
+# `request` is the create body as OpenAI JSON (user's file ids), kept to re-render intents and
+# for reconciliation; `snapshot` is the latest job object rendered with gateway ids.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("seq", Seq, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("account_key", sa.String(255), nullable=False),
+    sa.Column("region", sa.String(64), nullable=True),
+    sa.Column("native_id", sa.String(255), nullable=True),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("request", sa.Text, nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("request_id", sa.String(255), nullable=True),
+    sa.Column("metadata", sa.Text, nullable=True),
+    sa.Column("snapshot", sa.Text, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("attempted", sa.Boolean, nullable=False, default=False),
+    sa.Column("lease_until", sa.BigInteger, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_jobs_owner_seq", "owner", "seq"),
+    sa.Index("ix_jobs_owner_request_id", "owner", "request_id", unique=True),
+    sa.Index("ix_jobs_state_created_at", "state", "created_at"),
+    sa.Index("ix_jobs_account_native", "account_key", "native_id"),
+)
+
+# The user's job metadata, one row per pair, so the list filter is a portable EXISTS query.
+job_metadata = sa.Table(
+    "job_metadata",
+    metadata,
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(512), nullable=False),
+    sa.Index("ix_job_metadata_key_value", "key", "value"),
+)
+
+
+# Mirrored events and checkpoints: `seq` is the gateway's insertion order (chronological, as the
+# provider reported them), the stable pagination key; (job_id, native_id) is unique.
+def _history_table(name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("seq", Seq, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.String(64), nullable=False, unique=True),
+        sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("native_id", sa.String(255), nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Index(f"ix_{name}_job_native", "job_id", "native_id", unique=True),
+        sa.Index(f"ix_{name}_job_seq", "job_id", "seq"),
+    )
+
+
+job_events = _history_table("job_events")
+job_checkpoints = _history_table("job_checkpoints")
+
+# A gateway file's copy at a provider account: reused by every later job on that account.
+provider_files = sa.Table(
+    "provider_files",
+    metadata,
+    sa.Column("file_id", sa.String(64), primary_key=True),
+    sa.Column("account_key", sa.String(255), primary_key=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("native_id", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status_details", sa.Text, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+# Provider page tokens kept server-side: the client only sends `after=<id>`.
+provider_cursors = sa.Table(
+    "provider_cursors",
+    metadata,
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column("account_key", sa.String(255), primary_key=True),
+    sa.Column("after_id", sa.String(255), primary_key=True),
+    sa.Column("token", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_provider_cursors_created_at", "created_at"),
+)

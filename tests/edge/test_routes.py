@@ -1,0 +1,151 @@
+"""edge._routes: the route table built from the google.api.http annotations."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import ServiceDescriptor
+from tunegate.v1 import files_pb2, uploads_pb2
+
+from edge import Cardinality, RouteError, build_routes, default_services
+
+EXPECTED = {
+    ("POST", "/v1/chat/completions"): (
+        "/tunegate.v1.ChatCompletions/CreateChatCompletion",
+        Cardinality.SERVER_STREAMING,
+    ),
+    ("POST", "/v1/files"): ("/tunegate.v1.Files/CreateFile", Cardinality.CLIENT_STREAMING),
+    ("GET", "/v1/files"): ("/tunegate.v1.Files/ListFiles", Cardinality.UNARY),
+    ("GET", "/v1/files/{file_id}"): ("/tunegate.v1.Files/GetFile", Cardinality.UNARY),
+    ("DELETE", "/v1/files/{file_id}"): ("/tunegate.v1.Files/DeleteFile", Cardinality.UNARY),
+    ("GET", "/v1/files/{file_id}/content"): (
+        "/tunegate.v1.Files/GetFileContent",
+        Cardinality.SERVER_STREAMING,
+    ),
+    ("POST", "/v1/uploads"): ("/tunegate.v1.Uploads/CreateUpload", Cardinality.UNARY),
+    ("POST", "/v1/uploads/{upload_id}/parts"): (
+        "/tunegate.v1.Uploads/AddUploadPart",
+        Cardinality.CLIENT_STREAMING,
+    ),
+    ("POST", "/v1/uploads/{upload_id}/complete"): ("/tunegate.v1.Uploads/CompleteUpload", Cardinality.UNARY),
+    ("POST", "/v1/uploads/{upload_id}/cancel"): ("/tunegate.v1.Uploads/CancelUpload", Cardinality.UNARY),
+    ("POST", "/v1/fine_tuning/jobs"): ("/tunegate.v1.FineTuning/CreateFineTuningJob", Cardinality.UNARY),
+    ("GET", "/v1/fine_tuning/jobs"): ("/tunegate.v1.FineTuning/ListFineTuningJobs", Cardinality.UNARY),
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}"): (
+        "/tunegate.v1.FineTuning/GetFineTuningJob",
+        Cardinality.UNARY,
+    ),
+    ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/cancel"): (
+        "/tunegate.v1.FineTuning/CancelFineTuningJob",
+        Cardinality.UNARY,
+    ),
+    ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/pause"): (
+        "/tunegate.v1.FineTuning/PauseFineTuningJob",
+        Cardinality.UNARY,
+    ),
+    ("POST", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/resume"): (
+        "/tunegate.v1.FineTuning/ResumeFineTuningJob",
+        Cardinality.UNARY,
+    ),
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events"): (
+        "/tunegate.v1.FineTuning/ListFineTuningEvents",
+        Cardinality.UNARY,
+    ),
+    ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints"): (
+        "/tunegate.v1.FineTuning/ListFineTuningCheckpoints",
+        Cardinality.UNARY,
+    ),
+}
+
+
+def test_routes_are_openais_paths() -> None:
+    table = {(r.verb, r.path): (r.method_path, r.cardinality) for r in build_routes()}
+    assert table == EXPECTED
+
+
+def test_every_annotated_method_has_a_route_and_every_route_an_annotation() -> None:
+    routes = {r.method_path for r in build_routes()}
+    annotated = set()
+    for service in default_services():
+        for method in service.methods:
+            assert method.GetOptions().HasExtension(annotations_pb2.http), method.full_name
+            annotated.add(f"/{service.full_name}/{method.name}")
+    assert routes == annotated
+
+
+def test_route_details() -> None:
+    by_method = {r.method_path: r for r in build_routes()}
+    get = by_method["/tunegate.v1.Files/GetFile"]
+    assert get.path_fields == ("file_id",) and get.body == ""
+    assert get.request_cls().DESCRIPTOR.full_name == "tunegate.v1.GetFileRequest"
+    cancel = by_method["/tunegate.v1.FineTuning/CancelFineTuningJob"]
+    assert cancel.body == "*" and cancel.path_fields == ("fine_tuning_job_id",)
+    create = by_method["/tunegate.v1.Files/CreateFile"]
+    assert create.upload is not None
+    assert (create.upload.metadata_field, create.upload.chunk_field, create.upload.part) == (
+        "metadata",
+        "chunk",
+        "file",
+    )
+    assert create.upload.metadata_cls is files_pb2.FileMetadata or (
+        create.upload.metadata_cls.DESCRIPTOR.full_name == "tunegate.v1.FileMetadata"
+    )
+    parts = by_method["/tunegate.v1.Uploads/AddUploadPart"]
+    assert parts.upload is not None and parts.upload.part == "data" and parts.path_fields == ("upload_id",)
+    assert (
+        parts.upload.metadata_cls.DESCRIPTOR.full_name == uploads_pb2.UploadPartMetadata.DESCRIPTOR.full_name
+    )
+
+
+_counter = itertools.count()
+
+
+def _service_with(path: str, *, body: str = "", stream_out: bool = False) -> ServiceDescriptor:
+    """A throwaway service (unique package, default pool) whose one method is `get: path`."""
+    name = f"routetest{next(_counter)}"
+    f = descriptor_pb2.FileDescriptorProto(name=f"{name}.proto", package=name, syntax="proto3")
+    f.dependency.append("google/api/annotations.proto")
+    msg = f.message_type.add(name="Req")
+    msg.field.add(name="id", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING)
+    msg.field.add(
+        name="tags",
+        number=2,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
+    )
+    method = f.service.add(name="S").method.add(
+        name="M", input_type=f".{name}.Req", output_type=f".{name}.Req"
+    )
+    method.server_streaming = stream_out
+    rule = method.options.Extensions[annotations_pb2.http]
+    rule.get = path
+    rule.body = body
+    pool = descriptor_pool.Default()
+    pool.Add(f)
+    return pool.FindServiceByName(f"{name}.S")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "stream_out"),
+    [
+        ("/v1/things/{id=things/*}", "", False),
+        ("/v1/things/*", "", False),
+        ("/v1/things/{id}:cancel", "", False),
+        ("/v1/things/{missing}", "", False),
+        ("/v1/things/{tags}", "", False),
+        ("/v1/things", "id", False),
+        ("/v1/things/{id}", "", True),  # server streaming that is not HttpBody
+    ],
+)
+def test_unservable_annotations_fail_loudly(path: str, body: str, stream_out: bool) -> None:
+    service = _service_with(path, body=body, stream_out=stream_out)
+    with pytest.raises(RouteError):
+        build_routes([service])
+
+
+def test_a_plain_template_is_accepted() -> None:
+    routes = build_routes([_service_with("/v1/things/{id}")])
+    assert [(r.verb, r.path, r.path_fields) for r in routes] == [("GET", "/v1/things/{id}", ("id",))]

@@ -1,0 +1,129 @@
+"""The crash window and the reconciler, against the JobService over a real database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from server import GatewayServer
+from server.errors import UpstreamError
+from server.jobs import FAULT_CRASH_AFTER_PROVIDER_CREATE, JobService, ReconcileReport, _create
+from server.jobs._service import render
+from server.owner import owner_from_metadata
+from tests.server.conftest import FakeClock
+from tests.server.jobs.conftest import job_settings
+from tests.server.jobs.fakes import FakeProvider, FakeProviders, StubRouter
+from tests.server.jobs.support import ALICE, TEAM
+from tests.server.support import Metadata
+
+BODY: dict[str, Any] = {
+    "model": "gpt-4o-mini",
+    "training_file": "file-native-training",
+    "metadata": {"a": "b"},
+}
+
+
+class SimulatedCrash(BaseException):
+    """Stands in for `os._exit`: unwinds without running the commit."""
+
+
+def restart(
+    gateway: GatewayServer, provider: FakeProvider, router: StubRouter, clock: FakeClock
+) -> JobService:
+    """A fresh service over the same database, as after a process restart."""
+    return JobService(
+        gateway.database, gateway.files, router, FakeProviders(provider), settings=job_settings(), clock=clock
+    )
+
+
+@pytest.fixture
+def crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exit_(status: int) -> None:
+        assert status == 70
+        raise SimulatedCrash
+
+    monkeypatch.setattr(_create, "_exit", exit_)
+    monkeypatch.setenv(FAULT_CRASH_AFTER_PROVIDER_CREATE, "1")
+
+
+async def crash_create(gateway: GatewayServer, md: Metadata, monkeypatch: pytest.MonkeyPatch) -> str:
+    owner = owner_from_metadata(md)
+    with pytest.raises(SimulatedCrash):
+        await gateway.jobs.create(owner, BODY, metadata=dict(md), request_id="key-1")
+    monkeypatch.delenv(FAULT_CRASH_AFTER_PROVIDER_CREATE)
+    [row] = await gateway.database.jobs.page(owner, limit=10)
+    assert (row.state, row.attempted) == ("intent", True)
+    return row.id
+
+
+@pytest.mark.usefixtures("crash")
+async def test_a_crash_after_the_provider_answered_is_reconciled_once(
+    gateway: GatewayServer,
+    provider: FakeProvider,
+    router: StubRouter,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id = await crash_create(gateway, TEAM, monkeypatch)
+    assert len(provider.jobs) == 1
+    owner = owner_from_metadata(TEAM)
+    # Until it is resolved, the intent renders as a job being validated.
+    row = await gateway.database.jobs.get(owner, job_id)
+    assert row is not None
+    shown = render(row)
+    assert (shown["id"], shown["status"], shown["metadata"]) == (job_id, "validating_files", {"a": "b"})
+
+    service = restart(gateway, provider, router, clock)
+    assert await service.reconcile() == ReconcileReport()  # still within the grace period
+    clock.advance(31)
+    assert await service.reconcile() == ReconcileReport(completed=1)
+    assert await service.reconcile() == ReconcileReport()
+
+    job = await service.retrieve(owner, job_id, metadata={})
+    assert (job["id"], job["metadata"], job["object"]) == (job_id, {"a": "b"}, "fine_tuning.job")
+    [row] = await gateway.database.jobs.page(owner, limit=10)
+    assert (row.state, row.native_id) == ("created", next(iter(provider.jobs)))
+    # The client's retry with the same key gets the same job; the provider still has one.
+    again = await service.create(owner, BODY, metadata=dict(TEAM), request_id="key-1")
+    assert again["id"] == job_id
+    assert len(provider.ops("create_job")) == 1 and len(provider.jobs) == 1
+
+
+@pytest.mark.usefixtures("crash")
+async def test_per_request_credentials_are_resolved_by_the_next_call_carrying_them(
+    gateway: GatewayServer,
+    provider: FakeProvider,
+    router: StubRouter,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job_id = await crash_create(gateway, ALICE, monkeypatch)
+    owner = owner_from_metadata(ALICE)
+    service = restart(gateway, provider, router, clock)
+    clock.advance(31)
+    assert await service.reconcile() == ReconcileReport(pending=1)  # no stored credential
+    page = await service.list(owner, metadata={"x-portkey-api-key": "pk-alice"})
+    assert [job["status"] for job in page.data] == ["validating_files"]
+    job = await service.retrieve(owner, job_id, metadata=dict(ALICE))
+    assert job["id"] == job_id and job["status"] == "validating_files"
+    [row] = await gateway.database.jobs.page(owner, limit=10)
+    assert row.state == "created" and len(provider.jobs) == 1
+
+
+async def test_an_intent_never_found_is_given_up(
+    gateway: GatewayServer, provider: FakeProvider, clock: FakeClock
+) -> None:
+    provider.create_error = UpstreamError("gateway timeout")
+    owner = owner_from_metadata(TEAM)
+    with pytest.raises(UpstreamError):
+        await gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k")
+    clock.advance(60)
+    assert await gateway.jobs.reconcile() == ReconcileReport(pending=1)
+    clock.advance(900)
+    assert await gateway.jobs.reconcile() == ReconcileReport(failed=1)
+    [row] = await gateway.database.jobs.page(owner, limit=10)
+    job = await gateway.jobs.retrieve(owner, row.id, metadata={})
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "creation_not_confirmed"
+    assert provider.jobs == {}

@@ -1,0 +1,70 @@
+"""Owner scope rules (`server.owner`)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from server.owner import (
+    DEFAULT_OWNER,
+    credential_from_authorization,
+    owner_from_metadata,
+    owner_from_tenant_key,
+    owner_from_token,
+)
+
+
+def fingerprint(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:32]
+
+
+KEY = "key:" + fingerprint("sk-1")
+TENANT = "tenant:" + fingerprint("pk-1")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "owner"),
+    [
+        ([("authorization", "Bearer sk-1")], KEY),  # the format existing rows carry
+        ([("authorization", "bearer  sk-1 ")], KEY),
+        ([("authorization", "sk-1")], KEY),  # a bare key, as some clients send it
+        ([("api-key", "sk-1")], KEY),
+        ([("authorization", "Bearer sk-1"), ("api-key", "other")], KEY),
+        ([("authorization", "Basic dTpw")], DEFAULT_OWNER),
+        ([("authorization", "Basic dTpw"), ("api-key", "sk-1")], KEY),
+        ([("x-portkey-api-key", "pk-1")], TENANT),
+        ([("x-portkey-api-key", "pk-1"), ("authorization", "Bearer sk-1")], TENANT),  # the tenant wins
+        ([("x-portkey-api-key", ""), ("authorization", "Bearer sk-1")], KEY),  # Portkey's SDK default
+        ([("x-portkey-api-key", "  "), ("x-portkey-provider", "openai")], DEFAULT_OWNER),
+        ([("x-portkey-api-key", b"pk-1"), ("authorization", "Bearer sk-1")], KEY),  # binary: not text
+        ([("authorization", "Bearer sk-1"), ("authorization", "Bearer sk-2")], KEY),  # first wins
+        ([], DEFAULT_OWNER),
+        (None, DEFAULT_OWNER),
+    ],
+)
+def test_owner_from_metadata(metadata: list[tuple[str, str | bytes]] | None, owner: str) -> None:
+    assert owner_from_metadata(metadata) == owner
+
+
+def test_fingerprints_hide_secrets() -> None:
+    assert owner_from_token("sk-1") == KEY and "sk-1" not in KEY and len(KEY) == 36
+    assert owner_from_tenant_key("pk-1") == TENANT
+    assert owner_from_tenant_key("sk-1").removeprefix("tenant:") == KEY.removeprefix("key:")
+
+
+@pytest.mark.parametrize(
+    ("value", "credential"),
+    [
+        ("Bearer sk-1", "sk-1"),
+        ("BEARER sk-1", "sk-1"),
+        ("sk-1", "sk-1"),
+        ("Bearer ", None),  # an SDK with an empty key
+        ("Bearer", None),
+        ("Basic dTpw", None),
+        ("", None),
+        ("   ", None),
+    ],
+)
+def test_credential_from_authorization(value: str, credential: str | None) -> None:
+    assert credential_from_authorization(value) == credential

@@ -1,0 +1,218 @@
+"""The `tunegate` command: settings precedence, and `tunegate run` as a real process."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server.cli import load_settings
+from server.routing import DEFAULT_PROVIDERS, ProviderSettings, VirtualKey
+
+
+def args(**overrides: object) -> argparse.Namespace:
+    base: dict[str, object] = {"config": None, "data_dir": None, "grpc_port": None, "http_port": None}
+    base.update(overrides)
+    return argparse.Namespace(**base)
+
+
+def test_defaults() -> None:
+    settings = load_settings(args(), env={})
+    assert settings.server.port == 50051
+    assert settings.edge.port == 8787
+    assert settings.edge.grpc_target == "127.0.0.1:50051"
+    assert settings.server.data_dir == Path("data")
+
+
+def test_flags_beat_env_beat_file(tmp_path: Path) -> None:
+    config = tmp_path / "tunegate.toml"
+    config.write_text(
+        'data_dir = "/from/file"\n[server]\nport = 1111\nmax_file_bytes = 1048576\n[edge]\nport = 2222\n'
+    )
+    env = {
+        "TUNEGATE_CONFIG": str(config),
+        "TUNEGATE_GRPC_PORT": "3333",
+        "TUNEGATE_DATA_DIR": str(tmp_path / "env"),
+    }
+    settings = load_settings(args(http_port=4444), env=env)
+    assert settings.server.port == 3333
+    assert settings.edge.port == 4444
+    assert settings.server.data_dir == tmp_path / "env"
+    assert settings.edge.grpc_target == "127.0.0.1:3333"
+    assert settings.server.max_file_bytes == settings.edge.max_file_bytes == 1048576
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("[server]\nprot = 1\n", "unknown key"),
+        ("[nope]\n", "unknown top-level"),
+        ("[server]\nport = -5\n", "port"),
+    ],
+)
+def test_bad_config_stops_with_a_message(tmp_path: Path, document: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(document)
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings(args(config=str(config)), env={})
+    assert message in str(exit_info.value)
+
+
+ROUTING_TOML = """
+[server]
+reconcile_grace_seconds = 5
+
+[routing]
+allowed_custom_hosts = ["proxy.internal:8443", "mirror.example.com"]
+
+[providers.azure-openai]
+base_url = "http://127.0.0.1:9000/{resource_name}/openai"
+
+[providers.openai]
+timeout_seconds = 5
+
+[providers.fireworks-ai]
+base_url = "https://api.fireworks.ai/inference/v1"
+max_retries = 0
+
+[virtual_keys.team-azure]
+provider = "azure"
+api_key_env = "TEAM_AZURE_KEY"
+resource_name = "team-eastus"
+api_version = "2024-10-21"
+
+[virtual_keys.trainer]
+provider = "local"
+"""
+
+
+def test_routing_sections(tmp_path: Path) -> None:
+    config = tmp_path / "tunegate.toml"
+    config.write_text(ROUTING_TOML)
+    settings = load_settings(args(config=str(config)), env={"TEAM_AZURE_KEY": "secret"})
+    routing = settings.server.routing
+    assert settings.server.reconcile_grace_seconds == 5
+    assert routing.allowed_custom_hosts == ("proxy.internal:8443", "mirror.example.com")
+    assert routing.providers["azure-openai"] == ProviderSettings(
+        base_url="http://127.0.0.1:9000/{resource_name}/openai", api_version="v1"
+    )
+    assert routing.providers["openai"] == ProviderSettings(
+        base_url="https://api.openai.com/v1", timeout_seconds=5
+    )
+    assert routing.providers["fireworks-ai"].max_retries == 0
+    assert routing.virtual_keys["team-azure"] == VirtualKey(
+        name="team-azure",
+        provider="azure-openai",
+        api_key_env="TEAM_AZURE_KEY",
+        options={"resource_name": "team-eastus", "api_version": "2024-10-21"},
+    )
+    assert routing.virtual_keys["trainer"].api_key_env is None
+    assert "secret" not in repr(settings)
+
+
+def test_routing_defaults_and_env_override(tmp_path: Path) -> None:
+    settings = load_settings(args(), env={})
+    assert settings.server.routing.allowed_custom_hosts == ()
+    assert settings.server.routing.virtual_keys == {}
+    assert dict(settings.server.routing.providers) == dict(DEFAULT_PROVIDERS)
+    assert settings.server.reconcile_grace_seconds == 30.0
+    config = tmp_path / "tunegate.toml"
+    config.write_text(ROUTING_TOML)
+    env = {"TUNEGATE_CONFIG": str(config), "TUNEGATE_ALLOWED_CUSTOM_HOSTS": " a.internal , b.internal:8080,"}
+    settings = load_settings(args(), env=env)
+    assert settings.server.routing.allowed_custom_hosts == ("a.internal", "b.internal:8080")
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("[routing]\nallowed_hosts = []\n", "unknown key(s) in [routing]: allowed_hosts"),
+        ('[routing]\nallowed_custom_hosts = "a.example"\n', "list of strings"),
+        ('[routing]\nallowed_custom_hosts = ["*.example.com"]\n', "allowed_custom_hosts"),
+        ("[routing]\nvirtual_keys = {}\n", "unknown key"),
+        ('[providers.openai]\nbase_url = "ftp://x"\n', "[providers.openai]"),
+        ('[providers.openai]\nbaseurl = "https://x"\n', "unknown key(s) in [providers.openai]"),
+        ("[providers.vertex-ai]\ntimeout_seconds = 5\n", "base_url"),
+        ('[virtual_keys.k]\napi_key_env = "K"\n', "needs provider"),
+        ('[virtual_keys.k]\nprovider = "openai"\n', "api_key_env is required"),
+        ('[virtual_keys.k]\nprovider = "openai"\napi_key_env = "K"\napi_key = "sk"\n', "unknown option"),
+        ('[virtual_keys.k]\nprovider = "bedrock"\napi_key_env = "K"\n', "unknown provider"),
+        ("[server]\nrouting = {}\n", "unknown key(s) in [server]: routing"),
+        ("[server]\nreconcile_grace_seconds = -1\n", "reconcile_grace_seconds"),
+    ],
+)
+def test_bad_routing_config_stops_with_a_message(tmp_path: Path, document: str, message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(document)
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings(args(config=str(config)), env={})
+    assert message in str(exit_info.value)
+
+
+def test_bad_env_custom_host_stops_with_a_message() -> None:
+    with pytest.raises(SystemExit, match="allowed_custom_hosts"):
+        load_settings(args(), env={"TUNEGATE_ALLOWED_CUSTOM_HOSTS": "http://x.example"})
+
+
+def test_bad_env_port_stops_with_a_message() -> None:
+    with pytest.raises(SystemExit, match="TUNEGATE_HTTP_PORT"):
+        load_settings(args(), env={"TUNEGATE_HTTP_PORT": "eighty"})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_tunegate_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    http_port, grpc_port = free_port(), free_port()
+    tunegate = Path(sys.executable).parent / "tunegate"
+    proc = subprocess.Popen(
+        [
+            str(tunegate),
+            "run",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "gateway did not start"
+                time.sleep(0.1)
+        assert health.status_code == 200
+        listing = httpx.get(f"http://127.0.0.1:{http_port}/v1/files")
+        assert listing.json() == {
+            "object": "list",
+            "data": [],
+            "first_id": "",
+            "last_id": "",
+            "has_more": False,
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert (
+        str(http_port) in output and str(tmp_path / "d") in output
+    )  # logs say where it listens / data lives

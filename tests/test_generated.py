@@ -1,0 +1,36 @@
+"""The committed stubs in clients/python are exactly what `make proto` generates."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc_tools
+
+ROOT = Path(__file__).resolve().parents[1]
+GENERATED = ROOT / "clients" / "python" / "tunegate" / "v1"
+
+
+def test_regeneration_changes_nothing(tmp_path: Path) -> None:
+    protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "proto" / "tunegate" / "v1").glob("*.proto"))
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    outputs = ("--python_out", "--mypy_out", "--grpc_python_out", "--mypy_grpc_out")
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", "-Iproto", "-Ithird_party", f"-I{include}"]
+        + [f"{flag}={tmp_path}" for flag in outputs]
+        + protos,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    fresh = {p.name: p.read_bytes() for p in (tmp_path / "tunegate" / "v1").iterdir()}
+    committed = {
+        p.name: p.read_bytes() for p in GENERATED.iterdir() if p.name != "__init__.py" and p.is_file()
+    }
+    assert sorted(fresh) == sorted(committed), "generated file set differs: run `make proto`"
+    stale = [name for name in fresh if fresh[name] != committed[name]]
+    assert not stale, f"stale generated code, run `make proto`: {stale}"
