@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Gateway benchmark: tunegate (edge + server, two processes sharing one core) against Portkey's
-# gateway on the same loopback fake upstream, with ../shared/bench (wrk + sendfile uploads).
+# Gateway benchmark: tunegate (edge + server on one core) against Portkey's gateway on the same
+# loopback fake upstream, with ../shared/bench (wrk + sendfile uploads).
 #
 #   bash bench/gateway_bench.sh                 # direct + portkey + tunegate, default scenarios
 #   SCENARIOS=get_job,create_job CONC=1 SIZES= bash bench/gateway_bench.sh
+#   TUNEGATE_MODE=split bash bench/gateway_bench.sh   # `tunegate server` + `tunegate edge`
+#
+# TUNEGATE_MODE=run (default): one `tunegate run` process, the edge calling the servicers through
+# the in-process channel. split: two processes, the edge calling the server over gRPC.
 #
 # Environment: everything ../shared/bench/run.sh reads (SCRATCH, DURATION, CONC, SCENARIOS, SIZES,
 # REPEAT, GATEWAY_CPUS=1, ...). Results: $OUT (default bench/results/gateway-<time>.jsonl).
@@ -44,14 +48,20 @@ trap cleanup EXIT INT TERM
 pin=(); [ -n "$GATEWAY_CPUS" ] && pin=(taskset -c "$GATEWAY_CPUS")
 TUNEGATE="$ROOT/.venv/bin/tunegate"
 common=(--config "$DATA_DIR/bench.toml" --data-dir "$DATA_DIR" --grpc-port "$GRPC_PORT" --log-level WARNING)
-"${pin[@]}" "$TUNEGATE" server "${common[@]}" >"$DATA_DIR/server.log" 2>&1 & PIDS+=($!)
-"${pin[@]}" "$TUNEGATE" edge "${common[@]}" --http-port "$HTTP_PORT" --grpc-target "127.0.0.1:$GRPC_PORT" \
-  >"$DATA_DIR/edge.log" 2>&1 & PIDS+=($!)
+MODE="${TUNEGATE_MODE:-run}"
+if [ "$MODE" = split ]; then
+  "${pin[@]}" "$TUNEGATE" server "${common[@]}" >"$DATA_DIR/server.log" 2>&1 & PIDS+=($!)
+  "${pin[@]}" "$TUNEGATE" edge "${common[@]}" --http-port "$HTTP_PORT" --grpc-target "127.0.0.1:$GRPC_PORT" \
+    >"$DATA_DIR/edge.log" 2>&1 & PIDS+=($!)
+else
+  "${pin[@]}" "$TUNEGATE" run "${common[@]}" --http-port "$HTTP_PORT" >"$DATA_DIR/run.log" 2>&1 & PIDS+=($!)
+fi
 for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$HTTP_PORT/healthz" 2>/dev/null && break; sleep 0.1; done
 curl -fsS -o /dev/null "http://127.0.0.1:$HTTP_PORT/healthz" || { cat "$DATA_DIR"/*.log; exit 1; }
-version="tunegate $(git -C "$ROOT" rev-parse --short HEAD) edge+server $(nproc) cpus pinned to ${GATEWAY_CPUS:-any}"
+PID_ARGS=(); for p in "${PIDS[@]}"; do PID_ARGS+=(--pid "$p"); done
+version="tunegate $(git -C "$ROOT" rev-parse --short HEAD) $MODE $(nproc) cpus pinned to ${GATEWAY_CPUS:-any}"
 
 SCRATCH="$SCRATCH" UPSTREAM_PORT="$UPSTREAM_PORT" GATEWAY_CPUS="$GATEWAY_CPUS" bash "$SHARED/run.sh" direct portkey custom \
   --name tunegate --base-url "http://127.0.0.1:$HTTP_PORT/v1" \
   -H "x-portkey-provider: openai" -H "x-portkey-custom-host: http://127.0.0.1:$UPSTREAM_PORT/v1" \
-  -H "Authorization: Bearer sk-fake" --pid "${PIDS[0]}" --pid "${PIDS[1]}" --note "$version"
+  -H "Authorization: Bearer sk-fake" "${PID_ARGS[@]}" --note "$version"

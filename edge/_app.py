@@ -145,14 +145,19 @@ async def _channel_ctx(app: web.Application) -> AsyncIterator[None]:
         await channel.close(grace=None)
 
 
-def build_app(config: EdgeConfig) -> web.Application:
+def build_app(config: EdgeConfig, channel: grpc.aio.Channel | None = None) -> web.Application:
     """The edge application for ``config``: every annotated RPC routed, plus ``/healthz``.
 
-    Raises RouteError if an annotation cannot be served.
+    Calls go to ``config.grpc_target`` over one channel the app opens and closes, or through
+    ``channel`` when given (the server's in-process channel under ``tunegate run``; the caller
+    owns it). Raises RouteError if an annotation cannot be served.
     """
     app = web.Application(middlewares=[_edge_middleware])
     app[CONFIG_KEY] = config
-    app.cleanup_ctx.append(_channel_ctx)
+    if channel is None:
+        app.cleanup_ctx.append(_channel_ctx)
+    else:
+        app[CHANNEL_KEY] = channel
     app.router.add_get("/healthz", _healthz)
     for route in build_routes():
         handler = _unary(route) if route.cardinality is Cardinality.UNARY else _streaming(route)
@@ -173,9 +178,9 @@ class EdgeServer:
         """The bound port (the real one when ``config.port`` is 0)."""
 
     @classmethod
-    async def start(cls, config: EdgeConfig) -> EdgeServer:
-        """Build the app, bind, and start serving."""
-        runner = web.AppRunner(build_app(config), handle_signals=False, access_log=None)
+    async def start(cls, config: EdgeConfig, channel: grpc.aio.Channel | None = None) -> EdgeServer:
+        """Build the app (see `build_app` for ``channel``), bind, and start serving."""
+        runner = web.AppRunner(build_app(config, channel), handle_signals=False, access_log=None)
         await runner.setup()
         try:
             site = web.TCPSite(runner, config.host, config.port)

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -39,6 +40,7 @@ from server.blobs import LocalBlobStore
 from server.chat import ChatService
 from server.config import ServerConfig, grpc_server_options
 from server.files import Clock, FileService
+from server.inprocess import HandlerTable, InProcessChannel
 from server.interceptor import ErrorInterceptor
 from server.jobs import AccountRouter, CreationSettings, JobService, JobSettings, ProviderLookup
 from server.providers import LocalProvider, LocalSettings, ProviderSet, SchedulerSettings
@@ -83,6 +85,7 @@ class GatewayServer:
         providers: ProviderLookup,
         owns_providers: bool,
         port: int,
+        handlers: HandlerTable,
     ) -> None:
         self.config = config
         self.database = database
@@ -97,6 +100,7 @@ class GatewayServer:
         """The bound port (the real one when the config asked for port 0)."""
         self._server = server
         self._health = health
+        self._handlers = handlers
         self._sweeper: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._stopped = False
@@ -105,6 +109,11 @@ class GatewayServer:
     def address(self) -> str:
         """`host:port` clients can dial."""
         return _address(self.config.host, self.port)
+
+    def channel(self) -> InProcessChannel:
+        """A channel to this server's servicers for callers in this process and on this event
+        loop (the edge under `tunegate run`): no HTTP/2, no serialisation, same semantics."""
+        return InProcessChannel(self._handlers)
 
     @classmethod
     async def start(
@@ -165,15 +174,22 @@ class GatewayServer:
                 options=grpc_server_options(config),
                 maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             )
-            files_pb2_grpc.add_FilesServicer_to_server(
-                FilesServicer(files, after_store=jobs.schedule_file_copy), server
-            )
-            uploads_pb2_grpc.add_UploadsServicer_to_server(UploadsServicer(uploads), server)
-            fine_tuning_pb2_grpc.add_FineTuningServicer_to_server(FineTuningServicer(jobs), server)
             chat = ChatService(_local_of(provider_set), jobs)
-            chat_pb2_grpc.add_ChatCompletionsServicer_to_server(ChatCompletionsServicer(chat), server)
             health_servicer = health_aio.HealthServicer()
-            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+            handlers = HandlerTable()
+            services: tuple[tuple[Callable[[Any, Any], None], object], ...] = (
+                (
+                    files_pb2_grpc.add_FilesServicer_to_server,
+                    FilesServicer(files, after_store=jobs.schedule_file_copy),
+                ),
+                (uploads_pb2_grpc.add_UploadsServicer_to_server, UploadsServicer(uploads)),
+                (fine_tuning_pb2_grpc.add_FineTuningServicer_to_server, FineTuningServicer(jobs)),
+                (chat_pb2_grpc.add_ChatCompletionsServicer_to_server, ChatCompletionsServicer(chat)),
+                (health_pb2_grpc.add_HealthServicer_to_server, health_servicer),
+            )
+            for add_to, servicer in services:
+                add_to(servicer, server)  # the network
+                add_to(servicer, handlers)  # the in-process channel
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, _HEALTH_NAME, reflection.SERVICE_NAME), server
             )
@@ -198,6 +214,7 @@ class GatewayServer:
             providers=provider_set,
             owns_providers=owns_providers,
             port=port,
+            handlers=handlers,
         )
         gateway._sweeper = asyncio.create_task(gateway._sweep_forever(), name="tunegate-expiry-sweep")
         gateway._reconciler = asyncio.create_task(

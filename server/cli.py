@@ -53,7 +53,9 @@ import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import grpc.aio
 
 from edge import EdgeConfig, EdgeServer
 from server.app import GatewayServer
@@ -233,8 +235,11 @@ async def _run_both(settings: Settings) -> None:
     edge_config = settings.edge
     if settings.server.port == 0:  # the edge follows the port the server actually bound
         edge_config = dataclasses.replace(edge_config, grpc_target=f"127.0.0.1:{server.port}")
+    # The edge calls the servicers in-process (no loopback HTTP/2 hop); the gRPC port still
+    # serves gRPC clients. The channel only has the methods the edge uses, hence the cast.
+    channel = cast(grpc.aio.Channel, server.channel())
     try:
-        edge = await EdgeServer.start(edge_config)
+        edge = await EdgeServer.start(edge_config, channel)
     except BaseException:
         await server.stop()
         raise

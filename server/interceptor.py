@@ -20,7 +20,7 @@ import grpc.aio
 
 from server.errors import Internal, TunegateError, to_status
 
-__all__ = ["ErrorInterceptor"]
+__all__ = ["ErrorInterceptor", "wrap_handler"]
 
 logger = logging.getLogger("tunegate.server")
 
@@ -78,6 +78,32 @@ def _wrap_stream_response(behavior: _Behavior, method: str) -> _Behavior:
     return _wrap_unary_response(behavior, method)
 
 
+def wrap_handler(handler: _Handler, method: str) -> _Handler:
+    """`handler` with every behaviour wrapped as described above (same cardinality, same
+    (de)serializers). Used by `ErrorInterceptor` and by the in-process channel."""
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap_unary_response(handler.unary_unary, method), **kwargs
+        )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            _wrap_stream_response(handler.unary_stream, method), **kwargs
+        )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            _wrap_unary_response(handler.stream_unary, method), **kwargs
+        )
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream_response(handler.stream_stream, method), **kwargs
+        )
+    return handler
+
+
 class ErrorInterceptor(_Interceptor):
     """Turns exceptions raised by servicers into well-formed `google.rpc.Status` aborts."""
 
@@ -90,25 +116,4 @@ class ErrorInterceptor(_Interceptor):
         handler: _Handler | None = await continuation(handler_call_details)
         if handler is None:
             return handler  # type: ignore[return-value]  # the stubs omit the None case
-        method = handler_call_details.method
-        kwargs = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary_response(handler.unary_unary, method), **kwargs
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream_response(handler.unary_stream, method), **kwargs
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary_response(handler.stream_unary, method), **kwargs
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream_response(handler.stream_stream, method), **kwargs
-            )
-        return handler
+        return wrap_handler(handler, handler_call_details.method)

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import grpc.aio
 import pytest
 
 from edge import EdgeConfig, EdgeServer
@@ -46,8 +47,10 @@ class Gateway:
         self._thread.join(timeout=30)
 
 
-def start_gateway(data_dir: Path, **limits: Any) -> Gateway:
-    """Starts server + edge on free loopback ports in a background thread."""
+def start_gateway(data_dir: Path, *, in_process: bool = False, **limits: Any) -> Gateway:
+    """Starts server + edge on free loopback ports in a background thread. With `in_process`
+    the edge calls the servicers through the server's in-process channel (as `tunegate run`
+    does); otherwise over a gRPC connection to the server's port (as `tunegate edge` does)."""
     loop = asyncio.new_event_loop()
     ready: Future[tuple[GatewayServer, EdgeServer]] = Future()
 
@@ -59,7 +62,8 @@ def start_gateway(data_dir: Path, **limits: Any) -> Gateway:
                     grpc_target=f"127.0.0.1:{server.port}",
                     port=0,
                     **{k: v for k, v in limits.items() if k in ("max_file_bytes", "max_part_bytes")},
-                )
+                ),
+                cast(grpc.aio.Channel, server.channel()) if in_process else None,
             )
         except BaseException as exc:
             ready.set_exception(exc)
@@ -91,9 +95,10 @@ def start_gateway(data_dir: Path, **limits: Any) -> Gateway:
     )
 
 
-@pytest.fixture(scope="session")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = start_gateway(tmp_path_factory.mktemp("gateway"))
+@pytest.fixture(scope="session", params=["grpc", "in-process"])
+def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The shared gateway, once per way the edge can reach the server."""
+    gw = start_gateway(tmp_path_factory.mktemp("gateway"), in_process=request.param == "in-process")
     yield gw
     gw.close()
 

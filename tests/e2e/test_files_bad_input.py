@@ -19,10 +19,14 @@ from tests.openapi_schema import validate
 LIMIT = 256 * 1024
 
 
-@pytest.fixture(scope="module")
-def small_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    """A gateway whose per-file limit is 256 KiB, so over-limit uploads are cheap to test."""
-    gw = start_gateway(tmp_path_factory.mktemp("small"), max_file_bytes=LIMIT)
+@pytest.fixture(scope="module", params=["grpc", "in-process"])
+def small_gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    """A gateway whose per-file limit is 256 KiB, so over-limit uploads are cheap to test; once
+    per way the edge reaches the server."""
+    in_process = request.param == "in-process"
+    gw = start_gateway(tmp_path_factory.mktemp("small"), in_process=in_process, max_file_bytes=LIMIT)
     yield gw
     gw.close()
 

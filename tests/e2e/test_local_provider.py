@@ -47,7 +47,9 @@ def _preference(count: int = 12) -> str:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = start_gateway(tmp_path_factory.mktemp("local"), local_concurrency=2, local_train_threads=1)
+    gw = start_gateway(
+        tmp_path_factory.mktemp("local"), in_process=True, local_concurrency=2, local_train_threads=1
+    )
     yield gw
     gw.close()
 
