@@ -6,9 +6,7 @@ out typed repositories. Rows come back as frozen dataclass records.
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from server.store._database import MIGRATIONS_DIR, create_engine, current_revision, migrate
+from server.store._database import MIGRATIONS_DIR, Engine, create_engine, current_revision, migrate
 from server.store._files import DuplicateRequestId, FileRepository
 from server.store._job_history import MirrorRepository, ProviderFileRepository
 from server.store._jobs import INTENT, JobRepository
@@ -46,7 +44,7 @@ __all__ = [
 class Database:
     """An open, migrated metadata database and its repositories."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.files = FileRepository(engine)
         self.uploads = UploadRepository(engine)

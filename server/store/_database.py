@@ -11,8 +11,13 @@ from alembic.config import Config
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from server.store._inline import InlineEngine
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _BUSY_TIMEOUT_MS = 5000
+
+Engine = AsyncEngine | InlineEngine
+"""What the repositories run on: PostgreSQL's async engine, or SQLite inline (`_inline`)."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -28,18 +33,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine for `url` (sqlite+aiosqlite or postgresql+asyncpg), pragmas installed."""
+def create_engine(url: str) -> Engine:
+    """The engine for `url`: SQLite (`sqlite://`, `sqlite+aiosqlite://`, `sqlite+pysqlite://`)
+    runs inline on the event loop's thread (see `server.store._inline`), pragmas installed;
+    `postgresql+asyncpg://` gets an async engine."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        # One connection: SQLite has a single writer anyway, and concurrent writers on separate
-        # connections meet SQLITE_BUSY and the busy handler's sleeps (seconds of tail latency);
-        # queued on one connection they simply take turns.
-        engine = create_async_engine(url, pool_size=1, max_overflow=0)
-        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
+        # One connection: SQLite has a single writer anyway; `InlineEngine` queues the blocks.
+        engine = sa.create_engine(
+            parsed.set(drivername="sqlite+pysqlite"),
+            pool_size=1,
+            max_overflow=0,
+            connect_args={"check_same_thread": False},  # `InlineEngine` serialises all use
+        )
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return InlineEngine(engine)
     return create_async_engine(url, pool_pre_ping=True)
 
 
@@ -54,7 +64,7 @@ def _upgrade(connection: sa.Connection) -> None:
     command.upgrade(_alembic_config(connection), "head")
 
 
-async def migrate(engine: AsyncEngine) -> None:
+async def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
@@ -66,7 +76,7 @@ def _current(connection: sa.Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
+async def current_revision(engine: Engine) -> str | None:
     """The revision recorded in `alembic_version`, or None for an unmigrated database."""
     async with engine.connect() as connection:
         return await connection.run_sync(_current)

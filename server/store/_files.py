@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.store._database import Engine
 from server.store._records import FileRecord, row_values
 from server.store._schema import files
 
@@ -26,7 +26,7 @@ def _record(row: sa.Row[Any]) -> FileRecord:
 class FileRepository:
     """Reads and writes `files` rows. Every method is scoped to one owner, except the sweep."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     async def insert(self, record: FileRecord) -> FileRecord:

@@ -8,8 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.store._database import Engine
 from server.store._records import MirroredRecord, ProviderFileRecord
 from server.store._schema import job_checkpoints, job_events, provider_files
 
@@ -26,16 +26,16 @@ class MirrorRepository:
     """One mirror table (events or checkpoints). Rows are reached through a job id the caller
     has already resolved within its owner scope."""
 
-    def __init__(self, engine: AsyncEngine, table: sa.Table) -> None:
+    def __init__(self, engine: Engine, table: sa.Table) -> None:
         self._engine = engine
         self._table = table
 
     @classmethod
-    def events(cls, engine: AsyncEngine) -> MirrorRepository:
+    def events(cls, engine: Engine) -> MirrorRepository:
         return cls(engine, job_events)
 
     @classmethod
-    def checkpoints(cls, engine: AsyncEngine) -> MirrorRepository:
+    def checkpoints(cls, engine: Engine) -> MirrorRepository:
         return cls(engine, job_checkpoints)
 
     async def known(self, job_id: str, native_ids: Iterable[str]) -> set[str]:
@@ -87,7 +87,7 @@ class MirrorRepository:
 class ProviderFileRepository:
     """Where gateway files were copied, per provider account."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     async def get(self, file_id: str, account_key: str) -> ProviderFileRecord | None:

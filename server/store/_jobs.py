@@ -17,8 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.store._database import Engine
 from server.store._files import DuplicateRequestId
 from server.store._records import JobRecord
 from server.store._schema import job_metadata, jobs, provider_cursors
@@ -52,7 +52,7 @@ def _row_values(record: JobRecord) -> dict[str, Any]:
 class JobRepository:
     """Reads and writes job rows. Methods taking `owner` are scoped to it."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     # -- creation -------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.store._database import Engine
 from server.store._files import DuplicateRequestId
 from server.store._records import UploadPartRecord, UploadRecord, row_values
 from server.store._schema import upload_parts, uploads
@@ -28,7 +28,7 @@ class UploadRepository:
     """Reads and writes uploads and their parts. Upload reads are owner-scoped; parts are reached
     only through an upload the caller owns."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     async def insert(self, record: UploadRecord) -> UploadRecord:
