@@ -59,9 +59,9 @@ class ServerConfig:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, got {self.port}")
         if self.database_url is not None and not self.database_url.startswith(
-            ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+            ("sqlite://", "sqlite+pysqlite://", "sqlite+aiosqlite://", "postgresql+asyncpg://")
         ):
-            raise ValueError("database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+            raise ValueError("database_url must start with sqlite:// or postgresql+asyncpg://")
         for name in ("max_file_bytes", "max_part_bytes", "max_upload_bytes", "max_concurrent_rpcs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -86,7 +86,7 @@ class ServerConfig:
         """The database URL in use: the configured one, or SQLite inside `data_dir`."""
         if self.database_url is not None:
             return self.database_url
-        return f"sqlite+aiosqlite:///{(self.data_dir / 'tunegate.db').resolve()}"
+        return f"sqlite:///{(self.data_dir / 'tunegate.db').resolve()}"
 
 
 def grpc_server_options(config: ServerConfig) -> list[tuple[str, int]]:

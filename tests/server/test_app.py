@@ -101,7 +101,7 @@ async def test_stop_is_idempotent(start_gateway: StartGateway) -> None:
 
 
 async def test_migrations_on_empty_database(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}")
+    engine = create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
     try:
         assert await current_revision(engine) is None
         await migrate(engine)
@@ -130,7 +130,7 @@ async def test_migrations_on_empty_database(tmp_path: Path) -> None:
 
 def test_config_validation_and_options(tmp_path: Path) -> None:
     config = ServerConfig(data_dir=tmp_path)
-    assert config.resolved_database_url == f"sqlite+aiosqlite:///{(tmp_path / 'tunegate.db').resolve()}"
+    assert config.resolved_database_url == f"sqlite:///{(tmp_path / 'tunegate.db').resolve()}"
     options = dict(grpc_server_options(config))
     assert options["grpc.max_receive_message_length"] == 4 * 1024 * 1024
     assert options["grpc.max_send_message_length"] == 64 * 1024 * 1024
