@@ -30,6 +30,7 @@ import json as _json
 import logging
 import random
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -178,20 +179,22 @@ class HttpClient:
             body = _json.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
             send_headers.setdefault("Content-Type", "application/json")
         query = {key: _query_value(value) for key, value in params.items() if value is not None}
-        request = httpx.Request(method, url, params=query)
+        if query:
+            url = f"{url}?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
         try:
             async with self._session.request(
-                method, str(request.url), data=body, headers=send_headers, allow_redirects=False
+                method, url, data=body, headers=send_headers, allow_redirects=False
             ) as answer:
                 data = await answer.read()
-                raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.raw_headers]
-                return httpx.Response(answer.status, headers=raw_headers, content=data, request=request)
+                # No `httpx.Request` per call: building one cost more than the rest of the hop.
+                return httpx.Response(answer.status, headers=answer.raw_headers, content=data)
         except aiohttp.ConnectionTimeoutError as exc:
-            raise httpx.ConnectTimeout(str(exc), request=request) from exc
+            raise httpx.ConnectTimeout(str(exc), request=httpx.Request(method, url)) from exc
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
+            raise httpx.ReadTimeout(str(exc) or "read timed out", request=httpx.Request(method, url)) from exc
         except aiohttp.ClientError as exc:
-            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from exc
+            message = f"{type(exc).__name__}: {exc}"
+            raise httpx.ConnectError(message, request=httpx.Request(method, url)) from exc
 
     async def request(
         self,

@@ -9,10 +9,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from server.store._database import Engine
+from server.store._inline import lookup
 from server.store._records import FileRecord, row_values
 from server.store._schema import files
 
 __all__ = ["DuplicateRequestId", "FileRepository"]
+
+_BY_ID = lookup(files, "owner", "id")
+_BY_REQUEST_ID = lookup(files, "owner", "request_id")
 
 
 class DuplicateRequestId(Exception):
@@ -43,9 +47,8 @@ class FileRepository:
 
     async def get(self, owner: str, file_id: str) -> FileRecord | None:
         """The row, tombstones included (callers decide what is visible)."""
-        query = files.select().where(files.c.owner == owner, files.c.id == file_id)
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(_BY_ID, {"owner": owner, "id": file_id})).first()
         return None if row is None else _record(row)
 
     async def exists_anywhere(self, file_id: str) -> bool:
@@ -56,9 +59,8 @@ class FileRepository:
             return (await conn.execute(query)).first() is not None
 
     async def get_by_request_id(self, owner: str, request_id: str) -> FileRecord | None:
-        query = files.select().where(files.c.owner == owner, files.c.request_id == request_id)
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(_BY_REQUEST_ID, {"owner": owner, "request_id": request_id})).first()
         return None if row is None else _record(row)
 
     async def list_visible(

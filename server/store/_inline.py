@@ -13,18 +13,77 @@ Contract (what `AsyncEngine` gave the repositories, kept):
   one connection did, so a block that awaits something else in the middle never interleaves
   with another (and never blocks the thread waiting for SQLite's write lock);
 - rows are buffered at `execute` (as aiosqlite did), so a result may be read after its block.
+
+Hot reads are `prepared` statements: built once at import with `bindparam`s, compiled once, then
+run straight on the driver's cursor — no statement building, cache-key walk or result-proxy set-up
+per call (a keyed lookup drops from ~150 µs to ~15 µs). Their rows are named tuples with
+`_asdict()`, read with `first()`, `all()` or `scalar()`; values come back as SQLite stores them
+(a Boolean is 0/1). On PostgreSQL a prepared statement is an ordinary statement.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-__all__ = ["InlineConnection", "InlineEngine"]
+__all__ = ["InlineConnection", "InlineEngine", "lookup", "prepared"]
+
+_PREPARED = "tunegate_prepared"
+S = TypeVar("S", bound=sa.Executable)
+
+
+def prepared(statement: S) -> S:
+    """Mark a module-level statement (parameters as `bindparam`s) for the inline fast path."""
+    return statement.execution_options(**{_PREPARED: True})
+
+
+def lookup(table: sa.Table, *keys: str) -> sa.Select[Any]:
+    """A prepared `SELECT <all columns> FROM table WHERE k1 = :k1 AND …` (parameters named as
+    the key columns)."""
+    return prepared(table.select().where(*(table.c[key] == sa.bindparam(key) for key in keys)))
+
+
+class _Plan:
+    """A prepared statement compiled for SQLite: its SQL, parameter order and row type."""
+
+    __slots__ = ("defaults", "names", "row", "sql")
+
+    def __init__(self, statement: sa.ClauseElement, dialect: sa.Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.names = tuple(getattr(compiled, "positiontup", None) or ())  # SQLite's `?` order
+        self.defaults = dict(compiled.params)  # literal values the statement itself bound
+        self.row: Any = None  # made from the cursor's column names on first use
+
+    def arguments(self, parameters: Mapping[str, Any]) -> list[Any]:
+        values = self.defaults | dict(parameters)
+        return [values[name] for name in self.names]
+
+
+class _Rows:
+    """The buffered answer of a prepared statement."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Sequence[Any]) -> None:
+        self._rows = rows
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def all(self) -> Sequence[Any]:
+        return self._rows
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+
+_plans: dict[sa.ClauseElement, _Plan] = {}  # prepared statements live for the process
 
 
 class InlineConnection:
@@ -35,10 +94,26 @@ class InlineConnection:
         self.dialect = connection.dialect
 
     async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
+        if parameters is not None and statement.get_execution_options().get(_PREPARED):
+            return self._run_prepared(statement, parameters)
         result = self.sync_connection.execute(statement, parameters, **kwargs)
         if result.returns_rows:
             return result.freeze()()  # buffered: readable after the block, like aiosqlite's rows
         return result
+
+    def _run_prepared(self, statement: sa.ClauseElement, parameters: Mapping[str, Any]) -> _Rows:
+        plan = _plans.get(statement)
+        if plan is None:
+            plan = _plans[statement] = _Plan(statement, self.dialect)
+        driver = self.sync_connection.connection.driver_connection
+        assert driver is not None
+        cursor = driver.execute(plan.sql, plan.arguments(parameters))
+        try:
+            if plan.row is None:
+                plan.row = collections.namedtuple("Row", [d[0] for d in cursor.description])  # type: ignore[misc]
+            return _Rows([plan.row._make(values) for values in cursor.fetchall()])
+        finally:
+            cursor.close()
 
     async def scalar(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
         return self.sync_connection.scalar(statement, parameters, **kwargs)

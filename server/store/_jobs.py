@@ -20,12 +20,23 @@ from sqlalchemy.exc import IntegrityError
 
 from server.store._database import Engine
 from server.store._files import DuplicateRequestId
+from server.store._inline import lookup, prepared
 from server.store._records import JobRecord
 from server.store._schema import job_metadata, jobs, provider_cursors
 
 __all__ = ["INTENT", "JobRepository"]
 
 INTENT = "intent"
+_BY_ID = lookup(jobs, "owner", "id")
+_BY_REQUEST_ID = lookup(jobs, "owner", "request_id")
+_CURSOR = prepared(
+    sa.select(provider_cursors.c.token).where(
+        provider_cursors.c.owner == sa.bindparam("owner"),
+        provider_cursors.c.account_key == sa.bindparam("account_key"),
+        provider_cursors.c.after_id == sa.bindparam("after_id"),
+        provider_cursors.c.created_at >= sa.bindparam("not_before"),
+    )
+)
 _JSON_COLUMNS = ("request", "metadata", "snapshot", "error")
 
 
@@ -151,14 +162,14 @@ class JobRepository:
     # -- reads ----------------------------------------------------------------------------
 
     async def get(self, owner: str, job_id: str) -> JobRecord | None:
-        return await self._first(jobs.select().where(jobs.c.owner == owner, jobs.c.id == job_id))
+        return await self._first(_BY_ID, {"owner": owner, "id": job_id})
 
     async def get_any(self, job_id: str) -> JobRecord | None:
         """A row by id in any owner scope (the reconciler only)."""
         return await self._first(jobs.select().where(jobs.c.id == job_id))
 
     async def get_by_request_id(self, owner: str, request_id: str) -> JobRecord | None:
-        return await self._first(jobs.select().where(jobs.c.owner == owner, jobs.c.request_id == request_id))
+        return await self._first(_BY_REQUEST_ID, {"owner": owner, "request_id": request_id})
 
     async def by_native_ids(
         self, owner: str, account_key: str, native_ids: Iterable[str]
@@ -248,21 +259,23 @@ class JobRepository:
             )
 
     async def get_cursor(self, owner: str, account_key: str, after_id: str, *, not_before: int) -> str | None:
-        query = sa.select(provider_cursors.c.token).where(
-            provider_cursors.c.owner == owner,
-            provider_cursors.c.account_key == account_key,
-            provider_cursors.c.after_id == after_id,
-            provider_cursors.c.created_at >= not_before,
-        )
+        parameters = {
+            "owner": owner,
+            "account_key": account_key,
+            "after_id": after_id,
+            "not_before": not_before,
+        }
         async with self._engine.connect() as conn:
-            token: str | None = (await conn.execute(query)).scalar()
+            token: str | None = (await conn.execute(_CURSOR, parameters)).scalar()
         return token
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _first(self, query: sa.Select[Any]) -> JobRecord | None:
+    async def _first(
+        self, query: sa.Select[Any], parameters: Mapping[str, Any] | None = None
+    ) -> JobRecord | None:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+            row = (await conn.execute(query, parameters)).first()
         return None if row is None else _record(row)
 
     async def _changed(self, query: sa.Update) -> bool:
