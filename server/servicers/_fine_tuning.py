@@ -2,8 +2,7 @@
 
 Requests become OpenAI JSON with `tunegate.openai_json.to_openai`; the domain answers OpenAI
 JSON, which `from_openai` parses back into messages. Provider JSON may carry keys the contract
-does not know (`usage_metrics`, `shared_with_openai`, …): those are dropped first, because
-`from_openai` is strict.
+does not know (`usage_metrics`, `shared_with_openai`, …): the lenient parse drops them.
 """
 
 from __future__ import annotations
@@ -11,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from tunegate.openai_json import from_openai, to_openai
 from tunegate.v1 import fine_tuning_pb2 as ft
-from tunegate.v1 import fine_tuning_pb2_grpc, options_pb2
+from tunegate.v1 import fine_tuning_pb2_grpc
 
 from server.jobs import ItemPage, JobService
 from server.servicers._wire import Context, call_metadata, caller, idempotency_key
@@ -23,40 +21,8 @@ from server.servicers._wire import Context, call_metadata, caller, idempotency_k
 M = TypeVar("M", bound=Message)
 
 
-def _known(value: Any, descriptor: Descriptor) -> Any:
-    """`value` (OpenAI JSON for `descriptor`) without the keys the contract lacks."""
-    options = descriptor.GetOptions()
-    if descriptor.file.package == "google.protobuf" or options.Extensions[options_pb2.auto_or_number]:
-        return value
-    unwrap = options.Extensions[options_pb2.unwrap]
-    if unwrap:  # `Metadata` (a map of strings, kept whole) or `Integrations` (a list of objects)
-        inner = descriptor.fields_by_name[unwrap]
-        if isinstance(value, list) and inner.message_type is not None and not _is_map(inner):
-            return [_known(item, inner.message_type) for item in value]
-        return value
-    if not isinstance(value, dict):
-        return value
-    result: dict[str, Any] = {}
-    for key, item in value.items():
-        field = descriptor.fields_by_name.get(key)
-        if field is None:
-            if key == "object":
-                result[key] = item
-            continue
-        message = field.message_type
-        if message is not None and not _is_map(field):
-            item = [_known(x, message) for x in item] if isinstance(item, list) else _known(item, message)
-        result[key] = item
-    return result
-
-
-def _is_map(field: FieldDescriptor) -> bool:
-    return field.message_type is not None and bool(field.message_type.GetOptions().map_entry)
-
-
 def _message(data: Mapping[str, Any], cls: type[M]) -> M:
-    descriptor: Descriptor = cls.DESCRIPTOR  # type: ignore[assignment]  # upb and python descriptors
-    return from_openai(_known(dict(data), descriptor), cls)
+    return from_openai(dict(data), cls, lenient=True)
 
 
 def _job(data: Mapping[str, Any]) -> ft.FineTuningJob:

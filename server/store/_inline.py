@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -129,25 +128,71 @@ class InlineConnection:
 
 
 class InlineEngine:
-    """`begin()`, `connect()`, `dispose()` and `sync_engine` of `AsyncEngine`, inline."""
+    """`begin()`, `connect()`, `dispose()` and `sync_engine` of `AsyncEngine`, inline.
+
+    One connection is opened on first use and kept: checking a connection out of a pool and
+    resetting it per block cost more than a keyed read. A `connect()` block ends whatever
+    transaction its reads began; a `begin()` block commits, or rolls back on an exception."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.sync_engine = engine
         self.dialect = engine.dialect
         self.url = engine.url
         self._lock = asyncio.Lock()
+        self._connection: sa.Connection | None = None
 
-    @contextlib.asynccontextmanager
-    async def connect(self) -> AsyncIterator[InlineConnection]:
-        async with self._lock:
-            with self.sync_engine.connect() as connection:
-                yield InlineConnection(connection)
+    def _open(self) -> sa.Connection:
+        connection = self._connection
+        if connection is None or connection.closed or connection.invalidated:
+            if connection is not None:
+                connection.close()
+            connection = self._connection = self.sync_engine.connect()
+        return connection
 
-    @contextlib.asynccontextmanager
-    async def begin(self) -> AsyncIterator[InlineConnection]:
-        async with self._lock:
-            with self.sync_engine.begin() as connection:
-                yield InlineConnection(connection)
+    def connect(self) -> _Block:
+        return _Block(self, transaction=False)
+
+    def begin(self) -> _Block:
+        return _Block(self, transaction=True)
 
     async def dispose(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
         self.sync_engine.dispose()
+
+
+class _Block:
+    """One `async with engine.connect()` / `engine.begin()` block (a plain class: cheaper than
+    an async generator context manager on every query)."""
+
+    __slots__ = ("_connection", "_engine", "_transaction")
+
+    def __init__(self, engine: InlineEngine, *, transaction: bool) -> None:
+        self._engine = engine
+        self._transaction = transaction
+        self._connection: sa.Connection | None = None
+
+    async def __aenter__(self) -> InlineConnection:
+        await self._engine._lock.acquire()
+        try:
+            connection = self._connection = self._engine._open()
+            if self._transaction:
+                connection.begin()
+        except BaseException:
+            self._engine._lock.release()
+            raise
+        return InlineConnection(connection)
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any
+    ) -> None:
+        connection = self._connection
+        try:
+            if connection is not None and connection.in_transaction():
+                if self._transaction and kind is None:
+                    connection.commit()
+                else:
+                    connection.rollback()  # a failed block, or the reads of a connect() block
+        finally:
+            self._engine._lock.release()

@@ -28,11 +28,11 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from tunegate.openai_json import _options as opts
@@ -103,74 +103,112 @@ def to_openai(message: Message) -> dict[str, Any]:
 
 
 def _render_message(message: Message) -> Any:
-    desc = opts.descriptor_of(message)
+    render = _renderers.get(message.DESCRIPTOR)
+    if render is None:
+        render = _renderers[message.DESCRIPTOR] = _compile_renderer(opts.descriptor_of(message))
+    return render(message)
+
+
+# Rendering is compiled once per message type into closures (the rules above, decided ahead of
+# time), because an interpreter walking options per value cost most of a proxied call's CPU.
+_Render = Callable[[Any], Any]
+_renderers: dict[Any, _Render] = {}
+
+
+def _compile_renderer(desc: Descriptor) -> _Render:
     if desc.full_name in _JSON_WKT:
-        return _plain_json(json_format.MessageToDict(message))
+        return lambda message: _plain_json(json_format.MessageToDict(message))
     if desc.file.package == "google.protobuf":
-        return json_format.MessageToDict(message, preserving_proto_field_name=True)
+        return lambda message: json_format.MessageToDict(message, preserving_proto_field_name=True)
     auto = opts.auto_or_number_fields(desc)
     if auto is not None:
-        which = message.WhichOneof(opts.oneof_name(auto[0]))
-        if which is None:
-            return None
-        return "auto" if which == auto[0].name else _render_scalar(auto[1], getattr(message, which))
+        auto_name, oneof = auto[0].name, opts.oneof_name(auto[0])
+        number = _scalar_renderer(auto[1])
+
+        def render_auto(message: Any) -> Any:
+            which = message.WhichOneof(oneof)
+            if which is None:
+                return None
+            return "auto" if which == auto_name else number(getattr(message, which))
+
+        return render_auto
     inner = opts.unwrap_field(desc)
     if inner is not None:
-        return _render_value(inner, getattr(message, inner.name))
+        inner_name, inner_value = inner.name, _value_renderer(inner)
+        return lambda message: inner_value(getattr(message, inner_name))
 
-    out: dict[str, Any] = {}
     object_type = opts.object_type(desc)
-    if object_type:
-        out["object"] = object_type
-    for field in opts.fields_of(desc):
-        if _is_unset(message, field):
-            if opts.is_nullable(field):
-                out[field.name] = None
-            continue
-        out[field.name] = _render_value(field, getattr(message, field.name))
-    return out
+    steps = tuple(
+        (field.name, _unset_check(field), opts.is_nullable(field), _value_renderer(field))
+        for field in opts.fields_of(desc)
+    )
+
+    def render(message: Any) -> Any:
+        out: dict[str, Any] = {"object": object_type} if object_type else {}
+        for name, unset, nullable, value in steps:
+            if unset is not None and unset(message):
+                if nullable:
+                    out[name] = None
+                continue
+            out[name] = value(getattr(message, name))
+        return out
+
+    return render
 
 
-def _is_unset(message: Message, field: FieldDescriptor) -> bool:
+def _unset_check(field: FieldDescriptor) -> Callable[[Any], bool] | None:
+    """Whether ``field`` counts as unset on a message (None: it always renders)."""
     if field.is_repeated:
-        return False
-    if field.has_presence and not message.HasField(field.name):
-        return True
+        return None
+    name = field.name
+    checks: list[Callable[[Any], bool]] = []
+    if field.has_presence:
+        checks.append(lambda message: not message.HasField(name))
     if field.type == _FD.TYPE_ENUM:
-        return bool(getattr(message, field.name) == 0)
-    if field.type == _FD.TYPE_MESSAGE:
+        checks.append(lambda message: getattr(message, name) == 0)
+    elif field.type == _FD.TYPE_MESSAGE:
         # A set-but-empty `"auto" | number` holds neither: it has no JSON value.
         auto = opts.auto_or_number_fields(opts.message_of(field))
         if auto is not None:
-            return getattr(message, field.name).WhichOneof(opts.oneof_name(auto[0])) is None
-    return False
+            oneof = opts.oneof_name(auto[0])
+            checks.append(lambda message: getattr(message, name).WhichOneof(oneof) is None)
+    if len(checks) < 2:
+        return checks[0] if checks else None
+    first, second = checks
+    return lambda message: first(message) or second(message)
 
 
-def _render_value(field: FieldDescriptor, value: Any) -> Any:
+def _value_renderer(field: FieldDescriptor) -> _Render:
     if opts.is_map(field):
-        value_field = opts.map_fields(field)[1]
-        return {_map_key_json(k): _render_scalar(value_field, v) for k, v in value.items()}
+        item = _scalar_renderer(opts.map_fields(field)[1])
+        return lambda value: {_map_key_json(k): item(v) for k, v in value.items()}
+    scalar = _scalar_renderer(field)
     if field.is_repeated:
-        return [_render_scalar(field, v) for v in value]
-    return _render_scalar(field, value)
+        return lambda value: [scalar(v) for v in value]
+    return scalar
 
 
-def _render_scalar(field: FieldDescriptor, value: Any) -> Any:
+def _scalar_renderer(field: FieldDescriptor) -> _Render:
     kind = field.type
     if kind == _FD.TYPE_MESSAGE:
-        return _render_message(value)
+        return _render_message
     if kind == _FD.TYPE_ENUM:
-        if value == 0:
-            return None
-        enum_value = opts.enum_of(field).values_by_number.get(value)
-        return opts.wire_name(enum_value) if enum_value is not None else int(value)
+        wires = {value.number: opts.wire_name(value) for value in opts.enum_of(field).values}
+
+        def render_enum(value: int) -> Any:
+            if value == 0:
+                return None
+            wire = wires.get(value)
+            return wire if wire is not None else int(value)
+
+        return render_enum
     if kind in _FLOAT_TYPES:
-        return float(value)
+        return float
     if kind in _INT_RANGES:
-        return int(value)
+        return int
     if kind == _FD.TYPE_BYTES:
-        return base64.b64encode(value).decode("ascii")
-    return value
+        return lambda value: base64.b64encode(value).decode("ascii")
+    return lambda value: value
 
 
 def _map_key_json(key: Any) -> str:
@@ -203,17 +241,21 @@ def from_openai(
     *,
     path_params: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
+    lenient: bool = False,
 ) -> M:
     """Parse an OpenAI JSON request body strictly into a new ``message_cls``.
 
     ``path_params`` (text, already percent-decoded) then override body fields of the same name;
     ``headers`` (case-insensitive or lower-cased keys) fill ``(from_header)`` fields the body
     left empty. Raises CodecError naming the offending ``param``.
+
+    ``lenient`` drops keys the contract does not have, at any depth, instead of rejecting them:
+    for objects a provider answers with, which gain fields over time. Types are still checked.
     """
     if not isinstance(data, dict):
         raise CodecError(f"The request body must be a JSON object, not {_json_type(data)}.")
     message = message_cls()
-    _parse_object(message, data, "")
+    _parse_object(message, data, "", not lenient)
     if path_params:
         apply_path_params(message, path_params)
     if headers is not None:
@@ -240,27 +282,86 @@ def apply_headers(message: Message, headers: Mapping[str, str]) -> None:
                 setattr(message, field.name, value)
 
 
-def _parse_object(message: Message, data: Mapping[str, Any], prefix: str) -> None:
-    desc = opts.descriptor_of(message)
-    oneofs_seen: dict[str, str] = {}
-    for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else key
-        field = opts.field_named(desc, key)
-        if field is None:
-            if key == "object" and opts.object_type(desc) and value in (None, opts.object_type(desc)):
-                continue  # echoing the constant discriminator back is harmless
-            raise CodecError(f"Unrecognized request argument supplied: {path}", path)
-        if value is None:
-            continue
+def _parse_object(message: Message, data: Mapping[str, Any], prefix: str, strict: bool = True) -> None:
+    parse = _object_parsers.get((message.DESCRIPTOR, strict))
+    if parse is None:
+        parse = _object_parsers[message.DESCRIPTOR, strict] = _compile_object_parser(
+            opts.descriptor_of(message), strict
+        )
+    parse(message, data, prefix)
+
+
+# Parsing, like rendering, is compiled once per message type: a key table, and for scalar fields
+# a check of the common well-typed value before the general (error-reporting) path.
+_ParseField = Callable[[Any, Any, str], None]
+_object_parsers: dict[tuple[Any, bool], Callable[[Any, Mapping[str, Any], str], None]] = {}
+_SLOW = object()
+
+
+def _compile_object_parser(desc: Descriptor, strict: bool) -> Callable[[Any, Mapping[str, Any], str], None]:
+    table: dict[str, tuple[str | None, _ParseField]] = {}
+    for field in opts.fields_of(desc):
         oneof = field.containing_oneof
-        if oneof is not None:
-            other = oneofs_seen.setdefault(oneof.name, key)
-            if other != key:
-                raise CodecError(f"'{path}' cannot be combined with '{other}'.", path)
-        _parse_field(message, field, value, path)
+        table[field.name] = (None if oneof is None else oneof.name, _field_parser(field, strict))
+    object_type = opts.object_type(desc)
+
+    def parse(message: Any, data: Mapping[str, Any], prefix: str) -> None:
+        oneofs_seen: dict[str, str] | None = None
+        for key, value in data.items():
+            entry = table.get(key)
+            if entry is None:
+                if not strict or (key == "object" and object_type and value in (None, object_type)):
+                    continue  # echoing the constant discriminator back is harmless
+                path = f"{prefix}.{key}" if prefix else key
+                raise CodecError(f"Unrecognized request argument supplied: {path}", path)
+            if value is None:
+                continue
+            oneof, parse_field = entry
+            if oneof is not None:
+                if oneofs_seen is None:
+                    oneofs_seen = {}
+                other = oneofs_seen.setdefault(oneof, key)
+                if other != key:
+                    path = f"{prefix}.{key}" if prefix else key
+                    raise CodecError(f"'{path}' cannot be combined with '{other}'.", path)
+            parse_field(message, value, f"{prefix}.{key}" if prefix else key)
+
+    return parse
 
 
-def _parse_field(message: Message, field: FieldDescriptor, value: Any, path: str) -> None:
+def _field_parser(field: FieldDescriptor, strict: bool) -> _ParseField:
+    if field.is_repeated or field.type == _FD.TYPE_MESSAGE:
+        return lambda message, value, path: _parse_field(message, field, value, path, strict)
+    name, fast = field.name, _fast_scalar(field)
+
+    def parse_scalar(message: Any, value: Any, path: str) -> None:
+        result = fast(value)
+        setattr(message, name, _parse_scalar(field, value, path) if result is _SLOW else result)
+
+    return parse_scalar
+
+
+def _fast_scalar(field: FieldDescriptor) -> Callable[[Any], Any]:
+    """The parsed value of a well-typed JSON scalar, else `_SLOW` (the general path decides)."""
+    kind = field.type
+    if kind == _FD.TYPE_STRING:
+        return lambda value: value if type(value) is str else _SLOW
+    if kind == _FD.TYPE_BOOL:
+        return lambda value: value if type(value) is bool else _SLOW
+    if kind in _INT_RANGES:
+        low, high = _INT_RANGES[kind]
+        return lambda value: value if type(value) is int and low <= value <= high else _SLOW
+    if kind in _FLOAT_TYPES:
+        return lambda value: float(value) if type(value) in (float, int) else _SLOW
+    if kind == _FD.TYPE_ENUM:
+        numbers = opts.enum_by_wire(opts.enum_of(field))
+        return lambda value: numbers.get(value, _SLOW) if type(value) is str else _SLOW
+    return lambda value: _SLOW
+
+
+def _parse_field(
+    message: Message, field: FieldDescriptor, value: Any, path: str, strict: bool = True
+) -> None:
     if opts.is_map(field):
         if not isinstance(value, dict):
             raise _type_error(path, "an object", value)
@@ -270,7 +371,7 @@ def _parse_field(message: Message, field: FieldDescriptor, value: Any, path: str
             item_path = f"{path}.{key}"
             map_key = _coerce_text(key_field, key, item_path)
             if value_field.type == _FD.TYPE_MESSAGE:
-                _parse_message(target[map_key], item, item_path)
+                _parse_message(target[map_key], item, item_path, strict)
             else:
                 target[map_key] = _parse_scalar(value_field, item, item_path)
         return
@@ -281,17 +382,17 @@ def _parse_field(message: Message, field: FieldDescriptor, value: Any, path: str
         for index, item in enumerate(value):
             item_path = f"{path}[{index}]"
             if field.type == _FD.TYPE_MESSAGE:
-                _parse_message(target.add(), item, item_path)
+                _parse_message(target.add(), item, item_path, strict)
             else:
                 target.append(_parse_scalar(field, item, item_path))
         return
     if field.type == _FD.TYPE_MESSAGE:
-        _parse_message(getattr(message, field.name), value, path)
+        _parse_message(getattr(message, field.name), value, path, strict)
     else:
         setattr(message, field.name, _parse_scalar(field, value, path))
 
 
-def _parse_message(message: Message, value: Any, path: str) -> None:
+def _parse_message(message: Message, value: Any, path: str, strict: bool = True) -> None:
     desc = opts.descriptor_of(message)
     auto = opts.auto_or_number_fields(desc)
     if auto is not None:
@@ -307,7 +408,7 @@ def _parse_message(message: Message, value: Any, path: str) -> None:
     inner = opts.unwrap_field(desc)
     if inner is not None:
         message.SetInParent()
-        _parse_field(message, inner, value, path)
+        _parse_field(message, inner, value, path, strict)
         return
     if desc.full_name == _STRUCT and not isinstance(value, dict):
         raise _type_error(path, "an object", value)
@@ -323,7 +424,7 @@ def _parse_message(message: Message, value: Any, path: str) -> None:
     if not isinstance(value, dict):
         raise _type_error(path, "an object", value)
     message.SetInParent()
-    _parse_object(message, value, path)
+    _parse_object(message, value, path, strict)
 
 
 def _parse_scalar(field: FieldDescriptor, value: Any, path: str) -> Any:
