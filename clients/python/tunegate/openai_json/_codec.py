@@ -330,9 +330,17 @@ def _compile_object_parser(desc: Descriptor, strict: bool) -> Callable[[Any, Map
 
 
 def _field_parser(field: FieldDescriptor, strict: bool) -> _ParseField:
+    name = field.name
+    if field.type == _FD.TYPE_MESSAGE and not field.is_repeated:
+        message_type = opts.message_of(field)
+
+        def parse_message_field(message: Any, value: Any, path: str) -> None:
+            _message_parser(message_type, strict)(getattr(message, name), value, path)
+
+        return parse_message_field
     if field.is_repeated or field.type == _FD.TYPE_MESSAGE:
         return lambda message, value, path: _parse_field(message, field, value, path, strict)
-    name, fast = field.name, _fast_scalar(field)
+    fast = _fast_scalar(field)
 
     def parse_scalar(message: Any, value: Any, path: str) -> None:
         result = fast(value)
@@ -393,38 +401,66 @@ def _parse_field(
 
 
 def _parse_message(message: Message, value: Any, path: str, strict: bool = True) -> None:
-    desc = opts.descriptor_of(message)
+    _message_parser(message.DESCRIPTOR, strict)(message, value, path)
+
+
+_message_parsers: dict[tuple[Any, bool], Callable[[Any, Any, str], None]] = {}
+
+
+def _message_parser(desc: Any, strict: bool) -> Callable[[Any, Any, str], None]:
+    """The (cached) parser of a JSON value into a message of type ``desc``."""
+    parse = _message_parsers.get((desc, strict))
+    if parse is None:
+        parse = _message_parsers[desc, strict] = _compile_message_parser(desc, strict)
+    return parse
+
+
+def _compile_message_parser(desc: Descriptor, strict: bool) -> Callable[[Any, Any, str], None]:
     auto = opts.auto_or_number_fields(desc)
     if auto is not None:
         auto_field, number_field = auto
-        if value == "auto":
-            setattr(message, auto_field.name, True)
-        elif _is_number(value):
-            setattr(message, number_field.name, _parse_scalar(number_field, value, path))
-        else:
-            expected = '"auto" or an integer' if number_field.type in _INT_RANGES else '"auto" or a number'
-            raise _type_error(path, expected, value)
-        return
+        expected = '"auto" or an integer' if number_field.type in _INT_RANGES else '"auto" or a number'
+
+        def parse_auto(message: Any, value: Any, path: str) -> None:
+            if value == "auto":
+                setattr(message, auto_field.name, True)
+            elif _is_number(value):
+                setattr(message, number_field.name, _parse_scalar(number_field, value, path))
+            else:
+                raise _type_error(path, expected, value)
+
+        return parse_auto
     inner = opts.unwrap_field(desc)
     if inner is not None:
-        message.SetInParent()
-        _parse_field(message, inner, value, path, strict)
-        return
-    if desc.full_name == _STRUCT and not isinstance(value, dict):
-        raise _type_error(path, "an object", value)
-    if desc.full_name == _LIST_VALUE and not isinstance(value, list):
-        raise _type_error(path, "an array", value)
+
+        def parse_unwrapped(message: Any, value: Any, path: str) -> None:
+            message.SetInParent()
+            _parse_field(message, inner, value, path, strict)
+
+        return parse_unwrapped
     if desc.file.package == "google.protobuf":
+        full_name = desc.full_name
+
+        def parse_well_known(message: Any, value: Any, path: str) -> None:
+            if full_name == _STRUCT and not isinstance(value, dict):
+                raise _type_error(path, "an object", value)
+            if full_name == _LIST_VALUE and not isinstance(value, list):
+                raise _type_error(path, "an array", value)
+            message.SetInParent()
+            try:
+                json_format.ParseDict(value, message)
+            except json_format.ParseError as exc:
+                raise CodecError(f"Invalid value for '{path}': {exc}", path) from None
+
+        return parse_well_known
+
+    def parse_object(message: Any, value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise _type_error(path, "an object", value)
         message.SetInParent()
-        try:
-            json_format.ParseDict(value, message)
-        except json_format.ParseError as exc:
-            raise CodecError(f"Invalid value for '{path}': {exc}", path) from None
-        return
-    if not isinstance(value, dict):
-        raise _type_error(path, "an object", value)
-    message.SetInParent()
-    _parse_object(message, value, path, strict)
+        _parse_object(message, value, path, strict)
+
+    return parse_object
 
 
 def _parse_scalar(field: FieldDescriptor, value: Any, path: str) -> Any:
