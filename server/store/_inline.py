@@ -50,27 +50,41 @@ def lookup(table: sa.Table, *keys: str) -> sa.Select[Any]:
 class _Plan:
     """A prepared statement compiled for SQLite: its SQL, parameter order and row type."""
 
-    __slots__ = ("defaults", "names", "row", "sql")
+    __slots__ = ("defaults", "expanding", "names", "row", "sql")
 
     def __init__(self, statement: sa.ClauseElement, dialect: sa.Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        self.sql = str(compiled)
-        self.names = tuple(getattr(compiled, "positiontup", None) or ())  # SQLite's `?` order
+        compiled: Any = statement.compile(dialect=dialect)
+        self.sql: str = str(compiled)
+        self.names = tuple(compiled.positiontup or ())  # SQLite's `?` order
         self.defaults = dict(compiled.params)  # literal values the statement itself bound
+        # `IN (:ids)` with `expanding=True` compiles to a marker that becomes one `?` per item.
+        self.expanding = frozenset(name for name in self.names if compiled.binds[name].expanding)
         self.row: Any = None  # made from the cursor's column names on first use
 
-    def arguments(self, parameters: Mapping[str, Any]) -> list[Any]:
+    def bind(self, parameters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """The SQL and positional arguments for one execution."""
         values = self.defaults | dict(parameters)
-        return [values[name] for name in self.names]
+        if not self.expanding:
+            return self.sql, [values[name] for name in self.names]
+        sql, arguments = self.sql, []
+        for name in self.names:
+            if name in self.expanding:
+                items = list(values[name])
+                sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * len(items)) or "NULL")
+                arguments.extend(items)
+            else:
+                arguments.append(values[name])
+        return sql, arguments
 
 
 class _Rows:
     """The buffered answer of a prepared statement."""
 
-    __slots__ = ("_rows",)
+    __slots__ = ("_rows", "rowcount")
 
-    def __init__(self, rows: Sequence[Any]) -> None:
+    def __init__(self, rows: Sequence[Any], rowcount: int = -1) -> None:
         self._rows = rows
+        self.rowcount = rowcount
 
     def first(self) -> Any:
         return self._rows[0] if self._rows else None
@@ -106,8 +120,10 @@ class InlineConnection:
             plan = _plans[statement] = _Plan(statement, self.dialect)
         driver = self.sync_connection.connection.driver_connection
         assert driver is not None
-        cursor = driver.execute(plan.sql, plan.arguments(parameters))
+        cursor = driver.execute(*plan.bind(parameters))
         try:
+            if cursor.description is None:  # a write: nothing to read, only a count
+                return _Rows((), cursor.rowcount)
             if plan.row is None:
                 plan.row = collections.namedtuple("Row", [d[0] for d in cursor.description])  # type: ignore[misc]
             return _Rows([plan.row._make(values) for values in cursor.fetchall()])

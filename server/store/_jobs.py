@@ -29,6 +29,27 @@ __all__ = ["INTENT", "JobRepository"]
 INTENT = "intent"
 _BY_ID = lookup(jobs, "owner", "id")
 _BY_REQUEST_ID = lookup(jobs, "owner", "request_id")
+_BY_NATIVE_IDS = prepared(
+    jobs.select().where(
+        jobs.c.owner == sa.bindparam("owner"),
+        jobs.c.account_key == sa.bindparam("account_key"),
+        jobs.c.native_id.in_(sa.bindparam("native_ids", expanding=True)),
+    )
+)
+_CURSOR_KEY = (
+    provider_cursors.c.owner == sa.bindparam("owner"),
+    provider_cursors.c.account_key == sa.bindparam("account_key"),
+    provider_cursors.c.after_id == sa.bindparam("after_id"),
+)
+_EXPIRE_CURSORS = prepared(
+    provider_cursors.delete().where(provider_cursors.c.created_at < sa.bindparam("expire_before"))
+)
+_DROP_CURSOR = prepared(provider_cursors.delete().where(*_CURSOR_KEY))
+_PUT_CURSOR = prepared(
+    provider_cursors.insert().values(
+        {name: sa.bindparam(name) for name in ("owner", "account_key", "after_id", "token", "created_at")}
+    )
+)
 _CURSOR = prepared(
     sa.select(provider_cursors.c.token).where(
         provider_cursors.c.owner == sa.bindparam("owner"),
@@ -178,11 +199,9 @@ class JobRepository:
         wanted = list(native_ids)
         if not wanted:
             return {}
-        query = jobs.select().where(
-            jobs.c.owner == owner, jobs.c.account_key == account_key, jobs.c.native_id.in_(wanted)
-        )
+        parameters = {"owner": owner, "account_key": account_key, "native_ids": wanted}
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(_BY_NATIVE_IDS, parameters)).all()
         return {record.native_id: record for record in map(_record, rows) if record.native_id}
 
     async def by_native_id(self, owner: str, provider: str, native_id: str) -> JobRecord | None:
@@ -244,19 +263,11 @@ class JobRepository:
         self, owner: str, account_key: str, after_id: str, token: str, *, now: int, expire_before: int
     ) -> None:
         """Remember the provider's page token for the page after `after_id`; drops expired ones."""
-        key = (
-            provider_cursors.c.owner == owner,
-            provider_cursors.c.account_key == account_key,
-            provider_cursors.c.after_id == after_id,
-        )
+        key = {"owner": owner, "account_key": account_key, "after_id": after_id}
         async with self._engine.begin() as conn:
-            await conn.execute(provider_cursors.delete().where(provider_cursors.c.created_at < expire_before))
-            await conn.execute(provider_cursors.delete().where(*key))
-            await conn.execute(
-                provider_cursors.insert().values(
-                    owner=owner, account_key=account_key, after_id=after_id, token=token, created_at=now
-                )
-            )
+            await conn.execute(_EXPIRE_CURSORS, {"expire_before": expire_before})
+            await conn.execute(_DROP_CURSOR, key)
+            await conn.execute(_PUT_CURSOR, {**key, "token": token, "created_at": now})
 
     async def get_cursor(self, owner: str, account_key: str, after_id: str, *, not_before: int) -> str | None:
         parameters = {

@@ -72,3 +72,31 @@ async def test_blocks_take_turns(tmp_path: Path) -> None:
         assert order == ["x in", "x out", "y in", "y out"]
     finally:
         await engine.dispose()
+
+
+_BY_NAMES = prepared(_things.select().where(_things.c.name.in_(sa.bindparam("names", expanding=True))))
+_RENAME = prepared(_things.update().where(_things.c.owner == sa.bindparam("owner")).values(name="z"))
+
+
+async def test_prepared_in_lists_and_writes(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    try:
+        async with engine.connect() as conn:
+            found = (await conn.execute(_BY_NAMES, {"names": ["n2", "n0", "absent"]})).all()
+            assert sorted(row.name for row in found) == ["n0", "n2"]
+            assert (await conn.execute(_BY_NAMES, {"names": []})).all() == []
+        async with engine.begin() as conn:
+            assert (await conn.execute(_RENAME, {"owner": "a"})).rowcount == 3
+        async with engine.connect() as conn:  # committed
+            assert (await conn.execute(_BY_NAMES, {"names": ["z"]})).all() != []
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(_RENAME, {"owner": "b"})
+                raise RuntimeError("abandon the block")
+        except RuntimeError:
+            pass
+        async with engine.connect() as conn:  # rolled back
+            rows = (await conn.execute(_BY_OWNER, {"owner": "b"})).all()
+            assert [row.name for row in rows] == [None]
+    finally:
+        await engine.dispose()
