@@ -80,11 +80,12 @@ class _Plan:
 class _Rows:
     """The buffered answer of a prepared statement."""
 
-    __slots__ = ("_rows", "rowcount")
+    __slots__ = ("_rows", "inserted_primary_key", "rowcount")
 
-    def __init__(self, rows: Sequence[Any], rowcount: int = -1) -> None:
+    def __init__(self, rows: Sequence[Any], rowcount: int = -1, lastrowid: int | None = None) -> None:
         self._rows = rows
         self.rowcount = rowcount
+        self.inserted_primary_key = None if lastrowid is None else (lastrowid,)
 
     def first(self) -> Any:
         return self._rows[0] if self._rows else None
@@ -120,10 +121,14 @@ class InlineConnection:
             plan = _plans[statement] = _Plan(statement, self.dialect)
         driver = self.sync_connection.connection.driver_connection
         assert driver is not None
-        cursor = driver.execute(*plan.bind(parameters))
+        sql, arguments = plan.bind(parameters)
         try:
-            if cursor.description is None:  # a write: nothing to read, only a count
-                return _Rows((), cursor.rowcount)
+            cursor = driver.execute(sql, arguments)
+        except self.dialect.loaded_dbapi.Error as exc:  # e.g. a unique index: SQLAlchemy's class
+            raise sa.exc.DBAPIError.instance(sql, arguments, exc, self.dialect.loaded_dbapi.Error) from exc
+        try:
+            if cursor.description is None:  # a write: a count, and the new row's key
+                return _Rows((), cursor.rowcount, cursor.lastrowid)
             if plan.row is None:
                 plan.row = collections.namedtuple("Row", [d[0] for d in cursor.description])  # type: ignore[misc]
             return _Rows([plan.row._make(values) for values in cursor.fetchall()])

@@ -29,6 +29,23 @@ __all__ = ["INTENT", "JobRepository"]
 INTENT = "intent"
 _BY_ID = lookup(jobs, "owner", "id")
 _BY_REQUEST_ID = lookup(jobs, "owner", "request_id")
+_INSERT = prepared(
+    jobs.insert().values({c.name: sa.bindparam(c.name) for c in jobs.columns if c.name != "seq"})
+)
+_MARK_ATTEMPTED = prepared(
+    jobs.update()
+    .where(jobs.c.id == sa.bindparam("job_id"))
+    .values(attempted=True, updated_at=sa.bindparam("updated_at"))
+)
+_COMPLETE = prepared(  # `intent → created`, also `failed → created` (see `complete`)
+    jobs.update()
+    .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.state.in_([INTENT, "failed"]))
+    .values(
+        state="created",
+        lease_until=None,
+        **{name: sa.bindparam(name) for name in ("native_id", "status", "snapshot", "updated_at")},
+    )
+)
 _BY_NATIVE_IDS = prepared(
     jobs.select().where(
         jobs.c.owner == sa.bindparam("owner"),
@@ -94,7 +111,7 @@ class JobRepository:
         with its `seq`. Raises `DuplicateRequestId` when the (owner, request_id) pair exists."""
         try:
             async with self._engine.begin() as conn:
-                result = await conn.execute(jobs.insert().values(**_row_values(record)))
+                result = await conn.execute(_INSERT, _row_values(record))
                 if record.metadata:
                     await conn.execute(
                         job_metadata.insert(),
@@ -125,26 +142,15 @@ class JobRepository:
 
     async def mark_attempted(self, job_id: str, *, now: int) -> None:
         """Record, before the provider call, that a job may now exist at the provider."""
-        await self._changed(jobs.update().where(jobs.c.id == job_id).values(attempted=True, updated_at=now))
+        await self._changed(_MARK_ATTEMPTED, {"job_id": job_id, "updated_at": now})
 
     async def complete(
         self, job_id: str, *, native_id: str, status: str, snapshot: Mapping[str, Any], now: int
     ) -> bool:
         """`intent → created` (also `failed → created`: a job found after it was given up on is
         still the caller's job); False if it was already finished otherwise."""
-        query = (
-            jobs.update()
-            .where(jobs.c.id == job_id, jobs.c.state.in_([INTENT, "failed"]))
-            .values(
-                state="created",
-                native_id=native_id,
-                status=status,
-                snapshot=_dumps(dict(snapshot)),
-                lease_until=None,
-                updated_at=now,
-            )
-        )
-        return await self._changed(query)
+        values = {"job_id": job_id, "native_id": native_id, "status": status, "updated_at": now}
+        return await self._changed(_COMPLETE, {**values, "snapshot": _dumps(dict(snapshot))})
 
     async def fail(
         self,
@@ -289,7 +295,7 @@ class JobRepository:
             row = (await conn.execute(query, parameters)).first()
         return None if row is None else _record(row)
 
-    async def _changed(self, query: sa.Update) -> bool:
+    async def _changed(self, query: sa.Update, parameters: Mapping[str, Any] | None = None) -> bool:
         async with self._engine.begin() as conn:
-            result = await conn.execute(query)
+            result = await conn.execute(query, parameters)
         return bool(result.rowcount == 1)
