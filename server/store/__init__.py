@@ -1,4 +1,5 @@
-"""The metadata store: SQLAlchemy Core (async) over SQLite or PostgreSQL, schema under Alembic.
+"""The metadata store: SQLAlchemy Core over SQLite (inline on the event loop's thread, see
+`_inline`) or PostgreSQL (asyncpg), schema under Alembic.
 
 `Database.open(url)` creates the engine, applies SQLite's pragmas, runs the migrations and hands
 out typed repositories. Rows come back as frozen dataclass records.
