@@ -215,5 +215,9 @@ class _Block:
                     connection.commit()
                 else:
                     connection.rollback()  # a failed block, or the reads of a connect() block
+            elif connection is not None:
+                driver: Any = connection.connection.driver_connection
+                if getattr(driver, "in_transaction", False):
+                    driver.rollback()  # a prepared write outside begin() is never kept
         finally:
             self._engine._lock.release()
