@@ -69,10 +69,7 @@ _PUT_CURSOR = prepared(
 )
 _CURSOR = prepared(
     sa.select(provider_cursors.c.token).where(
-        provider_cursors.c.owner == sa.bindparam("owner"),
-        provider_cursors.c.account_key == sa.bindparam("account_key"),
-        provider_cursors.c.after_id == sa.bindparam("after_id"),
-        provider_cursors.c.created_at >= sa.bindparam("not_before"),
+        *_CURSOR_KEY, provider_cursors.c.created_at >= sa.bindparam("not_before")
     )
 )
 _JSON_COLUMNS = ("request", "metadata", "snapshot", "error")
