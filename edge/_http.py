@@ -6,12 +6,12 @@ This is the I/O shell; the decisions live in the sans-IO modules (``_errors``, `
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
+import orjson
 from aiohttp import web
 from grpc_status import rpc_status
 
@@ -37,6 +37,7 @@ logger = logging.getLogger("tunegate.edge")
 CONFIG_KEY = web.AppKey("config", EdgeConfig)
 CHANNEL_KEY = web.AppKey("channel", grpc.aio.Channel)
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
+_JSON = "application/json"
 
 
 class ErrorAnswer(Exception):
@@ -80,8 +81,8 @@ def json_body(raw: bytes) -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
+        return orjson.loads(raw)  # strict RFC 8259: no NaN/Infinity, valid UTF-8 only
+    except orjson.JSONDecodeError:
         raise ErrorAnswer(
             error_response(
                 400,
@@ -92,20 +93,18 @@ def json_body(raw: bytes) -> Any:
         ) from None
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def ok_json(body: dict[str, Any]) -> web.Response:
     """A 200 JSON response."""
-    return web.json_response(body, dumps=_dumps)
+    return web.Response(body=orjson.dumps(body), content_type=_JSON, charset="utf-8")
 
 
 def error_json(error: ErrorResponse, request_id: str) -> web.Response:
     """The HTTP response for ``error``, carrying ``x-request-id``."""
     headers = {**error.headers, REQUEST_ID: request_id}
-    return web.json_response(error.body, status=error.status, headers=headers, dumps=_dumps)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return web.Response(
+        body=orjson.dumps(error.body),
+        status=error.status,
+        headers=headers,
+        content_type=_JSON,
+        charset="utf-8",
+    )

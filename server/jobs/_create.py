@@ -12,7 +12,8 @@ Theory of operation. Each create becomes a row in `jobs` whose `state` moves::
    (owner, request_id) index makes exactly one concurrent insert per key win; the others replay.
 2. *Files.* Gateway files are copied to the provider account (once; see `_provider_files`).
 3. *Attempted.* `attempted` is committed just before `provider.create_job` — from then on the
-   provider may hold a job for this row.
+   provider may hold a job for this row. A request naming no gateway file has nothing to do
+   in step 2, so its intent is inserted `attempted` already (one write fewer).
 4. *Tagged create.* The provider job is created with `tag = the gateway job id` (OpenAI keeps it
    in `metadata`), so it can always be found again with `find_job_by_tag`.
 5. *Complete.* The answer is stored (`intent → created`, native id, snapshot) and committed.
@@ -184,9 +185,19 @@ class JobCreator:
         return int(self._clock())
 
     async def create(
-        self, owner: str, body: Mapping[str, Any], backend: Backend, *, request_id: str | None
+        self,
+        owner: str,
+        body: Mapping[str, Any],
+        backend: Backend,
+        *,
+        request_id: str | None,
+        copies_files: bool = True,
     ) -> JobRecord:
-        """Create (or, for a repeated idempotency key, replay) a validated request on `backend`."""
+        """Create (or, for a repeated idempotency key, replay) a validated request on `backend`.
+
+        `copies_files`: whether the request names gateway files, to be copied to the provider
+        before the create. Without any, nothing stands between the intent and the provider's
+        create, so the intent is stored `attempted` at once (steps 1 and 3 in one write)."""
         now = self._now()
         account = backend.account
         metadata = body.get("metadata")
@@ -205,6 +216,7 @@ class JobCreator:
             created_at=now,
             updated_at=now,
             lease_until=now + int(self.settings.lease),
+            attempted=not copies_files,
         )
         if request_id is not None:
             previous = await self._repo.get_by_request_id(owner, request_id)
@@ -217,7 +229,7 @@ class JobCreator:
             previous = await self._repo.get_by_request_id(owner, request_id)
             assert previous is not None  # intents are never deleted
             return await self._replay(previous, record, backend)
-        return await self._drive(record, backend)
+        return await self._drive(record, backend, fresh=True)
 
     async def _replay(self, previous: JobRecord, attempt: JobRecord, backend: Backend) -> JobRecord:
         if previous.request_hash != attempt.request_hash:
@@ -258,16 +270,19 @@ class JobCreator:
             await asyncio.sleep(self.settings.poll_interval)
             current = await self._repo.get_any(current.id)
 
-    async def _drive(self, record: JobRecord, backend: Backend) -> JobRecord:
-        """Take a leased intent to an outcome (see the module docstring, steps 2–5)."""
+    async def _drive(self, record: JobRecord, backend: Backend, *, fresh: bool = False) -> JobRecord:
+        """Take a leased intent to an outcome (see the module docstring, steps 2–5). `fresh`: this
+        request inserted it just now, so no provider can hold its job yet."""
         provider, account = backend.provider, backend.account
         try:
-            if record.attempted:
+            if record.attempted and not fresh:
                 found = await self._find(record, backend)
                 if found is not None:
                     return await self._complete(record, found)
             native = await self._native_request(record, backend)
-            await self._repo.mark_attempted(record.id, now=self._now())
+            if not record.attempted:
+                await self._repo.mark_attempted(record.id, now=self._now())
+                record = dataclasses.replace(record, attempted=True)
         except _DEFINITE as exc:  # e.g. the provider could not process a file: nothing was paid
             await self._repo.fail(record.id, state=FAILED_TO_CREATE, error=error_record(exc), now=self._now())
             raise
@@ -328,13 +343,19 @@ class JobCreator:
 
     async def _complete(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
         snapshot = job_object(provider_job, record)
-        await self._repo.complete(
-            record.id,
-            native_id=str(provider_job["id"]),
-            status=normalize_status(snapshot["status"]),
-            snapshot=snapshot,
-            now=self._now(),
-        )
+        now, native_id, status = self._now(), str(provider_job["id"]), normalize_status(snapshot["status"])
+        if await self._repo.complete(
+            record.id, native_id=native_id, status=status, snapshot=snapshot, now=now
+        ):
+            return dataclasses.replace(
+                record,
+                state=CREATED,
+                native_id=native_id,
+                status=status,
+                snapshot=snapshot,
+                lease_until=None,
+                updated_at=now,
+            )
         # Whoever completed it first (another request, the reconciler) wrote the same job.
         current = await self._repo.get_any(record.id)
         assert current is not None

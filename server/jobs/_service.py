@@ -188,11 +188,15 @@ class JobService:
         backend = self.backends.for_create(metadata, options, body_param=body_param)
         backend.provider.check_request(backend.account, request)
         backend.require(Capability.CREATE, "fine-tuning jobs")
+        copies_files = False
         for param in FILE_PARAMS:
             file_id = request.get(param)
             if file_id and await self.copier.check_file(owner, file_id, backend, param=param) is not None:
                 backend.require(Capability.FILES, "file uploads")
-        record = await self.creator.create(owner, request, backend, request_id=request_id)
+                copies_files = True
+        record = await self.creator.create(
+            owner, request, backend, request_id=request_id, copies_files=copies_files
+        )
         return render(record)
 
     # -- reads ----------------------------------------------------------------------------
@@ -222,8 +226,9 @@ class JobService:
         metadata_filter: Mapping[str, str] | None = None,
     ) -> JobPage:
         """Jobs newest first. A call naming a provider lists that account's jobs at the provider
-        (registry jobs under their gateway ids, others under native ids; the provider's page
-        token stays here); otherwise the registry across providers.
+        (registry jobs under their gateway ids, others under native ids; an opaque page token
+        stays here, keyed by the page's last id — a provider paging by id needs none); otherwise
+        the registry across providers.
 
         `metadata_filter`: None = all; empty = jobs without metadata; else jobs holding every pair."""
         size = _limit(limit, DEFAULT_JOBS_LIMIT)
@@ -271,12 +276,16 @@ class JobService:
     ) -> JobPage:
         backend = Backend(self._providers.get(account.provider), account)
         backend.require(Capability.LIST, "listing jobs")
+        by_id = backend.provider.pages_by_id
         now = self._now()
         token: str | None = None
         if after:
-            token = await self._repo.get_cursor(
-                owner, account.key, after, not_before=now - self.settings.cursor_ttl
-            )
+            if by_id:
+                token = await self._native_cursor(owner, account, after)
+            else:
+                token = await self._repo.get_cursor(
+                    owner, account.key, after, not_before=now - self.settings.cursor_ttl
+                )
             if token is None:
                 raise InvalidArgument(
                     f"Invalid cursor {after!r}: not the last id of a page listed here (or expired).",
@@ -293,7 +302,7 @@ class JobService:
             )
             if _matches(rendered.get("metadata"), metadata_filter):
                 data.append(rendered)
-        if page.has_more and data:
+        if page.has_more and data and not by_id:
             next_token = page.next_token or str(page.data[-1].get("id"))
             await self._repo.put_cursor(
                 owner,
@@ -304,6 +313,16 @@ class JobService:
                 expire_before=now - self.settings.cursor_ttl,
             )
         return JobPage(data=data, has_more=page.has_more)
+
+    async def _native_cursor(self, owner: str, account: Account, after: str) -> str | None:
+        """For a provider that pages by id: the native id to list after. A registry job's gateway
+        id maps to its native id (on this account only); any other id is the provider's own —
+        with a metadata filter, the page may end before the provider's page did: listing after
+        the last job shown re-reads the skipped ones, which the filter skips again."""
+        record = await self._repo.get(owner, after) if is_well_formed(after, JOB_PREFIX) else None
+        if record is None:
+            return after
+        return record.native_id if record.account_key == account.key else None
 
     # -- mutations ------------------------------------------------------------------------
 

@@ -117,6 +117,10 @@ class Provider(Protocol):
     name: str
     """The routing name (`openai`, `azure-openai`, …), as in `x-portkey-provider`."""
     capabilities: frozenset[Capability]
+    pages_by_id: bool
+    """True when listings page like OpenAI's: `page_token` is the native id to list after and
+    `Page.next_token` the id of the page's last item. The registry then keeps no cursor row:
+    a client's `after` (a native id, or the gateway id of a job it maps to) is the token."""
 
     async def upload_file(
         self, account: Account, *, filename: str, purpose: str, size: int, chunks: AsyncIterator[bytes]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json as _json
 import logging
 import random
 import time
@@ -37,6 +36,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import orjson
 
 from server.errors import DeadlineExceeded, TunegateError, UpstreamError, error_for_http_status
 
@@ -176,7 +176,7 @@ class HttpClient:
         body: Any = content
         send_headers = dict(headers)
         if json is not None:
-            body = _json.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            body = orjson.dumps(json)
             send_headers.setdefault("Content-Type", "application/json")
         query = {key: _query_value(value) for key, value in params.items() if value is not None}
         if query:
@@ -272,7 +272,7 @@ class HttpClient:
         """`request`, then the body as a JSON object (a non-object answer is an `UpstreamError`)."""
         response = await self.request(method, endpoint, path, **kwargs)
         try:
-            body = response.json()
+            body = orjson.loads(response.content)
         except ValueError:
             body = None
         if not isinstance(body, dict):

@@ -104,6 +104,7 @@ class OpenAIProvider:
     name: str = "openai"
     # Result files are not imported from OpenAI yet: they pass through under OpenAI's ids.
     capabilities: frozenset[Capability] = frozenset(Capability) - {Capability.RESULT_FILES}
+    pages_by_id = True
     filters_by_metadata: bool = True
     """Whether `GET /fine_tuning/jobs` takes `metadata[k]=v` (OpenAI yes, Azure v1 no)."""
 

@@ -28,6 +28,7 @@ __all__ = ["INTENT", "JobRepository"]
 
 INTENT = "intent"
 _BY_ID = lookup(jobs, "owner", "id")
+_BY_ANY_ID = lookup(jobs, "id")
 _BY_REQUEST_ID = lookup(jobs, "owner", "request_id")
 _INSERT = prepared(
     jobs.insert().values({c.name: sa.bindparam(c.name) for c in jobs.columns if c.name != "seq"})
@@ -105,7 +106,8 @@ class JobRepository:
 
     async def insert_intent(self, record: JobRecord) -> JobRecord:
         """Store a new job row (and its metadata pairs) in one committed transaction; returns it
-        with its `seq`. Raises `DuplicateRequestId` when the (owner, request_id) pair exists."""
+        with its `seq`. Raises `DuplicateRequestId` when the (owner, request_id) pair exists.
+        The row may be stored already `attempted` (see `mark_attempted`)."""
         try:
             async with self._engine.begin() as conn:
                 result = await conn.execute(_INSERT, _row_values(record))
@@ -190,7 +192,7 @@ class JobRepository:
 
     async def get_any(self, job_id: str) -> JobRecord | None:
         """A row by id in any owner scope (the reconciler only)."""
-        return await self._first(jobs.select().where(jobs.c.id == job_id))
+        return await self._first(_BY_ANY_ID, {"id": job_id})
 
     async def get_by_request_id(self, owner: str, request_id: str) -> JobRecord | None:
         return await self._first(_BY_REQUEST_ID, {"owner": owner, "request_id": request_id})

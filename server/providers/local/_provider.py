@@ -88,6 +88,7 @@ class LocalProvider:
             Capability.RESULT_FILES,
         }
     )
+    pages_by_id = True
 
     def __init__(self, settings: LocalSettings, *, clock: Any = time.time) -> None:
         self.settings = settings

@@ -33,10 +33,15 @@ class FakeProvider:
     `upload_status` and `file_statuses` (what `get_file` reports, in turn, then `processed`)."""
 
     def __init__(
-        self, name: str = "openai", capabilities: frozenset[Capability] = frozenset(Capability)
+        self,
+        name: str = "openai",
+        capabilities: frozenset[Capability] = frozenset(Capability),
+        *,
+        pages_by_id: bool = False,
     ) -> None:
         self.name = name
         self.capabilities = capabilities
+        self.pages_by_id = pages_by_id  # False: opaque offsets as page tokens
         self.calls: list[tuple[Any, ...]] = []
         self.jobs: dict[str, dict[str, Any]] = {}  # native id → job, in creation order
         self.files: dict[str, bytes] = {}
@@ -126,10 +131,17 @@ class FakeProvider:
     async def list_jobs(self, account: Account, *, limit: int, page_token: str | None) -> Page:
         self.calls.append(("list_jobs", limit, page_token))
         newest = list(reversed(self.jobs.values()))
-        start = int(page_token or 0)
+        if self.pages_by_id:
+            ids = [job["id"] for job in newest]
+            if page_token is not None and page_token not in ids:
+                raise InvalidArgument(f"No such job: {page_token}", code="invalid_cursor", param="after")
+            start = 0 if page_token is None else ids.index(page_token) + 1
+        else:
+            start = int(page_token or 0)
         data = [self._out(job) for job in newest[start : start + limit]]
         more = start + limit < len(newest)
-        return Page(data=data, has_more=more, next_token=str(start + limit) if more else None)
+        token = (data[-1]["id"] if self.pages_by_id else str(start + limit)) if more else None
+        return Page(data=data, has_more=more, next_token=token)
 
     async def _set_status(self, op: str, job_id: str, status: str) -> JobObject:
         self.calls.append((op, job_id))

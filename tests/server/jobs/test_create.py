@@ -167,6 +167,34 @@ async def test_create_renders_gateway_ids_and_tags_the_provider_job(
     assert "request_id" not in sent and "portkey_options" not in sent
 
 
+async def test_the_intent_is_attempted_before_the_provider_call_and_not_before_a_copy(
+    jobs: Stub, files: FilesStub, provider: FakeProvider, gateway: GatewayServer
+) -> None:
+    seen: list[tuple[str, bool]] = []  # (training file, the intent's `attempted`) at create_job
+
+    async def create_job(account: Any, request: Any, *, tag: str) -> Any:
+        record = await gateway.database.jobs.get_any(tag)
+        assert record is not None
+        seen.append((request["training_file"], record.attempted))
+        return await original(account, request, tag=tag)
+
+    async def upload_file(account: Any, **kwargs: Any) -> Any:
+        intents = await gateway.database.jobs.intents_before(2**40)
+        seen.append(("copy", all(not record.attempted for record in intents) and len(intents) == 1))
+        return await original_upload(account, **kwargs)
+
+    original, provider.create_job = provider.create_job, create_job  # type: ignore[method-assign]
+    original_upload, provider.upload_file = provider.upload_file, upload_file  # type: ignore[method-assign]
+    await jobs.CreateFineTuningJob(create_request(), metadata=ALICE)  # nothing to copy: one write
+    training = await upload(files, ALICE_BARE)  # no provider named: copied on first use
+    job = await jobs.CreateFineTuningJob(create_request(training_file=training), metadata=ALICE)
+    copied = provider.ops("create_job")[1][2]["training_file"]
+    assert seen == [(NATIVE_FILE, True), ("copy", True), (copied, True)]
+    assert provider.ops("find_job_by_tag") == []  # a fresh intent has nothing to look for
+    record = await gateway.database.jobs.get_any(job.id)
+    assert record is not None and record.state == "created" and record.attempted
+
+
 async def test_body_options_route_a_create(jobs: Stub, provider: FakeProvider) -> None:
     request = create_request()
     request.portkey_options.update({"virtual_key": "team"})

@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 import grpc
 import grpc.aio
 import pytest
+import sqlalchemy as sa
 from tunegate.v1 import files_pb2_grpc, fine_tuning_pb2_grpc
 from tunegate.v1 import fine_tuning_pb2 as ft
 
+from server.app import GatewayServer
 from server.providers._base import Capability
 from tests.server.jobs.fakes import FakeProvider
 from tests.server.jobs.support import ALICE, ALICE_BARE, ALICE_TENANT, BOB, TEAM, as_json, create_request
@@ -159,6 +161,39 @@ async def test_provider_list_keeps_its_token_server_side(jobs: Stub, provider: F
             request = ft.ListFineTuningJobsRequest(after="ftjob-foreign" if md is ALICE else ours[1])
             await jobs.ListFineTuningJobs(request, metadata=md)
         assert error_of(info.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CURSOR", "after")
+
+
+async def test_provider_paging_by_id_keeps_no_cursor_row(
+    jobs: Stub, provider: FakeProvider, gateway: GatewayServer
+) -> None:
+    provider.pages_by_id = True  # like OpenAI, Azure and local: `after` is the last job's id
+    ours = [(await jobs.CreateFineTuningJob(create_request(), metadata=ALICE)).id for _ in range(2)]
+    native = native_of(provider, ours[1])
+    provider.jobs["ftjob-foreign"] = {
+        **next(iter(provider.jobs.values())),
+        "id": "ftjob-foreign",
+        "metadata": {},
+    }
+    provider.jobs["ftjob-foreign2"] = {**provider.jobs["ftjob-foreign"], "id": "ftjob-foreign2"}
+    seen: list[str] = []
+    after = ""
+    while True:
+        page = await jobs.ListFineTuningJobs(
+            ft.ListFineTuningJobsRequest(limit=1, after=after), metadata=ALICE
+        )
+        seen += [job.id for job in page.data]
+        if not page.has_more:
+            break
+        after = page.data[-1].id
+    assert seen == ["ftjob-foreign2", "ftjob-foreign", ours[1], ours[0]]
+    # A gateway id is mapped to its native id; a foreign id is the provider's own.
+    tokens = [call[2] for call in provider.ops("list_jobs")]
+    assert tokens == [None, "ftjob-foreign2", "ftjob-foreign", native]
+    async with gateway.database.engine.connect() as conn:
+        assert (await conn.execute(sa.text("SELECT count(*) FROM provider_cursors"))).scalar() == 0
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # the provider's own answer to an unknown id
+        await jobs.ListFineTuningJobs(ft.ListFineTuningJobsRequest(after="ftjob-nobody"), metadata=ALICE)
+    assert error_of(info.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CURSOR", "after")
 
 
 async def test_events_are_mirrored_with_stable_cursors(jobs: Stub, provider: FakeProvider) -> None:

@@ -36,6 +36,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from tunegate.openai_json import _options as opts
+from tunegate.openai_json._build import FLOAT_TYPES, INT_RANGES, Unusual, builder
+from tunegate.openai_json._render import to_openai
 
 __all__ = [
     "CodecError",
@@ -50,25 +52,9 @@ __all__ = [
 M = TypeVar("M", bound=Message)
 
 _FD = FieldDescriptor
-_INT_RANGES: dict[int, tuple[int, int]] = {
-    _FD.TYPE_INT32: (-(2**31), 2**31 - 1),
-    _FD.TYPE_SINT32: (-(2**31), 2**31 - 1),
-    _FD.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
-    _FD.TYPE_INT64: (-(2**63), 2**63 - 1),
-    _FD.TYPE_SINT64: (-(2**63), 2**63 - 1),
-    _FD.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
-    _FD.TYPE_UINT32: (0, 2**32 - 1),
-    _FD.TYPE_FIXED32: (0, 2**32 - 1),
-    _FD.TYPE_UINT64: (0, 2**64 - 1),
-    _FD.TYPE_FIXED64: (0, 2**64 - 1),
-}
-_FLOAT_TYPES = frozenset({_FD.TYPE_FLOAT, _FD.TYPE_DOUBLE})
 _STRUCT = "google.protobuf.Struct"
 _VALUE = "google.protobuf.Value"
 _LIST_VALUE = "google.protobuf.ListValue"
-_JSON_WKT = frozenset({_STRUCT, _VALUE, _LIST_VALUE})
-# Largest magnitude at which every integer is exactly a double: beyond it a float is not an int.
-_EXACT_INT_LIMIT = 2**53
 # `name`, `name[key]`, `name[a][b]` — the bracket syntax of OpenAI forms and query filters.
 _BRACKETS = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[[^\[\]]*\])*)")
 
@@ -83,151 +69,6 @@ class CodecError(ValueError):
 
     def __repr__(self) -> str:
         return f"CodecError({self.message!r}, param={self.param!r})"
-
-
-# --------------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------------
-
-
-def to_openai(message: Message) -> dict[str, Any]:
-    """Render ``message`` as the OpenAI JSON object it stands for.
-
-    Raises TypeError if the message renders as something other than an object (a bare
-    ``(unwrap)`` list or an ``(auto_or_number)`` value is only meaningful inside a parent).
-    """
-    rendered = _render_message(message)
-    if not isinstance(rendered, dict):
-        raise TypeError(f"{opts.descriptor_of(message).full_name} does not render as a JSON object")
-    return rendered
-
-
-def _render_message(message: Message) -> Any:
-    render = _renderers.get(message.DESCRIPTOR)
-    if render is None:
-        render = _renderers[message.DESCRIPTOR] = _compile_renderer(opts.descriptor_of(message))
-    return render(message)
-
-
-# Rendering is compiled once per message type into closures (the rules above, decided ahead of
-# time), because an interpreter walking options per value cost most of a proxied call's CPU.
-_Render = Callable[[Any], Any]
-_renderers: dict[Any, _Render] = {}
-
-
-def _compile_renderer(desc: Descriptor) -> _Render:
-    if desc.full_name in _JSON_WKT:
-        return lambda message: _plain_json(json_format.MessageToDict(message))
-    if desc.file.package == "google.protobuf":
-        return lambda message: json_format.MessageToDict(message, preserving_proto_field_name=True)
-    auto = opts.auto_or_number_fields(desc)
-    if auto is not None:
-        auto_name, oneof = auto[0].name, opts.oneof_name(auto[0])
-        number = _scalar_renderer(auto[1])
-
-        def render_auto(message: Any) -> Any:
-            which = message.WhichOneof(oneof)
-            if which is None:
-                return None
-            return "auto" if which == auto_name else number(getattr(message, which))
-
-        return render_auto
-    inner = opts.unwrap_field(desc)
-    if inner is not None:
-        inner_name, inner_value = inner.name, _value_renderer(inner)
-        return lambda message: inner_value(getattr(message, inner_name))
-
-    object_type = opts.object_type(desc)
-    steps = tuple(
-        (field.name, _unset_check(field), opts.is_nullable(field), _value_renderer(field))
-        for field in opts.fields_of(desc)
-    )
-
-    def render(message: Any) -> Any:
-        out: dict[str, Any] = {"object": object_type} if object_type else {}
-        for name, unset, nullable, value in steps:
-            if unset is not None and unset(message):
-                if nullable:
-                    out[name] = None
-                continue
-            out[name] = value(getattr(message, name))
-        return out
-
-    return render
-
-
-def _unset_check(field: FieldDescriptor) -> Callable[[Any], bool] | None:
-    """Whether ``field`` counts as unset on a message (None: it always renders)."""
-    if field.is_repeated:
-        return None
-    name = field.name
-    checks: list[Callable[[Any], bool]] = []
-    if field.has_presence:
-        checks.append(lambda message: not message.HasField(name))
-    if field.type == _FD.TYPE_ENUM:
-        checks.append(lambda message: getattr(message, name) == 0)
-    elif field.type == _FD.TYPE_MESSAGE:
-        # A set-but-empty `"auto" | number` holds neither: it has no JSON value.
-        auto = opts.auto_or_number_fields(opts.message_of(field))
-        if auto is not None:
-            oneof = opts.oneof_name(auto[0])
-            checks.append(lambda message: getattr(message, name).WhichOneof(oneof) is None)
-    if len(checks) < 2:
-        return checks[0] if checks else None
-    first, second = checks
-    return lambda message: first(message) or second(message)
-
-
-def _value_renderer(field: FieldDescriptor) -> _Render:
-    if opts.is_map(field):
-        item = _scalar_renderer(opts.map_fields(field)[1])
-        return lambda value: {_map_key_json(k): item(v) for k, v in value.items()}
-    scalar = _scalar_renderer(field)
-    if field.is_repeated:
-        return lambda value: [scalar(v) for v in value]
-    return scalar
-
-
-def _scalar_renderer(field: FieldDescriptor) -> _Render:
-    kind = field.type
-    if kind == _FD.TYPE_MESSAGE:
-        return _render_message
-    if kind == _FD.TYPE_ENUM:
-        wires = {value.number: opts.wire_name(value) for value in opts.enum_of(field).values}
-
-        def render_enum(value: int) -> Any:
-            if value == 0:
-                return None
-            wire = wires.get(value)
-            return wire if wire is not None else int(value)
-
-        return render_enum
-    if kind in _FLOAT_TYPES:
-        return float
-    if kind in _INT_RANGES:
-        return int
-    if kind == _FD.TYPE_BYTES:
-        return lambda value: base64.b64encode(value).decode("ascii")
-    return lambda value: value
-
-
-def _map_key_json(key: Any) -> str:
-    if isinstance(key, bool):
-        return "true" if key else "false"
-    return str(key)
-
-
-def _plain_json(value: Any) -> Any:
-    """Struct-derived JSON with integral doubles turned back into ints (``3.0`` → ``3``)."""
-    if isinstance(value, float):
-        if value.is_integer() and abs(value) <= _EXACT_INT_LIMIT:
-            return int(value)
-        return value
-    if isinstance(value, dict):
-        return {k: _plain_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain_json(v) for v in value]
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,8 +95,11 @@ def from_openai(
     """
     if not isinstance(data, dict):
         raise CodecError(f"The request body must be a JSON object, not {_json_type(data)}.")
-    message = message_cls()
-    _parse_object(message, data, "", not lenient)
+    try:
+        message = message_cls(**builder(opts.descriptor_of(message_cls), not lenient)(data))
+    except (Unusual, TypeError, ValueError):  # the general parser decides, and names the param
+        message = message_cls()
+        _parse_object(message, data, "", not lenient)
     if path_params:
         apply_path_params(message, path_params)
     if headers is not None:
@@ -291,8 +135,9 @@ def _parse_object(message: Message, data: Mapping[str, Any], prefix: str, strict
     parse(message, data, prefix)
 
 
-# Parsing, like rendering, is compiled once per message type: a key table, and for scalar fields
-# a check of the common well-typed value before the general (error-reporting) path.
+# The general parser: what `_build`'s fast path finds unusual comes here — it accepts the
+# odd-but-valid and names the `param` of anything invalid. Compiled once per type into a key
+# table; it walks the body in key order, so the first offending key is the one reported.
 _ParseField = Callable[[Any, Any, str], None]
 _object_parsers: dict[tuple[Any, bool], Callable[[Any, Mapping[str, Any], str], None]] = {}
 _SLOW = object()
@@ -356,10 +201,10 @@ def _fast_scalar(field: FieldDescriptor) -> Callable[[Any], Any]:
         return lambda value: value if type(value) is str else _SLOW
     if kind == _FD.TYPE_BOOL:
         return lambda value: value if type(value) is bool else _SLOW
-    if kind in _INT_RANGES:
-        low, high = _INT_RANGES[kind]
+    if kind in INT_RANGES:
+        low, high = INT_RANGES[kind]
         return lambda value: value if type(value) is int and low <= value <= high else _SLOW
-    if kind in _FLOAT_TYPES:
+    if kind in FLOAT_TYPES:
         return lambda value: float(value) if type(value) in (float, int) else _SLOW
     if kind == _FD.TYPE_ENUM:
         numbers = opts.enum_by_wire(opts.enum_of(field))
@@ -419,7 +264,7 @@ def _compile_message_parser(desc: Descriptor, strict: bool) -> Callable[[Any, An
     auto = opts.auto_or_number_fields(desc)
     if auto is not None:
         auto_field, number_field = auto
-        expected = '"auto" or an integer' if number_field.type in _INT_RANGES else '"auto" or a number'
+        expected = '"auto" or an integer' if number_field.type in INT_RANGES else '"auto" or a number'
 
         def parse_auto(message: Any, value: Any, path: str) -> None:
             if value == "auto":
@@ -473,13 +318,13 @@ def _parse_scalar(field: FieldDescriptor, value: Any, path: str) -> Any:
         if not isinstance(value, bool):
             raise _type_error(path, "a boolean", value)
         return value
-    if kind in _INT_RANGES:
+    if kind in INT_RANGES:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             raise _type_error(path, "an integer", value)
         return _check_range(kind, value, path)
-    if kind in _FLOAT_TYPES:
+    if kind in FLOAT_TYPES:
         if not _is_number(value):
             raise _type_error(path, "a number", value)
         return float(value)
@@ -590,7 +435,7 @@ def _set_text(message: Message, field: FieldDescriptor, text: str, param: str) -
 
 def _coerce_text(field: FieldDescriptor, text: str, param: str) -> Any:
     kind = field.type
-    if kind in _INT_RANGES:
+    if kind in INT_RANGES:
         try:
             number = int(text.strip(), 10)
         except ValueError:
@@ -598,7 +443,7 @@ def _coerce_text(field: FieldDescriptor, text: str, param: str) -> Any:
                 f"Invalid value for '{param}': expected an integer, but got '{text}'.", param
             ) from None
         return _check_range(kind, number, param)
-    if kind in _FLOAT_TYPES:
+    if kind in FLOAT_TYPES:
         try:
             real = float(text)
         except ValueError:
@@ -637,7 +482,7 @@ def _enum_number(field: FieldDescriptor, wire: str, path: str) -> int:
 
 
 def _check_range(kind: int, value: int, path: str) -> int:
-    low, high = _INT_RANGES[kind]
+    low, high = INT_RANGES[kind]
     if not low <= value <= high:
         raise CodecError(f"Invalid value for '{path}': {value} is out of range.", path)
     return value
