@@ -110,10 +110,11 @@ class GatewayServer:
         """`host:port` clients can dial."""
         return _address(self.config.host, self.port)
 
-    def channel(self) -> InProcessChannel:
+    def channel(self, *, openai_json: bool = False) -> InProcessChannel:
         """A channel to this server's servicers for callers in this process and on this event
-        loop (the edge under `tunegate run`): no HTTP/2, no serialisation, same semantics."""
-        return InProcessChannel(self._handlers)
+        loop (the edge under `tunegate run`): no HTTP/2, no serialisation, same semantics.
+        `openai_json`: unary answers may come already rendered (see `InProcessChannel`)."""
+        return InProcessChannel(self._handlers, openai_json=openai_json)
 
     @classmethod
     async def start(

@@ -111,7 +111,8 @@ class _Aborted(grpc.aio.AbortError):
 class _Context:
     """The `grpc.aio.ServicerContext` methods tunegate's servicers and grpc's health servicer use."""
 
-    def __init__(self, metadata: _Pairs, deadline: float | None) -> None:
+    def __init__(self, metadata: _Pairs, deadline: float | None, *, openai_json: bool = False) -> None:
+        self.takes_openai_json = openai_json  # see `InProcessChannel`
         self._metadata = tuple(metadata)
         self._deadline = deadline
         self._code = grpc.StatusCode.OK
@@ -222,12 +223,14 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-async def _answer(behavior: Any, request: Any, metadata: _Pairs, seconds: float | None) -> Any:
+async def _answer(
+    behavior: Any, request: Any, metadata: _Pairs, seconds: float | None, openai_json: bool
+) -> Any:
     """Run a single-response behaviour (unary or client-streaming) and return its response, or
     raise the `AioRpcError` the network path would."""
     if behavior is None:
         raise _rpc_error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-    context = _Context(metadata, _deadline(seconds))
+    context = _Context(metadata, _deadline(seconds), openai_json=openai_json)
     try:
         async with asyncio.timeout(seconds):
             response = await behavior(request, context)
@@ -242,9 +245,10 @@ async def _answer(behavior: Any, request: Any, metadata: _Pairs, seconds: float 
 
 
 class _UnaryUnary:
-    def __init__(self, table: HandlerTable, method: str) -> None:
+    def __init__(self, table: HandlerTable, method: str, openai_json: bool) -> None:
         self._table = table
         self._method = method
+        self._openai_json = openai_json
 
     def __call__(
         self, request: Any, *, timeout: float | None = None, metadata: _Pairs | None = None, **_: Any
@@ -253,7 +257,8 @@ class _UnaryUnary:
 
     async def _invoke(self, request: Any, seconds: float | None, metadata: _Pairs) -> Any:
         handler = self._table.lookup(self._method)
-        return await _answer(None if handler is None else handler.unary_unary, request, metadata, seconds)
+        behavior = None if handler is None else handler.unary_unary
+        return await _answer(behavior, request, metadata, seconds, self._openai_json)
 
 
 class _UnaryStreamCall:
@@ -339,7 +344,7 @@ class _StreamUnaryCall:
 
     async def _run(self, handler: _Handler | None, metadata: _Pairs, seconds: float | None) -> Any:
         behavior = None if handler is None else handler.stream_unary
-        return await _answer(behavior, self._incoming(), metadata, seconds)
+        return await _answer(behavior, self._incoming(), metadata, seconds, False)
 
     async def write(self, message: Any) -> None:
         if self._requests.ended or self._task.done():
@@ -373,13 +378,19 @@ class _StreamUnaryCall:
 
 class InProcessChannel:
     """A `grpc.aio.Channel` stand-in for callers in the server's own process (see the module
-    docstring). Build it from the server's `HandlerTable`; use it on the server's event loop."""
+    docstring). Build it from the server's `HandlerTable`; use it on the server's event loop.
 
-    def __init__(self, table: HandlerTable) -> None:
+    `openai_json`: the caller only renders unary responses as OpenAI JSON (the edge). Servicers
+    may then answer with `tunegate.openai_json.Rendered` — the JSON `to_openai` would make of
+    the message, computed without building it — instead of the message itself (the context's
+    `takes_openai_json` says so). Other callers always get messages."""
+
+    def __init__(self, table: HandlerTable, *, openai_json: bool = False) -> None:
         self._table = table
+        self._openai_json = openai_json
 
     def unary_unary(self, method: str, *_: Any, **__: Any) -> _UnaryUnary:
-        return _UnaryUnary(self._table, method)
+        return _UnaryUnary(self._table, method, self._openai_json)
 
     def unary_stream(self, method: str, *_: Any, **__: Any) -> Callable[..., _UnaryStreamCall]:
         def call(

@@ -1,32 +1,22 @@
 """`tunegate.v1.FineTuning`: proto ⇄ OpenAI JSON around `server.jobs.JobService`, nothing else.
 
 Requests become OpenAI JSON with `tunegate.openai_json.to_openai`; the domain answers OpenAI
-JSON, which `from_openai` parses back into messages. Provider JSON may carry keys the contract
-does not know (`usage_metrics`, `shared_with_openai`, …): the lenient parse drops them.
+JSON, which becomes the response by `_wire.reply` (parsed into the message, or for the
+in-process edge rendered straight to the JSON the message would render as). Provider JSON may
+carry keys the contract does not know (`usage_metrics`, `shared_with_openai`, …): the lenient
+reading drops them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
-from google.protobuf.message import Message
-from tunegate.openai_json import from_openai, to_openai
+from tunegate.openai_json import to_openai
 from tunegate.v1 import fine_tuning_pb2 as ft
 from tunegate.v1 import fine_tuning_pb2_grpc
 
 from server.jobs import ItemPage, JobService
-from server.servicers._wire import Context, call_metadata, caller, idempotency_key
-
-M = TypeVar("M", bound=Message)
-
-
-def _message(data: Mapping[str, Any], cls: type[M]) -> M:
-    return from_openai(dict(data), cls, lenient=True)
-
-
-def _job(data: Mapping[str, Any]) -> ft.FineTuningJob:
-    return _message(data, ft.FineTuningJob)
+from server.servicers._wire import Context, call_metadata, caller, idempotency_key, reply
 
 
 class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
@@ -44,7 +34,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
             metadata=call_metadata(context),
             request_id=idempotency_key(context),
         )
-        return _job(job)
+        return reply(context, ft.FineTuningJob, job)
 
     async def ListFineTuningJobs(
         self, request: ft.ListFineTuningJobsRequest, context: Context
@@ -56,7 +46,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
             limit=request.limit if request.HasField("limit") else None,
             metadata_filter=dict(request.metadata.values) if request.HasField("metadata") else None,
         )
-        return ft.ListFineTuningJobsResponse(data=[_job(job) for job in page.data], has_more=page.has_more)
+        return reply(context, ft.ListFineTuningJobsResponse, {"data": page.data, "has_more": page.has_more})
 
     async def GetFineTuningJob(
         self, request: ft.GetFineTuningJobRequest, context: Context
@@ -64,7 +54,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
         job = await self._jobs.retrieve(
             caller(context), request.fine_tuning_job_id, metadata=call_metadata(context)
         )
-        return _job(job)
+        return reply(context, ft.FineTuningJob, job)
 
     async def CancelFineTuningJob(
         self, request: ft.CancelFineTuningJobRequest, context: Context
@@ -72,7 +62,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
         job = await self._jobs.cancel(
             caller(context), request.fine_tuning_job_id, metadata=call_metadata(context)
         )
-        return _job(job)
+        return reply(context, ft.FineTuningJob, job)
 
     async def PauseFineTuningJob(
         self, request: ft.PauseFineTuningJobRequest, context: Context
@@ -80,7 +70,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
         job = await self._jobs.pause(
             caller(context), request.fine_tuning_job_id, metadata=call_metadata(context)
         )
-        return _job(job)
+        return reply(context, ft.FineTuningJob, job)
 
     async def ResumeFineTuningJob(
         self, request: ft.ResumeFineTuningJobRequest, context: Context
@@ -88,7 +78,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
         job = await self._jobs.resume(
             caller(context), request.fine_tuning_job_id, metadata=call_metadata(context)
         )
-        return _job(job)
+        return reply(context, ft.FineTuningJob, job)
 
     async def ListFineTuningEvents(
         self, request: ft.ListFineTuningEventsRequest, context: Context
@@ -100,9 +90,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
             after=request.after or None,
             limit=request.limit if request.HasField("limit") else None,
         )
-        return ft.ListFineTuningEventsResponse(
-            data=[_message(event, ft.FineTuningJobEvent) for event in page.data], has_more=page.has_more
-        )
+        return reply(context, ft.ListFineTuningEventsResponse, {"data": page.data, "has_more": page.has_more})
 
     async def ListFineTuningCheckpoints(
         self, request: ft.ListFineTuningCheckpointsRequest, context: Context
@@ -114,10 +102,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
             after=request.after or None,
             limit=request.limit if request.HasField("limit") else None,
         )
-        response = ft.ListFineTuningCheckpointsResponse(
-            data=[_message(item, ft.FineTuningJobCheckpoint) for item in page.data], has_more=page.has_more
-        )
+        body: dict[str, Any] = {"data": page.data, "has_more": page.has_more}
         if page.first_id is not None and page.last_id is not None:
-            response.first_id = page.first_id
-            response.last_id = page.last_id
-        return response
+            body.update(first_id=page.first_id, last_id=page.last_id)
+        return reply(context, ft.ListFineTuningCheckpointsResponse, body)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from google.protobuf.descriptor import EnumDescriptor
+from google.protobuf.message import Message
+from tunegate.openai_json import from_openai, rendered
 from tunegate.v1 import options_pb2
 
 from server.owner import owner_from_metadata
@@ -23,6 +25,7 @@ DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 """How much of a rejected client stream is read and discarded before the error is sent."""
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 
 @functools.cache
@@ -66,6 +69,15 @@ def call_metadata(context: Context) -> dict[str, str]:
         if isinstance(value, str):
             result.setdefault(key.lower(), value)
     return result
+
+
+def reply(context: Context, message_cls: type[M], data: Mapping[str, Any]) -> M:
+    """The RPC's response from the domain's OpenAI JSON (read leniently: provider objects gain
+    keys). A caller that only renders JSON — the in-process edge (`takes_openai_json`) — gets
+    `Rendered` JSON, exactly what rendering the message would give; others get the message."""
+    if getattr(context, "takes_openai_json", False):
+        return cast(M, rendered(data, message_cls))  # the edge's `to_openai` passes it through
+    return from_openai(dict(data), message_cls, lenient=True)
 
 
 def idempotency_key(context: Context) -> str | None:

@@ -36,16 +36,18 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from tunegate.openai_json import _options as opts
-from tunegate.openai_json._build import FLOAT_TYPES, INT_RANGES, Unusual, builder
-from tunegate.openai_json._render import to_openai
+from tunegate.openai_json._build import FLOAT_TYPES, INT_RANGES, Unusual, builder, json_builder
+from tunegate.openai_json._render import Rendered, to_openai
 
 __all__ = [
     "CodecError",
+    "Rendered",
     "apply_form_field",
     "apply_headers",
     "apply_path_params",
     "from_openai",
     "from_query",
+    "rendered",
     "to_openai",
 ]
 
@@ -105,6 +107,16 @@ def from_openai(
     if headers is not None:
         apply_headers(message, headers)
     return message
+
+
+def rendered(data: Mapping[str, Any], message_cls: type[Message]) -> Rendered:
+    """``data`` (OpenAI JSON, read leniently) as ``to_openai(from_openai(data, message_cls,
+    lenient=True))`` renders it — computed from the JSON without building the message when the
+    JSON is plainly well-typed. Raises CodecError exactly as that parse would."""
+    try:
+        return Rendered(message_cls, json_builder(opts.descriptor_of(message_cls))(data))
+    except Unusual:
+        return Rendered(message_cls, to_openai(from_openai(data, message_cls, lenient=True)))
 
 
 def apply_path_params(message: Message, path_params: Mapping[str, str]) -> None:

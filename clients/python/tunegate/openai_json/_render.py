@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from tunegate.openai_json import _options as opts
 from tunegate.openai_json._generate import Source
 
-__all__ = ["JSON_WKT", "plain_json", "render_message", "to_openai"]
+__all__ = ["JSON_WKT", "Rendered", "plain_json", "render_message", "to_openai"]
 
 _FD = FieldDescriptor
 _FLOAT_TYPES = frozenset({_FD.TYPE_FLOAT, _FD.TYPE_DOUBLE})
@@ -31,12 +31,29 @@ _renderers: dict[Any, _Render] = {}
 _compiling: set[Any] = set()  # types whose renderer is being compiled (recursion guard)
 
 
-def to_openai(message: Message) -> dict[str, Any]:
+class Rendered:
+    """A message in its OpenAI JSON form already — exactly what ``to_openai`` makes of the
+    message — so that an in-process caller that wants JSON gets it without the message being
+    built and rendered (see ``rendered``). ``to_openai`` returns ``json`` as it is."""
+
+    __slots__ = ("json", "message_type")
+
+    def __init__(self, message_type: type[Message], json: dict[str, Any]) -> None:
+        self.message_type = message_type
+        self.json = json
+
+    def __repr__(self) -> str:
+        return f"Rendered({self.message_type.__name__}, {self.json!r})"
+
+
+def to_openai(message: Message | Rendered) -> dict[str, Any]:
     """Render ``message`` as the OpenAI JSON object it stands for.
 
     Raises TypeError if the message renders as something other than an object (a bare
     ``(unwrap)`` list or an ``(auto_or_number)`` value is only meaningful inside a parent).
     """
+    if isinstance(message, Rendered):
+        return message.json
     rendered = render_message(message)
     if not isinstance(rendered, dict):
         raise TypeError(f"{opts.descriptor_of(message).full_name} does not render as a JSON object")
