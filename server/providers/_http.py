@@ -3,7 +3,8 @@
 Every adapter owns one `HttpClient`, so connections are reused across requests and accounts. On
 the network it sends with one `aiohttp.ClientSession` (a fraction of httpx's per-request CPU, which
 dominated a proxied call); with an injected `httpx` transport (tests' `httpx.MockTransport`) it
-sends through `httpx.AsyncClient`. Either way callers get an `httpx.Response` and one contract.
+sends through `httpx.AsyncClient`. Either way callers get a `ProviderResponse` (status, headers,
+body: what an adapter reads; cheaper to make than an `httpx.Response`) and one contract.
 Contract of `HttpClient.request`:
 
 - every call has explicit connect/read/write/pool timeouts (`HttpSettings`);
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import http
 import logging
 import random
 import time
@@ -40,7 +42,7 @@ import orjson
 
 from server.errors import DeadlineExceeded, TunegateError, UpstreamError, error_for_http_status
 
-__all__ = ["Endpoint", "HttpClient", "HttpSettings", "Sleep"]
+__all__ = ["Endpoint", "HttpClient", "HttpSettings", "ProviderResponse", "Sleep"]
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +154,14 @@ class HttpClient:
         json: Any,
         content: bytes | AsyncIterator[bytes] | None,
         headers: Mapping[str, str],
-    ) -> httpx.Response:
+    ) -> ProviderResponse:
         """One attempt. aiohttp's failures are re-raised as the matching httpx exceptions, so
         `request` maps both paths' errors the same way."""
         if self._client is not None:
-            return await self._client.request(
+            sent = await self._client.request(
                 method, url, params=params, json=json, content=content, headers=headers
             )
+            return ProviderResponse(sent.status_code, sent.headers, sent.content)
         if self._session is None or self._session.closed:
             settings = self.settings
             self._session = aiohttp.ClientSession(
@@ -185,9 +188,7 @@ class HttpClient:
             async with self._session.request(
                 method, url, data=body, headers=send_headers, allow_redirects=False
             ) as answer:
-                data = await answer.read()
-                # No `httpx.Request` per call: building one cost more than the rest of the hop.
-                return httpx.Response(answer.status, headers=answer.raw_headers, content=data)
+                return ProviderResponse(answer.status, answer.headers, await answer.read())
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx.ConnectTimeout(str(exc), request=httpx.Request(method, url)) from exc
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
@@ -207,7 +208,7 @@ class HttpClient:
         content: bytes | AsyncIterator[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
-    ) -> httpx.Response:
+    ) -> ProviderResponse:
         """Sends `method {endpoint.base_url}{path}` and returns the 2xx response (body read).
 
         Raises a `TunegateError` as described in the module docstring. Exceptions raised by a
@@ -272,7 +273,7 @@ class HttpClient:
         """`request`, then the body as a JSON object (a non-object answer is an `UpstreamError`)."""
         response = await self.request(method, endpoint, path, **kwargs)
         try:
-            body = orjson.loads(response.content)
+            body = response.json()
         except ValueError:
             body = None
         if not isinstance(body, dict):
@@ -288,7 +289,7 @@ class HttpClient:
         ceiling = min(self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2.0**attempt)
         return self._jitter() * ceiling  # "full jitter": spreads retries of many clients apart
 
-    def error_from_response(self, response: httpx.Response, *, retry_after: float | None) -> TunegateError:
+    def error_from_response(self, response: ProviderResponse, *, retry_after: float | None) -> TunegateError:
         """The error for a non-2xx answer, from OpenAI's, Azure's dated or Azure's v1 error body."""
         status = response.status_code
         fields = _error_fields(response)
@@ -305,6 +306,30 @@ class HttpClient:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ProviderResponse:
+    """A provider's answer, body read. `headers` is case-insensitive."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def reason_phrase(self) -> str:
+        try:
+            return http.HTTPStatus(self.status_code).phrase
+        except ValueError:
+            return ""
+
+    def json(self) -> Any:
+        """The body as JSON; raises ValueError when it is not JSON."""
+        return orjson.loads(self.content)
+
+
 def _query_value(value: Any) -> str:
     # httpx's spelling of query values: booleans lower-case, the rest as str().
     if isinstance(value, bool):
@@ -312,7 +337,7 @@ def _query_value(value: Any) -> str:
     return str(value)
 
 
-def _error_fields(response: httpx.Response) -> dict[str, str]:
+def _error_fields(response: ProviderResponse) -> dict[str, str]:
     """message/code/param/type from `{"error": {...}}` (OpenAI: message, type, param, code;
     Azure dated: code, message, target, innererror; Azure v1: code, message, param, type)."""
     try:
@@ -338,7 +363,7 @@ def _error_fields(response: httpx.Response) -> dict[str, str]:
     return fields
 
 
-def retry_after_seconds(headers: httpx.Headers, *, now: float | None = None) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
     """The provider's retry hint in seconds: `retry-after-ms`, else `Retry-After` as seconds or
     an HTTP date; None when absent or unreadable. Never negative."""
     millis = headers.get("retry-after-ms")

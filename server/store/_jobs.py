@@ -11,10 +11,10 @@ The creation protocol (`server.jobs`) relies on three properties made here:
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
@@ -77,14 +77,14 @@ _JSON_COLUMNS = ("request", "metadata", "snapshot", "error")
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return None if value is None else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _record(row: sa.Row[Any]) -> JobRecord:
     values = row._asdict()
     for name in _JSON_COLUMNS:
         raw = values[name]
-        values[name] = None if raw is None else json.loads(raw)
+        values[name] = None if raw is None else orjson.loads(raw)
     values["attempted"] = bool(values["attempted"])
     return JobRecord(**values)
 

@@ -130,12 +130,11 @@ def apply_path_params(message: Message, path_params: Mapping[str, str]) -> None:
 
 def apply_headers(message: Message, headers: Mapping[str, str]) -> None:
     """Fill top-level ``(from_header)`` string fields that are still empty from ``headers``."""
-    for field in opts.fields_of(opts.descriptor_of(message)):
-        header = opts.from_header(field)
-        if header and not getattr(message, field.name):
+    for name, header in opts.header_fields(opts.descriptor_of(message)):
+        if not getattr(message, name):
             value = headers.get(header)
             if value:
-                setattr(message, field.name, value)
+                setattr(message, name, value)
 
 
 def _parse_object(message: Message, data: Mapping[str, Any], prefix: str, strict: bool = True) -> None:

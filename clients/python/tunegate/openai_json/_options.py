@@ -29,6 +29,7 @@ __all__ = [
     "field_named",
     "fields_of",
     "from_header",
+    "header_fields",
     "input_of",
     "is_map",
     "is_nullable",
@@ -108,6 +109,12 @@ def from_header(field: FieldDescriptor) -> str:
 
 
 @functools.cache
+def header_fields(message: Descriptor) -> tuple[tuple[str, str], ...]:
+    """``(field name, header)`` of every ``(from_header)`` field of ``message``."""
+    return tuple((field.name, from_header(field)) for field in fields_of(message) if from_header(field))
+
+
+@functools.cache
 def wire_name(value: EnumValueDescriptor) -> str:
     """The JSON spelling of an enum value: its ``(wire)`` option, else its proto name."""
     return str(value.GetOptions().Extensions[options_pb2.wire]) or value.name
@@ -138,6 +145,7 @@ def output_of(method: MethodDescriptor) -> Descriptor:
     return method.output_type
 
 
+@functools.cache
 def fields_of(message: Descriptor) -> tuple[FieldDescriptor, ...]:
     """The fields of ``message`` in declaration order (typed for mypy, whatever the backend)."""
     return tuple(cast(Iterable[FieldDescriptor], message.fields))
