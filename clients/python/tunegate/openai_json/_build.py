@@ -25,7 +25,8 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from tunegate.openai_json import _options as opts
-from tunegate.openai_json._generate import Source
+from tunegate.openai_json._generate import Functions, Source
+from tunegate.openai_json._render import EXACT_INT_LIMIT
 
 __all__ = ["FLOAT_TYPES", "INT_RANGES", "Unusual", "builder", "fast_test", "json_builder", "struct_json"]
 
@@ -44,8 +45,6 @@ INT_RANGES: dict[int, tuple[int, int]] = {
 }
 FLOAT_TYPES = frozenset({_FD.TYPE_FLOAT, _FD.TYPE_DOUBLE})
 _STRUCT = "google.protobuf.Struct"
-# Largest magnitude at which every integer is exactly a double: beyond it a float is not an int.
-_EXACT_INT_LIMIT = 2**53
 _DEFAULTS = {_FD.TYPE_STRING: "''", _FD.TYPE_BOOL: "False", **{kind: "0" for kind in INT_RANGES}}
 
 
@@ -74,27 +73,25 @@ def fast_test(field: FieldDescriptor, var: str = "v") -> str | None:
 
 
 _Build = Callable[[Any], dict[str, Any]]
-_builders: dict[tuple[Any, bool, bool], _Build] = {}
-_building: set[tuple[Any, bool, bool]] = set()  # recursion guard
 
 
 def builder(desc: Descriptor, strict: bool) -> _Build:
     """The (cached) constructor-arguments builder of a message type (see the module docstring)."""
-    return _cached(desc, strict, False)
+    return _builders.get((desc, strict, False))
 
 
 def json_builder(desc: Descriptor) -> _Build:
     """The (cached) rendered-JSON builder of a message type, lenient (see the module docstring)."""
-    return _cached(desc, False, True)
+    return _builders.get((desc, False, True))
 
 
 def struct_json(value: Any) -> Any:
     """A JSON value as a `google.protobuf.Struct` renders it back: numbers went through doubles,
     integral ones come back as ints (`plain_json` of `MessageToDict`)."""
     if type(value) is int:
-        return value if abs(value) <= _EXACT_INT_LIMIT else float(value)
+        return value if abs(value) <= EXACT_INT_LIMIT else float(value)
     if type(value) is float:
-        return int(value) if value.is_integer() and abs(value) <= _EXACT_INT_LIMIT else value
+        return int(value) if value.is_integer() and abs(value) <= EXACT_INT_LIMIT else value
     if type(value) is dict:
         return {k: struct_json(v) for k, v in value.items()}
     if type(value) is list:
@@ -102,24 +99,6 @@ def struct_json(value: Any) -> Any:
     if value is None or type(value) is str or type(value) is bool:
         return value
     raise Unusual
-
-
-def _cached(desc: Descriptor, strict: bool, json: bool) -> _Build:
-    key = (desc, strict, json)
-    build = _builders.get(key)
-    if build is None:
-        _building.add(key)
-        try:
-            build = _builders[key] = _compile(desc, strict, json)
-        finally:
-            _building.discard(key)
-    return build
-
-
-def _nested(desc: Descriptor, strict: bool, json: bool) -> _Build:
-    if (desc, strict, json) in _building:
-        return lambda data: _cached(desc, strict, json)(data)
-    return _cached(desc, strict, json)
 
 
 class _Emit:
@@ -135,7 +114,7 @@ class _Emit:
         self.src.add(line, indent)
 
     def nested(self, desc: Descriptor) -> str:
-        return self.src.name(_nested(desc, self.strict, self.json), "build")
+        return self.src.name(_builders.nested((desc, self.strict, self.json)), "build")
 
 
 def _compile(desc: Descriptor, strict: bool, json: bool) -> _Build:
@@ -260,3 +239,6 @@ def _emit(out: _Emit, field: FieldDescriptor, target: str = "kw") -> None:
 def _item_test(field: FieldDescriptor) -> str | None:
     """`fast_test` of `x` (a list item or map value); enums and bytes: None (general parser)."""
     return fast_test(field, "x")
+
+
+_builders = Functions(lambda key: _compile(*key))

@@ -28,11 +28,11 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from tunegate.openai_json import _options as opts
@@ -137,90 +137,29 @@ def apply_headers(message: Message, headers: Mapping[str, str]) -> None:
                 setattr(message, name, value)
 
 
+# The general parser: what `_build`'s fast path finds unusual comes here. It accepts the
+# odd-but-valid and names the `param` of anything invalid; it walks the body in key order, so
+# the first offending key is the one reported. `strict=False` skips unknown keys instead.
 def _parse_object(message: Message, data: Mapping[str, Any], prefix: str, strict: bool = True) -> None:
-    parse = _object_parsers.get((message.DESCRIPTOR, strict))
-    if parse is None:
-        parse = _object_parsers[message.DESCRIPTOR, strict] = _compile_object_parser(
-            opts.descriptor_of(message), strict
-        )
-    parse(message, data, prefix)
-
-
-# The general parser: what `_build`'s fast path finds unusual comes here — it accepts the
-# odd-but-valid and names the `param` of anything invalid. Compiled once per type into a key
-# table; it walks the body in key order, so the first offending key is the one reported.
-_ParseField = Callable[[Any, Any, str], None]
-_object_parsers: dict[tuple[Any, bool], Callable[[Any, Mapping[str, Any], str], None]] = {}
-_SLOW = object()
-
-
-def _compile_object_parser(desc: Descriptor, strict: bool) -> Callable[[Any, Mapping[str, Any], str], None]:
-    table: dict[str, tuple[str | None, _ParseField]] = {}
-    for field in opts.fields_of(desc):
+    desc = opts.descriptor_of(message)
+    oneofs_seen: dict[str, str] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        field = opts.field_named(desc, key)
+        if field is None:
+            if not strict or (
+                key == "object" and opts.object_type(desc) and value in (None, opts.object_type(desc))
+            ):
+                continue  # echoing the constant discriminator back is harmless
+            raise CodecError(f"Unrecognized request argument supplied: {path}", path)
+        if value is None:
+            continue
         oneof = field.containing_oneof
-        table[field.name] = (None if oneof is None else oneof.name, _field_parser(field, strict))
-    object_type = opts.object_type(desc)
-
-    def parse(message: Any, data: Mapping[str, Any], prefix: str) -> None:
-        oneofs_seen: dict[str, str] | None = None
-        for key, value in data.items():
-            entry = table.get(key)
-            if entry is None:
-                if not strict or (key == "object" and object_type and value in (None, object_type)):
-                    continue  # echoing the constant discriminator back is harmless
-                path = f"{prefix}.{key}" if prefix else key
-                raise CodecError(f"Unrecognized request argument supplied: {path}", path)
-            if value is None:
-                continue
-            oneof, parse_field = entry
-            if oneof is not None:
-                if oneofs_seen is None:
-                    oneofs_seen = {}
-                other = oneofs_seen.setdefault(oneof, key)
-                if other != key:
-                    path = f"{prefix}.{key}" if prefix else key
-                    raise CodecError(f"'{path}' cannot be combined with '{other}'.", path)
-            parse_field(message, value, f"{prefix}.{key}" if prefix else key)
-
-    return parse
-
-
-def _field_parser(field: FieldDescriptor, strict: bool) -> _ParseField:
-    name = field.name
-    if field.type == _FD.TYPE_MESSAGE and not field.is_repeated:
-        message_type = opts.message_of(field)
-
-        def parse_message_field(message: Any, value: Any, path: str) -> None:
-            _message_parser(message_type, strict)(getattr(message, name), value, path)
-
-        return parse_message_field
-    if field.is_repeated or field.type == _FD.TYPE_MESSAGE:
-        return lambda message, value, path: _parse_field(message, field, value, path, strict)
-    fast = _fast_scalar(field)
-
-    def parse_scalar(message: Any, value: Any, path: str) -> None:
-        result = fast(value)
-        setattr(message, name, _parse_scalar(field, value, path) if result is _SLOW else result)
-
-    return parse_scalar
-
-
-def _fast_scalar(field: FieldDescriptor) -> Callable[[Any], Any]:
-    """The parsed value of a well-typed JSON scalar, else `_SLOW` (the general path decides)."""
-    kind = field.type
-    if kind == _FD.TYPE_STRING:
-        return lambda value: value if type(value) is str else _SLOW
-    if kind == _FD.TYPE_BOOL:
-        return lambda value: value if type(value) is bool else _SLOW
-    if kind in INT_RANGES:
-        low, high = INT_RANGES[kind]
-        return lambda value: value if type(value) is int and low <= value <= high else _SLOW
-    if kind in FLOAT_TYPES:
-        return lambda value: float(value) if type(value) in (float, int) else _SLOW
-    if kind == _FD.TYPE_ENUM:
-        numbers = opts.enum_by_wire(opts.enum_of(field))
-        return lambda value: numbers.get(value, _SLOW) if type(value) is str else _SLOW
-    return lambda value: _SLOW
+        if oneof is not None:
+            other = oneofs_seen.setdefault(oneof.name, key)
+            if other != key:
+                raise CodecError(f"'{path}' cannot be combined with '{other}'.", path)
+        _parse_field(message, field, value, path, strict)
 
 
 def _parse_field(
@@ -257,66 +196,38 @@ def _parse_field(
 
 
 def _parse_message(message: Message, value: Any, path: str, strict: bool = True) -> None:
-    _message_parser(message.DESCRIPTOR, strict)(message, value, path)
-
-
-_message_parsers: dict[tuple[Any, bool], Callable[[Any, Any, str], None]] = {}
-
-
-def _message_parser(desc: Any, strict: bool) -> Callable[[Any, Any, str], None]:
-    """The (cached) parser of a JSON value into a message of type ``desc``."""
-    parse = _message_parsers.get((desc, strict))
-    if parse is None:
-        parse = _message_parsers[desc, strict] = _compile_message_parser(desc, strict)
-    return parse
-
-
-def _compile_message_parser(desc: Descriptor, strict: bool) -> Callable[[Any, Any, str], None]:
+    desc = opts.descriptor_of(message)
     auto = opts.auto_or_number_fields(desc)
     if auto is not None:
         auto_field, number_field = auto
-        expected = '"auto" or an integer' if number_field.type in INT_RANGES else '"auto" or a number'
-
-        def parse_auto(message: Any, value: Any, path: str) -> None:
-            if value == "auto":
-                setattr(message, auto_field.name, True)
-            elif _is_number(value):
-                setattr(message, number_field.name, _parse_scalar(number_field, value, path))
-            else:
-                raise _type_error(path, expected, value)
-
-        return parse_auto
+        if value == "auto":
+            setattr(message, auto_field.name, True)
+        elif _is_number(value):
+            setattr(message, number_field.name, _parse_scalar(number_field, value, path))
+        else:
+            expected = '"auto" or an integer' if number_field.type in INT_RANGES else '"auto" or a number'
+            raise _type_error(path, expected, value)
+        return
     inner = opts.unwrap_field(desc)
     if inner is not None:
-
-        def parse_unwrapped(message: Any, value: Any, path: str) -> None:
-            message.SetInParent()
-            _parse_field(message, inner, value, path, strict)
-
-        return parse_unwrapped
-    if desc.file.package == "google.protobuf":
-        full_name = desc.full_name
-
-        def parse_well_known(message: Any, value: Any, path: str) -> None:
-            if full_name == _STRUCT and not isinstance(value, dict):
-                raise _type_error(path, "an object", value)
-            if full_name == _LIST_VALUE and not isinstance(value, list):
-                raise _type_error(path, "an array", value)
-            message.SetInParent()
-            try:
-                json_format.ParseDict(value, message)
-            except json_format.ParseError as exc:
-                raise CodecError(f"Invalid value for '{path}': {exc}", path) from None
-
-        return parse_well_known
-
-    def parse_object(message: Any, value: Any, path: str) -> None:
-        if not isinstance(value, dict):
-            raise _type_error(path, "an object", value)
         message.SetInParent()
-        _parse_object(message, value, path, strict)
-
-    return parse_object
+        _parse_field(message, inner, value, path, strict)
+        return
+    if desc.full_name == _STRUCT and not isinstance(value, dict):
+        raise _type_error(path, "an object", value)
+    if desc.full_name == _LIST_VALUE and not isinstance(value, list):
+        raise _type_error(path, "an array", value)
+    if desc.file.package == "google.protobuf":
+        message.SetInParent()
+        try:
+            json_format.ParseDict(value, message)
+        except json_format.ParseError as exc:
+            raise CodecError(f"Invalid value for '{path}': {exc}", path) from None
+        return
+    if not isinstance(value, dict):
+        raise _type_error(path, "an object", value)
+    message.SetInParent()
+    _parse_object(message, value, path, strict)
 
 
 def _parse_scalar(field: FieldDescriptor, value: Any, path: str) -> Any:

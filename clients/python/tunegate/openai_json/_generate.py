@@ -8,10 +8,10 @@ an interpreter walking the options paid on every value. The source is kept as ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["Source"]
+__all__ = ["Functions", "Source"]
 
 
 class Source:
@@ -38,3 +38,31 @@ class Source:
         built: Callable[..., Any] = namespace[function]
         built.__source__ = source  # type: ignore[attr-defined]
         return built
+
+
+class Functions:
+    """Generated functions by key (a message type, maybe with a mode), built on first use.
+
+    `get` builds and caches; `nested` is what a function being built refers to for a field's
+    type — the function itself, or, for a type that contains itself (its own function is
+    still being built), a lookup at call time."""
+
+    def __init__(self, build: Callable[[Any], Callable[..., Any]]) -> None:
+        self._build = build
+        self._built: dict[Hashable, Callable[..., Any]] = {}
+        self._building: set[Hashable] = set()
+
+    def get(self, key: Hashable) -> Callable[..., Any]:
+        function = self._built.get(key)
+        if function is None:
+            self._building.add(key)
+            try:
+                function = self._built[key] = self._build(key)
+            finally:
+                self._building.discard(key)
+        return function
+
+    def nested(self, key: Hashable) -> Callable[..., Any]:
+        if key in self._building:
+            return lambda *args: self.get(key)(*args)
+        return self.get(key)

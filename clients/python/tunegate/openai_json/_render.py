@@ -16,19 +16,16 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from tunegate.openai_json import _options as opts
-from tunegate.openai_json._generate import Source
+from tunegate.openai_json._generate import Functions, Source
 
-__all__ = ["JSON_WKT", "Rendered", "plain_json", "render_message", "to_openai"]
+__all__ = ["EXACT_INT_LIMIT", "JSON_WKT", "Rendered", "plain_json", "render_message", "to_openai"]
 
 _FD = FieldDescriptor
-_FLOAT_TYPES = frozenset({_FD.TYPE_FLOAT, _FD.TYPE_DOUBLE})
 JSON_WKT = frozenset({"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"})
 # Largest magnitude at which every integer is exactly a double: beyond it a float is not an int.
-_EXACT_INT_LIMIT = 2**53
+EXACT_INT_LIMIT = 2**53
 
 _Render = Callable[[Any], Any]
-_renderers: dict[Any, _Render] = {}
-_compiling: set[Any] = set()  # types whose renderer is being compiled (recursion guard)
 
 
 class Rendered:
@@ -62,27 +59,13 @@ def to_openai(message: Message | Rendered) -> dict[str, Any]:
 
 def render_message(message: Message) -> Any:
     """The JSON value of any message (an object, or a bare value for auto/unwrap types)."""
-    render = _renderers.get(message.DESCRIPTOR)
-    if render is None:
-        render = _renderer(opts.descriptor_of(message))
-    return render(message)
-
-
-def _renderer(desc: Descriptor) -> _Render:
-    render = _renderers.get(desc)
-    if render is None:
-        _compiling.add(desc)
-        try:
-            render = _renderers[desc] = _compile(desc)
-        finally:
-            _compiling.discard(desc)
-    return render
+    return _renderers.get(message.DESCRIPTOR)(message)
 
 
 def plain_json(value: Any) -> Any:
     """Struct-derived JSON with integral doubles turned back into ints (``3.0`` → ``3``)."""
     if isinstance(value, float):
-        if value.is_integer() and abs(value) <= _EXACT_INT_LIMIT:
+        if value.is_integer() and abs(value) <= EXACT_INT_LIMIT:
             return int(value)
         return value
     if isinstance(value, dict):
@@ -172,7 +155,7 @@ def _value_expr(src: Source, field: FieldDescriptor, expr: str) -> str:
 def _scalar_expr(src: Source, field: FieldDescriptor, expr: str) -> str:
     kind = field.type
     if kind == _FD.TYPE_MESSAGE:
-        return f"{src.name(_nested_renderer(opts.message_of(field)), 'msg')}({expr})"
+        return f"{src.name(_renderers.nested(opts.message_of(field)), 'msg')}({expr})"
     if kind == _FD.TYPE_ENUM:
         # `expr` is a local name here; an unknown number (a newer peer) renders as itself.
         wires = {value.number: opts.wire_name(value) for value in opts.enum_of(field).values}
@@ -183,9 +166,4 @@ def _scalar_expr(src: Source, field: FieldDescriptor, expr: str) -> str:
     return expr
 
 
-def _nested_renderer(desc: Descriptor) -> _Render:
-    """A nested type's renderer, compiled now — or, for a type that contains itself, looked
-    up at call time."""
-    if desc in _compiling:
-        return lambda message: _renderer(desc)(message)
-    return _renderer(desc)
+_renderers = Functions(_compile)
