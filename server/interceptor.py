@@ -78,29 +78,26 @@ def _wrap_stream_response(behavior: _Behavior, method: str) -> _Behavior:
     return _wrap_unary_response(behavior, method)
 
 
+# Per cardinality: the handler's attribute, grpc's constructor, and how its behaviour is wrapped.
+_CARDINALITIES: tuple[tuple[str, Callable[..., _Handler], Callable[[_Behavior, str], _Behavior]], ...] = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, _wrap_unary_response),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, _wrap_stream_response),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, _wrap_unary_response),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, _wrap_stream_response),
+)
+
+
 def wrap_handler(handler: _Handler, method: str) -> _Handler:
     """`handler` with every behaviour wrapped as described above (same cardinality, same
     (de)serializers). Used by `ErrorInterceptor` and by the in-process channel."""
-    kwargs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary_response(handler.unary_unary, method), **kwargs
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream_response(handler.unary_stream, method), **kwargs
-        )
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            _wrap_unary_response(handler.stream_unary, method), **kwargs
-        )
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(handler.stream_stream, method), **kwargs
-        )
+    for attribute, make, wrap in _CARDINALITIES:
+        behavior = getattr(handler, attribute)
+        if behavior is not None:
+            return make(
+                wrap(behavior, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
     return handler
 
 
