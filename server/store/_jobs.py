@@ -191,7 +191,8 @@ class JobRepository:
         return await self._first(_BY_ID, {"owner": owner, "id": job_id})
 
     async def get_any(self, job_id: str) -> JobRecord | None:
-        """A row by id in any owner scope (the reconciler only)."""
+        """A row by id in any owner scope (the creation protocol and the reconciler, which hold
+        an id they wrote themselves; never a caller's id)."""
         return await self._first(_BY_ANY_ID, {"id": job_id})
 
     async def get_by_request_id(self, owner: str, request_id: str) -> JobRecord | None:
