@@ -1,10 +1,11 @@
 """The one outbound HTTP client of the provider adapters: timeouts, bounded retries, errors.
 
 Every adapter owns one `HttpClient`, so connections are reused across requests and accounts. On
-the network it sends with one `aiohttp.ClientSession` (a fraction of httpx's per-request CPU, which
-dominated a proxied call); with an injected `httpx` transport (tests' `httpx.MockTransport`) it
-sends through `httpx.AsyncClient`. Either way callers get a `ProviderResponse` (status, headers,
-body: what an adapter reads; cheaper to make than an `httpx.Response`) and one contract.
+the network it sends through one `Http1Pool` (`server.providers._http1`: keep-alive HTTP/1.1 at a
+fraction of aiohttp's and httpx's per-request CPU, which dominated a proxied call); with an
+injected `httpx` transport (tests' `httpx.MockTransport`) it sends through `httpx.AsyncClient`.
+Either way callers get a `ProviderResponse` (status, headers, body: what an adapter reads;
+cheaper to make than an `httpx.Response`) and one contract.
 Contract of `HttpClient.request`:
 
 - every call has explicit connect/read/write/pool timeouts (`HttpSettings`);
@@ -36,11 +37,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import httpx
 import orjson
 
 from server.errors import DeadlineExceeded, TunegateError, UpstreamError, error_for_http_status
+from server.providers._http1 import ConnectTimeout, Http1Pool, ReadTimeout, TransportError
 
 __all__ = ["Endpoint", "HttpClient", "HttpSettings", "ProviderResponse", "Sleep"]
 
@@ -136,14 +137,14 @@ class HttpClient:
                 follow_redirects=False,
             )
         )
-        self._session: aiohttp.ClientSession | None = None  # made on first use, inside the loop
+        self._pool: Http1Pool | None = None  # made on first use, inside the loop
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
 
     async def _send(
         self,
@@ -155,29 +156,23 @@ class HttpClient:
         content: bytes | AsyncIterator[bytes] | None,
         headers: Mapping[str, str],
     ) -> ProviderResponse:
-        """One attempt. aiohttp's failures are re-raised as the matching httpx exceptions, so
+        """One attempt. The pool's failures are re-raised as the matching httpx exceptions, so
         `request` maps both paths' errors the same way."""
         if self._client is not None:
             sent = await self._client.request(
                 method, url, params=params, json=json, content=content, headers=headers
             )
             return ProviderResponse(sent.status_code, sent.headers, sent.content)
-        if self._session is None or self._session.closed:
+        if self._pool is None:
             settings = self.settings
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=settings.max_connections, limit_per_host=settings.max_connections
-                ),
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=settings.connect_timeout_seconds,
-                    sock_read=settings.timeout_seconds,
-                ),
-                auto_decompress=True,
-                raise_for_status=False,
+            self._pool = Http1Pool(
+                connect_timeout=settings.connect_timeout_seconds,
+                read_timeout=settings.timeout_seconds,
+                max_connections=settings.max_connections,
+                max_idle_per_origin=settings.max_keepalive_connections,
             )
-        body: Any = content
         send_headers = dict(headers)
+        body = content
         if json is not None:
             body = orjson.dumps(json)
             send_headers.setdefault("Content-Type", "application/json")
@@ -185,17 +180,14 @@ class HttpClient:
         if query:
             url = f"{url}?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
         try:
-            async with self._session.request(
-                method, url, data=body, headers=send_headers, allow_redirects=False
-            ) as answer:
-                return ProviderResponse(answer.status, answer.headers, await answer.read())
-        except aiohttp.ConnectionTimeoutError as exc:
+            answer = await self._pool.request(method, url, send_headers, body)
+        except ConnectTimeout as exc:
             raise httpx.ConnectTimeout(str(exc), request=httpx.Request(method, url)) from exc
-        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise httpx.ReadTimeout(str(exc) or "read timed out", request=httpx.Request(method, url)) from exc
-        except aiohttp.ClientError as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            raise httpx.ConnectError(message, request=httpx.Request(method, url)) from exc
+        except ReadTimeout as exc:
+            raise httpx.ReadTimeout(str(exc), request=httpx.Request(method, url)) from exc
+        except TransportError as exc:
+            raise httpx.ConnectError(str(exc), request=httpx.Request(method, url)) from exc
+        return ProviderResponse(answer.status, answer.headers, answer.content)
 
     async def request(
         self,
