@@ -18,6 +18,7 @@ Server initial metadata → response headers is a second, shorter allow-list
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -58,6 +59,7 @@ def request_id_from(headers: Mapping[str, str]) -> str:
     return given if _SANE_REQUEST_ID.fullmatch(given) else new_request_id()
 
 
+@functools.lru_cache(maxsize=512)  # a request carries a dozen names, the same ones again and again
 def _forwardable(name: str) -> bool:
     if name in _HOP_BY_HOP or name.startswith(("grpc-", "proxy-")) or name.endswith("-bin"):
         return False
