@@ -107,7 +107,7 @@ class Endpoint:
 
 
 class HttpClient:
-    """An `httpx.AsyncClient` with the module's retry and error contract, for one provider.
+    """One provider's outbound HTTP, with the module's retry and error contract.
 
     `provider` names the provider in error messages. `transport` replaces the network (tests use
     `httpx.MockTransport`); `sleep` and `jitter` (uniform in [0, 1)) are injectable so tests
