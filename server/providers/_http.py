@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import http
 import logging
 import random
 import time
@@ -41,7 +40,7 @@ import httpx
 import orjson
 
 from server.errors import DeadlineExceeded, TunegateError, UpstreamError, error_for_http_status
-from server.providers._http1 import ConnectTimeout, Http1Pool, ReadTimeout, TransportError
+from server.providers._http1 import ConnectTimeout, Http1Pool, ProviderResponse, ReadTimeout, TransportError
 
 __all__ = ["Endpoint", "HttpClient", "HttpSettings", "ProviderResponse", "Sleep"]
 
@@ -182,14 +181,13 @@ class HttpClient:
         if query:
             url = f"{url}?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
         try:
-            answer = await self._pool.request(method, url, send_headers, body)
+            return await self._pool.request(method, url, send_headers, body)
         except ConnectTimeout as exc:
             raise httpx.ConnectTimeout(str(exc), request=httpx.Request(method, url)) from exc
         except ReadTimeout as exc:
             raise httpx.ReadTimeout(str(exc), request=httpx.Request(method, url)) from exc
         except TransportError as exc:
             raise httpx.ConnectError(str(exc), request=httpx.Request(method, url)) from exc
-        return ProviderResponse(answer.status, answer.headers, answer.content)
 
     async def request(
         self,
@@ -298,30 +296,6 @@ class HttpClient:
             type=fields.get("type"),
             retry_after=retry_after,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderResponse:
-    """A provider's answer, body read. `headers` is case-insensitive."""
-
-    status_code: int
-    headers: Mapping[str, str]
-    content: bytes
-
-    @property
-    def is_success(self) -> bool:
-        return 200 <= self.status_code < 300
-
-    @property
-    def reason_phrase(self) -> str:
-        try:
-            return http.HTTPStatus(self.status_code).phrase
-        except ValueError:
-            return ""
-
-    def json(self) -> Any:
-        """The body as JSON; raises ValueError when it is not JSON."""
-        return orjson.loads(self.content)
 
 
 def _query_value(value: Any) -> str:

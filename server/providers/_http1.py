@@ -22,7 +22,8 @@ gateway's largest single cost. It does what provider APIs need and nothing else:
 - timeouts: connecting, TLS included (`connect_timeout`); any wait for the peer — to accept
   more of the request or to send more of the answer — longer than `read_timeout` fails the call.
 
-Failures raise `ConnectTimeout`, `ReadTimeout` or `ConnectionFailed` (all `TransportError`). A
+Answers are `ProviderResponse`s (status, case-insensitive headers, decoded body). Failures raise
+`ConnectTimeout`, `ReadTimeout` or `ConnectionFailed` (all `TransportError`). A
 header name or value with a line break, or a body that disagrees with its `Content-Length`,
 raises `ValueError` before or instead of sending it whole.
 """
@@ -30,18 +31,28 @@ raises `ValueError` before or instead of sending it whole.
 from __future__ import annotations
 
 import asyncio
+import functools
+import http
 import ssl
 import urllib.parse
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import httptools
+import orjson
 from multidict import CIMultiDict
 
-__all__ = ["Answer", "ConnectTimeout", "ConnectionFailed", "Http1Pool", "ReadTimeout", "TransportError"]
+__all__ = [
+    "ConnectTimeout",
+    "ConnectionFailed",
+    "Http1Pool",
+    "ProviderResponse",
+    "ReadTimeout",
+    "TransportError",
+]
 
 
 class TransportError(Exception):
@@ -61,12 +72,27 @@ class ConnectionFailed(TransportError):
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
-    """A complete HTTP answer; `headers` is case-insensitive, `content` decoded."""
+class ProviderResponse:
+    """A provider's answer, body read. `headers` is case-insensitive."""
 
-    status: int
-    headers: CIMultiDict[str]
+    status_code: int
+    headers: Mapping[str, str]
     content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def reason_phrase(self) -> str:
+        try:
+            return http.HTTPStatus(self.status_code).phrase
+        except ValueError:
+            return ""
+
+    def json(self) -> Any:
+        """The body as JSON; raises ValueError when it is not JSON."""
+        return orjson.loads(self.content)
 
 
 _Origin = tuple[str, str, int]  # scheme, host, port
@@ -83,7 +109,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
-        self._answer: asyncio.Future[Answer] | None = None
+        self._answer: asyncio.Future[ProviderResponse] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._paused = False
         self._timer: asyncio.TimerHandle | None = None
@@ -167,12 +193,12 @@ class _Connection(asyncio.Protocol):
 
     async def exchange(
         self, head: bytes, body: bytes | AsyncIterator[bytes] | None, length: int | None, is_head: bool
-    ) -> Answer:
+    ) -> ProviderResponse:
         """Send one request (`head` is its request line and headers) and await the answer."""
         transport = self._transport
         if transport is None or self.closed:
             raise ConnectionFailed("The connection closed before the request was sent.")
-        answer: asyncio.Future[Answer] = self._loop.create_future()
+        answer: asyncio.Future[ProviderResponse] = self._loop.create_future()
         self._answer = answer
         self._head = is_head
         self._status = 0
@@ -258,7 +284,7 @@ class _Connection(asyncio.Protocol):
             except zlib.error as exc:
                 self._fail(ConnectionFailed(f"The provider's {encoding} body is corrupt ({exc})."))
                 return
-        answer.set_result(Answer(self._status, headers, content))
+        answer.set_result(ProviderResponse(self._status, headers, content))
 
     def _fail(self, exc: TransportError) -> None:
         answer = self._answer
@@ -316,7 +342,7 @@ class Http1Pool:
         url: str,
         headers: Mapping[str, str],
         body: bytes | AsyncIterator[bytes] | None = None,
-    ) -> Answer:
+    ) -> ProviderResponse:
         """`method url` with `headers` (plus `Host`, and the body's length or chunking)."""
         origin, host, target = self._split(url)
         lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
@@ -443,11 +469,6 @@ class Http1Pool:
         self._idle.clear()
 
 
-_DEFAULT_CONTEXT: ssl.SSLContext | None = None
-
-
+@functools.cache  # loading the system's CA certificates once, on the first https call
 def _default_context() -> ssl.SSLContext:
-    global _DEFAULT_CONTEXT
-    if _DEFAULT_CONTEXT is None:
-        _DEFAULT_CONTEXT = ssl.create_default_context()
-    return _DEFAULT_CONTEXT
+    return ssl.create_default_context()
