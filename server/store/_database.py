@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -9,15 +10,23 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from server.store._inline import InlineEngine
+from server.store._inline import InlineConnection, InlineEngine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _BUSY_TIMEOUT_MS = 5000
 
 Engine = AsyncEngine | InlineEngine
 """What the repositories run on: PostgreSQL's async engine, or SQLite inline (`_inline`)."""
+
+
+def begin_one(engine: Engine) -> contextlib.AbstractAsyncContextManager[AsyncConnection | InlineConnection]:
+    """`engine.begin()` for a block that runs exactly one statement: on SQLite it joins the
+    group commit without a savepoint (see `server.store._inline`)."""
+    if isinstance(engine, InlineEngine):
+        return engine.begin(single_statement=True)
+    return engine.begin()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -66,7 +75,8 @@ def _upgrade(connection: sa.Connection) -> None:
 
 async def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
-    async with engine.begin() as connection:
+    block = engine.begin(grouped=False) if isinstance(engine, InlineEngine) else engine.begin()
+    async with block as connection:
         await connection.run_sync(_upgrade)
 
 

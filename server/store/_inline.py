@@ -12,7 +12,9 @@ Contract (what `AsyncEngine` gave the repositories, kept):
 - one connection, one block at a time: an `asyncio.Lock` queues the blocks, as the old pool of
   one connection did, so a block that awaits something else in the middle never interleaves
   with another (and never blocks the thread waiting for SQLite's write lock);
-- rows are buffered at `execute` (as aiosqlite did), so a result may be read after its block.
+- rows are buffered at `execute` (as aiosqlite did), so a result may be read after its block;
+- a `begin()` block's work is committed when its `async with` ends (writers of one loop turn
+  share the COMMIT: see `InlineEngine`).
 
 Hot reads are `prepared` statements: built once at import with `bindparam`s, compiled once, then
 run straight on the driver's cursor — no statement building, cache-key walk or result-proxy set-up
@@ -103,11 +105,20 @@ _plans: dict[sa.ClauseElement, _Plan] = {}  # prepared statements live for the p
 class InlineConnection:
     """A synchronous `sqlalchemy.Connection` behind `AsyncConnection`'s awaitable methods."""
 
-    def __init__(self, connection: sa.Connection) -> None:
+    def __init__(self, connection: sa.Connection, *, single_statement: bool = False) -> None:
         self.sync_connection = connection
         self.dialect = connection.dialect
+        self._single = single_statement
+        self._used = False
+
+    def _one_statement(self) -> None:
+        if self._used:
+            raise RuntimeError("a single-statement block ran a second statement")
+        self._used = True
 
     async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
+        if self._single:
+            self._one_statement()
         if parameters is not None and statement.get_execution_options().get(_PREPARED):
             return self._run_prepared(statement, parameters)
         result = self.sync_connection.execute(statement, parameters, **kwargs)
@@ -136,9 +147,13 @@ class InlineConnection:
             cursor.close()
 
     async def scalar(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
+        if self._single:
+            self._one_statement()
         return self.sync_connection.scalar(statement, parameters, **kwargs)
 
     async def run_sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._single:
+            raise RuntimeError("a single-statement block cannot run arbitrary code")
         return fn(self.sync_connection, *args, **kwargs)
 
     async def commit(self) -> None:
@@ -153,7 +168,19 @@ class InlineEngine:
 
     One connection is opened on first use and kept: checking a connection out of a pool and
     resetting it per block cost more than a keyed read. A `connect()` block ends whatever
-    transaction its reads began; a `begin()` block commits, or rolls back on an exception."""
+    transaction its reads began; a `begin()` block is kept, or rolled back on an exception.
+
+    Group commit: `begin()` blocks that end in the same turn of the event loop share one COMMIT
+    (each SQLite commit writes every page it touched to the WAL — the row and each index — so
+    sixteen concurrent creates committing one by one wrote the same few pages sixteen times).
+    Each block runs inside its own SAVEPOINT of the group's transaction, so a block that fails
+    undoes only itself — except a block opened with `single_statement=True`, which needs none:
+    SQLite undoes a failing statement by itself (a savepoint journals every page the block
+    touches, which cost as much as the commit it shares). A block's `async with` does not
+    return until its group is committed: a writer never answers, nor calls a provider, on work
+    that is not stored; if the COMMIT fails, every block of the group raises that error. A
+    `connect()` block commits an open group before it reads, so no read ever sees work that is
+    not committed."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.sync_engine = engine
@@ -161,6 +188,8 @@ class InlineEngine:
         self.url = engine.url
         self._lock = asyncio.Lock()
         self._connection: sa.Connection | None = None
+        self._group: list[asyncio.Future[None]] | None = None  # the open group's kept blocks
+        self._flush: asyncio.Handle | asyncio.Task[None] | None = None
 
     def _open(self) -> sa.Connection:
         connection = self._connection
@@ -173,44 +202,175 @@ class InlineEngine:
     def connect(self) -> _Block:
         return _Block(self, transaction=False)
 
-    def begin(self) -> _Block:
-        return _Block(self, transaction=True)
+    def begin(self, *, grouped: bool = True, single_statement: bool = False) -> _Block:
+        """A write block, kept in the group commit; `grouped=False` runs it as a transaction
+        of its own, which a block that manages transactions itself needs (migrations: Alembic
+        commits as it goes). `single_statement=True`: the block runs one statement (a second
+        raises `RuntimeError`), so it needs no savepoint."""
+        return _Block(self, transaction=True, grouped=grouped, single=grouped and single_statement)
 
     async def dispose(self) -> None:
+        if self._group is not None:
+            if self._lock.locked():
+                self._end_group(RuntimeError("the database was closed before this write was committed"))
+            else:
+                self._end_group()
         if self._connection is not None:
             self._connection.close()
             self._connection = None
         self.sync_engine.dispose()
+
+    # -- the group ----------------------------------------------------------------------------
+
+    def _join_group(self, connection: sa.Connection, *, savepoint: bool) -> Any:
+        """Open the group's transaction if none is open; start this block's savepoint if it
+        needs one. Returns the driver connection."""
+        driver: Any = connection.connection.driver_connection
+        if self._group is None:
+            if connection.in_transaction():
+                connection.rollback()  # nothing of a finished block is ever left open
+            if driver.in_transaction:
+                driver.rollback()
+            driver.execute("BEGIN")
+            self._group = []
+        if savepoint:
+            driver.execute("SAVEPOINT tunegate_block")
+        return driver
+
+    def _keep(self, driver: Any, *, savepoint: bool) -> asyncio.Future[None]:
+        """Keep the block's work in the group; the future resolves when the group is committed."""
+        if savepoint:
+            try:
+                driver.execute("RELEASE tunegate_block")
+            except self.dialect.loaded_dbapi.Error as exc:  # never commit work its writer saw fail
+                self._end_group(exc)
+                raise
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        assert self._group is not None
+        self._group.append(done)
+        if self._flush is None:
+            self._flush = loop.call_soon(self._flush_group)
+        return done
+
+    def _undo(self, driver: Any, *, savepoint: bool, changed: bool, error: BaseException | None) -> None:
+        """Undo the failed block's work, keep the rest of the group. `changed`: whether a
+        single-statement block's statement succeeded before the block failed (its change cannot
+        be undone alone, so the whole group is rolled back and fails with the block's error)."""
+        if savepoint:
+            try:
+                driver.execute("ROLLBACK TO tunegate_block")
+                driver.execute("RELEASE tunegate_block")
+            except self.dialect.loaded_dbapi.Error as exc:
+                self._end_group(exc)
+                return
+        elif changed:
+            self._end_group(error or RuntimeError("a write block failed"))
+            return
+        if not self._group:  # nothing kept: no transaction needs to stay open
+            self._end_group()
+
+    def _flush_group(self) -> None:
+        """Commit the open group at the end of the loop turn (after the one block that may be
+        inside it, if it awaits something else)."""
+        self._flush = None
+        if self._group is None:
+            return
+        if self._lock.locked():
+            self._flush = asyncio.get_running_loop().create_task(self._flush_after_block())
+        else:
+            self._end_group()
+
+    async def _flush_after_block(self) -> None:
+        async with self._lock:
+            self._flush = None
+            self._end_group()
+
+    def _end_group(self, failure: BaseException | None = None) -> None:
+        """Commit the group (roll it back if `failure` is given or the COMMIT fails) and tell
+        its blocks."""
+        waiters, self._group = self._group or [], None
+        if isinstance(self._flush, asyncio.Handle):
+            self._flush.cancel()
+            self._flush = None
+        connection = self._connection
+        if connection is not None and failure is None:
+            try:
+                if connection.in_transaction():
+                    connection.commit()
+                driver: Any = connection.connection.driver_connection
+                if driver.in_transaction:
+                    driver.commit()
+            except self.dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy's own commit raises it
+                failure = sa.exc.DBAPIError.instance("COMMIT", None, exc, self.dialect.loaded_dbapi.Error)
+            except Exception as exc:
+                failure = exc
+        if failure is not None and connection is not None and not connection.closed:
+            try:
+                connection.rollback()
+                driver = connection.connection.driver_connection
+                if driver is not None and driver.in_transaction:
+                    driver.rollback()
+            except Exception:
+                connection.invalidate()  # `_open` replaces it
+        for done in waiters:
+            if done.done():  # its writer was cancelled while waiting
+                continue
+            if failure is None:
+                done.set_result(None)
+            else:
+                done.set_exception(failure)
 
 
 class _Block:
     """One `async with engine.connect()` / `engine.begin()` block (a plain class: cheaper than
     an async generator context manager on every query)."""
 
-    __slots__ = ("_connection", "_engine", "_transaction")
+    __slots__ = ("_changes", "_connection", "_driver", "_engine", "_grouped", "_single", "_transaction")
 
-    def __init__(self, engine: InlineEngine, *, transaction: bool) -> None:
+    def __init__(
+        self, engine: InlineEngine, *, transaction: bool, grouped: bool = False, single: bool = False
+    ) -> None:
         self._engine = engine
         self._transaction = transaction
+        self._grouped = grouped
+        self._single = single
         self._connection: sa.Connection | None = None
+        self._driver: Any = None
+        self._changes = 0
 
     async def __aenter__(self) -> InlineConnection:
-        await self._engine._lock.acquire()
+        engine = self._engine
+        await engine._lock.acquire()
         try:
-            connection = self._connection = self._engine._open()
-            if self._transaction:
-                connection.begin()
+            connection = self._connection = engine._open()
+            if self._grouped:
+                driver = self._driver = engine._join_group(connection, savepoint=not self._single)
+                self._changes = driver.total_changes
+            else:
+                if engine._group is not None:
+                    engine._end_group()  # reads see committed work only
+                if self._transaction:
+                    connection.begin()
         except BaseException:
-            self._engine._lock.release()
+            engine._lock.release()
             raise
-        return InlineConnection(connection)
+        return InlineConnection(connection, single_statement=self._single)
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any
     ) -> None:
-        connection = self._connection
+        engine, connection = self._engine, self._connection
+        committed: asyncio.Future[None] | None = None
         try:
-            if connection is not None and connection.in_transaction():
+            if self._driver is not None:
+                savepoint = not self._single
+                if kind is None:
+                    committed = engine._keep(self._driver, savepoint=savepoint)
+                else:
+                    changed = self._driver.total_changes != self._changes
+                    engine._undo(self._driver, savepoint=savepoint, changed=changed, error=error)
+            elif connection is not None and connection.in_transaction():
                 if self._transaction and kind is None:
                     connection.commit()
                 else:
@@ -220,4 +380,6 @@ class _Block:
                 if getattr(driver, "in_transaction", False):
                     driver.rollback()  # a prepared write outside begin() is never kept
         finally:
-            self._engine._lock.release()
+            engine._lock.release()
+        if committed is not None:
+            await committed

@@ -18,7 +18,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from server.store._database import Engine
+from server.store._database import Engine, begin_one
 from server.store._files import DuplicateRequestId
 from server.store._inline import lookup, prepared
 from server.store._records import JobRecord
@@ -108,14 +108,12 @@ class JobRepository:
         """Store a new job row (and its metadata pairs) in one committed transaction; returns it
         with its `seq`. Raises `DuplicateRequestId` when the (owner, request_id) pair exists.
         The row may be stored already `attempted` (see `mark_attempted`)."""
+        pairs = [{"job_id": record.id, "key": k, "value": v} for k, v in (record.metadata or {}).items()]
         try:
-            async with self._engine.begin() as conn:
+            async with self._engine.begin() if pairs else begin_one(self._engine) as conn:
                 result = await conn.execute(_INSERT, _row_values(record))
-                if record.metadata:
-                    await conn.execute(
-                        job_metadata.insert(),
-                        [{"job_id": record.id, "key": k, "value": v} for k, v in record.metadata.items()],
-                    )
+                if pairs:
+                    await conn.execute(job_metadata.insert(), pairs)
         except IntegrityError as exc:
             if record.request_id is not None:
                 raise DuplicateRequestId(record.request_id) from exc
@@ -296,6 +294,6 @@ class JobRepository:
         return None if row is None else _record(row)
 
     async def _changed(self, query: sa.Update, parameters: Mapping[str, Any] | None = None) -> bool:
-        async with self._engine.begin() as conn:
+        async with begin_one(self._engine) as conn:
             result = await conn.execute(query, parameters)
         return bool(result.rowcount == 1)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from server.store._database import create_engine
@@ -98,5 +100,161 @@ async def test_prepared_in_lists_and_writes(tmp_path: Path) -> None:
         async with engine.connect() as conn:  # rolled back
             rows = (await conn.execute(_BY_OWNER, {"owner": "b"})).all()
             assert [row.name for row in rows] == [None]
+    finally:
+        await engine.dispose()
+
+
+# -- group commit ------------------------------------------------------------------------------
+
+_parents = sa.Table("parents", _meta, sa.Column("id", sa.Integer, primary_key=True))
+_children = sa.Table(
+    "children",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True),
+    # Checked at COMMIT: the one way to make SQLite refuse a COMMIT on demand.
+    sa.Column("parent", sa.Integer, sa.ForeignKey("parents.id", deferrable=True, initially="DEFERRED")),
+)
+_ADD = prepared(_things.insert().values(owner=sa.bindparam("owner"), flag=False))
+
+
+def _committed(tmp_path: Path, owner: str) -> int:
+    """Rows of `owner` as another connection sees them: committed work only."""
+    with sqlite3.connect(tmp_path / "x.db") as other:
+        (count,) = other.execute("SELECT count(*) FROM things WHERE owner = ?", (owner,)).fetchone()
+    return int(count)
+
+
+async def _statements(engine: InlineEngine) -> list[str]:
+    """Start recording the SQL the engine's driver runs."""
+    seen: list[str] = []
+    async with engine.connect() as conn:
+        driver = conn.sync_connection.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        driver.set_trace_callback(seen.append)
+    return seen
+
+
+async def test_concurrent_writes_share_one_commit_and_are_committed_when_their_block_ends(
+    tmp_path: Path,
+) -> None:
+    engine = await _engine(tmp_path)
+    seen = await _statements(engine)
+
+    async def write(i: int) -> int:
+        async with engine.begin(single_statement=True) as conn:
+            await conn.execute(_ADD, {"owner": f"w{i}"})
+        return _committed(tmp_path, f"w{i}")  # visible to everyone once the block has ended
+
+    try:
+        assert await asyncio.gather(*(write(i) for i in range(10))) == [1] * 10
+        assert sum(sql == "COMMIT" for sql in seen) == 1
+        assert not any("SAVEPOINT" in sql for sql in seen)  # one statement needs none
+    finally:
+        await engine.dispose()
+
+
+async def test_a_failed_block_undoes_only_itself(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+
+    async def good(owner: str) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(_ADD, {"owner": owner})
+            await conn.execute(_ADD, {"owner": owner})
+
+    async def bad() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(_ADD, {"owner": "bad"})
+            raise RuntimeError("after a write")
+
+    async def duplicate() -> None:  # one statement, refused by SQLite: nothing to undo
+        async with engine.begin(single_statement=True) as conn:
+            await conn.execute(_things.insert().values(seq=1, owner="dup", flag=False))
+
+    try:
+        results = await asyncio.gather(good("g1"), bad(), duplicate(), good("g2"), return_exceptions=True)
+        assert results[0] is None and results[3] is None
+        assert isinstance(results[1], RuntimeError)
+        assert isinstance(results[2], sa.exc.IntegrityError)
+        assert [_committed(tmp_path, owner) for owner in ("g1", "bad", "dup", "g2")] == [2, 0, 0, 2]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_single_statement_block_that_fails_after_its_write_fails_its_group(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+
+    async def good() -> None:
+        async with engine.begin(single_statement=True) as conn:
+            await conn.execute(_ADD, {"owner": "good"})
+
+    async def bad() -> None:
+        async with engine.begin(single_statement=True) as conn:
+            await conn.execute(_ADD, {"owner": "bad"})
+            raise ValueError("after the statement")
+
+    async def twice() -> None:
+        async with engine.begin(single_statement=True) as conn:
+            await conn.execute(_ADD, {"owner": "twice"})
+            await conn.execute(_ADD, {"owner": "twice"})
+
+    try:
+        results = await asyncio.gather(good(), bad(), return_exceptions=True)
+        # The bad block's row cannot be undone alone: its whole group is rolled back and fails.
+        assert [type(r) for r in results] == [ValueError, ValueError]
+        assert _committed(tmp_path, "good") == _committed(tmp_path, "bad") == 0
+        with pytest.raises(RuntimeError, match="second statement"):
+            await twice()
+        assert _committed(tmp_path, "twice") == 0
+        await good()  # the engine goes on
+        assert _committed(tmp_path, "good") == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_a_refused_commit_fails_every_block_of_its_group(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    async with engine.begin(grouped=False) as conn:
+        await conn.run_sync(_meta.create_all)
+        await conn.execute(_parents.insert(), [{"id": 1}, {"id": 2}])
+
+    child_insert = prepared(_children.insert().values(parent=sa.bindparam("parent")))
+
+    async def child(parent: int) -> None:
+        async with engine.begin() as conn:
+            if parent % 2:  # through SQLAlchemy's execution and the prepared path: one error class
+                await conn.execute(_children.insert().values(parent=parent))
+            else:
+                await conn.execute(child_insert, {"parent": parent})
+
+    try:
+        for pair in ((1, 99), (2, 98)):
+            results = await asyncio.gather(*(child(parent) for parent in pair), return_exceptions=True)
+            assert all(isinstance(r, sa.exc.IntegrityError) for r in results), results
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(_children))).scalar() == 0
+        await child(1)
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(_children))).scalar() == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_reads_see_committed_work_only(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    seen_by_others: list[int] = []
+
+    async def write() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(_ADD, {"owner": "w"})
+
+    async def read() -> None:
+        async with engine.connect() as conn:  # queued behind the write, before its group's COMMIT
+            rows = (await conn.execute(_BY_OWNER, {"owner": "w"})).all()
+            seen_by_others.append(_committed(tmp_path, "w"))
+            assert len(rows) == 1
+
+    try:
+        await asyncio.gather(write(), read())
+        assert seen_by_others == [1]  # the read committed the open group first
     finally:
         await engine.dispose()
