@@ -100,7 +100,7 @@ jobs = sa.Table(
     sa.Index("ix_jobs_owner_seq", "owner", "seq"),
     sa.Index("ix_jobs_owner_request_id", "owner", "request_id", unique=True),
     sa.Index("ix_jobs_state_created_at", "state", "created_at"),
-    sa.Index("ix_jobs_account_native", "account_key", "native_id"),
+    sa.Index("ix_jobs_owner_native", "owner", "native_id"),
 )
 
 # The user's job metadata, one row per pair, so the list filter is a portable EXISTS query.

@@ -1,0 +1,54 @@
+"""The migrations build exactly the schema the repositories are written against, and the
+registry's hot lookups are index probes, not scans of an owner's history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from server.store import migrate
+from server.store._database import create_engine
+from server.store._jobs import _BY_NATIVE_IDS
+from server.store._schema import jobs, metadata
+
+
+def _differences(connection: sa.Connection) -> list[Any]:
+    return list(compare_metadata(MigrationContext.configure(connection), metadata))
+
+
+async def test_migrations_build_the_declared_schema(tmp_path: Path, database_url: str | None) -> None:
+    engine = create_engine(database_url or f"sqlite:///{tmp_path / 'schema.db'}")
+    try:
+        await migrate(engine)
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_differences) == []
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        _BY_NATIVE_IDS.params(owner="o", account_key="a", native_ids=["ftjob-1", "ftjob-2"]),
+        jobs.select().where(jobs.c.owner == "o", jobs.c.provider == "openai", jobs.c.native_id == "n"),
+    ],
+    ids=["by_native_ids", "by_native_id"],
+)
+async def test_native_id_lookups_probe_an_index_on_owner_and_native_id(
+    tmp_path: Path, query: sa.Select[Any]
+) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    try:
+        await migrate(engine)
+        sql = str(query.compile(engine.sync_engine, compile_kwargs={"literal_binds": True}))
+        async with engine.connect() as conn:
+            plan = (await conn.execute(sa.text(f"EXPLAIN QUERY PLAN {sql}"))).all()
+        details = " ".join(str(row[-1]) for row in plan)
+        assert "ix_jobs_owner_native (owner=? AND native_id=?)" in details, details
+    finally:
+        await engine.dispose()
