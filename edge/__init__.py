@@ -3,12 +3,12 @@
 Sans-IO core: ``build_routes`` (route table), ``error_from_status`` (error mapping),
 ``forward_metadata`` (header allow-list); the proto ⇄ OpenAI JSON codec is ``tunegate.openai_json``.
 
-I/O shell: ``build_app``, ``EdgeServer``, ``serve`` (aiohttp + one grpc.aio channel).
+I/O shell: ``EdgeHandler``, ``EdgeServer``, ``serve`` (aiohttp's low-level server + one grpc.aio channel).
 """
 
 from __future__ import annotations
 
-from edge._app import EdgeServer, build_app, serve
+from edge._app import EdgeHandler, EdgeServer, serve
 from edge._config import EdgeConfig, channel_options
 from edge._errors import (
     HTTP_STATUS,
@@ -27,12 +27,12 @@ __all__ = [
     "REQUEST_ID",
     "Cardinality",
     "EdgeConfig",
+    "EdgeHandler",
     "EdgeServer",
     "ErrorResponse",
     "Route",
     "RouteError",
     "UploadShape",
-    "build_app",
     "build_routes",
     "channel_options",
     "default_error_type",

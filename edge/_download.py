@@ -24,15 +24,15 @@ The OpenAI SDK asks with ``Accept: application/binary``; the edge does not negot
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
 from aiohttp import web
-from tunegate.openai_json import apply_headers, from_openai, from_query
 
 from edge._config import EdgeConfig
 from edge._headers import REQUEST_ID, response_headers
-from edge._http import CallContext, ErrorAnswer, json_body, rpc_error
+from edge._http import CallContext, ErrorAnswer, request_message, rpc_error
 from edge._routes import Route
 
 __all__ = ["handle_download"]
@@ -45,17 +45,15 @@ _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs lacks th
 
 
 async def handle_download(
-    request: web.Request, route: Route, channel: grpc.aio.Channel, config: EdgeConfig, ctx: CallContext
+    request: web.BaseRequest,
+    route: Route,
+    params: Mapping[str, str],
+    channel: grpc.aio.Channel,
+    config: EdgeConfig,
+    ctx: CallContext,
 ) -> web.StreamResponse:
     """Stream ``route``'s ``HttpBody`` messages to the client as one raw body."""
-    if route.body == "*":
-        body = json_body(await request.read())
-        message = from_openai(
-            body, route.request_cls, path_params=request.match_info, headers=request.headers
-        )
-    else:
-        message = from_query(request.query, route.request_cls, path_params=request.match_info)
-        apply_headers(message, request.headers)
+    message = await request_message(request, route, params)
     rpc = channel.unary_stream(
         route.method_path,
         request_serializer=route.request_cls.SerializeToString,
@@ -107,7 +105,7 @@ async def handle_download(
             call.cancel()
 
 
-def _abort(request: web.Request) -> None:
+def _abort(request: web.BaseRequest) -> None:
     # Closing without the final chunk (or short of Content-Length) is how HTTP/1.1 says "this
     # body is incomplete"; aiohttp's own write_eof then fails quietly on the closed transport.
     transport = request.transport

@@ -7,36 +7,34 @@ This is the I/O shell; the decisions live in the sans-IO modules (``_errors``, `
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
 import orjson
 from aiohttp import web
+from google.protobuf.message import Message
 from grpc_status import rpc_status
+from tunegate.openai_json import apply_headers, from_openai, from_query
 
-from edge._config import EdgeConfig
 from edge._errors import ErrorResponse, error_from_code, error_from_status, error_response
 from edge._headers import REQUEST_ID, forward_metadata
+from edge._routes import Route
 
 __all__ = [
-    "CHANNEL_KEY",
-    "CONFIG_KEY",
-    "REQUEST_ID_KEY",
     "CallContext",
     "ErrorAnswer",
     "call_context",
     "error_json",
     "json_body",
     "ok_json",
+    "request_message",
     "rpc_error",
 ]
 
 logger = logging.getLogger("tunegate.edge")
 
-CONFIG_KEY = web.AppKey("config", EdgeConfig)
-CHANNEL_KEY = web.AppKey("channel", grpc.aio.Channel)
-REQUEST_ID_KEY = web.RequestKey("request_id", str)
 _JSON = "application/json"
 
 
@@ -56,9 +54,8 @@ class CallContext:
     metadata: tuple[tuple[str, str], ...]
 
 
-def call_context(request: web.Request) -> CallContext:
-    """The request id (set by the middleware) and the allow-listed metadata for ``request``."""
-    request_id = request[REQUEST_ID_KEY]
+def call_context(request: web.BaseRequest, request_id: str) -> CallContext:
+    """The request id and the allow-listed metadata for ``request``."""
     metadata = forward_metadata(request.headers.items(), request_id=request_id, peer=request.remote)
     return CallContext(request_id=request_id, metadata=metadata)
 
@@ -91,6 +88,17 @@ def json_body(raw: bytes) -> Any:
                 code="invalid_json",
             )
         ) from None
+
+
+async def request_message(request: web.BaseRequest, route: Route, params: Mapping[str, str]) -> Message:
+    """``route``'s request message: from the JSON body (``body: "*"``) or the query string, with
+    the path parameters and the ``(from_header)`` fields. Raises ErrorAnswer / CodecError."""
+    if route.body == "*":
+        body = json_body(await request.read())
+        return from_openai(body, route.request_cls, path_params=params, headers=request.headers)
+    message = from_query(request.query, route.request_cls, path_params=params)
+    apply_headers(message, request.headers)
+    return message
 
 
 def ok_json(body: dict[str, Any]) -> web.Response:

@@ -31,6 +31,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -60,7 +61,12 @@ def _bad_request(message: str, *, param: str | None, code: str | None = None) ->
 
 
 async def handle_upload(
-    request: web.Request, route: Route, channel: grpc.aio.Channel, config: EdgeConfig, ctx: CallContext
+    request: web.BaseRequest,
+    route: Route,
+    params: Mapping[str, str],
+    channel: grpc.aio.Channel,
+    config: EdgeConfig,
+    ctx: CallContext,
 ) -> web.Response:
     """Stream one multipart request into ``route``'s client-streaming RPC; answer its result."""
     shape = route.upload
@@ -77,7 +83,7 @@ async def handle_upload(
         response_deserializer=route.response_cls.FromString,
     )
     pending = shape.metadata_cls()
-    apply_path_params(pending, request.match_info)
+    apply_path_params(pending, params)
     apply_headers(pending, request.headers)
 
     call: Any = None

@@ -438,6 +438,11 @@ async def test_unknown_route_and_wrong_verb(stack: Stack, http: aiohttp.ClientSe
         body = await resp.json()
         assert resp.status == 405 and resp.headers["x-request-id"]
     assert body["error"]["code"] == "method_not_allowed"
+    assert resp.headers["Allow"] == "GET,POST"
+    async with http.get(stack.url + "/v1/files/") as resp:  # an empty segment matches no {field}
+        assert resp.status == 404
+    async with http.head(stack.url + "/healthz") as resp:
+        assert resp.status == 200 and resp.headers["x-request-id"]
     validate("ErrorResponse", body)
 
 
