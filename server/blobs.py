@@ -7,23 +7,33 @@ Durability theory of operation (local store): a writer appends to `<root>/tmp/<r
 `commit()` fsyncs it, `os.replace`s it to `<root>/blobs/<key>` and fsyncs the directory. So a
 blob is either absent or complete: a crash or `abort()` leaves at most a tmp file, which
 `sweep()` removes at start-up. Blocking disk I/O runs in worker threads, one call per chunk.
+
+While a blob is written, every `WRITEBACK_BYTES` written are handed to the kernel's writeback
+at once (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`: start writing, do not wait). Without
+it most of the blob was still dirty in the page cache at `commit()`, whose fsync then had to
+write it: a 1 GiB upload waited ~2 s on that one fsync. A hint only: the fsync at commit is
+still what makes the blob durable, and where the call is missing nothing is started early.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import re
 import secrets
+import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Protocol
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "BlobStore", "BlobWriter", "LocalBlobStore", "new_blob_key"]
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
+WRITEBACK_BYTES = 8 * 1024 * 1024
+_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>
 _KEY = re.compile(r"[A-Za-z0-9_-]{8,128}")
 
 
@@ -76,6 +86,22 @@ def _check_key(key: str) -> str:
     return key
 
 
+def _writeback_starter() -> Callable[[int, int, int], int] | None:
+    """`sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)` where libc has it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return lambda fd, offset, length: function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+_start_writeback = _writeback_starter()
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -94,12 +120,13 @@ class _LocalWriter:
         self._tmp_path = tmp_path
         self._fd: int | None = fd
         self._lock = threading.Lock()
-        self._size = 0
+        self._written = 0  # bytes in the file (written under `_lock`)
+        self._handed_over = 0  # of which handed to writeback
         self._done = False
 
     @property
     def size(self) -> int:
-        return self._size
+        return self._written
 
     def _write_sync(self, chunk: bytes) -> None:
         with self._lock:
@@ -109,13 +136,17 @@ class _LocalWriter:
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
+            self._written += len(chunk)
+            pending = self._written - self._handed_over
+            if pending >= WRITEBACK_BYTES and _start_writeback is not None:
+                _start_writeback(self._fd, self._handed_over, pending)  # advisory: result ignored
+                self._handed_over = self._written
 
     async def write(self, chunk: bytes) -> None:
         if self._done:
             raise RuntimeError("blob writer is closed")
         if chunk:
             await asyncio.to_thread(self._write_sync, chunk)
-            self._size += len(chunk)
 
     def _commit_sync(self) -> None:
         with self._lock:
@@ -149,7 +180,7 @@ class _LocalWriter:
         except BaseException:
             self._discard()
             raise
-        return self._size
+        return self._written
 
     def _discard(self) -> None:
         with self._lock:
