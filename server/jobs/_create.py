@@ -128,9 +128,13 @@ class ReconcileReport:
     pending: int = 0
 
 
+_CANONICAL_BODY = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""Canonical JSON for `request_hash` (one encoder: `json.dumps` with options builds one per call)."""
+
+
 def request_hash(body: Mapping[str, Any], account_key: str) -> str:
     """The idempotency fingerprint: canonical JSON of the OpenAI body plus the account key."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _CANONICAL_BODY.encode(body)
     return hashlib.sha256(f"{canonical}\n{account_key}".encode()).hexdigest()
 
 

@@ -169,8 +169,12 @@ def _parse_config(raw: str) -> Mapping[str, Any]:
     return document
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+"""Canonical JSON for fingerprints (one encoder: `json.dumps` with options builds one per call)."""
+
+
 def _fingerprint(*parts: object) -> str:
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    canonical = _CANONICAL.encode(parts)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
