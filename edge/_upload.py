@@ -25,7 +25,10 @@ Invariants:
   bad form, client gone (``OSError``/``CancelledError`` while reading) — so the server discards
   the partial blob.
 * A failed ``write()`` only says "INTERNAL"; the server's real status comes from ``await call``,
-  so a failed write stops writing and awaits the call.
+  so a failed write stops writing and awaits the call. grpc.aio also *overwrites* the call's
+  status with that INTERNAL when the server's status arrived while the write was in flight
+  (about 1 call in 300 when the server ends a fresh call at once), so ``_ServerStatus`` keeps
+  the server's status, and that is the answer.
 """
 
 from __future__ import annotations
@@ -54,6 +57,42 @@ MAX_TEXT_BYTES = 64 * 1024
 
 class _ServerEnded(Exception):
     """A write failed: the server ended the call; its status is in ``await call``."""
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_WRITE_FAILED = "Internal error from Core"
+"""The details grpc.aio gives the status it sets when a write fails."""
+
+
+class _ServerStatus:
+    """The status the server ended a call with, whatever a failed write did to the call after.
+
+    grpc.aio runs a call's done callbacks each time it sets the call's status, and a write that
+    fails sets one too: INTERNAL, "Internal error from Core", no trailers. If the server's status
+    arrived while that write was in flight, the write's INTERNAL replaces it and ``await call``
+    reports it. This keeps the first status that is not the write's. The status is read through
+    the Cython call (grpcio is pinned; ``tests/edge/test_app.py`` checks the race's outcome).
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, call: Any) -> None:
+        self.error: grpc.aio.AioRpcError | None = None
+        call.add_done_callback(self._done)
+
+    def _done(self, call: Any) -> None:
+        status = call._cython_call._status
+        code = _CODES.get(status.code(), grpc.StatusCode.UNKNOWN)
+        trailers: tuple[tuple[str, str | bytes], ...] = tuple(status.trailing_metadata() or ())
+        written_off = code is grpc.StatusCode.INTERNAL and status.details() == _WRITE_FAILED and not trailers
+        if self.error is None and not written_off:
+            self.error = grpc.aio.AioRpcError(
+                code,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(*trailers),
+                status.details(),
+                status.debug_error_string(),
+            )
 
 
 def _bad_request(message: str, *, param: str | None, code: str | None = None) -> ErrorAnswer:
@@ -87,6 +126,7 @@ async def handle_upload(
     apply_headers(pending, request.headers)
 
     call: Any = None
+    server_status: _ServerStatus | None = None
     try:
         reader = await _guard(request.multipart())
         while True:
@@ -105,6 +145,7 @@ async def handle_upload(
                 raise _bad_request(f"Only one '{name}' part is allowed.", param=name)
             _describe_binary(pending, part, name)
             call = rpc(None, metadata=ctx.metadata, timeout=config.stream_timeout)  # write() style
+            server_status = _ServerStatus(call)
             await _write(call, route.request_cls(**{shape.metadata_field: pending}))
             pending = shape.metadata_cls()
             sent = await _stream_part(call, route, shape, part, config)
@@ -123,7 +164,7 @@ async def handle_upload(
         await _done_writing(call)
         result: Message = await call
     except _ServerEnded:
-        result = await _outcome(call)
+        result = await _outcome(call, server_status)
     except grpc.aio.AioRpcError as err:
         raise ErrorAnswer(rpc_error(err)) from None
     finally:
@@ -132,11 +173,14 @@ async def handle_upload(
     return ok_json(to_openai(result))
 
 
-async def _outcome(call: Any) -> Message:
+async def _outcome(call: Any, server_status: _ServerStatus | None) -> Message:
+    """The call's result after a failed write; an error is the server's status, not the write's."""
     try:
         result: Message = await call
     except grpc.aio.AioRpcError as err:
-        raise ErrorAnswer(rpc_error(err)) from None
+        ended = server_status.error if server_status is not None else None
+        server_error = ended if ended is not None and ended.code() is not grpc.StatusCode.OK else err
+        raise ErrorAnswer(rpc_error(server_error)) from None
     return result
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import grpc
@@ -17,7 +17,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from tunegate.v1 import files_pb2, files_pb2_grpc
 
-from edge import EdgeConfig, EdgeServer
+from edge import EdgeConfig, EdgeServer, _upload
+from edge._http import ErrorAnswer
 from tests.openapi_schema import validate
 
 CONTENT = b'{"messages": []}\n' * 1000
@@ -339,6 +340,29 @@ async def test_unimplemented_upload_service_is_501_not_retried(
         body = await resp.json()
     assert resp.status == 501 and resp.headers["x-should-retry"] == "false"
     validate("ErrorResponse", body)
+
+
+async def test_a_failed_write_does_not_replace_the_servers_status(stack: Stack) -> None:
+    """grpc.aio overwrites a call's status with INTERNAL when a write fails; in a race the
+    server's own status had arrived first (CI: an UNIMPLEMENTED upload answered 500). The edge
+    answers the server's status."""
+    async with grpc.aio.insecure_channel(stack.edge.config.grpc_target) as channel:
+        rpc = channel.stream_unary(
+            "/tunegate.v1.Uploads/AddUploadPart",
+            request_serializer=files_pb2.FileMetadata.SerializeToString,
+            response_deserializer=files_pb2.File.FromString,
+        )
+        calls = [rpc(None), rpc(None)]
+        statuses = [_upload._ServerStatus(call) for call in calls]
+        for call in calls:
+            assert await call.code() == grpc.StatusCode.UNIMPLEMENTED
+            cast(Any, call)._cython_call.set_internal_error("send failed")  # what a failed write() does
+        with pytest.raises(ErrorAnswer) as witnessed:
+            await _upload._outcome(calls[0], statuses[0])
+        with pytest.raises(ErrorAnswer) as unwitnessed:
+            await _upload._outcome(calls[1], None)
+    assert witnessed.value.error.status == 501
+    assert unwitnessed.value.error.status == 500  # grpc's overwrite, still there in this grpcio
 
 
 async def test_get_forwards_allow_listed_headers(stack: Stack, http: aiohttp.ClientSession) -> None:
