@@ -72,6 +72,8 @@ class _ServerStatus:
     arrived while that write was in flight, the write's INTERNAL replaces it and ``await call``
     reports it. This keeps the first status that is not the write's. The status is read through
     the Cython call (grpcio is pinned; ``tests/edge/test_app.py`` checks the race's outcome).
+    The in-process channel's calls (``tunegate run``) end once, with their handler's outcome,
+    and are not watched.
     """
 
     __slots__ = ("error",)
@@ -145,7 +147,7 @@ async def handle_upload(
                 raise _bad_request(f"Only one '{name}' part is allowed.", param=name)
             _describe_binary(pending, part, name)
             call = rpc(None, metadata=ctx.metadata, timeout=config.stream_timeout)  # write() style
-            server_status = _ServerStatus(call)
+            server_status = _ServerStatus(call) if isinstance(call, grpc.aio.Call) else None
             await _write(call, route.request_cls(**{shape.metadata_field: pending}))
             pending = shape.metadata_cls()
             sent = await _stream_part(call, route, shape, part, config)

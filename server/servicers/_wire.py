@@ -96,7 +96,9 @@ async def answer_after_stream(outcome: Awaitable[T], requests: AsyncIterator[Any
     Why: when a server answers a client-streaming call while a client write is in flight,
     grpc.aio's client may surface its own INTERNAL ("Internal error from Core") instead of the
     server's status, so a bad purpose would read as a 500. HTTP servers read the rest of a
-    rejected body for the same reason. Past the limit the error is sent anyway.
+    rejected body for the same reason. Past the limit the error is sent anyway (the edge keeps
+    the server's status through such an overwrite, `edge._upload._ServerStatus`; other gRPC
+    clients may not).
     """
     try:
         return await outcome
