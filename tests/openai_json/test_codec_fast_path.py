@@ -172,6 +172,10 @@ def test_rendered_json_is_exactly_the_rendered_message(cls: type[Message], data:
         {"status": "no-such-status"},
         {"created_at": "yesterday"},
         {"hyperparameters": {"n_epochs": [3]}},
+        {"result_files": ["file-1", 2]},  # a list item of the wrong type, after a good one
+        {"result_files": "file-1"},
+        {"metadata": {"a": "b", "k": 1}},  # a map value of the wrong type, after a good one
+        {"metadata": ["k"]},
     ],
 )
 def test_rendered_takes_the_general_path_for_the_unusual(data: dict[str, Any]) -> None:
