@@ -123,11 +123,11 @@ class ChatModel:
         text, sent = "", 0
         out.finish_reason = "length"
         with self._lock, torch.inference_mode():
-            past = None
+            cache = None
             inputs = torch.tensor([ids], dtype=torch.long, device=self.device)
             for _ in range(max_tokens):
-                result = self.model(input_ids=inputs, past_key_values=past, use_cache=True)
-                past = result.past_key_values
+                result = self.model(input_ids=inputs, cache=cache, use_cache=True)
+                cache = result.cache
                 token = _sample(result.logits[0, -1], temperature, top_p, generator)
                 if token == self.tokenizer.eos_id:
                     out.finish_reason = "stop"
