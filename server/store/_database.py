@@ -16,6 +16,8 @@ from server.store._inline import InlineConnection, InlineEngine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _BUSY_TIMEOUT_MS = 5000
+_BACKSTOP_CHECKPOINT_PAGES = 4000
+"""SQLite's inline checkpoint threshold (16 MB of WAL; its default is 1000 pages)."""
 
 Engine = AsyncEngine | InlineEngine
 """What the repositories run on: PostgreSQL's async engine, or SQLite inline (`_inline`)."""
@@ -36,6 +38,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # A backstop: checkpoints normally run in the background (`InlineEngine`).
+        cursor.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_CHECKPOINT_PAGES}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     finally:
@@ -58,7 +62,10 @@ def create_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False},  # `InlineEngine` serialises all use
         )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-        return InlineEngine(engine)
+        on_disk = (
+            parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:")
+        )
+        return InlineEngine(engine, checkpoint_path=parsed.database if on_disk else None)
     return create_async_engine(url, pool_pre_ping=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,37 @@ async def test_reads_see_committed_work_only(tmp_path: Path) -> None:
         assert seen_by_others == [1]  # the read committed the open group first
     finally:
         await engine.dispose()
+
+
+async def test_checkpoints_run_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `checkpoint_every` commits the WAL is copied back by a worker thread (the loop's
+    connection keeps SQLite's own threshold only as a backstop)."""
+    engine = await _engine(tmp_path)
+    engine._checkpoint_every = 5
+    runs: list[tuple[int, tuple[int, int, int]]] = []
+    original = engine._run_checkpoint
+
+    def watched() -> tuple[int, int, int]:
+        result = original()
+        runs.append((threading.get_ident(), result))
+        return result
+
+    monkeypatch.setattr(engine, "_run_checkpoint", watched)
+    try:
+        for i in range(12):
+            async with engine.begin() as conn:
+                await conn.execute(_things.insert(), {"owner": "c", "name": f"w{i}", "flag": False})
+            running = engine._checkpoint  # one runs at a time: let each end before the next commit
+            if running is not None:
+                await running
+        assert len(runs) == 2  # after the 5th and 10th commits
+        assert all(thread != threading.get_ident() for thread, _ in runs)
+        assert all(busy == 0 and copied == frames > 0 for _, (busy, frames, copied) in runs)
+        async with engine.connect() as conn:
+            assert (await conn.scalar(sa.text("PRAGMA wal_autocheckpoint"))) == 4000
+            assert len((await conn.execute(_BY_OWNER, {"owner": "c"})).all()) == 12
+    finally:
+        await engine.dispose()
+    assert engine._checkpointer is None  # closed with the engine
+    with sqlite3.connect(tmp_path / "x.db") as check:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
