@@ -71,6 +71,9 @@ upload_parts = sa.Table(
     sa.Index("ix_upload_parts_upload_id", "upload_id"),
 )
 
+_HAS_REQUEST_ID = sa.text("request_id IS NOT NULL")
+_HAS_NATIVE_ID = sa.text("native_id IS NOT NULL")
+
 # Fine-tuning jobs (server.jobs). `state` is the registry's own creation state machine
 # (intent → created | failed_to_create | failed); `status` is OpenAI's job status as last seen.
 # `request` is the create body as OpenAI JSON (user's file ids), kept to re-render intents and
@@ -98,9 +101,23 @@ jobs = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.Index("ix_jobs_owner_seq", "owner", "seq"),
-    sa.Index("ix_jobs_owner_request_id", "owner", "request_id", unique=True),
+    # Partial (migration 0005): only rows that have a request id / native id are indexed.
+    sa.Index(
+        "ix_jobs_owner_request_id",
+        "owner",
+        "request_id",
+        unique=True,
+        sqlite_where=_HAS_REQUEST_ID,
+        postgresql_where=_HAS_REQUEST_ID,
+    ),
     sa.Index("ix_jobs_state_created_at", "state", "created_at"),
-    sa.Index("ix_jobs_owner_native", "owner", "native_id"),
+    sa.Index(
+        "ix_jobs_owner_native",
+        "owner",
+        "native_id",
+        sqlite_where=_HAS_NATIVE_ID,
+        postgresql_where=_HAS_NATIVE_ID,
+    ),
 )
 
 # The user's job metadata, one row per pair, so the list filter is a portable EXISTS query.

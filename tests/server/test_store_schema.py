@@ -52,3 +52,51 @@ async def test_native_id_lookups_probe_an_index_on_owner_and_native_id(
         assert "ix_jobs_owner_native (owner=? AND native_id=?)" in details, details
     finally:
         await engine.dispose()
+
+
+async def test_intents_add_no_null_entries_to_the_request_and_native_id_indexes(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """Partial indexes (migration 0005): a job without an idempotency key or a native id is in
+    neither index, and a repeated (owner, request_id) is still refused."""
+    engine = create_engine(database_url or f"sqlite:///{tmp_path / 'partial.db'}")
+    row = {
+        "owner": "o",
+        "provider": "openai",
+        "account_key": "a",
+        "state": "intent",
+        "status": "validating_files",
+        "request": "{}",
+        "request_hash": "h",
+        "attempted": True,
+        "created_at": 1,
+        "updated_at": 1,
+    }
+    try:
+        await migrate(engine)
+        async with engine.begin() as conn:
+            await conn.execute(jobs.delete())
+            await conn.execute(jobs.insert(), [{**row, "id": "ftjob-a"}, {**row, "id": "ftjob-b"}])
+            await conn.execute(jobs.insert(), {**row, "id": "ftjob-c", "request_id": "k", "native_id": "n"})
+        if engine.dialect.name == "sqlite":
+            definitions = "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'jobs' AND type = 'index'"
+        else:
+            definitions = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'jobs'"
+        async with engine.connect() as conn:
+            ddl = {name: sql for name, sql in (await conn.execute(sa.text(definitions))).all()}
+            # Only the one job that has a native id is in the native-id index.
+            entries = await conn.scalar(
+                sa.text("SELECT count(*) FROM jobs WHERE owner = 'o' AND native_id IS NOT NULL")
+            )
+        assert "WHERE" in ddl["ix_jobs_owner_request_id"] and "request_id IS NOT NULL" in ddl[
+            "ix_jobs_owner_request_id"
+        ].replace("(", "").replace(")", "")
+        assert "native_id IS NOT NULL" in ddl["ix_jobs_owner_native"].replace("(", "").replace(")", "")
+        assert entries == 1
+        with pytest.raises(sa.exc.IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(jobs.insert(), {**row, "id": "ftjob-d", "request_id": "k"})
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(jobs.delete())
+        await engine.dispose()
