@@ -12,10 +12,9 @@ from alembic.config import Config
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from server.store._inline import InlineConnection, InlineEngine
+from server.store._inline import BUSY_TIMEOUT_MS, InlineConnection, InlineEngine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-_BUSY_TIMEOUT_MS = 5000
 _BACKSTOP_CHECKPOINT_PAGES = 4000
 """SQLite's inline checkpoint threshold (16 MB of WAL; its default is 1000 pages)."""
 
@@ -41,7 +40,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         # A backstop: checkpoints normally run in the background (`InlineEngine`).
         cursor.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_CHECKPOINT_PAGES}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     finally:
         cursor.close()
 
@@ -52,8 +51,9 @@ def create_engine(url: str) -> Engine:
     `postgresql+asyncpg://` gets an async engine."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        on_disk = parsed.database if parsed.database and parsed.database != ":memory:" else None
+        if on_disk is not None:
+            Path(on_disk).parent.mkdir(parents=True, exist_ok=True)
         # One connection: SQLite has a single writer anyway; `InlineEngine` queues the blocks.
         engine = sa.create_engine(
             parsed.set(drivername="sqlite+pysqlite"),
@@ -62,10 +62,9 @@ def create_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False},  # `InlineEngine` serialises all use
         )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-        on_disk = (
-            parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:")
-        )
-        return InlineEngine(engine, checkpoint_path=parsed.database if on_disk else None)
+        # A `file:` URI names its file through SQLite's URI rules; it checkpoints inline.
+        background = on_disk is not None and not on_disk.startswith("file:")
+        return InlineEngine(engine, checkpoint_path=on_disk if background else None)
     return create_async_engine(url, pool_pre_ping=True)
 
 

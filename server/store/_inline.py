@@ -37,11 +37,15 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-__all__ = ["InlineConnection", "InlineEngine", "lookup", "prepared"]
+__all__ = ["BUSY_TIMEOUT_MS", "InlineConnection", "InlineEngine", "lookup", "prepared"]
 
 _PREPARED = "tunegate_prepared"
 S = TypeVar("S", bound=sa.Executable)
 logger = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000
+"""How long a connection waits for another's lock (every connection to the file: the loop's, set
+with its pragmas, and the checkpointer's)."""
 
 CHECKPOINT_EVERY = 64
 """Commits between two background checkpoints (a commit appends a few pages to the WAL; SQLite's
@@ -273,7 +277,7 @@ class InlineEngine:
         if connection is None:
             assert self._checkpoint_path is not None
             connection = sqlite3.connect(self._checkpoint_path, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA busy_timeout=5000")
+            connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._checkpointer = connection
         busy, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return int(busy), int(frames), int(copied)
