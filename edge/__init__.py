@@ -3,7 +3,8 @@
 Sans-IO core: ``build_routes`` (route table), ``error_from_status`` (error mapping),
 ``forward_metadata`` (header allow-list); the proto ⇄ OpenAI JSON codec is ``tunegate.openai_json``.
 
-I/O shell: ``EdgeHandler``, ``EdgeServer``, ``serve`` (aiohttp's low-level server + one grpc.aio channel).
+I/O shell: ``EdgeHandler``, ``EdgeServer``, ``serve`` (the edge's own HTTP/1.1 front, ``_front``, with
+aiohttp's low-level server behind it for streams + one grpc.aio channel).
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""The edge's HTTP server: aiohttp's low-level server (its HTTP/1.1 protocol, requests and
-responses) around one handler, `EdgeHandler`, which routes by the table from ``_routes`` — one
-generic unary handler, two streaming handlers chosen by cardinality, health — and makes every
-answer, success or error, routed or not, carry ``x-request-id`` and the one error envelope.
+"""The edge's HTTP server: one handler, `EdgeHandler`, which routes by the table from ``_routes``
+— one generic unary handler, two streaming handlers chosen by cardinality, health — and makes
+every answer, success or error, routed or not, carry ``x-request-id`` and the one error envelope.
+
+It is served by the edge's own HTTP/1.1 front (``_front``), which answers the JSON routes, and
+behind it aiohttp's low-level server, which the front hands a connection to for uploads,
+downloads and anything unusual; both call the same `EdgeHandler`.
 
 Why not ``web.Application``: its router, middleware chain and per-request app plumbing cost
-~30 µs a request (a third of aiohttp's own share of a small call); the edge needs only a fixed
-table of templates, resolved here the way aiohttp's dispatcher resolves them.
+~30 µs a request; the edge needs only a fixed table of templates, resolved here the way
+aiohttp's dispatcher resolves them.
 """
 
 from __future__ import annotations
@@ -16,23 +19,28 @@ import logging
 import re
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import grpc
+import orjson
 from aiohttp import web
 from grpc_health.v1 import health_pb2
 from tunegate.openai_json import CodecError, to_openai
 
 from edge._config import EdgeConfig, channel_options
 from edge._download import handle_download
-from edge._errors import error_response
+from edge._errors import ErrorResponse, error_response
+from edge._front import Front
 from edge._headers import REQUEST_ID, request_id_from
 from edge._http import (
     ErrorAnswer,
+    Incoming,
+    Reply,
+    build_message,
     call_context,
     error_json,
-    ok_json,
-    request_message,
     rpc_error,
+    web_response,
 )
 from edge._routes import Cardinality, Route, build_routes
 from edge._upload import handle_upload
@@ -41,10 +49,14 @@ __all__ = ["EdgeHandler", "EdgeServer", "serve"]
 
 logger = logging.getLogger("tunegate.edge")
 
-Handler = Callable[[web.BaseRequest, Mapping[str, str], str], Awaitable[web.StreamResponse]]
-"""A routed handler: the request, its path parameters and its request id."""
+UnaryHandler = Callable[[Incoming, Mapping[str, str], str], Awaitable[Reply]]
+"""A JSON route's handler: the request (body read), its path parameters and its request id."""
+StreamHandler = Callable[[web.BaseRequest, Mapping[str, str], str], Awaitable[web.StreamResponse]]
+"""An upload's or a download's handler, on aiohttp's request."""
 
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+_SHUTDOWN_TIMEOUT = 60.0  # seconds in-flight requests get to finish on stop (aiohttp's default)
+_BACKLOG = 128
 _VARIABLE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
 
@@ -64,17 +76,40 @@ def _unquote(value: str) -> str:
     return value.replace("%2F", "/").replace("%25", "%") if "%" in value else value
 
 
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """A routed path + method: a JSON route (``unary``) or a stream (``stream``)."""
+
+    unary: UnaryHandler | None = None
+    stream: StreamHandler | None = None
+    reads_body: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What a method and path resolve to: an endpoint and its path parameters, or the miss."""
+
+    endpoint: _Endpoint | None
+    params: Mapping[str, str]
+    miss: _NotFound | _MethodNotAllowed | None = None
+
+    @property
+    def streams(self) -> bool:
+        """An upload or a download (served on aiohttp's request)."""
+        return self.endpoint is not None and self.endpoint.stream is not None
+
+
 class _Table:
-    """Method + path → handler and path parameters: literal paths by dictionary, templates
+    """Method + path → endpoint and path parameters: literal paths by dictionary, templates
     (``{field}`` matching one non-empty segment) in the order they were added."""
 
     def __init__(self) -> None:
-        self._literal: dict[str, dict[str, Handler]] = {}
-        self._templates: dict[str, tuple[re.Pattern[str], dict[str, Handler]]] = {}
+        self._literal: dict[str, dict[str, _Endpoint]] = {}
+        self._templates: dict[str, tuple[re.Pattern[str], dict[str, _Endpoint]]] = {}
 
-    def add(self, method: str, template: str, handler: Handler) -> None:
+    def add(self, method: str, template: str, endpoint: _Endpoint) -> None:
         if _VARIABLE.search(template) is None:
-            self._literal.setdefault(template, {})[method] = handler
+            self._literal.setdefault(template, {})[method] = endpoint
             return
         if template not in self._templates:
             pattern = "".join(
@@ -82,30 +117,31 @@ class _Table:
                 for i, piece in enumerate(_VARIABLE.split(template))
             )
             self._templates[template] = (re.compile(pattern), {})
-        self._templates[template][1][method] = handler
+        self._templates[template][1][method] = endpoint
 
-    def resolve(self, method: str, path: str) -> tuple[Handler, Mapping[str, str]]:
+    def resolve(self, method: str, path: str) -> Resolution:
         allowed: set[str] = set()
         methods = self._literal.get(path)
         if methods is not None:
             if method in methods:
-                return methods[method], {}
+                return Resolution(methods[method], {})
             allowed.update(methods)
         for pattern, methods in self._templates.values():
             match = pattern.fullmatch(path)
             if match is None:
                 continue
             if method in methods:
-                return methods[method], {k: _unquote(v) for k, v in match.groupdict().items()}
+                return Resolution(methods[method], {k: _unquote(v) for k, v in match.groupdict().items()})
             allowed.update(methods)
-        if allowed:
-            raise _MethodNotAllowed(allowed)
-        raise _NotFound
+        return Resolution(None, {}, _MethodNotAllowed(allowed) if allowed else _NotFound())
 
 
 class EdgeHandler:
     """The one request handler: assigns the request id, routes, calls, and renders every
     failure as the OpenAI envelope carrying that id.
+
+    ``resolve`` + ``answer`` serve a JSON route for either HTTP server; calling the handler
+    with an aiohttp request serves any route (aiohttp's low-level server calls it so).
 
     Calls go through ``channel``: to ``config.grpc_target`` over a channel the `EdgeServer`
     opens, or the server's in-process channel under ``tunegate run``. Raises RouteError at
@@ -115,81 +151,117 @@ class EdgeHandler:
         self.config = config
         self.channel = channel
         self._table = _Table()
-        self._table.add("GET", "/healthz", self._healthz)
-        self._table.add("HEAD", "/healthz", self._healthz)
+        health = _Endpoint(unary=self._healthz())
+        self._table.add("GET", "/healthz", health)
+        self._table.add("HEAD", "/healthz", health)
         for route in build_routes():
-            handler = self._unary(route) if route.cardinality is Cardinality.UNARY else self._streaming(route)
-            self._table.add(route.verb, route.path, handler)
+            if route.cardinality is Cardinality.UNARY:
+                endpoint = _Endpoint(unary=self._unary(route), reads_body=route.body == "*")
+            else:
+                endpoint = _Endpoint(stream=self._streaming(route))
+            self._table.add(route.verb, route.path, endpoint)
+
+    def resolve(self, method: str, path_safe: str) -> Resolution:
+        """Where a request goes (``path_safe``: decoded but for ``%2F`` and ``%25``)."""
+        return self._table.resolve(method, path_safe)
+
+    async def answer(self, incoming: Incoming, resolution: Resolution) -> Reply:
+        """Answer a request that is not a stream (``resolution.streams`` is false)."""
+        request_id = request_id_from(incoming.headers)
+        try:
+            if resolution.miss is not None:
+                raise resolution.miss
+            assert resolution.endpoint is not None and resolution.endpoint.unary is not None
+            return await resolution.endpoint.unary(incoming, resolution.params, request_id)
+        except Exception as exc:
+            return self._failure(exc, incoming.method, incoming.path, request_id)
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
-        request_id = request_id_from(request.headers)
-        allow = None
-        try:
-            handler, params = self._table.resolve(request.method, request.rel_url.path_safe)
-            response = await handler(request, params, request_id)
-        except ErrorAnswer as answer:
-            error = answer.error
-        except CodecError as exc:
-            error = error_response(400, exc.message, param=exc.param)
-        except _NotFound:
-            error = error_response(404, f"Invalid URL ({request.method} {request.path})", code="unknown_url")
-        except _MethodNotAllowed as exc:
-            where = f"{request.method} {request.path}"
-            error = error_response(405, f"Method not allowed ({where})", code="method_not_allowed")
-            allow = exc.allowed
-        except web.HTTPRequestEntityTooLarge:
-            error = error_response(413, "The request body is too large.", code="request_too_large")
-        except web.HTTPException as exc:
-            error = error_response(exc.status, exc.reason)
-        except ConnectionError:
-            # The client went away mid-request; nobody will read an answer.
-            logger.debug("request %s: client disconnected", request_id)
-            error = error_response(499, "Client closed the request.")
-        except Exception:
-            logger.exception("request %s: unhandled error", request_id)
-            error = error_response(500, "The gateway failed to handle the request.")
-        else:
+        resolution = self.resolve(request.method, request.rel_url.path_safe)
+        endpoint = resolution.endpoint
+        if endpoint is not None and endpoint.stream is not None:
+            request_id = request_id_from(request.headers)
+            try:
+                response = await endpoint.stream(request, resolution.params, request_id)
+            except Exception as exc:
+                return web_response(self._failure(exc, request.method, request.path, request_id))
             if not response.prepared:
                 response.headers[REQUEST_ID] = request_id
             return response
-        response = error_json(error, request_id)
-        if allow is not None:
-            response.headers["Allow"] = allow
-        return response
-
-    def _unary(self, route: Route) -> Handler:
-        async def handle(
-            request: web.BaseRequest, params: Mapping[str, str], request_id: str
-        ) -> web.StreamResponse:
-            ctx = call_context(request, request_id)
-            message = await request_message(request, route, params)
-            rpc = self.channel.unary_unary(
-                route.method_path,
-                request_serializer=route.request_cls.SerializeToString,
-                response_deserializer=route.response_cls.FromString,
+        try:
+            body = await request.read() if endpoint is not None and endpoint.reads_body else b""
+        except Exception as exc:
+            reply = self._failure(exc, request.method, request.path, request_id_from(request.headers))
+        else:
+            incoming = Incoming(
+                request.method,
+                request.path,
+                request.rel_url.path_safe,
+                request.query,
+                request.headers,
+                request.remote,
+                body,
             )
+            reply = await self.answer(incoming, resolution)
+        return web_response(reply)
+
+    def _failure(self, exc: Exception, method: str, path: str, request_id: str) -> Reply:
+        """The error answer for what a request raised. Call it from the ``except`` block."""
+        error: ErrorResponse
+        if isinstance(exc, ErrorAnswer):
+            error = exc.error
+        elif isinstance(exc, CodecError):
+            error = error_response(400, exc.message, param=exc.param)
+        elif isinstance(exc, _NotFound):
+            error = error_response(404, f"Invalid URL ({method} {path})", code="unknown_url")
+        elif isinstance(exc, _MethodNotAllowed):
+            error = error_response(405, f"Method not allowed ({method} {path})", code="method_not_allowed")
+            reply = error_json(error, request_id)
+            return Reply(reply.status, reply.body, {**reply.headers, "Allow": exc.allowed})
+        elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+            error = error_response(413, "The request body is too large.", code="request_too_large")
+        elif isinstance(exc, web.HTTPException):
+            error = error_response(exc.status, exc.reason)
+        elif isinstance(exc, ConnectionError):
+            # The client went away mid-request; nobody will read an answer.
+            logger.debug("request %s: client disconnected", request_id)
+            error = error_response(499, "Client closed the request.")
+        else:
+            logger.exception("request %s: unhandled error", request_id)
+            error = error_response(500, "The gateway failed to handle the request.")
+        return error_json(error, request_id)
+
+    def _unary(self, route: Route) -> UnaryHandler:
+        rpc = self.channel.unary_unary(
+            route.method_path,
+            request_serializer=route.request_cls.SerializeToString,
+            response_deserializer=route.response_cls.FromString,
+        )
+        timeout = self.config.unary_timeout
+
+        async def handle(incoming: Incoming, params: Mapping[str, str], request_id: str) -> Reply:
+            ctx = call_context(incoming.headers, incoming.remote, request_id)
+            message = build_message(route, params, incoming.headers, incoming.query, incoming.body)
             try:
-                result = await rpc(message, metadata=ctx.metadata, timeout=self.config.unary_timeout)
+                result = await rpc(message, metadata=ctx.metadata, timeout=timeout)
             except grpc.aio.AioRpcError as err:
                 raise ErrorAnswer(rpc_error(err)) from None
-            return ok_json(to_openai(result))
+            return Reply(200, orjson.dumps(to_openai(result)), {REQUEST_ID: request_id})
 
         return handle
 
-    def _streaming(self, route: Route) -> Handler:
+    def _streaming(self, route: Route) -> StreamHandler:
         stream = handle_upload if route.cardinality is Cardinality.CLIENT_STREAMING else handle_download
 
         async def handle(
             request: web.BaseRequest, params: Mapping[str, str], request_id: str
         ) -> web.StreamResponse:
-            ctx = call_context(request, request_id)
+            ctx = call_context(request.headers, request.remote, request_id)
             return await stream(request, route, params, self.channel, self.config, ctx)
 
         return handle
 
-    async def _healthz(
-        self, _request: web.BaseRequest, _params: Mapping[str, str], _request_id: str
-    ) -> web.StreamResponse:
+    def _healthz(self) -> UnaryHandler:
         """``GET /healthz``: the gRPC server's overall health (``grpc.health.v1.Health/Check``)."""
         check = self.channel.unary_unary(
             _HEALTH_CHECK,
@@ -197,24 +269,37 @@ class EdgeHandler:
             response_deserializer=health_pb2.HealthCheckResponse.FromString,
         )
         timeout = min(self.config.unary_timeout, 5.0)
-        try:
-            reply = await check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        except grpc.aio.AioRpcError as err:
-            return web.json_response({"status": "NOT_SERVING", "detail": err.code().name}, status=503)
-        name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-        return web.json_response({"status": name}, status=200 if name == "SERVING" else 503)
+
+        async def handle(_incoming: Incoming, _params: Mapping[str, str], request_id: str) -> Reply:
+            try:
+                reply = await check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            except grpc.aio.AioRpcError as err:
+                status, body = 503, {"status": "NOT_SERVING", "detail": err.code().name}
+            else:
+                name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                status, body = (200 if name == "SERVING" else 503), {"status": name}
+            return Reply(status, orjson.dumps(body), {REQUEST_ID: request_id})
+
+        return handle
 
 
 class EdgeServer:
-    """A running edge: aiohttp's low-level server bound to ``config.host:config.port``.
+    """A running edge: the HTTP/1.1 front (aiohttp's low-level server behind it) bound to
+    ``config.host:config.port``.
 
     Start and stop it on one event loop (its gRPC channel belongs to that loop).
     """
 
     def __init__(
-        self, runner: web.ServerRunner, config: EdgeConfig, port: int, owned: grpc.aio.Channel | None
+        self,
+        server: asyncio.Server,
+        front: Front,
+        config: EdgeConfig,
+        port: int,
+        owned: grpc.aio.Channel | None,
     ) -> None:
-        self._runner = runner
+        self._server = server
+        self._front = front
         self._owned = owned
         self.config = config
         self.port = port
@@ -230,25 +315,22 @@ class EdgeServer:
             channel = owned = grpc.aio.insecure_channel(config.grpc_target, options=channel_options(config))
         try:
             handler = EdgeHandler(config, channel)
-            runner = web.ServerRunner(web.Server(handler, access_log=None), handle_signals=False)
-            await runner.setup()
-            try:
-                site = web.TCPSite(runner, config.host, config.port)
-                await site.start()
-            except BaseException:
-                await runner.cleanup()
-                raise
+            front = Front(handler, web.Server(handler, access_log=None))
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(front, config.host, config.port, backlog=_BACKLOG)
         except BaseException:
             if owned is not None:
                 await owned.close(grace=None)
             raise
-        port = int(runner.addresses[0][1])
-        return cls(runner, config, port, owned)
+        port = int(server.sockets[0].getsockname()[1])
+        return cls(server, front, config, port, owned)
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish (aiohttp's graceful shutdown), close."""
+        """Stop accepting, let in-flight requests finish (up to a minute), close."""
         try:
-            await self._runner.cleanup()
+            self._server.close()
+            await self._front.shutdown(_SHUTDOWN_TIMEOUT)
+            await self._server.wait_closed()
         finally:
             if self._owned is not None:
                 await self._owned.close(grace=None)

@@ -25,12 +25,16 @@ from edge._routes import Route
 __all__ = [
     "CallContext",
     "ErrorAnswer",
+    "Incoming",
+    "Reply",
+    "build_message",
     "call_context",
     "error_json",
     "json_body",
     "ok_json",
     "request_message",
     "rpc_error",
+    "web_response",
 ]
 
 logger = logging.getLogger("tunegate.edge")
@@ -54,9 +58,36 @@ class CallContext:
     metadata: tuple[tuple[str, str], ...]
 
 
-def call_context(request: web.BaseRequest, request_id: str) -> CallContext:
-    """The request id and the allow-listed metadata for ``request``."""
-    metadata = forward_metadata(request.headers.items(), request_id=request_id, peer=request.remote)
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A request whose body, if any, has been read whole: what a unary route needs of it, from
+    either HTTP server (the edge's own, ``_front``, or aiohttp's)."""
+
+    method: str
+    path: str
+    """Percent-decoded, for messages."""
+    path_safe: str
+    """Decoded but for ``%2F`` and ``%25``: what routing matches (aiohttp's ``path_safe``)."""
+    query: Mapping[str, str]
+    """A multidict: ``items()`` yields repeats."""
+    headers: Mapping[str, str]
+    """Case-insensitive; a multidict."""
+    remote: str | None
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A JSON answer (``application/json; charset=utf-8``): status, body, extra headers."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+
+def call_context(headers: Mapping[str, str], remote: str | None, request_id: str) -> CallContext:
+    """The request id and the allow-listed metadata for a request with these headers."""
+    metadata = forward_metadata(headers.items(), request_id=request_id, peer=remote)
     return CallContext(request_id=request_id, metadata=metadata)
 
 
@@ -90,15 +121,26 @@ def json_body(raw: bytes) -> Any:
         ) from None
 
 
-async def request_message(request: web.BaseRequest, route: Route, params: Mapping[str, str]) -> Message:
+def build_message(
+    route: Route,
+    params: Mapping[str, str],
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    body: bytes,
+) -> Message:
     """``route``'s request message: from the JSON body (``body: "*"``) or the query string, with
     the path parameters and the ``(from_header)`` fields. Raises ErrorAnswer / CodecError."""
     if route.body == "*":
-        body = json_body(await request.read())
-        return from_openai(body, route.request_cls, path_params=params, headers=request.headers)
-    message = from_query(request.query, route.request_cls, path_params=params)
-    apply_headers(message, request.headers)
+        return from_openai(json_body(body), route.request_cls, path_params=params, headers=headers)
+    message = from_query(query, route.request_cls, path_params=params)
+    apply_headers(message, headers)
     return message
+
+
+async def request_message(request: web.BaseRequest, route: Route, params: Mapping[str, str]) -> Message:
+    """`build_message` for an aiohttp request, reading its body when the route takes one."""
+    body = await request.read() if route.body == "*" else b""
+    return build_message(route, params, request.headers, request.query, body)
 
 
 def ok_json(body: dict[str, Any]) -> web.Response:
@@ -106,13 +148,13 @@ def ok_json(body: dict[str, Any]) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type=_JSON, charset="utf-8")
 
 
-def error_json(error: ErrorResponse, request_id: str) -> web.Response:
-    """The HTTP response for ``error``, carrying ``x-request-id``."""
-    headers = {**error.headers, REQUEST_ID: request_id}
+def error_json(error: ErrorResponse, request_id: str) -> Reply:
+    """The answer for ``error``, carrying ``x-request-id``."""
+    return Reply(error.status, orjson.dumps(error.body), {**error.headers, REQUEST_ID: request_id})
+
+
+def web_response(reply: Reply) -> web.Response:
+    """``reply`` as aiohttp's response."""
     return web.Response(
-        body=orjson.dumps(error.body),
-        status=error.status,
-        headers=headers,
-        content_type=_JSON,
-        charset="utf-8",
+        body=reply.body, status=reply.status, headers=reply.headers, content_type=_JSON, charset="utf-8"
     )

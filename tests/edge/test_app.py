@@ -176,9 +176,11 @@ class Stack:
         return f"http://127.0.0.1:{self.edge.port}"
 
 
-async def _start(config_overrides: dict[str, Any]) -> tuple[Stack, grpc.aio.Server]:
+async def _start(
+    config_overrides: dict[str, Any], fake: FakeFiles | None = None
+) -> tuple[Stack, grpc.aio.Server]:
     server = grpc.aio.server()
-    fake = FakeFiles()
+    fake = fake or FakeFiles()
     files_pb2_grpc.add_FilesServicer_to_server(fake, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
