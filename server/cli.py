@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -205,7 +206,17 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
     return Settings(server=server_config, edge=edge_config)
 
 
+def _freeze_startup_heap() -> None:
+    """Move what start-up allocated — modules, descriptors, compiled builders and plans, route
+    tables, all alive until exit — out of the cyclic collector's sight (`gc.freeze`), so its
+    full collections scan only what requests allocate. Measured at `list_jobs` c=16: 0.11 s of
+    collection per 4 s of load before, 0.04 s after."""
+    gc.collect()
+    gc.freeze()
+
+
 async def _wait_for_signal() -> None:
+    _freeze_startup_heap()  # every mode calls this once it is serving
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
+import os
 import signal
 import socket
 import subprocess
@@ -13,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.cli import load_settings
+from server.cli import _wait_for_signal, load_settings
 from server.routing import DEFAULT_PROVIDERS, ProviderSettings, VirtualKey
 
 
@@ -216,3 +219,18 @@ def test_tunegate_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert (
         str(http_port) in output and str(tmp_path / "d") in output
     )  # logs say where it listens / data lives
+
+
+async def test_serving_freezes_the_start_up_heap() -> None:
+    # What start-up allocated is out of the collector's sight once the process serves.
+    gc.unfreeze()
+    waiting = asyncio.create_task(_wait_for_signal())
+    await asyncio.sleep(0)
+    try:
+        assert gc.get_freeze_count() > 0
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler `_wait_for_signal` installed
+        await asyncio.wait_for(waiting, 5)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().remove_signal_handler(sig)
+        gc.unfreeze()
