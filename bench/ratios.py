@@ -1,0 +1,67 @@
+"""tunegate against Portkey from one `bench/gateway_bench.sh` run, as the RESULTS.md table.
+
+    .venv/bin/python bench/ratios.py bench/results/gateway-<time>.jsonl
+
+One row per scenario and concurrency: both gateways' req/s, added p50 (the gateway's p50 minus
+the direct call's), CPU per request, and tunegate / Portkey for each. A cell is bold where the
+issue's target is met: CPU and added p50 at most 0.5×, req/s at least 2×.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _loads(path: Path) -> dict[tuple[str, int, str], dict[str, Any]]:
+    rows: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("kind") == "load":
+            rows[(record["scenario"], record["conc"], record["target"])] = record
+    return rows
+
+
+def _bold(text: str, met: bool) -> str:
+    return f"**{text}**" if met else text
+
+
+def table(path: Path) -> str:
+    rows = _loads(path)
+    out = [
+        "| scenario | c | Portkey req/s | tunegate req/s | Portkey +p50 ms | tunegate +p50 ms "
+        "| Portkey CPU µs/req | tunegate CPU µs/req | CPU ratio | req/s ratio | +p50 ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    scenarios = list(dict.fromkeys(scenario for scenario, _, _ in rows))
+    for scenario, conc in sorted({(s, c) for s, c, _ in rows}, key=lambda k: (scenarios.index(k[0]), k[1])):
+        try:
+            direct, portkey, ours = (rows[(scenario, conc, t)] for t in ("direct", "portkey", "tunegate"))
+        except KeyError:
+            continue
+        added_p, added_t = portkey["p50_ms"] - direct["p50_ms"], ours["p50_ms"] - direct["p50_ms"]
+        cpu_p, cpu_t = portkey["gw_cpu_us_per_req"], ours["gw_cpu_us_per_req"]
+        cpu, rps = cpu_t / cpu_p, ours["rps"] / portkey["rps"]
+        p50 = added_t / added_p if added_p > 0 else float("inf")
+        cells = [
+            scenario,
+            str(conc),
+            f"{portkey['rps']:.0f}",
+            _bold(f"{ours['rps']:.0f}", rps >= 2),
+            f"+{added_p:.3f}",
+            _bold(f"+{added_t:.3f}", p50 <= 0.5),
+            f"{cpu_p:.0f}",
+            _bold(f"{cpu_t:.0f}", cpu <= 0.5),
+            f"{cpu:.2f}",
+            f"{rps:.2f}",
+            f"{p50:.2f}",
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        print(table(Path(name)))
