@@ -52,8 +52,9 @@ __all__ = ["MAX_BODY", "MAX_HEAD", "Front", "split_target"]
 
 logger = logging.getLogger("tunegate.edge")
 
-MAX_HEAD = 64 * 1024
-"""Request line and headers this front reads before leaving the request to aiohttp."""
+MAX_HEAD = 8190
+"""Request line and headers this front reads before leaving the request to aiohttp: aiohttp's
+longest line, so no head it would refuse is ever accepted here."""
 MAX_BODY = 1024 * 1024
 """Largest body answered here: aiohttp's ``client_max_size``, so a bigger one gets its 413."""
 _MAX_WAITING = 1024 * 1024  # buffered bytes behind the request being answered before reading pauses
@@ -311,7 +312,11 @@ class _Connection(asyncio.Protocol):
             head.parser.feed_data(bytes(buffer[:head_end]))
         except httptools.HttpParserError:
             head.complete = False
-        request, expects_continue = self._accept(head, head_end) if head.complete else (None, False)
+        try:
+            request, expects_continue = self._accept(head, head_end) if head.complete else (None, False)
+        except Exception:  # a head llhttp took but this front cannot: aiohttp decides
+            logger.exception("edge front: leaving an unexpected request head to aiohttp")
+            request, expects_continue = None, False
         if expects_continue:
             # The client waits for this before sending the body (aiohttp's low-level server
             # never sends it, so it is sent here for the requests handed to it too).
@@ -335,7 +340,7 @@ class _Connection(asyncio.Protocol):
             if lowered == "expect":
                 expect = value.strip().lower()
             elif lowered == "content-length":
-                if not value.isdigit():  # llhttp allows no other spelling; be sure all the same
+                if not (value.isascii() and value.isdigit()):  # llhttp allows no other spelling
                     return None, False
                 length = int(value)
             elif lowered == "transfer-encoding":

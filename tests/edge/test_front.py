@@ -18,7 +18,7 @@ import pytest
 import yarl
 from tunegate.v1 import files_pb2
 
-from edge._front import MAX_BODY, split_target
+from edge._front import MAX_BODY, MAX_HEAD, split_target
 from tests.edge.test_app import FakeFiles, Stack, _start
 
 
@@ -260,6 +260,9 @@ async def test_unusual_targets_and_heads_are_aiohttps(stack: Stack) -> None:
         (get("/v1/./files"), None),
         (b"GET /v1/files HTTP/1.1\r\nHost: edge\r\nBad Header\r\n\r\n", 400),
         (b"NOT HTTP AT ALL\r\n\r\n", 400),
+        (get("/v1/files/file-abc", "X-Long: " + "a" * MAX_HEAD), None),  # past the front's limit
+        (get("/v1/files/file-abc", *(f"X-Many-{i}: {'b' * 100}" for i in range(100))), 200),
+        (b"GET /v1/files/file-abc HTTP/1.1\nHost: edge\n\n", 400),  # bare line feeds: refused
     ]
     for request, status in cases:
         raw = await Raw.open(stack)
