@@ -117,7 +117,7 @@ class _Head:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.complete = False
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser: httptools.HttpRequestParser | None = None  # only while it parses (no cycle)
         self.method = ""
         self.version = ""
         self.keep_alive = False
@@ -132,6 +132,7 @@ class _Head:
     def on_headers_complete(self) -> None:
         # Read here: llhttp resets its flags (keep-alive among them) once the message is complete.
         parser = self.parser
+        assert parser is not None
         self.method = parser.get_method().decode("ascii")
         self.version = parser.get_http_version()
         self.keep_alive = parser.should_keep_alive()
@@ -310,10 +311,12 @@ class _Connection(asyncio.Protocol):
             self._hand_over()
             return None
         head = _Head()
+        head.parser = httptools.HttpRequestParser(head)
         try:
             head.parser.feed_data(bytes(buffer[:head_end]))
         except httptools.HttpParserError:
             head.complete = False
+        head.parser = None  # the parser refers to `head`: a cycle only the collector would free
         try:
             request, expects_continue = self._accept(head, head_end) if head.complete else (None, False)
         except Exception:  # a head llhttp took but this front cannot: aiohttp decides
