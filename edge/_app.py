@@ -196,7 +196,6 @@ class EdgeHandler:
             incoming = Incoming(
                 request.method,
                 request.path,
-                request.rel_url.path_safe,
                 request.query,
                 request.headers,
                 request.remote,

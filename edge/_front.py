@@ -288,7 +288,7 @@ class _Connection(asyncio.Protocol):
                 self._reading_paused = False
                 self._transport.resume_reading()
             incoming = Incoming(
-                request.method, request.path, request.path, request.query, request.headers, self._peer, body
+                request.method, request.path, request.query, request.headers, self._peer, body
             )
             self._task = self._loop.create_task(self._answer(request, incoming))
 

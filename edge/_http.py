@@ -65,9 +65,7 @@ class Incoming:
 
     method: str
     path: str
-    """Percent-decoded, for messages."""
-    path_safe: str
-    """Decoded but for ``%2F`` and ``%25``: what routing matches (aiohttp's ``path_safe``)."""
+    """Percent-decoded, for messages (routing has already happened: `EdgeHandler.resolve`)."""
     query: Mapping[str, str]
     """A multidict: ``items()`` yields repeats."""
     headers: Mapping[str, str]
