@@ -8,11 +8,13 @@ none."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
 import orjson
 import pytest
 import yarl
@@ -361,3 +363,24 @@ def test_plain_targets_split_as_aiohttp_parses_them(target: str) -> None:
 )
 def test_other_targets_are_left_to_aiohttp(target: str) -> None:
     assert split_target(target) is None
+
+
+async def test_requests_leave_no_cyclic_garbage_of_the_front(raw: Raw) -> None:
+    # A parser and its callbacks referring to each other outlive every request until the cyclic
+    # collector runs — and keep it running (one collection per few requests under load).
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(5):
+            await raw.send(get("/healthz"))
+            assert (await raw.answer()).status == 200
+        gc.collect()
+        mine = [
+            o
+            for o in gc.garbage
+            if isinstance(o, httptools.HttpRequestParser) or type(o).__module__ == "edge._front"
+        ]
+        assert mine == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
