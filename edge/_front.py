@@ -231,7 +231,10 @@ class _Connection(asyncio.Protocol):
         self._buffer += data
         if self._task is None:
             self._advance()
-        elif len(self._buffer) > _MAX_WAITING and not self._reading_paused and self._transport is not None:
+        # Bytes beyond the request being read (or answered) wait; past 1 MiB, stop reading until
+        # the requests before them are answered (also while the client reads no answers).
+        waiting = len(self._buffer) - (self._pending.end if self._pending is not None else 0)
+        if waiting > _MAX_WAITING and not self._reading_paused and self._transport is not None:
             self._reading_paused = True
             self._transport.pause_reading()
 

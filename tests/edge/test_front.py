@@ -384,3 +384,65 @@ async def test_requests_leave_no_cyclic_garbage_of_the_front(raw: Raw) -> None:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
+
+
+async def test_reading_pauses_while_more_than_a_mebibyte_waits(stack: Stack, raw: Raw) -> None:
+    fake = stack.fake
+    assert isinstance(fake, GatedFiles)
+    await raw.send(get("/v1/files/file-slow"))
+    await asyncio.wait_for(fake.waiting.wait(), 10)
+    behind = get("/healthz", "X-Pad: " + "p" * 4000)
+    count = MAX_BODY // len(behind) + 10  # a little over 1 MiB of pipelined requests
+    raw.writer.write(behind * count)
+    (connection,) = stack.edge._front._connections
+    for _ in range(200):
+        if connection._reading_paused:
+            break
+        await asyncio.sleep(0.01)
+    assert connection._reading_paused  # the rest stays in the kernel's buffers, not ours
+    assert len(connection._buffer) < 2 * MAX_BODY
+    fake.gate.set()
+    assert (await raw.answer()).json()["id"] == "file-slow"
+    for _ in range(count):
+        assert (await raw.answer()).status == 404
+    assert not connection._reading_paused
+
+
+class _Transport:
+    """Just enough of a transport for one `_Connection` driven by hand."""
+
+    def __init__(self) -> None:
+        self.reading = True
+        self.written = b""
+
+    def get_extra_info(self, _name: str, default: Any = None) -> Any:
+        return default
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def test_reading_pauses_while_the_client_reads_no_answers(stack: Stack) -> None:
+    transport = _Transport()
+    connection = stack.edge._front()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    connection.pause_writing()  # the client stopped reading: no request may start
+    request = get("/healthz")
+    for _ in range(2 * MAX_BODY // len(request) // 64):
+        connection.data_received(request * 64)
+        if not transport.reading:
+            break
+    assert not transport.reading and transport.written == b""
+    connection.connection_lost(None)
