@@ -215,8 +215,7 @@ class EdgeHandler:
             error = error_response(404, f"Invalid URL ({method} {path})", code="unknown_url")
         elif isinstance(exc, _MethodNotAllowed):
             error = error_response(405, f"Method not allowed ({method} {path})", code="method_not_allowed")
-            reply = error_json(error, request_id)
-            return Reply(reply.status, reply.body, {**reply.headers, "Allow": exc.allowed})
+            error.headers["Allow"] = exc.allowed
         elif isinstance(exc, web.HTTPRequestEntityTooLarge):
             error = error_response(413, "The request body is too large.", code="request_too_large")
         elif isinstance(exc, web.HTTPException):

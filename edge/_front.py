@@ -252,9 +252,13 @@ class _Connection(asyncio.Protocol):
             self._advance()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+        self._detach()
         self._buffer.clear()
         self._pending = None
+
+    def _detach(self) -> None:
+        """Let go of the transport (closed, or handed to aiohttp): no timer, not tracked."""
+        self._transport = None
         if self._timer is not None:
             self._timer.cancel()
         self._front._forget(self)
@@ -393,10 +397,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        self._transport = None
-        if self._timer is not None:
-            self._timer.cancel()
-        self._front._forget(self)
+        self._detach()
         data = bytes(self._buffer)
         self._buffer.clear()
         protocol = self._front.fallback()

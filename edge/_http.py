@@ -143,7 +143,7 @@ async def request_message(request: web.BaseRequest, route: Route, params: Mappin
 
 def ok_json(body: dict[str, Any]) -> web.Response:
     """A 200 JSON response."""
-    return web.Response(body=orjson.dumps(body), content_type=_JSON, charset="utf-8")
+    return web_response(Reply(200, orjson.dumps(body), {}))
 
 
 def error_json(error: ErrorResponse, request_id: str) -> Reply:
