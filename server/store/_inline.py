@@ -190,11 +190,15 @@ class InlineEngine:
     Each block runs inside its own SAVEPOINT of the group's transaction, so a block that fails
     undoes only itself — except a block opened with `single_statement=True`, which needs none:
     SQLite undoes a failing statement by itself (a savepoint journals every page the block
-    touches, which cost as much as the commit it shares). A block's `async with` does not
-    return until its group is committed: a writer never answers, nor calls a provider, on work
-    that is not stored; if the COMMIT fails, every block of the group raises that error. A
-    `connect()` block commits an open group before it reads, so no read ever sees work that is
-    not committed.
+    touches, which cost as much as the commit it shares). Writes that come one at a time gain
+    nothing by waiting for the end of the turn (two more loop turns before the writer goes on):
+    a block alone in its group, when the group before it also held one block and no block has
+    committed at once in this turn, commits at once. Others wait for the turn's end, so writers
+    that arrive together after a quiet spell cost one unshared COMMIT, then group again. A
+    block's `async with` does not return until its group is committed: a writer never answers,
+    nor calls a provider, on work that is not stored; if the COMMIT fails, every block of the
+    group raises that error. A `connect()` block commits an open group before it reads, so no
+    read ever sees work that is not committed.
 
     Background checkpoints (`checkpoint_path`, the database file): every `checkpoint_every`
     commits a PASSIVE checkpoint runs on a worker thread, on a connection of its own, while the
@@ -221,6 +225,8 @@ class InlineEngine:
         self._checkpoint_path = checkpoint_path
         self._checkpoint_every = checkpoint_every
         self._commits = 0
+        self._last_group = 0  # blocks in the last group committed (0: none yet)
+        self._alone_this_turn = False  # a block committed at once in this loop turn
         self._checkpoint: asyncio.Future[Any] | None = None  # the one running
         self._checkpointer: sqlite3.Connection | None = None  # only ever used by that one
 
@@ -306,7 +312,8 @@ class InlineEngine:
         return driver
 
     def _keep(self, driver: Any, *, savepoint: bool) -> asyncio.Future[None]:
-        """Keep the block's work in the group; the future resolves when the group is committed."""
+        """Keep the block's work in the group; the future resolves when the group is committed
+        (at once for a block alone in its group after a group of one: see the class docstring)."""
         if savepoint:
             try:
                 driver.execute("RELEASE tunegate_block")
@@ -315,11 +322,19 @@ class InlineEngine:
                 raise
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        assert self._group is not None
-        self._group.append(done)
-        if self._flush is None:
+        group = self._group
+        assert group is not None
+        group.append(done)
+        if len(group) == 1 and self._last_group == 1 and not self._alone_this_turn:
+            self._alone_this_turn = True  # a second block in this turn joins the turn's group
+            loop.call_soon(self._next_turn)
+            self._end_group()  # resolves `done`
+        elif self._flush is None:
             self._flush = loop.call_soon(self._flush_group)
         return done
+
+    def _next_turn(self) -> None:
+        self._alone_this_turn = False
 
     def _undo(self, driver: Any, *, savepoint: bool, changed: bool, error: BaseException | None) -> None:
         """Undo the failed block's work, keep the rest of the group. `changed`: whether a
@@ -358,6 +373,8 @@ class InlineEngine:
         """Commit the group (roll it back if `failure` is given or the COMMIT fails) and tell
         its blocks."""
         waiters, self._group = self._group or [], None
+        if waiters:
+            self._last_group = len(waiters)
         if isinstance(self._flush, asyncio.Handle):
             self._flush.cancel()
             self._flush = None

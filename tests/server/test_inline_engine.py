@@ -31,7 +31,7 @@ _FIRST_TWO = prepared(
 async def _engine(tmp_path: Path) -> InlineEngine:
     engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
     assert isinstance(engine, InlineEngine)
-    async with engine.begin() as conn:
+    async with engine.begin(grouped=False) as conn:  # no group yet: the next writes group
         await conn.run_sync(_meta.create_all)
         await conn.execute(
             _things.insert(),
@@ -150,6 +150,37 @@ async def test_concurrent_writes_share_one_commit_and_are_committed_when_their_b
         assert await asyncio.gather(*(write(i) for i in range(10))) == [1] * 10
         assert sum(sql == "COMMIT" for sql in seen) == 1
         assert not any("SAVEPOINT" in sql for sql in seen)  # one statement needs none
+    finally:
+        await engine.dispose()
+
+
+async def test_writes_one_at_a_time_commit_at_once_and_a_burst_after_them_groups_again(
+    tmp_path: Path,
+) -> None:
+    engine = await _engine(tmp_path)
+    seen = await _statements(engine)
+    loop = asyncio.get_running_loop()
+
+    async def write(owner: str) -> None:
+        async with engine.begin(single_statement=True) as conn:
+            await conn.execute(_ADD, {"owner": owner})
+
+    try:
+        await write("first")  # no history: it waits for the end of the turn, alone
+        assert seen.count("COMMIT") == 1
+        for i in range(3):  # after a group of one, each write commits before the loop turns
+            await asyncio.sleep(0)  # writes one at a time: a turn (at least) between them
+            turned: list[bool] = []
+            loop.call_soon(turned.append, True)
+            await write(f"serial{i}")
+            assert not turned and _committed(tmp_path, f"serial{i}") == 1
+        assert seen.count("COMMIT") == 4
+        # Ten writes in one turn: the first cannot know the others follow; they share one.
+        await asyncio.gather(*(write(f"burst{i}") for i in range(10)))
+        assert seen.count("COMMIT") == 6
+        await asyncio.gather(*(write(f"again{i}") for i in range(10)))  # the last group had nine
+        assert seen.count("COMMIT") == 7
+        assert sum(_committed(tmp_path, f"again{i}") for i in range(10)) == 10
     finally:
         await engine.dispose()
 
