@@ -16,7 +16,11 @@ Theory of operation. Each create becomes a row in `jobs` whose `state` moves::
    in step 2, so its intent is inserted `attempted` already (one write fewer).
 4. *Tagged create.* The provider job is created with `tag = the gateway job id` (OpenAI keeps it
    in `metadata`), so it can always be found again with `find_job_by_tag`.
-5. *Complete.* The answer is stored (`intent → created`, native id, snapshot) and committed.
+5. *Complete.* The answer is stored (`intent → created`, native id, snapshot) and committed —
+   for the request that created the job, right after its answer is handed out: the tagged,
+   attempted intent already guarantees the job is found again, so a store that fails (or a
+   crash) here is the crash window below, not a lost job. Calls in this process that meet the
+   intent meanwhile wait for that store (`resolve`); the others see the intent and resolve it.
 
 The crash window is between 4 and 5: the provider has the job, the registry only the intent.
 Because the job carries its tag, nothing is lost: the reconciler (start-up and periodic, for
@@ -184,6 +188,7 @@ class JobCreator:
         self._backends = backends
         self.settings = settings or CreationSettings()
         self._clock = clock
+        self._completing: dict[str, asyncio.Task[None]] = {}  # see `_complete_after_answer`
 
     def _now(self) -> int:
         return int(self._clock())
@@ -252,6 +257,11 @@ class JobCreator:
                 raise stored_error(current.error or {})
             if current.state != INTENT:
                 return current
+            completing = self._completing.get(current.id)
+            if completing is not None:  # its request was answered; the row is being stored
+                await asyncio.shield(completing)
+                current = await self._repo.get_any(current.id)
+                continue
             now = self._now()
             if current.lease_until is not None and current.lease_until > now:
                 saw_driver = True
@@ -320,7 +330,7 @@ class JobCreator:
             await self._release(record)
             raise
         _crash_point()
-        return await self._complete(record, job)
+        return self._complete_after_answer(record, job)
 
     async def _release(self, record: JobRecord) -> None:
         # Shielded: this runs while a cancellation unwinds and must still reach the database.
@@ -345,30 +355,70 @@ class JobCreator:
         created_after = record.created_at - self.settings.tag_lookback
         return await backend.find_by_tag(record.id, created_after=created_after, request=body)
 
-    async def _complete(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
+    def _created(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
+        """The intent's row once completed with the provider's job."""
         snapshot = job_object(provider_job, record)
-        now, native_id, status = self._now(), str(provider_job["id"]), normalize_status(snapshot["status"])
-        if await self._repo.complete(
-            record.id, native_id=native_id, status=status, snapshot=snapshot, now=now
-        ):
-            return dataclasses.replace(
-                record,
-                state=CREATED,
-                native_id=native_id,
-                status=status,
-                snapshot=snapshot,
-                lease_until=None,
-                updated_at=now,
-            )
+        return dataclasses.replace(
+            record,
+            state=CREATED,
+            native_id=str(provider_job["id"]),
+            status=normalize_status(snapshot["status"]),
+            snapshot=snapshot,
+            lease_until=None,
+            updated_at=self._now(),
+        )
+
+    async def _store_created(self, created: JobRecord) -> bool:
+        assert created.native_id is not None and created.snapshot is not None
+        return await self._repo.complete(
+            created.id,
+            native_id=created.native_id,
+            status=created.status,
+            snapshot=created.snapshot,
+            now=created.updated_at,
+        )
+
+    async def _complete(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
+        created = self._created(record, provider_job)
+        if await self._store_created(created):
+            return created
         # Whoever completed it first (another request, the reconciler) wrote the same job.
         current = await self._repo.get_any(record.id)
         assert current is not None
         return current
 
+    def _complete_after_answer(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
+        """Step 5 for the request that created the job: the answer goes out now, the row is
+        completed right after. The intent (attempted, its job tagged) is already stored, so a
+        crash before the completion is committed is the crash window of step 4, recovered the
+        same way; in this process, `resolve` waits for a completion still in flight."""
+        created = self._created(record, provider_job)
+        task = asyncio.get_running_loop().create_task(self._store_after_answer(created))
+        self._completing[created.id] = task
+        task.add_done_callback(lambda _done: self._completing.pop(created.id, None))
+        return created
+
+    async def _store_after_answer(self, created: JobRecord) -> None:
+        try:
+            await self._store_created(created)
+        except Exception:  # the intent stays: the reconciler or the next call completes it
+            logger.exception("storing the created job %s failed; it stays an intent", created.id)
+
+    async def drain(self) -> None:
+        """Wait for the completions still being stored (before the database closes)."""
+        while self._completing:
+            await asyncio.wait(list(self._completing.values()))
+
     async def resolve(self, record: JobRecord, backend: Backend | None) -> JobRecord:
         """Complete an attempted intent if its job is found by tag (lazy resolution by a call
         that carries the credential). Other rows are returned unchanged."""
-        if record.state != INTENT or not record.attempted or backend is None:
+        if record.state != INTENT:
+            return record
+        completing = self._completing.get(record.id)
+        if completing is not None:  # created by a request of this process, being stored
+            await asyncio.shield(completing)
+            return await self._repo.get_any(record.id) or record
+        if not record.attempted or backend is None:
             return record
         try:
             found = await self._find(record, backend)

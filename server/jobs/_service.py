@@ -473,7 +473,8 @@ class JobService:
         return await self.creator.reconcile()
 
     async def aclose(self) -> None:
-        """Cancel background work (file copies)."""
+        """Finish storing created jobs; cancel background work (file copies)."""
+        await self.creator.drain()
         await self.copier.aclose()
 
     # -- plumbing ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -127,3 +128,83 @@ async def test_an_intent_never_found_is_given_up(
     assert job["status"] == "failed"
     assert job["error"]["code"] == "creation_not_confirmed"
     assert provider.jobs == {}
+
+
+# -- the completion after the answer ----------------------------------------------------------
+
+
+def hold_completions(gateway: GatewayServer, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Make every `complete` of the registry wait for the returned event."""
+    release = asyncio.Event()
+    original = gateway.database.jobs.complete
+
+    async def complete(*args: Any, **kwargs: Any) -> bool:
+        await release.wait()
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(gateway.database.jobs, "complete", complete)
+    return release
+
+
+async def test_the_answer_does_not_wait_for_the_completion_and_calls_meanwhile_do(
+    gateway: GatewayServer, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = hold_completions(gateway, monkeypatch)
+    owner = owner_from_metadata(TEAM)
+    job = await asyncio.wait_for(gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k"), 5)
+    row = await gateway.database.jobs.get(owner, job["id"])
+    assert row is not None and (row.state, row.attempted) == ("intent", True)  # tagged, attempted
+
+    retrieved = asyncio.create_task(gateway.jobs.retrieve(owner, job["id"], metadata=dict(TEAM)))
+    replayed = asyncio.create_task(gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k"))
+    listed = asyncio.create_task(gateway.jobs.list(owner, metadata={}))
+    await asyncio.sleep(0.1)
+    assert not (retrieved.done() or replayed.done() or listed.done())  # each waits for the store
+    release.set()
+    assert (await retrieved)["id"] == (await replayed)["id"] == job["id"]
+    assert [listed_job["id"] for listed_job in (await listed).data] == [job["id"]]
+    assert provider.ops("find_job_by_tag") == []  # nobody looked for a job this process holds
+    assert len(provider.ops("create_job")) == 1
+    row = await gateway.database.jobs.get(owner, job["id"])
+    assert row is not None and (row.state, row.native_id) == ("created", next(iter(provider.jobs)))
+
+
+async def test_a_completion_that_cannot_be_stored_leaves_the_intent_for_the_reconciler(
+    gateway: GatewayServer,
+    provider: FakeProvider,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def refused(*_args: Any, **_kwargs: Any) -> bool:
+        raise RuntimeError("disk full")
+
+    original = gateway.database.jobs.complete
+    monkeypatch.setattr(gateway.database.jobs, "complete", refused)
+    owner = owner_from_metadata(TEAM)
+    job = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM))
+    await gateway.jobs.creator.drain()
+    assert "stays an intent" in caplog.text
+    row = await gateway.database.jobs.get(owner, job["id"])
+    assert row is not None and (row.state, row.attempted) == ("intent", True)
+
+    monkeypatch.setattr(gateway.database.jobs, "complete", original)
+    clock.advance(31)
+    assert await gateway.jobs.reconcile() == ReconcileReport(completed=1)
+    row = await gateway.database.jobs.get(owner, job["id"])
+    assert row is not None and row.state == "created" and len(provider.jobs) == 1
+
+
+async def test_closing_the_service_stores_the_completions_in_flight(
+    gateway: GatewayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = hold_completions(gateway, monkeypatch)
+    owner = owner_from_metadata(TEAM)
+    job = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM))
+    closing = asyncio.create_task(gateway.jobs.aclose())
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    release.set()
+    await closing
+    row = await gateway.database.jobs.get(owner, job["id"])
+    assert row is not None and row.state == "created"
