@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,6 +75,9 @@ _BACKEND_FIELDS = (
     "account_id",
 )
 _REGION_PARAM = {"bedrock": "x-portkey-aws-region", "vertex-ai": "x-portkey-vertex-region"}
+_ROUTE_HEADERS = tuple(header for headers in _FIELD_HEADERS.values() for header in headers)
+_SHAPES = 1024
+"""How many route shapes a router remembers (see `Router.resolve`)."""
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
@@ -194,6 +198,38 @@ def _expand(template: str, values: Mapping[str, str | None]) -> str | None:
     return None if missing else expanded
 
 
+def _per_request_account(
+    provider: str, base_url: str, credential: str, region: str | None, options: Mapping[str, str]
+) -> Account:
+    """An account called with the request's own credential; its key fingerprints the credential
+    and everything that picks the backend."""
+    identity = {k: v for k, v in options.items() if k not in _NOT_IDENTITY}
+    fingerprint = _fingerprint(credential, base_url, region, identity)
+    return Account(
+        provider=provider,
+        key=f"{provider}:key:{fingerprint}",
+        base_url=base_url,
+        credential=credential,
+        region=region,
+        options=options,
+    )
+
+
+class _Shape:
+    """A resolved per-request account without its credential (see `Router.resolve`)."""
+
+    __slots__ = ("base_url", "options", "provider", "region")
+
+    def __init__(self, account: Account) -> None:
+        self.provider = account.provider
+        self.base_url = account.base_url
+        self.region = account.region
+        self.options = MappingProxyType(dict(account.options))  # shared by the accounts made
+
+    def account(self, credential: str) -> Account:
+        return _per_request_account(self.provider, self.base_url, credential, self.region, self.options)
+
+
 class Router:
     """Turns a call's metadata (and a create body's provider options) into a provider `Account`.
 
@@ -204,6 +240,7 @@ class Router:
         self.config = config
         self._env = env
         self._allowed_hosts = frozenset(parse_allowed_host(entry) for entry in config.allowed_custom_hosts)
+        self._shapes: dict[tuple[object, ...], _Shape | None] = {}
 
     def resolve(
         self,
@@ -214,6 +251,48 @@ class Router:
         body_param: str = "provider_options",
     ) -> Account | None:
         """The account a call routes to, or None when the call names no provider.
+
+        A client sends the same routing headers on every call, so for calls routed by headers
+        alone (no `x-portkey-config`, no body options) the outcome is remembered by its *shape*:
+        the route headers, the hint, and which credential headers are present (and whether the
+        bearer is a JWT). A remembered shape holds the account without its credential; each
+        call still reads its own credential and derives the account key from it. Virtual keys
+        (their secret comes from the environment), `local` and errors are never remembered.
+        """
+        if body_options or metadata.get(CONFIG_HEADER, "").strip():
+            return self._resolve(metadata, body_options, provider_hint, body_param)
+        bearer = credential_from_authorization(metadata.get("authorization", ""))
+        api_key = metadata.get("api-key", "").strip() or None
+        jwt = bearer is not None and _JWT.fullmatch(bearer) is not None
+        headers = map(metadata.get, _ROUTE_HEADERS)
+        key = (provider_hint, bearer is not None, jwt, api_key is not None, *headers)
+        try:
+            shape = self._shapes[key]
+        except KeyError:
+            account = self._resolve(metadata, None, provider_hint, body_param)
+            self._remember(key, account)
+            return account
+        if shape is None:
+            return None
+        credential, _auth = self._credential(metadata, _Route(), shape.provider)
+        assert credential is not None  # the shape says which header holds one
+        return shape.account(credential)
+
+    def _remember(self, key: tuple[object, ...], account: Account | None) -> None:
+        if account is not None and (account.from_virtual_key or account.key == LOCAL_PROVIDER):
+            return
+        if len(self._shapes) >= _SHAPES:
+            del self._shapes[next(iter(self._shapes))]  # the oldest
+        self._shapes[key] = None if account is None else _Shape(account)
+
+    def _resolve(
+        self,
+        metadata: Mapping[str, str],
+        body_options: Mapping[str, Any] | None,
+        provider_hint: str | None,
+        body_param: str,
+    ) -> Account | None:
+        """`resolve` without remembering.
 
         `metadata` has lower-case keys (see `metadata_dict`). `body_options` are a create body's
         `portkey_options` / `provider_options` (errors name them `<body_param>.<key>`).
@@ -289,16 +368,7 @@ class Router:
             base_url = self._check_custom_host(custom_host, route.source("custom_host"))
         else:
             base_url = self._base_url(provider, settings, options.get("resource_name"), region)
-        identity = {k: v for k, v in options.items() if k not in _NOT_IDENTITY}
-        fingerprint = _fingerprint(credential, base_url, region, identity)
-        return Account(
-            provider=provider,
-            key=f"{provider}:key:{fingerprint}",
-            base_url=base_url,
-            credential=credential,
-            region=region,
-            options=options,
-        )
+        return _per_request_account(provider, base_url, credential, region, options)
 
     def account_for(self, account_key: str) -> Account | None:
         """Rebuilds an account from its stored key alone: `vk:<name>` (a virtual key still in

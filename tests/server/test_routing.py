@@ -636,12 +636,56 @@ def test_errors(
     code: str,
     param: str | None,
 ) -> None:
-    with pytest.raises(error) as caught:
-        router.resolve(metadata, body)
-    assert type(caught.value) is error
-    assert (caught.value.code, caught.value.param) == (code, param)
-    for secret in ("sk-1", "az-1", AZURE_KEY, TEAM_KEY):
-        assert secret not in caught.value.message
+    for _ in range(2):  # errors are never remembered
+        with pytest.raises(error) as caught:
+            router.resolve(metadata, body)
+        assert type(caught.value) is error
+        assert (caught.value.code, caught.value.param) == (code, param)
+        for secret in ("sk-1", "az-1", AZURE_KEY, TEAM_KEY):
+            assert secret not in caught.value.message
+
+
+def _with_credential(metadata: dict[str, str], secret: str) -> dict[str, str]:
+    changed = dict(metadata)
+    for header in ("authorization", "api-key"):
+        if header in changed:
+            changed[header] = changed[header].replace("Bearer ", "Bearer " + secret + "-", 1)
+            if header == "api-key" or not changed[header].startswith("Bearer "):
+                changed[header] = secret + "-" + changed[header]
+    return changed
+
+
+HINTS = (None, "openai", "azure-openai", "local")
+
+
+@pytest.mark.parametrize(
+    "metadata", [r[1] for r in ROUTES if r[2] is None], ids=[r[0] for r in ROUTES if r[2] is None]
+)
+def test_a_remembered_route_answers_as_a_fresh_router_and_keeps_no_credential(
+    metadata: dict[str, str],
+) -> None:
+    shared = Router(CONFIG, env=ENV)
+    calls = [
+        (_with_credential(metadata, secret), hint)
+        for secret in ("first", "second", "first")
+        for hint in HINTS
+    ]
+    calls.append(({**metadata, "authorization": "Bearer " + JWT}, None))  # another shape: a token
+    for call, hint in calls:
+        fresh = Router(CONFIG, env=ENV).resolve(call, provider_hint=hint)
+        assert shared.resolve(call, provider_hint=hint) == fresh
+    for shape in shared._shapes.values():
+        assert shape is None or not any(
+            secret in repr(getattr(shape, name)) for name in shape.__slots__ for secret in ("first", "second")
+        )
+
+
+def test_virtual_keys_are_resolved_on_every_call() -> None:
+    env = dict(ENV)
+    router = Router(CONFIG, env=env)
+    assert resolve(router, {"x-portkey-virtual-key": "team-openai"}).credential == TEAM_KEY
+    env["TEAM_OPENAI_KEY"] = "sk-rotated"
+    assert resolve(router, {"x-portkey-virtual-key": "team-openai"}).credential == "sk-rotated"
 
 
 def test_misconfigured_virtual_key_names_the_variable(router: Router) -> None:
