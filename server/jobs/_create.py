@@ -16,11 +16,13 @@ Theory of operation. Each create becomes a row in `jobs` whose `state` moves::
    in step 2, so its intent is inserted `attempted` already (one write fewer).
 4. *Tagged create.* The provider job is created with `tag = the gateway job id` (OpenAI keeps it
    in `metadata`), so it can always be found again with `find_job_by_tag`.
-5. *Complete.* The answer is stored (`intent → created`, native id, snapshot) and committed —
-   for the request that created the job, right after its answer is handed out: the tagged,
+5. *Complete.* The answer is stored (`intent → created`, native id, snapshot) and committed.
+   On a database shared by several processes (PostgreSQL) this happens before the answer, so
+   any instance the caller asks next sees the job complete. On SQLite run inline (one process
+   serves it) the answer goes out first and the row is completed right after: the tagged,
    attempted intent already guarantees the job is found again, so a store that fails (or a
-   crash) here is the crash window below, not a lost job. Calls in this process that meet the
-   intent meanwhile wait for that store (`resolve`); the others see the intent and resolve it.
+   crash) there is the crash window below, not a lost job, and the process's own calls that
+   meet the intent meanwhile wait for that store (`resolve`, `settle`).
 
 The crash window is between 4 and 5: the provider has the job, the registry only the intent.
 Because the job carries its tag, nothing is lost: the reconciler (start-up and periodic, for
@@ -330,7 +332,9 @@ class JobCreator:
             await self._release(record)
             raise
         _crash_point()
-        return self._complete_after_answer(record, job)
+        if self._repo.inline:
+            return self._complete_after_answer(record, job)
+        return await self._complete(record, job)
 
     async def _release(self, record: JobRecord) -> None:
         # Shielded: this runs while a cancellation unwinds and must still reach the database.
@@ -388,10 +392,11 @@ class JobCreator:
         return current
 
     def _complete_after_answer(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
-        """Step 5 for the request that created the job: the answer goes out now, the row is
-        completed right after. The intent (attempted, its job tagged) is already stored, so a
-        crash before the completion is committed is the crash window of step 4, recovered the
-        same way; in this process, `resolve` waits for a completion still in flight."""
+        """Step 5 for the request that created the job, on a database this process alone
+        serves: the answer goes out now, the row is completed right after. The intent
+        (attempted, its job tagged) is already stored, so a crash before the completion is
+        committed is the crash window of step 4, recovered the same way; the process's calls
+        that meet the intent wait for the completion in flight (`resolve`, `settle`)."""
         created = self._created(record, provider_job)
         task = asyncio.get_running_loop().create_task(self._store_after_answer(created))
         self._completing[created.id] = task
@@ -404,8 +409,9 @@ class JobCreator:
         except Exception:  # the intent stays: the reconciler or the next call completes it
             logger.exception("storing the created job %s failed; it stays an intent", created.id)
 
-    async def drain(self) -> None:
-        """Wait for the completions still being stored (before the database closes)."""
+    async def settle(self) -> None:
+        """Wait for the completions still being stored (before reads by native id, and before
+        the database closes)."""
         while self._completing:
             await asyncio.wait(list(self._completing.values()))
 

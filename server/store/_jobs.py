@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from server.store._database import Engine, begin_one
 from server.store._files import DuplicateRequestId
-from server.store._inline import lookup, prepared
+from server.store._inline import InlineEngine, lookup, prepared
 from server.store._records import JobRecord
 from server.store._schema import job_metadata, jobs, provider_cursors
 
@@ -101,6 +101,8 @@ class JobRepository:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.inline = isinstance(engine, InlineEngine)
+        """SQLite on this event loop: the database one process serves (see `server.store._inline`)."""
 
     # -- creation -------------------------------------------------------------------------
 

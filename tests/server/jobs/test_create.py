@@ -191,7 +191,7 @@ async def test_the_intent_is_attempted_before_the_provider_call_and_not_before_a
     copied = provider.ops("create_job")[1][2]["training_file"]
     assert seen == [(NATIVE_FILE, True), ("copy", True), (copied, True)]
     assert provider.ops("find_job_by_tag") == []  # a fresh intent has nothing to look for
-    await gateway.jobs.creator.drain()  # the row is completed just after the answer
+    await gateway.jobs.creator.settle()  # the row is completed just after the answer
     record = await gateway.database.jobs.get_any(job.id)
     assert record is not None and record.state == "created" and record.attempted
 
