@@ -198,6 +198,24 @@ def _expand(template: str, values: Mapping[str, str | None]) -> str | None:
     return None if missing else expanded
 
 
+def _credential_headers(metadata: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The credentials a call's headers carry: `Authorization`'s and `api-key`'s."""
+    bearer = credential_from_authorization(metadata.get("authorization", ""))
+    return bearer, metadata.get("api-key", "").strip() or None
+
+
+def _header_credential(
+    bearer: str | None, api_key: str | None, provider: str | None
+) -> tuple[str | None, str]:
+    """Which header credential a call to `provider` uses, and how Azure sends it (see
+    `Router._credential`)."""
+    if provider == AZURE and api_key is not None:
+        return api_key, "api_key"
+    if bearer is not None:
+        return bearer, "bearer" if _JWT.fullmatch(bearer) else "api_key"
+    return api_key, "api_key"
+
+
 def _per_request_account(
     provider: str, base_url: str, credential: str, region: str | None, options: Mapping[str, str]
 ) -> Account:
@@ -261,8 +279,7 @@ class Router:
         """
         if body_options or metadata.get(CONFIG_HEADER, "").strip():
             return self._resolve(metadata, body_options, provider_hint, body_param)
-        bearer = credential_from_authorization(metadata.get("authorization", ""))
-        api_key = metadata.get("api-key", "").strip() or None
+        bearer, api_key = _credential_headers(metadata)
         jwt = bearer is not None and _JWT.fullmatch(bearer) is not None
         headers = map(metadata.get, _ROUTE_HEADERS)
         key = (provider_hint, bearer is not None, jwt, api_key is not None, *headers)
@@ -274,7 +291,7 @@ class Router:
             return account
         if shape is None:
             return None
-        credential, _auth = self._credential(metadata, _Route(), shape.provider)
+        credential, _auth = _header_credential(bearer, api_key, shape.provider)
         assert credential is not None  # the shape says which header holds one
         return shape.account(credential)
 
@@ -426,13 +443,7 @@ class Router:
         explicit = route.get("api_key")
         if explicit is not None:
             return explicit, "api_key"
-        bearer = credential_from_authorization(metadata.get("authorization", ""))
-        api_key = metadata.get("api-key", "").strip() or None
-        if provider == AZURE and api_key is not None:
-            return api_key, "api_key"
-        if bearer is not None:
-            return bearer, "bearer" if _JWT.fullmatch(bearer) else "api_key"
-        return api_key, "api_key"
+        return _header_credential(*_credential_headers(metadata), provider)
 
     def _options(self, provider: str, route: _Route) -> dict[str, str]:
         allowed = PROVIDER_OPTIONS.get(provider, frozenset())
