@@ -259,9 +259,7 @@ class JobCreator:
                 raise stored_error(current.error or {})
             if current.state != INTENT:
                 return current
-            completing = self._completing.get(current.id)
-            if completing is not None:  # its request was answered; the row is being stored
-                await asyncio.shield(completing)
+            if await self._completed_here(current.id):  # its request was answered; now stored
                 current = await self._repo.get_any(current.id)
                 continue
             now = self._now()
@@ -409,6 +407,14 @@ class JobCreator:
         except Exception:  # the intent stays: the reconciler or the next call completes it
             logger.exception("storing the created job %s failed; it stays an intent", created.id)
 
+    async def _completed_here(self, job_id: str) -> bool:
+        """Whether `job_id`'s completion was being stored after its answer; if so, once it is."""
+        completing = self._completing.get(job_id)
+        if completing is None:
+            return False
+        await asyncio.shield(completing)  # a cancelled caller leaves the store running
+        return True
+
     async def settle(self) -> None:
         """Wait for the completions still being stored (before reads by native id, and before
         the database closes)."""
@@ -420,9 +426,7 @@ class JobCreator:
         that carries the credential). Other rows are returned unchanged."""
         if record.state != INTENT:
             return record
-        completing = self._completing.get(record.id)
-        if completing is not None:  # created by a request of this process, being stored
-            await asyncio.shield(completing)
+        if await self._completed_here(record.id):  # created by a request of this process
             return await self._repo.get_any(record.id) or record
         if not record.attempted or backend is None:
             return record
