@@ -38,13 +38,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 from google.protobuf.message import Message
 from tunegate.openai_json import apply_form_field, apply_headers, apply_path_params, to_openai
 
 from edge._config import EdgeConfig
 from edge._errors import error_response
 from edge._http import CallContext, ErrorAnswer, ok_json, rpc_error
+from edge._multipart import FormPart, FormReader, boundary_of
 from edge._routes import Route, UploadShape
 
 __all__ = ["handle_upload"]
@@ -130,18 +131,21 @@ async def handle_upload(
     call: Any = None
     server_status: _ServerStatus | None = None
     try:
-        reader = await _guard(request.multipart())
+        try:
+            reader = FormReader(request.content, boundary_of(request.headers.get("Content-Type", "")))
+        except ValueError as exc:
+            raise _malformed(exc) from None
         while True:
-            part = await _guard(reader.next())
+            part = await _guard(reader.next_part())
             if part is None:
                 break
-            if not isinstance(part, BodyPartReader):
+            if part.headers.get("Content-Type", "").lower().startswith("multipart/"):
                 raise _bad_request("Nested multipart bodies are not supported.", param=None)
             name = part.name
             if not name:
                 raise _bad_request("Every form part needs a name.", param=None, code="invalid_multipart")
             if name != shape.part:
-                apply_form_field(pending, name, await _read_text(part, name))
+                apply_form_field(pending, name, await _read_text(reader, part, name))
                 continue
             if call is not None:
                 raise _bad_request(f"Only one '{name}' part is allowed.", param=name)
@@ -150,7 +154,7 @@ async def handle_upload(
             server_status = _ServerStatus(call) if isinstance(call, grpc.aio.Call) else None
             await _write(call, route.request_cls(**{shape.metadata_field: pending}))
             pending = shape.metadata_cls()
-            sent = await _stream_part(call, route, shape, part, config)
+            sent = await _stream_part(call, route, shape, reader, config)
             if "bytes" in pending.DESCRIPTOR.fields_by_name:
                 # The end-of-part marker: the server stores nothing unless exactly this many
                 # bytes arrived, so a call cut short by a cancel can never commit a truncated file.
@@ -191,14 +195,18 @@ async def _guard(step: Any) -> Any:
     try:
         return await step
     except (ValueError, AssertionError, RuntimeError) as exc:
-        raise _bad_request(f"Malformed multipart body: {exc}", param=None, code="invalid_multipart") from None
+        raise _malformed(exc) from None
 
 
-def _describe_binary(metadata: Message, part: BodyPartReader, name: str) -> None:
+def _malformed(exc: Exception) -> ErrorAnswer:
+    return _bad_request(f"Malformed multipart body: {exc}", param=None, code="invalid_multipart")
+
+
+def _describe_binary(metadata: Message, part: FormPart, name: str) -> None:
     """Put the part's filename and content type into the metadata, where it has such fields."""
     filename = part.filename or ""
     try:
-        filename.encode("utf-8")  # aiohttp keeps undecodable header bytes as lone surrogates
+        filename.encode("utf-8")  # the form reader keeps undecodable header bytes as lone surrogates
     except UnicodeEncodeError:
         raise _bad_request("The filename must be valid UTF-8.", param=name, code="invalid_filename") from None
     fields = metadata.DESCRIPTOR.fields_by_name
@@ -209,9 +217,9 @@ def _describe_binary(metadata: Message, part: BodyPartReader, name: str) -> None
         metadata.content_type = content_type  # type: ignore[attr-defined]
 
 
-async def _read_text(part: BodyPartReader, name: str) -> str:
+async def _read_text(reader: FormReader, part: FormPart, name: str) -> str:
     data = bytearray()
-    while chunk := await _guard(part.read_chunk(MAX_TEXT_BYTES)):
+    while chunk := await _guard(reader.read_chunk(MAX_TEXT_BYTES)):
         data += chunk
         if len(data) > MAX_TEXT_BYTES:
             raise _bad_request(
@@ -224,14 +232,14 @@ async def _read_text(part: BodyPartReader, name: str) -> str:
 
 
 async def _stream_part(
-    call: Any, route: Route, shape: UploadShape, part: BodyPartReader, config: EdgeConfig
+    call: Any, route: Route, shape: UploadShape, reader: FormReader, config: EdgeConfig
 ) -> int:
     """Writes the part's bytes as chunk messages; returns how many bytes were sent."""
     limit = config.part_limit(shape.part)
     total = 0
     buffered: list[bytes] = []
     size = 0
-    while chunk := await _guard(part.read_chunk(config.chunk_bytes)):
+    while chunk := await _guard(reader.read_chunk(config.chunk_bytes)):
         total += len(chunk)
         if total > limit:
             raise ErrorAnswer(
