@@ -1,5 +1,14 @@
 """The `jobs` repository (with `job_metadata` and `provider_cursors`): queries, no rules.
 
+On a database this process alone serves (SQLite inline), `by_native_ids` remembers which native
+ids it found absent, per (owner, account), so listing the same provider jobs again asks the
+database only about ids it has not seen (a provider's listing is mostly jobs the gateway did not
+create; the probe was a seventh of a `list_jobs` request's CPU). The memory is exact: a native id
+enters the table only through `complete()` (or an insert), which forgets it in the same step as
+its statement runs, and a probe remembers its answer in the same step as its SELECT ran — the
+loop's one connection sees its own writes, so no completion falls between a probe and what it
+learnt.
+
 The creation protocol (`server.jobs`) relies on three properties made here:
 - `insert_intent` commits in its own transaction, and the unique (owner, request_id) index makes
   exactly one concurrent insert per idempotency key win (`DuplicateRequestId` for the others);
@@ -10,6 +19,7 @@ The creation protocol (`server.jobs`) relies on three properties made here:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -24,9 +34,11 @@ from server.store._inline import InlineEngine, lookup, prepared
 from server.store._records import JobRecord
 from server.store._schema import job_metadata, jobs, provider_cursors
 
-__all__ = ["INTENT", "JobRepository"]
+__all__ = ["ABSENT_MEMORY", "INTENT", "JobRepository"]
 
 INTENT = "intent"
+ABSENT_MEMORY = 8192
+"""Native ids `by_native_ids` remembers as absent (least recently probed forgotten first)."""
 _BY_ID = lookup(jobs, "owner", "id")
 _BY_ANY_ID = lookup(jobs, "id")
 _BY_REQUEST_ID = lookup(jobs, "owner", "request_id")
@@ -103,6 +115,10 @@ class JobRepository:
         self._engine = engine
         self.inline = isinstance(engine, InlineEngine)
         """SQLite on this event loop: the database one process serves (see `server.store._inline`)."""
+        self._absent: collections.OrderedDict[str, set[tuple[str, str]]] | None = (
+            collections.OrderedDict() if self.inline else None
+        )
+        """native id → the (owner, account key) scopes known to have no row with it (inline only)."""
 
     # -- creation -------------------------------------------------------------------------
 
@@ -114,6 +130,8 @@ class JobRepository:
         try:
             async with self._engine.begin() if pairs else begin_one(self._engine) as conn:
                 result = await conn.execute(_INSERT, _row_values(record))
+                if self._absent is not None and record.native_id:  # an intent has none; never stale
+                    self._absent.pop(record.native_id, None)
                 if pairs:
                     await conn.execute(job_metadata.insert(), pairs)
         except IntegrityError as exc:
@@ -149,7 +167,11 @@ class JobRepository:
         """`intent → created` (also `failed → created`: a job found after it was given up on is
         still the caller's job); False if it was already finished otherwise."""
         values = {"job_id": job_id, "native_id": native_id, "status": status, "updated_at": now}
-        return await self._changed(_COMPLETE, {**values, "snapshot": _dumps(dict(snapshot))})
+        async with begin_one(self._engine) as conn:
+            result = await conn.execute(_COMPLETE, {**values, "snapshot": _dumps(dict(snapshot))})
+            if self._absent is not None:  # the step the UPDATE ran in (see the module docstring)
+                self._absent.pop(native_id, None)
+        return bool(result.rowcount == 1)
 
     async def fail(
         self,
@@ -202,13 +224,33 @@ class JobRepository:
         self, owner: str, account_key: str, native_ids: Iterable[str]
     ) -> dict[str, JobRecord]:
         """This owner's created jobs on `account_key` among `native_ids`, by native id."""
+        scope = (owner, account_key)
+        absent = self._absent
         wanted = list(native_ids)
+        if absent is not None:
+            wanted = [native_id for native_id in wanted if scope not in absent.get(native_id, ())]
         if not wanted:
             return {}
         parameters = {"owner": owner, "account_key": account_key, "native_ids": wanted}
         async with self._engine.connect() as conn:
             rows = (await conn.execute(_BY_NATIVE_IDS, parameters)).all()
-        return {record.native_id: record for record in map(_record, rows) if record.native_id}
+            found = {record.native_id: record for record in map(_record, rows) if record.native_id}
+            if absent is not None:  # the step the SELECT ran in (see the module docstring)
+                self._remember_absent(scope, [native_id for native_id in wanted if native_id not in found])
+        return found
+
+    def _remember_absent(self, scope: tuple[str, str], native_ids: list[str]) -> None:
+        absent = self._absent
+        assert absent is not None
+        for native_id in native_ids:
+            scopes = absent.get(native_id)
+            if scopes is None:
+                absent[native_id] = {scope}
+                if len(absent) > ABSENT_MEMORY:
+                    absent.popitem(last=False)
+            else:
+                scopes.add(scope)
+                absent.move_to_end(native_id)
 
     async def by_native_id(self, owner: str, provider: str, native_id: str) -> JobRecord | None:
         """This owner's created job with `native_id` on `provider`, if any."""
