@@ -19,10 +19,11 @@ Theory of operation. Each create becomes a row in `jobs` whose `state` moves::
 5. *Complete.* The answer is stored (`intent → created`, native id, snapshot) and committed.
    On a database shared by several processes (PostgreSQL) this happens before the answer, so
    any instance the caller asks next sees the job complete. On SQLite run inline (one process
-   serves it) the answer goes out first and the row is completed right after: the tagged,
-   attempted intent already guarantees the job is found again, so a store that fails (or a
-   crash) there is the crash window below, not a lost job, and the process's own calls that
-   meet the intent meanwhile wait for that store (`resolve`, `settle`).
+   serves it) the answer goes out first and the row is completed shortly after, in a batch with
+   the creates answered within `completion_delay` (10 ms): the tagged, attempted intent already
+   guarantees the job is found again, so a store that fails (or a crash) there is the crash
+   window below, not a lost job, and the process's own calls that meet the intent meanwhile
+   have its batch stored at once and wait for it (`resolve`, `settle`).
 
 The crash window is between 4 and 5: the provider has the job, the registry only the intent.
 Because the job carries its tag, nothing is lost: the reconciler (start-up and periodic, for
@@ -71,7 +72,7 @@ from server.jobs._backends import Backend, Backends
 from server.jobs._provider_files import ProviderFileCopier
 from server.jobs._render import job_object, normalize_status
 from server.providers._base import JobObject
-from server.store import INTENT, DuplicateRequestId, JobRecord, JobRepository
+from server.store import INTENT, Completion, DuplicateRequestId, JobRecord, JobRepository
 
 __all__ = [
     "CREATED",
@@ -115,7 +116,11 @@ class CreationSettings:
     processing and the create call). `wait`: how long a duplicate waits for the driver.
     `reconcile_grace`: intents younger than this are left to their request. `abandon_after`: an
     intent not found at the provider this long after creation becomes `failed`.
-    `tag_lookback`: tag searches start this long before the intent's creation."""
+    `tag_lookback`: tag searches start this long before the intent's creation.
+    `completion_delay`, `completion_batch`: on SQLite inline, a created job's row is completed
+    after its answer, together with the others answered within `completion_delay` of the first
+    (at most `completion_batch` at a time): one statement and one commit for all of them
+    instead of one each, and none of them on a later request's path."""
 
     lease: float = 900.0
     wait: float = 60.0
@@ -123,6 +128,19 @@ class CreationSettings:
     reconcile_grace: float = 30.0
     abandon_after: float = 900.0
     tag_lookback: int = 60
+    completion_delay: float = 0.01
+    completion_batch: int = 64
+
+
+class _Batch:
+    """Completions answered and not yet stored; `stored` resolves once they are (or failed)."""
+
+    __slots__ = ("records", "stored", "timer")
+
+    def __init__(self, stored: asyncio.Future[None]) -> None:
+        self.records: list[JobRecord] = []
+        self.stored = stored
+        self.timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +208,11 @@ class JobCreator:
         self._backends = backends
         self.settings = settings or CreationSettings()
         self._clock = clock
-        self._completing: dict[str, asyncio.Task[None]] = {}  # see `_complete_after_answer`
+        # Completions stored after their answer (see `_complete_after_answer`): the batch still
+        # collecting, the batches being written, and each waiting job's batch.
+        self._batch: _Batch | None = None
+        self._writing: set[asyncio.Task[None]] = set()
+        self._completing: dict[str, asyncio.Future[None]] = {}
 
     def _now(self) -> int:
         return int(self._clock())
@@ -391,35 +413,72 @@ class JobCreator:
 
     def _complete_after_answer(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
         """Step 5 for the request that created the job, on a database this process alone
-        serves: the answer goes out now, the row is completed right after. The intent
-        (attempted, its job tagged) is already stored, so a crash before the completion is
-        committed is the crash window of step 4, recovered the same way; the process's calls
-        that meet the intent wait for the completion in flight (`resolve`, `settle`)."""
+        serves: the answer goes out now, the row is completed a little later, in a batch with
+        the completions answered meanwhile (see `CreationSettings.completion_delay`). The intent
+        (attempted, its job tagged) is already stored, so a crash before the batch is committed
+        is the crash window of step 4, recovered the same way; the process's calls that meet
+        the intent meanwhile have its batch stored at once and wait for it (`resolve`,
+        `settle`)."""
         created = self._created(record, provider_job)
-        task = asyncio.get_running_loop().create_task(self._store_after_answer(created))
-        self._completing[created.id] = task
-        task.add_done_callback(lambda _done: self._completing.pop(created.id, None))
+        batch = self._batch
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._batch = _Batch(loop.create_future())
+            batch.timer = loop.call_later(self.settings.completion_delay, self._store_batch)
+        batch.records.append(created)
+        self._completing[created.id] = batch.stored
+        if len(batch.records) >= self.settings.completion_batch:
+            self._store_batch()
         return created
 
-    async def _store_after_answer(self, created: JobRecord) -> None:
+    def _store_batch(self) -> None:
+        """Start storing the batch of completions collected so far (one statement, one commit)."""
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        if batch.timer is not None:
+            batch.timer.cancel()
+        task = asyncio.get_running_loop().create_task(self._write_batch(batch))
+        self._writing.add(task)  # a reference until done (the loop keeps only weak ones)
+        task.add_done_callback(self._writing.discard)
+
+    async def _write_batch(self, batch: _Batch) -> None:
+        records = batch.records
         try:
-            await self._store_created(created)
-        except Exception:  # the intent stays: the reconciler or the next call completes it
-            logger.exception("storing the created job %s failed; it stays an intent", created.id)
+            await self._repo.complete_many(
+                [
+                    Completion(r.id, r.native_id or "", r.status, r.snapshot or {}, r.updated_at)
+                    for r in records
+                ]
+            )
+        except Exception:  # the intents stay: the reconciler or the next call completes them
+            logger.exception(
+                "storing %d created job(s) failed (%s); they stay intents",
+                len(records),
+                ", ".join(r.id for r in records),
+            )
+        finally:
+            for r in records:
+                self._completing.pop(r.id, None)
+            batch.stored.set_result(None)
 
     async def _completed_here(self, job_id: str) -> bool:
-        """Whether `job_id`'s completion was being stored after its answer; if so, once it is."""
-        completing = self._completing.get(job_id)
-        if completing is None:
+        """Whether `job_id`'s completion was waiting to be stored after its answer; if so, once
+        it is (its batch is stored now if it was still collecting)."""
+        stored = self._completing.get(job_id)
+        if stored is None:
             return False
-        await asyncio.shield(completing)  # a cancelled caller leaves the store running
+        if self._batch is not None and self._batch.stored is stored:
+            self._store_batch()
+        await asyncio.shield(stored)  # a cancelled caller leaves the store running
         return True
 
     async def settle(self) -> None:
-        """Wait for the completions still being stored (before reads by native id, and before
-        the database closes)."""
+        """Store the completions still waiting, and wait for them (before reads by native id,
+        and before the database closes)."""
         while self._completing:
-            await asyncio.wait(list(self._completing.values()))
+            self._store_batch()
+            await asyncio.wait(set(self._completing.values()))
 
     async def resolve(self, record: JobRecord, backend: Backend | None) -> JobRecord:
         """Complete an attempted intent if its job is found by tag (lazy resolution by a call

@@ -10,7 +10,7 @@ from __future__ import annotations
 from server.store._database import MIGRATIONS_DIR, Engine, create_engine, current_revision, migrate
 from server.store._files import DuplicateRequestId, FileRepository
 from server.store._job_history import MirrorRepository, ProviderFileRepository
-from server.store._jobs import INTENT, JobRepository
+from server.store._jobs import INTENT, Completion, JobRepository
 from server.store._records import (
     FileRecord,
     JobRecord,
@@ -24,6 +24,7 @@ from server.store._uploads import UploadRepository
 __all__ = [
     "INTENT",
     "MIGRATIONS_DIR",
+    "Completion",
     "Database",
     "DuplicateRequestId",
     "FileRecord",

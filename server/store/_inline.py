@@ -134,16 +134,22 @@ class InlineConnection:
         if self._single:
             self._one_statement()
         if parameters is not None and statement.get_execution_options().get(_PREPARED):
+            if isinstance(parameters, list):
+                return self._run_prepared_many(statement, parameters)
             return self._run_prepared(statement, parameters)
         result = self.sync_connection.execute(statement, parameters, **kwargs)
         if result.returns_rows:
             return result.freeze()()  # buffered: readable after the block, like aiosqlite's rows
         return result
 
-    def _run_prepared(self, statement: sa.ClauseElement, parameters: Mapping[str, Any]) -> _Rows:
+    def _plan(self, statement: sa.ClauseElement) -> _Plan:
         plan = _plans.get(statement)
         if plan is None:
             plan = _plans[statement] = _Plan(statement, self.dialect)
+        return plan
+
+    def _run_prepared(self, statement: sa.ClauseElement, parameters: Mapping[str, Any]) -> _Rows:
+        plan = self._plan(statement)
         driver = self.sync_connection.connection.driver_connection
         assert driver is not None
         sql, arguments = plan.bind(parameters)
@@ -157,6 +163,26 @@ class InlineConnection:
             if plan.row is None:
                 plan.row = collections.namedtuple("Row", [d[0] for d in cursor.description])  # type: ignore[misc]
             return _Rows([plan.row._make(values) for values in cursor.fetchall()])
+        finally:
+            cursor.close()
+
+    def _run_prepared_many(self, statement: sa.ClauseElement, rows: list[Mapping[str, Any]]) -> _Rows:
+        """A prepared write run once per parameter set (`executemany`: one statement, as
+        SQLAlchemy's list-of-parameters form is); `rowcount` is the rows changed in all."""
+        plan = self._plan(statement)
+        driver = self.sync_connection.connection.driver_connection
+        assert driver is not None
+        bound = [plan.bind(parameters) for parameters in rows]
+        sql = bound[0][0]
+        if any(other != sql for other, _ in bound):  # an `IN` of a different length per row
+            raise ValueError("executemany needs the same SQL for every parameter set")
+        arguments = [values for _, values in bound]
+        try:
+            cursor = driver.executemany(sql, arguments)
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise sa.exc.DBAPIError.instance(sql, arguments, exc, self.dialect.loaded_dbapi.Error) from exc
+        try:
+            return _Rows((), cursor.rowcount)
         finally:
             cursor.close()
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import sqlalchemy as sa
@@ -34,7 +34,7 @@ from server.store._inline import InlineEngine, lookup, prepared
 from server.store._records import JobRecord
 from server.store._schema import job_metadata, jobs, provider_cursors
 
-__all__ = ["ABSENT_MEMORY", "INTENT", "JobRepository"]
+__all__ = ["ABSENT_MEMORY", "INTENT", "Completion", "JobRepository"]
 
 INTENT = "intent"
 ABSENT_MEMORY = 8192
@@ -108,6 +108,16 @@ def _row_values(record: JobRecord) -> dict[str, Any]:
     return values
 
 
+class Completion(NamedTuple):
+    """One `intent → created` write (see `JobRepository.complete`)."""
+
+    job_id: str
+    native_id: str
+    status: str
+    snapshot: Mapping[str, Any]
+    now: int
+
+
 class JobRepository:
     """Reads and writes job rows. Methods taking `owner` are scoped to it."""
 
@@ -166,12 +176,28 @@ class JobRepository:
     ) -> bool:
         """`intent → created` (also `failed → created`: a job found after it was given up on is
         still the caller's job); False if it was already finished otherwise."""
-        values = {"job_id": job_id, "native_id": native_id, "status": status, "updated_at": now}
+        return await self.complete_many([Completion(job_id, native_id, status, snapshot, now)]) == 1
+
+    async def complete_many(self, completions: Sequence[Completion]) -> int:
+        """`complete` for several jobs in one statement (an `executemany`) and one commit;
+        returns how many rows it completed (a row finished otherwise is left as it is; a driver
+        that cannot count an `executemany` gives -1)."""
+        values = [
+            {
+                "job_id": c.job_id,
+                "native_id": c.native_id,
+                "status": c.status,
+                "updated_at": c.now,
+                "snapshot": _dumps(dict(c.snapshot)),
+            }
+            for c in completions
+        ]
         async with begin_one(self._engine) as conn:
-            result = await conn.execute(_COMPLETE, {**values, "snapshot": _dumps(dict(snapshot))})
+            result = await conn.execute(_COMPLETE, values if len(values) > 1 else values[0])
             if self._absent is not None:  # the step the UPDATE ran in (see the module docstring)
-                self._absent.pop(native_id, None)
-        return bool(result.rowcount == 1)
+                for c in completions:
+                    self._absent.pop(c.native_id, None)
+        return int(result.rowcount)
 
     async def fail(
         self,

@@ -105,6 +105,39 @@ async def test_prepared_in_lists_and_writes(tmp_path: Path) -> None:
         await engine.dispose()
 
 
+_SET_NAME = prepared(  # a literal IN, as the jobs' completion has
+    _things.update()
+    .where(_things.c.seq == sa.bindparam("seq"), _things.c.owner.in_(["a", "b"]))
+    .values(name=sa.bindparam("name"))
+)
+_SET_OWNER = prepared(
+    _things.update().where(_things.c.seq == sa.bindparam("seq")).values(owner=sa.bindparam("owner"))
+)
+
+
+async def test_a_prepared_write_with_a_list_of_parameters_runs_once_per_set(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    try:
+        rows = [{"seq": 1, "name": "x"}, {"seq": 4, "name": "w"}, {"seq": 99, "name": "nobody"}]
+        async with engine.begin(single_statement=True) as conn:
+            assert (await conn.execute(_SET_NAME, rows)).rowcount == 2  # changed rows, summed
+        async with engine.connect() as conn:
+            assert [(r.seq, r.name) for r in (await conn.execute(_BY_OWNER, {"owner": "b"})).all()] == [
+                (4, "w")
+            ]
+            assert (await conn.execute(_BY_NAMES, {"names": ["x"]})).all() != []
+        # A set that fails half-way (NOT NULL) keeps nothing of the statement: not even the first set.
+        with pytest.raises(sa.exc.IntegrityError):
+            async with engine.begin(single_statement=True) as conn:
+                await conn.execute(_SET_OWNER, [{"seq": 1, "owner": "c"}, {"seq": 2, "owner": None}])
+        assert _committed(tmp_path, "c") == 0
+        with pytest.raises(ValueError, match="same SQL"):
+            async with engine.begin(single_statement=True) as conn:
+                await conn.execute(_BY_NAMES, [{"names": ["a"]}, {"names": ["a", "b"]}])
+    finally:
+        await engine.dispose()
+
+
 # -- group commit ------------------------------------------------------------------------------
 
 _parents = sa.Table("parents", _meta, sa.Column("id", sa.Integer, primary_key=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -134,18 +135,19 @@ async def test_an_intent_never_found_is_given_up(
 
 
 def hold_completions(gateway: GatewayServer, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """Make every `complete` of the registry wait for the returned event (on a database this
-    process alone serves; skips the test on PostgreSQL, whose answer waits for the store)."""
+    """Make every batch of completions stored after the answers (`complete_many`) wait for the
+    returned event (on a database this process alone serves; skips the test on PostgreSQL,
+    whose answer waits for the store)."""
     if not gateway.database.jobs.inline:
         pytest.skip("on a shared database the completion is stored before the answer")
     release = asyncio.Event()
-    original = gateway.database.jobs.complete
+    original = gateway.database.jobs.complete_many
 
-    async def complete(*args: Any, **kwargs: Any) -> bool:
+    async def complete_many(*args: Any, **kwargs: Any) -> int:
         await release.wait()
         return await original(*args, **kwargs)
 
-    monkeypatch.setattr(gateway.database.jobs, "complete", complete)
+    monkeypatch.setattr(gateway.database.jobs, "complete_many", complete_many)
     return release
 
 
@@ -193,19 +195,19 @@ async def test_a_completion_that_cannot_be_stored_leaves_the_intent_for_the_reco
     if not gateway.database.jobs.inline:
         pytest.skip("on a shared database the store is part of the answer")
 
-    async def refused(*_args: Any, **_kwargs: Any) -> bool:
+    async def refused(*_args: Any, **_kwargs: Any) -> int:
         raise RuntimeError("disk full")
 
-    original = gateway.database.jobs.complete
-    monkeypatch.setattr(gateway.database.jobs, "complete", refused)
+    original = gateway.database.jobs.complete_many
+    monkeypatch.setattr(gateway.database.jobs, "complete_many", refused)
     owner = owner_from_metadata(TEAM)
     job = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM))
     await gateway.jobs.creator.settle()
-    assert "stays an intent" in caplog.text
+    assert "they stay intents" in caplog.text
     row = await gateway.database.jobs.get(owner, job["id"])
     assert row is not None and (row.state, row.attempted) == ("intent", True)
 
-    monkeypatch.setattr(gateway.database.jobs, "complete", original)
+    monkeypatch.setattr(gateway.database.jobs, "complete_many", original)
     clock.advance(31)
     assert await gateway.jobs.reconcile() == ReconcileReport(completed=1)
     row = await gateway.database.jobs.get(owner, job["id"])
@@ -225,3 +227,80 @@ async def test_closing_the_service_stores_the_completions_in_flight(
     await closing
     row = await gateway.database.jobs.get(owner, job["id"])
     assert row is not None and row.state == "created"
+
+
+# -- completions stored in batches ------------------------------------------------------------
+
+
+def count_batches(
+    gateway: GatewayServer, monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> list[list[str]]:
+    """Set the creator's batching `settings`; returns the job ids of each `complete_many` call
+    (skips the test on PostgreSQL, whose creates store their completion before answering)."""
+    if not gateway.database.jobs.inline:
+        pytest.skip("on a shared database each completion is stored before its answer")
+    creator = gateway.jobs.creator
+    monkeypatch.setattr(creator, "settings", dataclasses.replace(creator.settings, **settings))
+    batches: list[list[str]] = []
+    original = gateway.database.jobs.complete_many
+
+    async def complete_many(completions: Any) -> int:
+        batches.append([c.job_id for c in completions])
+        return await original(completions)
+
+    monkeypatch.setattr(gateway.database.jobs, "complete_many", complete_many)
+    return batches
+
+
+async def states(gateway: GatewayServer, owner: str, ids: list[str]) -> list[str]:
+    rows = [await gateway.database.jobs.get(owner, job_id) for job_id in ids]
+    return [row.state if row is not None else "missing" for row in rows]
+
+
+async def test_creates_answered_together_are_completed_in_one_batch_after_the_delay(
+    gateway: GatewayServer, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches = count_batches(gateway, monkeypatch, completion_delay=0.2)
+    owner = owner_from_metadata(TEAM)
+    ids = [(await gateway.jobs.create(owner, BODY, metadata=dict(TEAM)))["id"] for _ in range(3)]
+    assert batches == [] and await states(gateway, owner, ids) == ["intent"] * 3
+    await asyncio.sleep(0.4)  # no call asked for them: the timer stores them
+    assert batches == [ids]
+    assert await states(gateway, owner, ids) == ["created"] * 3
+    rows = [await gateway.database.jobs.get(owner, job_id) for job_id in ids]
+    assert sorted(str(row.native_id) for row in rows if row is not None) == sorted(provider.jobs)
+
+
+async def test_a_full_batch_is_stored_at_once(
+    gateway: GatewayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches = count_batches(gateway, monkeypatch, completion_delay=3600.0, completion_batch=2)
+    owner = owner_from_metadata(TEAM)
+    ids = [(await gateway.jobs.create(owner, BODY, metadata=dict(TEAM)))["id"] for _ in range(3)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert batches == [ids[:2]]
+    assert await states(gateway, owner, ids) == ["created", "created", "intent"]
+    await gateway.jobs.creator.settle()
+    assert batches == [ids[:2], ids[2:]]
+
+
+async def test_a_call_meeting_a_waiting_completion_has_its_batch_stored_at_once(
+    gateway: GatewayServer, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches = count_batches(gateway, monkeypatch, completion_delay=3600.0)
+    owner = owner_from_metadata(TEAM)
+    first = (await gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k"))["id"]
+    retrieved = await asyncio.wait_for(gateway.jobs.retrieve(owner, first, metadata=dict(TEAM)), 5)
+    assert retrieved["id"] == first and retrieved["fine_tuned_model"] is None
+    assert batches == [[first]]
+    second = (await gateway.jobs.create(owner, BODY, metadata=dict(TEAM)))["id"]
+    listed = await asyncio.wait_for(gateway.jobs.list(owner, metadata={}), 5)  # the registry
+    assert [job["id"] for job in listed.data] == [second, first]
+    replayed = await asyncio.wait_for(
+        gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k"), 5
+    )
+    assert replayed["id"] == first
+    assert batches == [[first], [second]]
+    assert await states(gateway, owner, [first, second]) == ["created", "created"]
+    assert provider.ops("find_job_by_tag") == [] and len(provider.ops("create_job")) == 2
