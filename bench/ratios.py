@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/ratios.py bench/results/gateway-<time>.jsonl
 
-One row per scenario and concurrency: both gateways' req/s, added p50 (the gateway's p50 minus
+One table per pass (`REPEAT=2` runs two, tagged `run1`, `run2`), one row per scenario and
+concurrency: both gateways' req/s, added p50 (the gateway's p50 minus
 the direct call's), CPU per request, and tunegate / Portkey for each. A cell is bold where the
 issue's target is met: CPU and added p50 at most 0.5×, req/s at least 2×.
 """
@@ -15,21 +16,22 @@ from pathlib import Path
 from typing import Any
 
 
-def _loads(path: Path) -> dict[tuple[str, int, str], dict[str, Any]]:
-    rows: dict[tuple[str, int, str], dict[str, Any]] = {}
+def _loads(path: Path) -> dict[str, dict[tuple[str, int, str], dict[str, Any]]]:
+    """The load records of each pass (by tag), keyed by (scenario, concurrency, target)."""
+    passes: dict[str, dict[tuple[str, int, str], dict[str, Any]]] = {}
     for line in path.read_text().splitlines():
         record = json.loads(line)
         if record.get("kind") == "load":
+            rows = passes.setdefault(record.get("tag") or "", {})
             rows[(record["scenario"], record["conc"], record["target"])] = record
-    return rows
+    return passes
 
 
 def _bold(text: str, met: bool) -> str:
     return f"**{text}**" if met else text
 
 
-def table(path: Path) -> str:
-    rows = _loads(path)
+def table(rows: dict[tuple[str, int, str], dict[str, Any]]) -> str:
     out = [
         "| scenario | c | Portkey req/s | tunegate req/s | Portkey +p50 ms | tunegate +p50 ms "
         "| Portkey CPU µs/req | tunegate CPU µs/req | CPU ratio | req/s ratio | +p50 ratio |",
@@ -64,4 +66,5 @@ def table(path: Path) -> str:
 
 if __name__ == "__main__":
     for name in sys.argv[1:]:
-        print(table(Path(name)))
+        for tag, rows in _loads(Path(name)).items():
+            print(f"{name} {tag}".rstrip() + "\n\n" + table(rows) + "\n")

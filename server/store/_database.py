@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,26 @@ def begin_one(engine: Engine) -> contextlib.AbstractAsyncContextManager[AsyncCon
     if isinstance(engine, InlineEngine):
         return engine.begin(single_statement=True)
     return engine.begin()
+
+
+async def write_one(
+    engine: Engine, statement: Any, parameters: Any, *, ran: Callable[[], None] | None = None
+) -> Any:
+    """Run one write (a `prepared` statement, for SQLite's fast path) in `begin_one`'s block,
+    committed when this returns; its result (`rowcount`, `inserted_primary_key`). `ran` is
+    called in the same step as the statement runs, before the commit is awaited. On SQLite a
+    write that would commit at once anyway runs without the block (`InlineEngine.write_now`)."""
+    if isinstance(engine, InlineEngine):
+        rows = engine.write_now(statement, parameters)
+        if rows is not None:
+            if ran is not None:
+                ran()
+            return rows
+    async with begin_one(engine) as conn:
+        result = await conn.execute(statement, parameters)
+        if ran is not None:
+            ran()
+    return result
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -116,6 +116,45 @@ class _Rows:
 _plans: dict[sa.ClauseElement, _Plan] = {}  # prepared statements live for the process
 
 
+def run_prepared(
+    connection: sa.Connection,
+    statement: sa.ClauseElement,
+    parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+) -> _Rows:
+    """Run a prepared statement straight on the driver's cursor. A list of parameter sets runs
+    a write once per set (`executemany`: one statement, as SQLAlchemy's list form is), its
+    `rowcount` the rows changed in all."""
+    plan = _plans.get(statement)
+    if plan is None:
+        plan = _plans[statement] = _Plan(statement, connection.dialect)
+    driver: Any = connection.connection.driver_connection
+    error = connection.dialect.loaded_dbapi.Error
+    if isinstance(parameters, Mapping):
+        sql, arguments = plan.bind(parameters)
+        try:
+            cursor = driver.execute(sql, arguments)
+        except error as exc:  # e.g. a unique index: SQLAlchemy's class
+            raise sa.exc.DBAPIError.instance(sql, arguments, exc, error) from exc
+    else:
+        bound = [plan.bind(one) for one in parameters]
+        sql = bound[0][0]
+        if any(other != sql for other, _ in bound):  # an `IN` of a different length per set
+            raise ValueError("executemany needs the same SQL for every parameter set")
+        many = [values for _, values in bound]
+        try:
+            cursor = driver.executemany(sql, many)
+        except error as exc:
+            raise sa.exc.DBAPIError.instance(sql, many, exc, error) from exc
+    try:
+        if cursor.description is None:  # a write: a count, and the new row's key
+            return _Rows((), cursor.rowcount, cursor.lastrowid)
+        if plan.row is None:
+            plan.row = collections.namedtuple("Row", [d[0] for d in cursor.description])  # type: ignore[misc]
+        return _Rows([plan.row._make(values) for values in cursor.fetchall()])
+    finally:
+        cursor.close()
+
+
 class InlineConnection:
     """A synchronous `sqlalchemy.Connection` behind `AsyncConnection`'s awaitable methods."""
 
@@ -142,49 +181,11 @@ class InlineConnection:
             return result.freeze()()  # buffered: readable after the block, like aiosqlite's rows
         return result
 
-    def _plan(self, statement: sa.ClauseElement) -> _Plan:
-        plan = _plans.get(statement)
-        if plan is None:
-            plan = _plans[statement] = _Plan(statement, self.dialect)
-        return plan
-
     def _run_prepared(self, statement: sa.ClauseElement, parameters: Mapping[str, Any]) -> _Rows:
-        plan = self._plan(statement)
-        driver = self.sync_connection.connection.driver_connection
-        assert driver is not None
-        sql, arguments = plan.bind(parameters)
-        try:
-            cursor = driver.execute(sql, arguments)
-        except self.dialect.loaded_dbapi.Error as exc:  # e.g. a unique index: SQLAlchemy's class
-            raise sa.exc.DBAPIError.instance(sql, arguments, exc, self.dialect.loaded_dbapi.Error) from exc
-        try:
-            if cursor.description is None:  # a write: a count, and the new row's key
-                return _Rows((), cursor.rowcount, cursor.lastrowid)
-            if plan.row is None:
-                plan.row = collections.namedtuple("Row", [d[0] for d in cursor.description])  # type: ignore[misc]
-            return _Rows([plan.row._make(values) for values in cursor.fetchall()])
-        finally:
-            cursor.close()
+        return run_prepared(self.sync_connection, statement, parameters)
 
     def _run_prepared_many(self, statement: sa.ClauseElement, rows: list[Mapping[str, Any]]) -> _Rows:
-        """A prepared write run once per parameter set (`executemany`: one statement, as
-        SQLAlchemy's list-of-parameters form is); `rowcount` is the rows changed in all."""
-        plan = self._plan(statement)
-        driver = self.sync_connection.connection.driver_connection
-        assert driver is not None
-        bound = [plan.bind(parameters) for parameters in rows]
-        sql = bound[0][0]
-        if any(other != sql for other, _ in bound):  # an `IN` of a different length per row
-            raise ValueError("executemany needs the same SQL for every parameter set")
-        arguments = [values for _, values in bound]
-        try:
-            cursor = driver.executemany(sql, arguments)
-        except self.dialect.loaded_dbapi.Error as exc:
-            raise sa.exc.DBAPIError.instance(sql, arguments, exc, self.dialect.loaded_dbapi.Error) from exc
-        try:
-            return _Rows((), cursor.rowcount)
-        finally:
-            cursor.close()
+        return run_prepared(self.sync_connection, statement, rows)
 
     async def scalar(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
         if self._single:
@@ -266,6 +267,42 @@ class InlineEngine:
 
     def connect(self) -> _Block:
         return _Block(self, transaction=False)
+
+    def write_now(
+        self, statement: sa.ClauseElement, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+    ) -> _Rows | None:
+        """Run one prepared write and commit it, now, when a `begin(single_statement=True)`
+        block would commit it at once anyway — no block is running or waiting, no group is
+        open, the last group held one block, and no block has committed at once in this loop
+        turn (see the class docstring) — without the block's machinery: the lock, the group's
+        futures, an explicit BEGIN. Only `prepared` statements. None: it was not run; take the
+        block. A failing statement is undone (the rollback of the transaction it opened) and
+        raised."""
+        if self._group is not None or self._lock.locked() or self._last_group != 1 or self._alone_this_turn:
+            return None
+        if not statement.get_execution_options().get(_PREPARED):  # type: ignore[attr-defined]
+            return None  # plans are kept per statement object: only module-level ones
+        connection = self._open()
+        driver: Any = connection.connection.driver_connection
+        if connection.in_transaction():
+            connection.rollback()  # nothing of a finished block is ever left open
+        if driver.in_transaction:
+            driver.rollback()
+        try:
+            rows = run_prepared(connection, statement, parameters)
+            driver.commit()
+        except BaseException as exc:
+            if driver.in_transaction:
+                driver.rollback()
+            if isinstance(exc, self.dialect.loaded_dbapi.Error):  # as SQLAlchemy's commit raises it
+                raise sa.exc.DBAPIError.instance(
+                    "COMMIT", None, exc, self.dialect.loaded_dbapi.Error
+                ) from exc
+            raise
+        self._alone_this_turn = True  # a second write in this turn joins the turn's group
+        asyncio.get_running_loop().call_soon(self._next_turn)
+        self._committed()
+        return rows
 
     def begin(self, *, grouped: bool = True, single_statement: bool = False) -> _Block:
         """A write block, kept in the group commit; `grouped=False` runs it as a transaction

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -28,7 +29,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from server.store._database import Engine, begin_one
+from server.store._database import Engine, write_one
 from server.store._files import DuplicateRequestId
 from server.store._inline import InlineEngine, lookup, prepared
 from server.store._records import JobRecord
@@ -138,12 +139,14 @@ class JobRepository:
         The row may be stored already `attempted` (see `mark_attempted`)."""
         pairs = [{"job_id": record.id, "key": k, "value": v} for k, v in (record.metadata or {}).items()]
         try:
-            async with self._engine.begin() if pairs else begin_one(self._engine) as conn:
-                result = await conn.execute(_INSERT, _row_values(record))
-                if self._absent is not None and record.native_id:  # an intent has none; never stale
-                    self._absent.pop(record.native_id, None)
-                if pairs:
+            if pairs:
+                async with self._engine.begin() as conn:
+                    result = await conn.execute(_INSERT, _row_values(record))
+                    self._forget_absent(record.native_id)
                     await conn.execute(job_metadata.insert(), pairs)
+            else:
+                forget = functools.partial(self._forget_absent, record.native_id)
+                result = await write_one(self._engine, _INSERT, _row_values(record), ran=forget)
         except IntegrityError as exc:
             if record.request_id is not None:
                 raise DuplicateRequestId(record.request_id) from exc
@@ -192,11 +195,14 @@ class JobRepository:
             }
             for c in completions
         ]
-        async with begin_one(self._engine) as conn:
-            result = await conn.execute(_COMPLETE, values if len(values) > 1 else values[0])
-            if self._absent is not None:  # the step the UPDATE ran in (see the module docstring)
-                for c in completions:
-                    self._absent.pop(c.native_id, None)
+
+        def forget() -> None:  # the step the UPDATE ran in (see the module docstring)
+            for c in completions:
+                self._forget_absent(c.native_id)
+
+        result = await write_one(
+            self._engine, _COMPLETE, values if len(values) > 1 else values[0], ran=forget
+        )
         return int(result.rowcount)
 
     async def fail(
@@ -264,6 +270,11 @@ class JobRepository:
             if absent is not None:  # the step the SELECT ran in (see the module docstring)
                 self._remember_absent(scope, [native_id for native_id in wanted if native_id not in found])
         return found
+
+    def _forget_absent(self, native_id: str | None) -> None:
+        """In the step of a statement that may have stored `native_id` (see the module docstring)."""
+        if self._absent is not None and native_id:
+            self._absent.pop(native_id, None)
 
     def _remember_absent(self, scope: tuple[str, str], native_ids: list[str]) -> None:
         absent = self._absent
@@ -364,6 +375,5 @@ class JobRepository:
         return None if row is None else _record(row)
 
     async def _changed(self, query: sa.Update, parameters: Mapping[str, Any] | None = None) -> bool:
-        async with begin_one(self._engine) as conn:
-            result = await conn.execute(query, parameters)
+        result = await write_one(self._engine, query, parameters)
         return bool(result.rowcount == 1)

@@ -218,6 +218,36 @@ async def test_writes_one_at_a_time_commit_at_once_and_a_burst_after_them_groups
         await engine.dispose()
 
 
+async def test_a_write_that_would_commit_at_once_runs_at_once_without_a_block(tmp_path: Path) -> None:
+    engine = await _engine(tmp_path)
+    seen = await _statements(engine)
+    try:
+        # No history: a block alone waits for the end of the turn, so the write is not run now.
+        assert engine.write_now(_ADD, {"owner": "first"}) is None and _committed(tmp_path, "first") == 0
+        async with engine.begin(single_statement=True) as conn:
+            await conn.execute(_ADD, {"owner": "first"})
+        await asyncio.sleep(0)
+        rows = engine.write_now(_ADD, {"owner": "now"})
+        assert rows is not None and rows.rowcount == 1 and rows.inserted_primary_key is not None
+        assert _committed(tmp_path, "now") == 1 and seen[-1] == "COMMIT"  # committed on return
+        # A second write in the same turn joins the turn's group (as a block would): not now.
+        assert engine.write_now(_ADD, {"owner": "second"}) is None
+        await asyncio.sleep(0)
+        async with engine.connect():  # a block is running: not now
+            assert engine.write_now(_ADD, {"owner": "beside"}) is None
+        ad_hoc = _things.insert().values(owner="ad hoc", flag=False)  # not prepared: never
+        assert engine.write_now(ad_hoc, {}) is None
+        # A statement SQLite refuses is undone and raised; the engine goes on.
+        with pytest.raises(sa.exc.IntegrityError):
+            engine.write_now(_SET_OWNER, [{"seq": 1, "owner": "c"}, {"seq": 2, "owner": None}])
+        assert _committed(tmp_path, "c") == 0
+        await asyncio.sleep(0)
+        assert engine.write_now(_SET_OWNER, {"seq": 1, "owner": "c"}) is not None
+        assert _committed(tmp_path, "c") == 1
+    finally:
+        await engine.dispose()
+
+
 async def test_a_failed_block_undoes_only_itself(tmp_path: Path) -> None:
     engine = await _engine(tmp_path)
 
