@@ -155,6 +155,17 @@ def run_prepared(
         cursor.close()
 
 
+def _fresh_driver(connection: sa.Connection) -> Any:
+    """The connection's driver, with no transaction open: nothing of a finished block is ever
+    left open when a new transaction starts."""
+    driver: Any = connection.connection.driver_connection
+    if connection.in_transaction():
+        connection.rollback()
+    if driver.in_transaction:
+        driver.rollback()
+    return driver
+
+
 class InlineConnection:
     """A synchronous `sqlalchemy.Connection` behind `AsyncConnection`'s awaitable methods."""
 
@@ -173,19 +184,16 @@ class InlineConnection:
         if self._single:
             self._one_statement()
         if parameters is not None and statement.get_execution_options().get(_PREPARED):
-            if isinstance(parameters, list):
-                return self._run_prepared_many(statement, parameters)
             return self._run_prepared(statement, parameters)
         result = self.sync_connection.execute(statement, parameters, **kwargs)
         if result.returns_rows:
             return result.freeze()()  # buffered: readable after the block, like aiosqlite's rows
         return result
 
-    def _run_prepared(self, statement: sa.ClauseElement, parameters: Mapping[str, Any]) -> _Rows:
+    def _run_prepared(
+        self, statement: sa.ClauseElement, parameters: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+    ) -> _Rows:
         return run_prepared(self.sync_connection, statement, parameters)
-
-    def _run_prepared_many(self, statement: sa.ClauseElement, rows: list[Mapping[str, Any]]) -> _Rows:
-        return run_prepared(self.sync_connection, statement, rows)
 
     async def scalar(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
         if self._single:
@@ -283,11 +291,7 @@ class InlineEngine:
         if not statement.get_execution_options().get(_PREPARED):  # type: ignore[attr-defined]
             return None  # plans are kept per statement object: only module-level ones
         connection = self._open()
-        driver: Any = connection.connection.driver_connection
-        if connection.in_transaction():
-            connection.rollback()  # nothing of a finished block is ever left open
-        if driver.in_transaction:
-            driver.rollback()
+        driver = _fresh_driver(connection)
         try:
             rows = run_prepared(connection, statement, parameters)
             driver.commit()
@@ -364,10 +368,7 @@ class InlineEngine:
         needs one. Returns the driver connection."""
         driver: Any = connection.connection.driver_connection
         if self._group is None:
-            if connection.in_transaction():
-                connection.rollback()  # nothing of a finished block is ever left open
-            if driver.in_transaction:
-                driver.rollback()
+            _fresh_driver(connection)
             driver.execute("BEGIN")
             self._group = []
         if savepoint:

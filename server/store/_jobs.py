@@ -200,6 +200,7 @@ class JobRepository:
             for c in completions:
                 self._forget_absent(c.native_id)
 
+        # One set runs as a plain execute: its rowcount is exact on every driver (`complete`).
         result = await write_one(
             self._engine, _COMPLETE, values if len(values) > 1 else values[0], ran=forget
         )
