@@ -10,6 +10,9 @@ Theory of operation. Each create becomes a row in `jobs` whose `state` moves::
    (status `validating_files`, the request, its hash, the idempotency key) in its own committed
    transaction, holding a *lease* (`lease_until`) that says who is driving it. The unique
    (owner, request_id) index makes exactly one concurrent insert per key win; the others replay.
+   On SQLite run inline, an intent without a key is recorded by a line in the intent journal
+   instead and stored with its completion (`server.store._journal`): the same record, kept
+   by one `write(2)` rather than a transaction, seen by every statement on jobs.
 2. *Files.* Gateway files are copied to the provider account (once; see `_provider_files`).
 3. *Attempted.* `attempted` is committed just before `provider.create_job` — from then on the
    provider may hold a job for this row. A request naming no gateway file has nothing to do

@@ -61,10 +61,17 @@ class Database:
         engine = create_engine(url)
         try:
             await migrate(engine)
+            database = cls(engine)
         except BaseException:
             await engine.dispose()
             raise
-        return cls(engine)
+        try:
+            await database.jobs.recover()  # before anything reads a job
+        except BaseException:
+            await database.close()
+            raise
+        return database
 
     async def close(self) -> None:
+        await self.jobs.aclose()
         await self.engine.dispose()

@@ -258,6 +258,8 @@ class InlineEngine:
         self._group: list[asyncio.Future[None]] | None = None  # the open group's kept blocks
         self._flush: asyncio.Handle | asyncio.Task[None] | None = None
         self._checkpoint_path = checkpoint_path
+        self.path = checkpoint_path
+        """The database file, when it is a plain path (the intent journal lives beside it)."""
         self._checkpoint_every = checkpoint_every
         self._commits = 0
         self._last_group = 0  # blocks in the last group committed (0: none yet)

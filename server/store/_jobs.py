@@ -9,8 +9,17 @@ its statement runs, and a probe remembers its answer in the same step as its SEL
 loop's one connection sees its own writes, so no completion falls between a probe and what it
 learnt.
 
+On SQLite with a database file, an intent without an idempotency key is recorded by a line in
+the intent journal (`server.store._journal`) and kept in `_pending` until a batch stores it:
+with its completion (`complete_many`), before any other statement on `jobs` (`_caught_up`, in
+`_first`, `_changed`, `page`, `intents_before`, `by_native_ids` and keyed inserts), after
+`JOURNAL_BACKSTOP`, and at `aclose`; `recover` replays the journal at start-up. Batches run one
+at a time, each in a task of its own so a cancelled caller cannot leave one half-known; their
+inserts are `OR IGNORE`, so a row stored twice (a replay) changes nothing.
+
 The creation protocol (`server.jobs`) relies on three properties made here:
-- `insert_intent` commits in its own transaction, and the unique (owner, request_id) index makes
+- `insert_intent` records the intent before it returns (a committed row, or a journal line that
+  every later statement on `jobs` sees as the row), and the unique (owner, request_id) index makes
   exactly one concurrent insert per idempotency key win (`DuplicateRequestId` for the others);
 - `acquire_lease`, `complete` and `fail` are compare-and-set updates on `state = 'intent'`, so
   two workers can never both finish one intent differently;
@@ -19,9 +28,11 @@ The creation protocol (`server.jobs`) relies on three properties made here:
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import functools
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -32,19 +43,36 @@ from sqlalchemy.exc import IntegrityError
 from server.store._database import Engine, write_one
 from server.store._files import DuplicateRequestId
 from server.store._inline import InlineEngine, lookup, prepared
+from server.store._journal import IntentJournal
 from server.store._records import JobRecord
 from server.store._schema import job_metadata, jobs, provider_cursors
 
 __all__ = ["ABSENT_MEMORY", "INTENT", "Completion", "JobRepository"]
 
+logger = logging.getLogger(__name__)
+
 INTENT = "intent"
 ABSENT_MEMORY = 8192
+JOURNAL_BACKSTOP = 1.0
+"""Seconds after which journaled intents are stored even without their completions."""
+JOURNAL_PENDING_LIMIT = 1024
+"""Journaled intents past which they are stored at once."""
 """Native ids `by_native_ids` remembers as absent (least recently probed forgotten first)."""
 _BY_ID = lookup(jobs, "owner", "id")
 _BY_ANY_ID = lookup(jobs, "id")
 _BY_REQUEST_ID = lookup(jobs, "owner", "request_id")
 _INSERT = prepared(
     jobs.insert().values({c.name: sa.bindparam(c.name) for c in jobs.columns if c.name != "seq"})
+)
+_REPLAY = prepared(  # a journaled row, which may be stored already (see `recover`, `_write_pending`)
+    jobs.insert()
+    .prefix_with("OR IGNORE")
+    .values({c.name: sa.bindparam(c.name) for c in jobs.columns if c.name != "seq"})
+)
+_REPLAY_METADATA = prepared(
+    job_metadata.insert()
+    .prefix_with("OR IGNORE")
+    .values({name: sa.bindparam(name) for name in ("job_id", "key", "value")})
 )
 _MARK_ATTEMPTED = prepared(
     jobs.update()
@@ -109,6 +137,16 @@ def _row_values(record: JobRecord) -> dict[str, Any]:
     return values
 
 
+def _completion_values(c: Completion) -> dict[str, Any]:
+    return {
+        "job_id": c.job_id,
+        "native_id": c.native_id,
+        "status": c.status,
+        "updated_at": c.now,
+        "snapshot": _dumps(dict(c.snapshot)),
+    }
+
+
 class Completion(NamedTuple):
     """One `intent → created` write (see `JobRepository.complete`)."""
 
@@ -130,6 +168,15 @@ class JobRepository:
             collections.OrderedDict() if self.inline else None
         )
         """native id → the (owner, account key) scopes known to have no row with it (inline only)."""
+        self._journal: IntentJournal | None = None
+        """The intent journal (SQLite with a database file; see `server.store._journal`)."""
+        if isinstance(engine, InlineEngine) and engine.path is not None:
+            self._journal = IntentJournal.open(engine.path)
+        self._pending: dict[str, tuple[JobRecord, bytes]] = {}
+        """Journaled intents not yet in the table, by id, with their journal lines, oldest first."""
+        self._flushing: asyncio.Task[int] | None = None  # the batch of pending rows being stored
+        self._backstop: asyncio.TimerHandle | None = None
+        self._backstop_task: asyncio.Task[None] | None = None
 
     # -- creation -------------------------------------------------------------------------
 
@@ -138,6 +185,14 @@ class JobRepository:
         with its `seq`. Raises `DuplicateRequestId` when the (owner, request_id) pair exists.
         The row may be stored already `attempted` (see `mark_attempted`)."""
         pairs = [{"job_id": record.id, "key": k, "value": v} for k, v in (record.metadata or {}).items()]
+        if self._journal is not None and record.request_id is None:
+            # No key to keep unique: the journal line is the record (see `_journal`).
+            line = orjson.dumps({"row": _row_values(record), "metadata": pairs}) + b"\n"
+            self._journal.append(line)
+            self._pending[record.id] = (record, line)
+            self._schedule_backstop()
+            return record
+        await self._caught_up()  # rows keep the order of their creation (`seq`)
         try:
             if pairs:
                 async with self._engine.begin() as conn:
@@ -184,17 +239,14 @@ class JobRepository:
     async def complete_many(self, completions: Sequence[Completion]) -> int:
         """`complete` for several jobs in one statement (an `executemany`) and one commit;
         returns how many rows it completed (a row finished otherwise is left as it is; a driver
-        that cannot count an `executemany` gives -1)."""
-        values = [
-            {
-                "job_id": c.job_id,
-                "native_id": c.native_id,
-                "status": c.status,
-                "updated_at": c.now,
-                "snapshot": _dumps(dict(c.snapshot)),
-            }
-            for c in completions
-        ]
+        that cannot count an `executemany` gives -1). Journaled intents among them are stored
+        completed, in the same transaction."""
+        pending = self._pending
+        if self._journal is not None and (
+            self._flushing is not None or any(c.job_id in pending for c in completions)
+        ):
+            return await self._store_pending(completions)
+        values = [_completion_values(c) for c in completions]
 
         def forget() -> None:  # the step the UPDATE ran in (see the module docstring)
             for c in completions:
@@ -264,6 +316,7 @@ class JobRepository:
             wanted = [native_id for native_id in wanted if scope not in absent.get(native_id, ())]
         if not wanted:
             return {}
+        await self._caught_up()
         parameters = {"owner": owner, "account_key": account_key, "native_ids": wanted}
         async with self._engine.connect() as conn:
             rows = (await conn.execute(_BY_NATIVE_IDS, parameters)).all()
@@ -327,6 +380,7 @@ class JobRepository:
                     )
                 )
         query = query.order_by(jobs.c.seq.desc()).limit(limit)
+        await self._caught_up()
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_record(row) for row in rows]
@@ -339,6 +393,7 @@ class JobRepository:
             .order_by(jobs.c.created_at)
             .limit(limit)
         )
+        await self._caught_up()
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_record(row) for row in rows]
@@ -371,10 +426,159 @@ class JobRepository:
     async def _first(
         self, query: sa.Select[Any], parameters: Mapping[str, Any] | None = None
     ) -> JobRecord | None:
+        await self._caught_up()
         async with self._engine.connect() as conn:
             row = (await conn.execute(query, parameters)).first()
         return None if row is None else _record(row)
 
     async def _changed(self, query: sa.Update, parameters: Mapping[str, Any] | None = None) -> bool:
+        await self._caught_up()
         result = await write_one(self._engine, query, parameters)
         return bool(result.rowcount == 1)
+
+    # -- journaled intents (SQLite inline; see `server.store._journal`) ----------------------
+
+    async def _caught_up(self) -> None:
+        """Every journaled intent in the table: called before any statement on `jobs` (but the
+        journal's own), so every read and every update sees every intent."""
+        while self._pending or self._flushing is not None:
+            await self._store_pending()
+
+    async def _store_pending(self, completions: Sequence[Completion] | None = None) -> int:
+        """Store journaled intents, one transaction (after any batch being stored): all of them
+        (`completions` None), or those `completions` complete — stored completed, the other
+        completions updated in the same transaction. Returns the rows completed."""
+        while self._flushing is not None:
+            await asyncio.shield(self._flushing)
+        journal = self._journal
+        if journal is None or (not self._pending and not completions):
+            return 0
+        # Its own task: a cancelled caller must not leave a batch half-known (committed, yet
+        # put back as pending) — the batch runs to its outcome either way.
+        task = asyncio.get_running_loop().create_task(self._write_pending(journal, completions))
+        self._flushing = task
+        task.add_done_callback(self._flushed)
+        return await asyncio.shield(task)
+
+    def _flushed(self, task: asyncio.Future[int]) -> None:
+        if self._flushing is task:
+            self._flushing = None
+        if not task.cancelled():
+            task.exception()  # seen: a caller that went away does not leave it unretrieved
+
+    async def _write_pending(self, journal: IntentJournal, completions: Sequence[Completion] | None) -> int:
+        by_id = {c.job_id: c for c in completions or ()}
+        pending = self._pending
+        chosen = list(pending) if completions is None else [i for i in pending if i in by_id]
+        taken = {job_id: pending.pop(job_id) for job_id in chosen}
+        rows: list[dict[str, Any]] = []
+        pairs: list[dict[str, Any]] = []
+        completed = 0
+        for job_id, (record, _line) in taken.items():
+            c = by_id.get(job_id)
+            if c is not None:
+                completed += 1
+                record = dataclasses.replace(
+                    record,
+                    state="created",
+                    native_id=c.native_id,
+                    status=c.status,
+                    snapshot=dict(c.snapshot),
+                    lease_until=None,
+                    updated_at=c.now,
+                )
+            rows.append(_row_values(record))
+            pairs.extend({"job_id": job_id, "key": k, "value": v} for k, v in (record.metadata or {}).items())
+        updates = [_completion_values(c) for c in completions or () if c.job_id not in taken]
+        try:
+            switched_from = journal.switch(b"".join(line for _record, line in pending.values()))
+        except BaseException:
+            self._pending = {**taken, **pending}
+            raise
+
+        def forget() -> None:  # the step the statements ran in (see the module docstring)
+            for c in completions or ():
+                self._forget_absent(c.native_id)
+
+        try:
+            if pairs or (rows and updates):
+                async with self._engine.begin() as conn:
+                    if rows:
+                        await conn.execute(_REPLAY, rows)
+                    if pairs:
+                        await conn.execute(_REPLAY_METADATA, pairs)
+                    if updates:
+                        completed += int((await conn.execute(_COMPLETE, updates)).rowcount)
+                    forget()
+            elif rows:
+                await write_one(self._engine, _REPLAY, rows if len(rows) > 1 else rows[0], ran=forget)
+            elif updates:
+                result = await write_one(
+                    self._engine, _COMPLETE, updates if len(updates) > 1 else updates[0], ran=forget
+                )
+                completed += int(result.rowcount)
+        except BaseException:
+            # Still pending, their lines in the current file as every pending line is.
+            self._pending = {**taken, **self._pending}
+            try:
+                journal.append(b"".join(line for _record, line in taken.values()))
+            except OSError:  # their lines stay in the file switched from, which is kept
+                logger.exception("could not carry %d intent line(s) over in the journal", len(taken))
+            raise
+        journal.clear(switched_from)
+        return completed
+
+    def _schedule_backstop(self) -> None:
+        """Intents whose provider call is slow reach the table within `JOURNAL_BACKSTOP` s (and
+        at once past `JOURNAL_PENDING_LIMIT` of them); completions usually store them first."""
+        if len(self._pending) >= JOURNAL_PENDING_LIMIT:
+            self._run_backstop()
+        elif self._backstop is None:
+            self._backstop = asyncio.get_running_loop().call_later(JOURNAL_BACKSTOP, self._run_backstop)
+
+    def _run_backstop(self) -> None:
+        if self._backstop is not None:
+            self._backstop.cancel()
+            self._backstop = None
+        if self._backstop_task is None or self._backstop_task.done():
+            self._backstop_task = asyncio.get_running_loop().create_task(self._backstop_store())
+
+    async def _backstop_store(self) -> None:
+        try:
+            await self._caught_up()
+        except Exception:  # they stay pending and journaled; the next statement on jobs retries
+            logger.exception("storing %d journaled intent(s) failed", len(self._pending))
+
+    async def recover(self) -> int:
+        """At start-up, before anything reads a job: the journal's intents the table lacks are
+        inserted as recorded; returns how many lines were replayed."""
+        journal = self._journal
+        if journal is None:
+            return 0
+        entries = journal.entries()
+        if entries:
+            rows = [entry["row"] for entry in entries]
+            pairs = [pair for entry in entries for pair in entry.get("metadata") or ()]
+            async with self._engine.begin() as conn:
+                await conn.execute(_REPLAY, rows)
+                if pairs:
+                    await conn.execute(_REPLAY_METADATA, pairs)
+            logger.warning("replayed %d intent(s) from the intent journal", len(entries))
+        journal.reset()
+        return len(entries)
+
+    async def aclose(self) -> None:
+        """Store the journaled intents and let go of the journal (on failure it is kept, for
+        `recover` at the next start)."""
+        if self._backstop is not None:
+            self._backstop.cancel()
+            self._backstop = None
+        if self._journal is None:
+            return
+        try:
+            await self._caught_up()
+        except Exception:
+            logger.exception("storing journaled intents at shutdown failed; the journal keeps them")
+            self._pending.clear()  # still in the journal's files, for `recover`
+        self._journal.close()
+        self._journal = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -131,4 +132,58 @@ def test_crash_between_provider_create_and_commit(fake: FakeOpenAI, tmp_path: Pa
     finally:
         stop(proc)
     assert len(fake.jobs) == 1 and tagged(fake) == [gateway_id]
+    assert fake.violations == []
+
+
+def test_crash_after_an_unkeyed_create_recorded_only_in_the_intent_journal(
+    fake: FakeOpenAI, tmp_path: Path
+) -> None:
+    """Without an idempotency key and with a provider-native file, the intent is one line in
+    the intent journal when the provider is called; the crash comes before any batch stored it."""
+    config = tmp_path / "tunegate.toml"
+    config.write_text(
+        f'[server]\nreconcile_grace_seconds = 0.0\n\n[providers.openai]\nbase_url = "{fake.base_url}"\n\n'
+        '[virtual_keys.team]\nprovider = "openai"\napi_key_env = "TG_CRASH_VK"\n'
+    )
+    native_file = httpx.post(
+        fake.base_url + "/files",
+        headers={"Authorization": "Bearer sk-crash-test"},
+        data={"purpose": "fine-tune"},
+        files={"file": ("d.jsonl", TRAINING)},
+    )
+    assert native_file.status_code == 200, native_file.text
+    body = {"model": "gpt-4o-mini-2024-07-18", "training_file": native_file.json()["id"]}
+    http_port, grpc_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{http_port}/v1"
+    proc = start(tmp_path, config, http_port, grpc_port, TUNEGATE_FAULT_CRASH_AFTER_PROVIDER_CREATE="1")
+    try:
+        with pytest.raises(httpx.HTTPError):
+            response = httpx.post(base + "/fine_tuning/jobs", json=body, headers=ROUTE, timeout=30)
+            raise AssertionError(f"the gateway answered instead of crashing: {response.status_code}")
+        assert proc.wait(timeout=30) == 70
+    finally:
+        stop(proc)
+    (gateway_id,) = tagged(fake)
+    journal = tmp_path / "data" / "tunegate.db-intents.0"
+    assert gateway_id.encode() in journal.read_bytes()  # recorded there, and only there
+    with sqlite3.connect(tmp_path / "data" / "tunegate.db") as conn:
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+    (native,) = fake.jobs.values()
+    fake.advance(native.id, to="running")
+
+    proc = start(tmp_path, config, http_port, grpc_port)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            listed = httpx.get(base + "/fine_tuning/jobs", headers=TENANT).json()["data"]
+            if (listed and listed[0]["status"] != "validating_files") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert [(job["id"], job["status"]) for job in listed] == [(gateway_id, "running")]
+        fetched = httpx.get(base + f"/fine_tuning/jobs/{gateway_id}", headers=TENANT)
+        assert fetched.status_code == 200 and fetched.json()["fine_tuned_model"] is None
+    finally:
+        stop(proc)
+    assert len(fake.jobs) == 1 and tagged(fake) == [gateway_id]
+    assert journal.stat().st_size == 0
     assert fake.violations == []
