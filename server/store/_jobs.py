@@ -137,6 +137,12 @@ def _row_values(record: JobRecord) -> dict[str, Any]:
     return values
 
 
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """A batch's outcome is seen even when every caller waiting for it went away."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _completion_values(c: Completion) -> dict[str, Any]:
     return {
         "job_id": c.job_id,
@@ -455,16 +461,18 @@ class JobRepository:
             return 0
         # Its own task: a cancelled caller must not leave a batch half-known (committed, yet
         # put back as pending) — the batch runs to its outcome either way.
-        task = asyncio.get_running_loop().create_task(self._write_pending(journal, completions))
+        task = asyncio.get_running_loop().create_task(self._batch(journal, completions))
         self._flushing = task
-        task.add_done_callback(self._flushed)
+        task.add_done_callback(_retrieved)
         return await asyncio.shield(task)
 
-    def _flushed(self, task: asyncio.Future[int]) -> None:
-        if self._flushing is task:
+    async def _batch(self, journal: IntentJournal, completions: Sequence[Completion] | None) -> int:
+        try:
+            return await self._write_pending(journal, completions)
+        finally:
+            # Cleared before the task counts as done: a caller arriving between the two must
+            # not find a finished batch still marked running (and wait on it without yielding).
             self._flushing = None
-        if not task.cancelled():
-            task.exception()  # seen: a caller that went away does not leave it unretrieved
 
     async def _write_pending(self, journal: IntentJournal, completions: Sequence[Completion] | None) -> int:
         by_id = {c.job_id: c for c in completions or ()}

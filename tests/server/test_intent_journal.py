@@ -5,6 +5,7 @@ sees it first, a completion stores it completed, and after a crash it is replaye
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator
@@ -280,3 +281,27 @@ async def test_a_caller_cancelled_while_its_batch_is_stored_leaves_the_batch_to_
     await asyncio.sleep(0.01)
     assert database.jobs._pending == {}  # the batch finished on its own: known stored, not put back
     assert _journal_bytes(db_path) == 0 and _table(db_path) == {record.id: ("intent", 1)}
+
+
+async def test_concurrent_creates_completions_and_reads_all_finish(database: Database, db_path: Path) -> None:
+    """Batches overlap (one at a time); a caller arriving as one ends must not spin on it."""
+    rng = random.Random(7)
+
+    async def create() -> str:
+        record = await database.jobs.insert_intent(_intent())
+        await asyncio.sleep(rng.random() / 500)
+        completion = Completion(record.id, "n-" + record.id, "queued", SNAPSHOT, 5)
+        assert await database.jobs.complete_many([completion]) == 1
+        return record.id
+
+    async def read() -> None:
+        for _ in range(20):
+            await database.jobs.page("o", limit=5)
+            await asyncio.sleep(rng.random() / 500)
+
+    async def all_of_them() -> list[Any]:
+        return await asyncio.gather(*(create() for _ in range(300)), *(read() for _ in range(4)))
+
+    created = [job_id for job_id in await asyncio.wait_for(all_of_them(), 20) if job_id]
+    assert len(created) == 300
+    assert set(_table(db_path)) == set(created) and {s for s, _ in _table(db_path).values()} == {"created"}
