@@ -4,8 +4,11 @@ group commits (see `server.store._inline`).
 
     .venv/bin/python bench/store_bench.py --concurrent 1
     .venv/bin/python bench/store_bench.py --concurrent 8
+    .venv/bin/python bench/store_bench.py --concurrent 1 --keyed
 
-Prints CPU (this thread) and wall time per creation for each round.
+Without `--keyed` the creations carry no idempotency key, so each intent is a line in the intent
+journal and `complete` stores its row (`server.store._journal`); with it, each intent is a
+committed row and `complete` an UPDATE. Prints CPU (this thread) and wall time per creation for each round.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from server.store._records import JobRecord
 _SNAPSHOT = {"object": "fine_tuning.job", "id": "ftjob-x", "status": "validating_files", "pad": "y" * 900}
 
 
-async def _create(db: Database, now: int) -> None:
+async def _create(db: Database, now: int, keyed: bool) -> None:
     job_id = "ftjob-" + secrets.token_urlsafe(18)
     record = JobRecord(
         id=job_id,
@@ -38,13 +41,14 @@ async def _create(db: Database, now: int) -> None:
         updated_at=now,
         lease_until=now + 60,
         attempted=True,
+        request_id=secrets.token_hex(8) if keyed else None,
     )
     await db.jobs.insert_intent(record)
     native = "ftjob-" + secrets.token_hex(12)
     await db.jobs.complete(job_id, native_id=native, status="validating_files", snapshot=_SNAPSHOT, now=now)
 
 
-async def main(concurrent: int, batches: int, rounds: int) -> None:
+async def main(concurrent: int, batches: int, rounds: int, keyed: bool) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         db = await Database.open(f"sqlite:///{Path(scratch) / 'bench.db'}")
         try:
@@ -52,7 +56,7 @@ async def main(concurrent: int, batches: int, rounds: int) -> None:
                 cpu, wall = time.thread_time(), time.perf_counter()
                 for _ in range(batches):
                     now = int(time.time())
-                    await asyncio.gather(*(_create(db, now) for _ in range(concurrent)))
+                    await asyncio.gather(*(_create(db, now, keyed) for _ in range(concurrent)))
                 n = batches * concurrent
                 print(
                     f"round {round_ + 1}: {concurrent} at a time, {n} creations: "
@@ -70,5 +74,6 @@ if __name__ == "__main__":
     parser.add_argument("--concurrent", type=int, default=8)
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--keyed", action="store_true", help="give each creation an idempotency key")
     args = parser.parse_args()
-    asyncio.run(main(args.concurrent, args.batches, args.rounds))
+    asyncio.run(main(args.concurrent, args.batches, args.rounds, args.keyed))
