@@ -447,7 +447,7 @@ class JobRepository:
     async def _caught_up(self) -> None:
         """Every journaled intent in the table: called before any statement on `jobs` (but the
         journal's own), so every read and every update sees every intent."""
-        while self._pending or self._flushing is not None:
+        while self._journal is not None and (self._pending or self._flushing is not None):
             await self._store_pending()
 
     async def _store_pending(self, completions: Sequence[Completion] | None = None) -> int:
