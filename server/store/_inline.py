@@ -257,9 +257,9 @@ class InlineEngine:
         self._connection: sa.Connection | None = None
         self._group: list[asyncio.Future[None]] | None = None  # the open group's kept blocks
         self._flush: asyncio.Handle | asyncio.Task[None] | None = None
-        self._checkpoint_path = checkpoint_path
         self.path = checkpoint_path
-        """The database file, when it is a plain path (the intent journal lives beside it)."""
+        """The database file, when it is a plain path (checkpointed in the background; the
+        intent journal lives beside it)."""
         self._checkpoint_every = checkpoint_every
         self._commits = 0
         self._last_group = 0  # blocks in the last group committed (0: none yet)
@@ -337,7 +337,7 @@ class InlineEngine:
 
     def _committed(self) -> None:
         """Count a commit; start a background checkpoint every `checkpoint_every` of them."""
-        if self._checkpoint_path is None:
+        if self.path is None:
             return
         self._commits += 1
         if self._commits < self._checkpoint_every or self._checkpoint is not None:
@@ -350,8 +350,8 @@ class InlineEngine:
         """On the worker thread: (busy, WAL frames, frames checkpointed), as SQLite reports them."""
         connection = self._checkpointer
         if connection is None:
-            assert self._checkpoint_path is not None
-            connection = sqlite3.connect(self._checkpoint_path, isolation_level=None, check_same_thread=False)
+            assert self.path is not None
+            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._checkpointer = connection
         busy, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()

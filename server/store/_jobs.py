@@ -53,22 +53,18 @@ logger = logging.getLogger(__name__)
 
 INTENT = "intent"
 ABSENT_MEMORY = 8192
+"""Native ids `by_native_ids` remembers as absent (least recently probed forgotten first)."""
 JOURNAL_BACKSTOP = 1.0
 """Seconds after which journaled intents are stored even without their completions."""
 JOURNAL_PENDING_LIMIT = 1024
 """Journaled intents past which they are stored at once."""
-"""Native ids `by_native_ids` remembers as absent (least recently probed forgotten first)."""
 _BY_ID = lookup(jobs, "owner", "id")
 _BY_ANY_ID = lookup(jobs, "id")
 _BY_REQUEST_ID = lookup(jobs, "owner", "request_id")
-_INSERT = prepared(
-    jobs.insert().values({c.name: sa.bindparam(c.name) for c in jobs.columns if c.name != "seq"})
-)
-_REPLAY = prepared(  # a journaled row, which may be stored already (see `recover`, `_write_pending`)
-    jobs.insert()
-    .prefix_with("OR IGNORE")
-    .values({c.name: sa.bindparam(c.name) for c in jobs.columns if c.name != "seq"})
-)
+_JOB_ROW = jobs.insert().values({c.name: sa.bindparam(c.name) for c in jobs.columns if c.name != "seq"})
+_INSERT = prepared(_JOB_ROW)
+# A journaled row, which may be stored already (see `recover`, `_write_pending`).
+_REPLAY = prepared(_JOB_ROW.prefix_with("OR IGNORE"))
 _REPLAY_METADATA = prepared(
     job_metadata.insert()
     .prefix_with("OR IGNORE")
@@ -137,6 +133,11 @@ def _row_values(record: JobRecord) -> dict[str, Any]:
     return values
 
 
+def _metadata_pairs(record: JobRecord) -> list[dict[str, Any]]:
+    """The record's `job_metadata` rows."""
+    return [{"job_id": record.id, "key": k, "value": v} for k, v in (record.metadata or {}).items()]
+
+
 def _retrieved(task: asyncio.Future[Any]) -> None:
     """A batch's outcome is seen even when every caller waiting for it went away."""
     if not task.cancelled():
@@ -190,7 +191,7 @@ class JobRepository:
         """Store a new job row (and its metadata pairs) in one committed transaction; returns it
         with its `seq`. Raises `DuplicateRequestId` when the (owner, request_id) pair exists.
         The row may be stored already `attempted` (see `mark_attempted`)."""
-        pairs = [{"job_id": record.id, "key": k, "value": v} for k, v in (record.metadata or {}).items()]
+        pairs = _metadata_pairs(record)
         if self._journal is not None and record.request_id is None:
             # No key to keep unique: the journal line is the record (see `_journal`).
             line = orjson.dumps({"row": _row_values(record), "metadata": pairs}) + b"\n"
@@ -496,7 +497,7 @@ class JobRepository:
                     updated_at=c.now,
                 )
             rows.append(_row_values(record))
-            pairs.extend({"job_id": job_id, "key": k, "value": v} for k, v in (record.metadata or {}).items())
+            pairs.extend(_metadata_pairs(record))
         updates = [_completion_values(c) for c in completions or () if c.job_id not in taken]
         try:
             switched_from = journal.switch(b"".join(line for _record, line in pending.values()))
