@@ -20,10 +20,9 @@ from typing import Any
 import orjson
 from tunegate.openai_json import to_openai
 from tunegate.openai_json._codec import rendered
+from tunegate.server.jobs._render import foreign_job_object
+from tunegate.server.providers._openai import without_tag
 from tunegate.v1 import fine_tuning_pb2 as ft
-
-from server.jobs._render import foreign_job_object
-from server.providers._openai import without_tag
 
 SHARED_BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
 

@@ -22,14 +22,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import edge._app as app
-import edge._front as front
-import server.jobs._create as create
-import server.jobs._service as service
-import server.providers._http1 as http1
-import server.routing._router as router
-import server.servicers._fine_tuning as servicer
-import server.store._jobs as jobs
+import tunegate.edge._app as app
+import tunegate.edge._front as front
+import tunegate.server.jobs._create as create
+import tunegate.server.jobs._service as service
+import tunegate.server.providers._http1 as http1
+import tunegate.server.routing._router as router
+import tunegate.server.servicers._fine_tuning as servicer
+import tunegate.server.store._jobs as jobs
 
 _now = time.perf_counter_ns
 _marks: list[tuple[str, int]] = []

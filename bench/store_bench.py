@@ -1,13 +1,13 @@
 """CPU per job creation in the registry alone: `insert_intent` + `complete`, as `JobCreator`
 runs them, on a fresh SQLite file — `--concurrent` creations at a time, so their writes share
-group commits (see `server.store._inline`).
+group commits (see `tunegate.server.store._inline`).
 
     .venv/bin/python bench/store_bench.py --concurrent 1
     .venv/bin/python bench/store_bench.py --concurrent 8
     .venv/bin/python bench/store_bench.py --concurrent 1 --keyed
 
 Without `--keyed` the creations carry no idempotency key, so each intent is a line in the intent
-journal and `complete` stores its row (`server.store._journal`); with it, each intent is a
+journal and `complete` stores its row (`tunegate.server.store._journal`); with it, each intent is a
 committed row and `complete` an UPDATE. Prints CPU (this thread) and wall time per creation for each round.
 """
 
@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from server.store import Database
-from server.store._records import JobRecord
+from tunegate.server.store import Database
+from tunegate.server.store._records import JobRecord
 
 _SNAPSHOT = {"object": "fine_tuning.job", "id": "ftjob-x", "status": "validating_files", "pad": "y" * 900}
 

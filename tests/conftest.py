@@ -18,10 +18,9 @@ from typing import Any, cast
 
 import grpc.aio
 import pytest
-
-from edge import EdgeConfig, EdgeServer
-from server.app import GatewayServer
-from server.config import ServerConfig
+from tunegate.edge import EdgeConfig, EdgeServer
+from tunegate.server.app import GatewayServer
+from tunegate.server.config import ServerConfig
 
 
 @dataclass

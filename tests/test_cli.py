@@ -15,9 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from server.cli import _wait_for_signal, load_settings
-from server.routing import DEFAULT_PROVIDERS, ProviderSettings, VirtualKey
+from tunegate.server.cli import _wait_for_signal, load_settings
+from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, VirtualKey
 
 
 def args(**overrides: object) -> argparse.Namespace:

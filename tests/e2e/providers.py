@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, RoutingConfig, VirtualKey
 
-from server.routing import DEFAULT_PROVIDERS, ProviderSettings, RoutingConfig, VirtualKey
 from tests.conftest import Gateway, start_gateway
 from tests.fakes import FakeAzureOpenAI, FakeOpenAI, start_fake_azure_in_thread, start_fake_openai_in_thread
 

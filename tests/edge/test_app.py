@@ -15,10 +15,10 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from tunegate.edge import EdgeConfig, EdgeServer, _upload
+from tunegate.edge._http import ErrorAnswer
 from tunegate.v1 import files_pb2, files_pb2_grpc
 
-from edge import EdgeConfig, EdgeServer, _upload
-from edge._http import ErrorAnswer
 from tests.openapi_schema import validate
 
 CONTENT = b'{"messages": []}\n' * 1000

@@ -1,12 +1,12 @@
-"""edge._errors: google.rpc.Status → HTTP status + OpenAI error envelope + retry headers."""
+"""tunegate.edge._errors: google.rpc.Status → HTTP status + OpenAI error envelope + retry headers."""
 
 from __future__ import annotations
 
 import pytest
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from tunegate.edge import HTTP_STATUS, error_from_code, error_from_status, error_response, http_status
 
-from edge import HTTP_STATUS, error_from_code, error_from_status, error_response, http_status
 from tests.openapi_schema import validate
 
 CODE_TO_HTTP = {

@@ -1,4 +1,4 @@
-"""The edge's own HTTP/1.1 front (``edge._front``), over raw sockets: keep-alive, pipelining,
+"""The edge's own HTTP/1.1 front (``tunegate.edge._front``), over raw sockets: keep-alive, pipelining,
 split reads, bodies, HEAD, closing, and the hand-over to aiohttp — mid-connection, with every
 byte of the request — for uploads and for everything the front leaves alone.
 
@@ -18,9 +18,9 @@ import httptools
 import orjson
 import pytest
 import yarl
+from tunegate.edge._front import MAX_BODY, MAX_HEAD, split_target
 from tunegate.v1 import files_pb2
 
-from edge._front import MAX_BODY, MAX_HEAD, split_target
 from tests.edge.test_app import FakeFiles, Stack, _start
 
 
@@ -378,7 +378,7 @@ async def test_requests_leave_no_cyclic_garbage_of_the_front(raw: Raw) -> None:
         mine = [
             o
             for o in gc.garbage
-            if isinstance(o, httptools.HttpRequestParser) or type(o).__module__ == "edge._front"
+            if isinstance(o, httptools.HttpRequestParser) or type(o).__module__ == "tunegate.edge._front"
         ]
         assert mine == []
     finally:

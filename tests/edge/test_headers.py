@@ -1,10 +1,9 @@
-"""edge._headers and edge._config: what crosses the edge, and validated configuration."""
+"""tunegate.edge._headers and edge._config: what crosses the edge, and validated configuration."""
 
 from __future__ import annotations
 
 import pytest
-
-from edge import EdgeConfig, channel_options, forward_metadata, request_id_from, response_headers
+from tunegate.edge import EdgeConfig, channel_options, forward_metadata, request_id_from, response_headers
 
 
 def test_allow_list() -> None:

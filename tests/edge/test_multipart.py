@@ -7,8 +7,7 @@ import os
 import random
 
 import pytest
-
-from edge._multipart import MAX_HEADER_BYTES, MIN_CHUNK, FormError, FormReader, boundary_of
+from tunegate.edge._multipart import MAX_HEADER_BYTES, MIN_CHUNK, FormError, FormReader, boundary_of
 
 BOUNDARY = b"----tunegateBoundary7MA4YWxkTrZu0gW"
 DELIMITER = b"\r\n--" + BOUNDARY

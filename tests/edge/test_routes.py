@@ -1,4 +1,4 @@
-"""edge._routes: the route table built from the google.api.http annotations."""
+"""tunegate.edge._routes: the route table built from the google.api.http annotations."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import pytest
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
+from tunegate.edge import Cardinality, RouteError, build_routes, default_services
 from tunegate.v1 import files_pb2, uploads_pb2
-
-from edge import Cardinality, RouteError, build_routes, default_services
 
 EXPECTED = {
     ("POST", "/v1/chat/completions"): (

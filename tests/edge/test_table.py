@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytest
-
-from edge._app import UnaryHandler, _Endpoint, _MethodNotAllowed, _NotFound, _Table
-from edge._http import Incoming, Reply
+from tunegate.edge._app import UnaryHandler, _Endpoint, _MethodNotAllowed, _NotFound, _Table
+from tunegate.edge._http import Incoming, Reply
 
 
 def _endpoint(name: str) -> _Endpoint:

@@ -14,9 +14,8 @@ import grpc
 import grpc.aio
 import pytest
 import sqlalchemy as sa
+from tunegate.server import GatewayServer, ServerConfig
 from tunegate.v1 import files_pb2_grpc, fine_tuning_pb2_grpc, uploads_pb2_grpc
-
-from server import GatewayServer, ServerConfig
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 

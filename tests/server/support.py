@@ -11,9 +11,8 @@ import grpc
 import grpc.aio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from tunegate.server import GatewayServer
 from tunegate.v1 import files_pb2, files_pb2_grpc
-
-from server import GatewayServer
 
 Metadata = Sequence[tuple[str, str]]
 CHUNK = 16 * 1024

@@ -13,9 +13,7 @@ import sqlalchemy as sa
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from tunegate.v1 import files_pb2, files_pb2_grpc, fine_tuning_pb2
-
-from server import (
+from tunegate.server import (
     SERVICE_NAMES,
     GatewayServer,
     InvalidArgument,
@@ -25,10 +23,12 @@ from server import (
     owner_from_metadata,
     to_status,
 )
-from server.ids import FILE_PREFIX, is_well_formed, new_id
-from server.store import MIGRATIONS_DIR, current_revision, migrate
-from server.store._database import create_engine
-from server.store._schema import metadata
+from tunegate.server.ids import FILE_PREFIX, is_well_formed, new_id
+from tunegate.server.store import MIGRATIONS_DIR, current_revision, migrate
+from tunegate.server.store._database import create_engine
+from tunegate.server.store._schema import metadata
+from tunegate.v1 import files_pb2, files_pb2_grpc, fine_tuning_pb2
+
 from tests.server.conftest import StartGateway
 from tests.server.support import error_of
 

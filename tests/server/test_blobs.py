@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from server import blobs
-from server.blobs import STAGE_BYTES, WRITEBACK_BYTES, LocalBlobStore, new_blob_key
+from tunegate.server import blobs
+from tunegate.server.blobs import STAGE_BYTES, WRITEBACK_BYTES, LocalBlobStore, new_blob_key
 
 CHUNK = 3 * 1024 * 1024 + 17  # not a multiple of a stage: stages fill across chunks
 

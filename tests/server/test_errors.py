@@ -1,12 +1,11 @@
-"""server.errors: provider HTTP errors keep their class; the status carries the HTTP override."""
+"""tunegate.server.errors: provider HTTP errors keep their class; the status carries the HTTP override."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
-
-from server.errors import (
+from tunegate.server.errors import (
     Aborted,
     InvalidArgument,
     NotFound,

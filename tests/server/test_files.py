@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import grpc
 import grpc.aio
 import pytest
+from tunegate.server import GatewayServer
 from tunegate.v1 import files_pb2, files_pb2_grpc
 
-from server import GatewayServer
 from tests.server.conftest import FakeClock, StartGateway
 from tests.server.support import (
     CHUNK,

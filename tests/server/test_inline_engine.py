@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
-from server.store._database import create_engine
-from server.store._inline import InlineEngine, lookup, prepared
+from tunegate.server.store._database import create_engine
+from tunegate.server.store._inline import InlineEngine, lookup, prepared
 
 _meta = sa.MetaData()
 _things = sa.Table(

@@ -15,11 +15,10 @@ import grpc.aio
 import pytest
 from google.protobuf import wrappers_pb2
 from grpc_status import rpc_status
+from tunegate.server.app import GatewayServer
+from tunegate.server.errors import NotFound
+from tunegate.server.inprocess import HandlerTable, InProcessChannel
 from tunegate.v1 import files_pb2
-
-from server.app import GatewayServer
-from server.errors import NotFound
-from server.inprocess import HandlerTable, InProcessChannel
 
 _EOF = grpc.aio.EOF  # type: ignore[attr-defined]
 _GET_FILE = "/tunegate.v1.Files/GetFile"

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from server.store import Database
-from server.store import _jobs as jobs_module
-from server.store._database import write_one
-from server.store._jobs import Completion, JobRepository
-from server.store._journal import IntentJournal
-from server.store._records import JobRecord
+from tunegate.server.store import Database
+from tunegate.server.store import _jobs as jobs_module
+from tunegate.server.store._database import write_one
+from tunegate.server.store._jobs import Completion, JobRepository
+from tunegate.server.store._journal import IntentJournal
+from tunegate.server.store._records import JobRecord
 
 SNAPSHOT = {"object": "fine_tuning.job", "status": "queued"}
 

@@ -1,12 +1,11 @@
-"""Owner scope rules (`server.owner`)."""
+"""Owner scope rules (`tunegate.server.owner`)."""
 
 from __future__ import annotations
 
 import hashlib
 
 import pytest
-
-from server.owner import (
+from tunegate.server.owner import (
     DEFAULT_OWNER,
     credential_from_authorization,
     owner_from_metadata,

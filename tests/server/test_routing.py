@@ -1,14 +1,13 @@
-"""Provider routing (`server.routing`): metadata and body options → `Account`. No sockets."""
+"""Provider routing (`tunegate.server.routing`): metadata and body options → `Account`. No sockets."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-
-from server.errors import FailedPrecondition, InvalidArgument, TunegateError
-from server.providers._base import Account
-from server.routing import (
+from tunegate.server.errors import FailedPrecondition, InvalidArgument, TunegateError
+from tunegate.server.providers._base import Account
+from tunegate.server.routing import (
     DEFAULT_PROVIDERS,
     ProviderSettings,
     Router,

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from server.store import _jobs as jobs_module
-from server.store import migrate
-from server.store._database import Engine, create_engine
-from server.store._inline import InlineConnection
-from server.store._jobs import JobRepository
-from server.store._records import JobRecord
+from tunegate.server.store import _jobs as jobs_module
+from tunegate.server.store import migrate
+from tunegate.server.store._database import Engine, create_engine
+from tunegate.server.store._inline import InlineConnection
+from tunegate.server.store._jobs import JobRepository
+from tunegate.server.store._records import JobRecord
 
 
 @pytest.fixture

@@ -10,11 +10,10 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-
-from server.store import migrate
-from server.store._database import create_engine
-from server.store._jobs import _BY_NATIVE_IDS
-from server.store._schema import jobs, metadata
+from tunegate.server.store import migrate
+from tunegate.server.store._database import create_engine
+from tunegate.server.store._jobs import _BY_NATIVE_IDS
+from tunegate.server.store._schema import jobs, metadata
 
 
 def _differences(connection: sa.Connection) -> list[Any]:

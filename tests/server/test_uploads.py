@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import grpc
 import grpc.aio
 import pytest
+from tunegate.server import GatewayServer
 from tunegate.v1 import files_pb2, uploads_pb2
 
-from server import GatewayServer
 from tests.server.conftest import FakeClock
 from tests.server.support import bearer, error_of, eventually_empty, stored_blobs, stream_call
 

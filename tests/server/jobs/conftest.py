@@ -9,11 +9,11 @@ from pathlib import Path
 import grpc.aio
 import pytest
 import sqlalchemy as sa
+from tunegate.server import GatewayServer, ServerConfig
+from tunegate.server.jobs import CreationSettings, FileCopySettings, JobSettings
+from tunegate.server.providers._base import Capability
 from tunegate.v1 import files_pb2_grpc, fine_tuning_pb2_grpc
 
-from server import GatewayServer, ServerConfig
-from server.jobs import CreationSettings, FileCopySettings, JobSettings
-from server.providers._base import Capability
 from tests.server.conftest import FakeClock
 from tests.server.jobs.fakes import FakeProvider, FakeProviders, StubRouter
 

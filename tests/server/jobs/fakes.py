@@ -8,8 +8,8 @@ import itertools
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from server.errors import InvalidArgument, NotFound
-from server.providers._base import (
+from tunegate.server.errors import InvalidArgument, NotFound
+from tunegate.server.providers._base import (
     Account,
     Capability,
     JobObject,

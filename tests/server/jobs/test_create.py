@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import grpc.aio
 import pytest
+from tunegate.server import GatewayServer
+from tunegate.server.errors import InvalidArgument, UpstreamError
 from tunegate.v1 import files_pb2, files_pb2_grpc, fine_tuning_pb2_grpc
 from tunegate.v1 import fine_tuning_pb2 as ft
 
-from server import GatewayServer
-from server.errors import InvalidArgument, UpstreamError
 from tests.server.jobs.fakes import TAG_KEY, FakeProvider
 from tests.server.jobs.support import (
     ALICE,

@@ -8,11 +8,11 @@ import grpc
 import grpc.aio
 import pytest
 import sqlalchemy as sa
+from tunegate.server.app import GatewayServer
+from tunegate.server.providers._base import Capability
 from tunegate.v1 import files_pb2_grpc, fine_tuning_pb2_grpc
 from tunegate.v1 import fine_tuning_pb2 as ft
 
-from server.app import GatewayServer
-from server.providers._base import Capability
 from tests.server.jobs.fakes import FakeProvider
 from tests.server.jobs.support import ALICE, ALICE_BARE, ALICE_TENANT, BOB, TEAM, as_json, create_request
 from tests.server.support import Metadata, error_of

@@ -7,12 +7,12 @@ import dataclasses
 from typing import Any
 
 import pytest
+from tunegate.server import GatewayServer
+from tunegate.server.errors import UpstreamError
+from tunegate.server.jobs import FAULT_CRASH_AFTER_PROVIDER_CREATE, JobService, ReconcileReport, _create
+from tunegate.server.jobs._service import render
+from tunegate.server.owner import owner_from_metadata
 
-from server import GatewayServer
-from server.errors import UpstreamError
-from server.jobs import FAULT_CRASH_AFTER_PROVIDER_CREATE, JobService, ReconcileReport, _create
-from server.jobs._service import render
-from server.owner import owner_from_metadata
 from tests.server.conftest import FakeClock
 from tests.server.jobs.conftest import job_settings
 from tests.server.jobs.fakes import FakeProvider, FakeProviders, StubRouter

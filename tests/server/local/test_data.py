@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from server.providers.local._data import (
+from tunegate.server.providers.local._data import (
     Conversation,
     DataError,
     Preference,
@@ -19,7 +18,7 @@ from server.providers.local._data import (
     render_supervised,
     validate_file,
 )
-from server.providers.local._tokenizer import ByteTokenizer
+from tunegate.server.providers.local._tokenizer import ByteTokenizer
 
 
 def sft_line(question: str, answer: str, **assistant: Any) -> dict[str, Any]:

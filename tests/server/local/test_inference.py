@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tunegate.server.providers.local._inference import ChatModel
+from tunegate.server.providers.local._model import BASE_MODEL, ensure_base_model
+from tunegate.server.providers.local._train import Control, TrainSpec, run
 
-from server.providers.local._inference import ChatModel
-from server.providers.local._model import BASE_MODEL, ensure_base_model
-from server.providers.local._train import Control, TrainSpec, run
 from tests.server.local.test_data import sft_line, write_jsonl
 
 ANSWER = "The gateway says hello."

@@ -7,8 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from server.providers.local._model import (
+from tunegate.server.providers.local._model import (
     BASE_MODEL,
     ModelError,
     ensure_base_model,
@@ -16,7 +15,7 @@ from server.providers.local._model import (
     load_for_training,
     resolve_model,
 )
-from server.providers.local._tokenizer import ByteTokenizer, load_tokenizer
+from tunegate.server.providers.local._tokenizer import ByteTokenizer, load_tokenizer
 
 
 def test_tiny_model_is_made_offline_deterministically_and_once(tmp_path: Path) -> None:

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from server.errors import FailedPrecondition, InvalidArgument
-from server.providers import Account, LocalProvider, LocalSettings, SchedulerSettings
+from tunegate.server.errors import FailedPrecondition, InvalidArgument
+from tunegate.server.providers import Account, LocalProvider, LocalSettings, SchedulerSettings
 
 ACCOUNT = Account(provider="local", key="local", base_url="", credential="")
 
-# Stands in for `python -m server.providers.local.worker <job_dir>`: writes an event, then waits
+# Stands in for `python -m tunegate.server.providers.local.worker <job_dir>`: writes an event, then waits
 # for `control` (pause/cancel) or for `<root>/release`, and writes its outcome.
 FAKE_WORKER = """
 import json, pathlib, sys, time

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from tunegate.server.providers.local import worker
+from tunegate.server.providers.local._artifacts import read_jsonl
+from tunegate.server.providers.local._data import DataReport
+from tunegate.server.providers.local._model import BASE_MODEL, ensure_base_model, load_for_inference
+from tunegate.server.providers.local._train import Control, Outcome, TrainSpec, resolve_hyperparameters, run
 
-from server.providers.local import worker
-from server.providers.local._artifacts import read_jsonl
-from server.providers.local._data import DataReport
-from server.providers.local._model import BASE_MODEL, ensure_base_model, load_for_inference
-from server.providers.local._train import Control, Outcome, TrainSpec, resolve_hyperparameters, run
 from tests.server.local.test_data import dpo_line, sft_lines, write_jsonl
 
 REPO = Path(__file__).resolve().parents[3]
@@ -250,7 +250,7 @@ def test_worker_process_end_to_end(data: Path, models_dir: Path, tmp_path: Path)
     (tmp_path / "spec.json").write_text(json.dumps(spec.to_json()))
     env = {**os.environ, "TUNEGATE_TRAIN_THREADS": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-m", "server.providers.local.worker", str(tmp_path)],
+        [sys.executable, "-m", "tunegate.server.providers.local.worker", str(tmp_path)],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-
-from server.providers import Account
+from tunegate.server.providers import Account
 
 Reply = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
 

@@ -8,9 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-
-from server.errors import InvalidArgument, Unsupported
-from server.providers import (
+from tunegate.server.errors import InvalidArgument, Unsupported
+from tunegate.server.providers import (
     TAG_KEY,
     AzureOpenAIProvider,
     Capability,
@@ -18,6 +17,7 @@ from server.providers import (
     ProviderFile,
     capabilities_for,
 )
+
 from tests.openapi_schema import validate
 
 from .support import SECRET, Sleeps, Upstream, azure_account, openai_job, page

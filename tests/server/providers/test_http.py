@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-
-from server.errors import (
+from tunegate.server.errors import (
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
@@ -17,8 +16,8 @@ from server.errors import (
     Unauthenticated,
     UpstreamError,
 )
-from server.providers import HttpSettings
-from server.providers._http import Endpoint, HttpClient, retry_after_seconds
+from tunegate.server.providers import HttpSettings
+from tunegate.server.providers._http import Endpoint, HttpClient, retry_after_seconds
 
 from .support import SECRET, Sleeps, Upstream
 

@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import trustme
 from aiohttp import web
-
-from server.providers._http1 import ConnectionFailed, ConnectTimeout, Http1Pool, ReadTimeout
+from tunegate.server.providers._http1 import ConnectionFailed, ConnectTimeout, Http1Pool, ReadTimeout
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

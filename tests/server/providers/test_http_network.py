@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
-
-from server.errors import DeadlineExceeded, InvalidArgument, UpstreamError
-from server.providers._http import Endpoint, HttpClient, HttpSettings
+from tunegate.server.errors import DeadlineExceeded, InvalidArgument, UpstreamError
+from tunegate.server.providers._http import Endpoint, HttpClient, HttpSettings
 
 
 async def no_sleep(_: float) -> None:

@@ -7,9 +7,8 @@ import email.policy
 from collections.abc import AsyncIterator
 
 import pytest
-
-from server.errors import Internal
-from server.providers._multipart import MultipartFile
+from tunegate.server.errors import Internal
+from tunegate.server.providers._multipart import MultipartFile
 
 
 async def source(chunks: list[bytes], log: list[str] | None = None) -> AsyncIterator[bytes]:

@@ -8,8 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from server.errors import (
+from tunegate.server.errors import (
     DeadlineExceeded,
     Internal,
     InvalidArgument,
@@ -17,7 +16,8 @@ from server.errors import (
     ResourceExhausted,
     UpstreamError,
 )
-from server.providers import TAG_KEY, Capability, OpenAIProvider, Provider, ProviderFile
+from tunegate.server.providers import TAG_KEY, Capability, OpenAIProvider, Provider, ProviderFile
+
 from tests.openapi_schema import validate
 
 from .support import SECRET, Sleeps, Upstream, openai_account, openai_job, page

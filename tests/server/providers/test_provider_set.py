@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
-from server.errors import InvalidArgument
-from server.providers import AzureOpenAIProvider, OpenAIProvider, ProviderSet
+from tunegate.server.errors import InvalidArgument
+from tunegate.server.providers import AzureOpenAIProvider, OpenAIProvider, ProviderSet
 
 from .support import Upstream, openai_account, openai_job
 

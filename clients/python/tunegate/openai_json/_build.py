@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-
 from tunegate.openai_json import _options as opts
 from tunegate.openai_json._generate import Functions, Source
 from tunegate.openai_json._render import EXACT_INT_LIMIT

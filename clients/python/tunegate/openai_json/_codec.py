@@ -34,7 +34,6 @@ from typing import Any, TypeVar
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-
 from tunegate.openai_json import _options as opts
 from tunegate.openai_json._build import FLOAT_TYPES, INT_RANGES, Unusual, builder, json_builder
 from tunegate.openai_json._render import Rendered, to_openai

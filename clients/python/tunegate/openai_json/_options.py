@@ -18,7 +18,6 @@ from google.protobuf.descriptor import (
     MethodDescriptor,
 )
 from google.protobuf.message import Message
-
 from tunegate.v1 import options_pb2
 
 __all__ = [

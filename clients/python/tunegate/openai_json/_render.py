@@ -14,7 +14,6 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-
 from tunegate.openai_json import _options as opts
 from tunegate.openai_json._generate import Functions, Source
 

@@ -1,0 +1,56 @@
+"""tunegate REST edge: OpenAI paths transcoded to the gRPC contract.
+
+Sans-IO core: ``build_routes`` (route table), ``error_from_status`` (error mapping),
+``forward_metadata`` (header allow-list); the proto ⇄ OpenAI JSON codec is ``tunegate.openai_json``.
+
+I/O shell: ``EdgeHandler``, ``EdgeServer``, ``serve`` (the edge's own HTTP/1.1 front, ``_front``, with
+aiohttp's low-level server behind it for streams + one grpc.aio channel).
+"""
+
+from __future__ import annotations
+
+from tunegate.edge._app import EdgeHandler, EdgeServer, serve
+from tunegate.edge._config import EdgeConfig, channel_options
+from tunegate.edge._errors import (
+    HTTP_STATUS,
+    ErrorResponse,
+    default_error_type,
+    error_from_code,
+    error_from_status,
+    error_response,
+    http_status,
+)
+from tunegate.edge._headers import (
+    REQUEST_ID,
+    forward_metadata,
+    new_request_id,
+    request_id_from,
+    response_headers,
+)
+from tunegate.edge._routes import Cardinality, Route, RouteError, UploadShape, build_routes, default_services
+
+__all__ = [
+    "HTTP_STATUS",
+    "REQUEST_ID",
+    "Cardinality",
+    "EdgeConfig",
+    "EdgeHandler",
+    "EdgeServer",
+    "ErrorResponse",
+    "Route",
+    "RouteError",
+    "UploadShape",
+    "build_routes",
+    "channel_options",
+    "default_error_type",
+    "default_services",
+    "error_from_code",
+    "error_from_status",
+    "error_response",
+    "forward_metadata",
+    "http_status",
+    "new_request_id",
+    "request_id_from",
+    "response_headers",
+    "serve",
+]

@@ -1,0 +1,357 @@
+"""The edge's HTTP server: one handler, `EdgeHandler`, which routes by the table from ``_routes``
+— one generic unary handler, two streaming handlers chosen by cardinality, health — and makes
+every answer, success or error, routed or not, carry ``x-request-id`` and the one error envelope.
+
+It is served by the edge's own HTTP/1.1 front (``_front``), which answers the JSON routes, and
+behind it aiohttp's low-level server, which the front hands a connection to for uploads,
+downloads and anything unusual; both call the same `EdgeHandler`.
+
+Why not ``web.Application``: its router, middleware chain and per-request app plumbing cost
+~30 µs a request; the edge needs only a fixed table of templates, resolved here the way
+aiohttp's dispatcher resolves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import grpc
+import orjson
+from aiohttp import web
+from grpc_health.v1 import health_pb2
+from tunegate.edge._config import EdgeConfig, channel_options
+from tunegate.edge._download import handle_download
+from tunegate.edge._errors import ErrorResponse, error_response
+from tunegate.edge._front import Front
+from tunegate.edge._headers import REQUEST_ID, request_id_from
+from tunegate.edge._http import (
+    ErrorAnswer,
+    Incoming,
+    Reply,
+    build_message,
+    call_context,
+    error_json,
+    rpc_error,
+    web_response,
+)
+from tunegate.edge._routes import Cardinality, Route, build_routes
+from tunegate.edge._upload import handle_upload
+from tunegate.openai_json import CodecError, to_openai
+
+__all__ = ["EdgeHandler", "EdgeServer", "serve"]
+
+logger = logging.getLogger("tunegate.edge")
+
+UnaryHandler = Callable[[Incoming, Mapping[str, str], str], Awaitable[Reply]]
+"""A JSON route's handler: the request (body read), its path parameters and its request id."""
+StreamHandler = Callable[[web.BaseRequest, Mapping[str, str], str], Awaitable[web.StreamResponse]]
+"""An upload's or a download's handler, on aiohttp's request."""
+
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+_SHUTDOWN_TIMEOUT = 60.0  # seconds in-flight requests get to finish on stop (aiohttp's default)
+_BACKLOG = 128
+_VARIABLE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+class _NotFound(Exception):
+    pass
+
+
+class _MethodNotAllowed(Exception):
+    def __init__(self, allowed: Iterable[str]) -> None:
+        super().__init__()
+        self.allowed = ",".join(sorted(allowed))
+
+
+def _unquote(value: str) -> str:
+    # Matching runs on aiohttp's `path_safe` (decoded but for %2F and %25), as its dispatcher
+    # does; a matched value is then decoded the rest of the way.
+    return value.replace("%2F", "/").replace("%25", "%") if "%" in value else value
+
+
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """A routed path + method: a JSON route (``unary``) or a stream (``stream``)."""
+
+    unary: UnaryHandler | None = None
+    stream: StreamHandler | None = None
+    reads_body: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What a method and path resolve to: an endpoint and its path parameters, or the miss."""
+
+    endpoint: _Endpoint | None
+    params: Mapping[str, str]
+    miss: _NotFound | _MethodNotAllowed | None = None
+
+    @property
+    def streams(self) -> bool:
+        """An upload or a download (served on aiohttp's request)."""
+        return self.endpoint is not None and self.endpoint.stream is not None
+
+
+class _Table:
+    """Method + path → endpoint and path parameters: literal paths by dictionary, templates
+    (``{field}`` matching one non-empty segment) in the order they were added."""
+
+    def __init__(self) -> None:
+        self._literal: dict[str, dict[str, _Endpoint]] = {}
+        self._templates: dict[str, tuple[re.Pattern[str], dict[str, _Endpoint]]] = {}
+
+    def add(self, method: str, template: str, endpoint: _Endpoint) -> None:
+        if _VARIABLE.search(template) is None:
+            self._literal.setdefault(template, {})[method] = endpoint
+            return
+        if template not in self._templates:
+            pattern = "".join(
+                f"(?P<{piece}>[^{{}}/]+)" if i % 2 else re.escape(piece)
+                for i, piece in enumerate(_VARIABLE.split(template))
+            )
+            self._templates[template] = (re.compile(pattern), {})
+        self._templates[template][1][method] = endpoint
+
+    def resolve(self, method: str, path: str) -> Resolution:
+        allowed: set[str] = set()
+        methods = self._literal.get(path)
+        if methods is not None:
+            if method in methods:
+                return Resolution(methods[method], {})
+            allowed.update(methods)
+        for pattern, methods in self._templates.values():
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if method in methods:
+                return Resolution(methods[method], {k: _unquote(v) for k, v in match.groupdict().items()})
+            allowed.update(methods)
+        return Resolution(None, {}, _MethodNotAllowed(allowed) if allowed else _NotFound())
+
+
+class EdgeHandler:
+    """The one request handler: assigns the request id, routes, calls, and renders every
+    failure as the OpenAI envelope carrying that id.
+
+    ``resolve`` + ``answer`` serve a JSON route for either HTTP server; calling the handler
+    with an aiohttp request serves any route (aiohttp's low-level server calls it so).
+
+    Calls go through ``channel``: to ``config.grpc_target`` over a channel the `EdgeServer`
+    opens, or the server's in-process channel under ``tunegate run``. Raises RouteError at
+    construction if an annotation cannot be served."""
+
+    def __init__(self, config: EdgeConfig, channel: grpc.aio.Channel) -> None:
+        self.config = config
+        self.channel = channel
+        self._table = _Table()
+        health = _Endpoint(unary=self._healthz())
+        self._table.add("GET", "/healthz", health)
+        self._table.add("HEAD", "/healthz", health)
+        for route in build_routes():
+            if route.cardinality is Cardinality.UNARY:
+                endpoint = _Endpoint(unary=self._unary(route), reads_body=route.body == "*")
+            else:
+                endpoint = _Endpoint(stream=self._streaming(route))
+            self._table.add(route.verb, route.path, endpoint)
+
+    def resolve(self, method: str, path_safe: str) -> Resolution:
+        """Where a request goes (``path_safe``: decoded but for ``%2F`` and ``%25``)."""
+        return self._table.resolve(method, path_safe)
+
+    async def answer(self, incoming: Incoming, resolution: Resolution) -> Reply:
+        """Answer a request that is not a stream (``resolution.streams`` is false)."""
+        request_id = request_id_from(incoming.headers)
+        try:
+            if resolution.miss is not None:
+                raise resolution.miss
+            assert resolution.endpoint is not None and resolution.endpoint.unary is not None
+            return await resolution.endpoint.unary(incoming, resolution.params, request_id)
+        except Exception as exc:
+            return self._failure(exc, incoming.method, incoming.path, request_id)
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        resolution = self.resolve(request.method, request.rel_url.path_safe)
+        endpoint = resolution.endpoint
+        if endpoint is not None and endpoint.stream is not None:
+            request_id = request_id_from(request.headers)
+            try:
+                response = await endpoint.stream(request, resolution.params, request_id)
+            except Exception as exc:
+                return web_response(self._failure(exc, request.method, request.path, request_id))
+            if not response.prepared:
+                response.headers[REQUEST_ID] = request_id
+            return response
+        try:
+            body = await request.read() if endpoint is not None and endpoint.reads_body else b""
+        except Exception as exc:
+            reply = self._failure(exc, request.method, request.path, request_id_from(request.headers))
+        else:
+            incoming = Incoming(
+                request.method,
+                request.path,
+                request.query,
+                request.headers,
+                request.remote,
+                body,
+            )
+            reply = await self.answer(incoming, resolution)
+        return web_response(reply)
+
+    def _failure(self, exc: Exception, method: str, path: str, request_id: str) -> Reply:
+        """The error answer for what a request raised. Call it from the ``except`` block."""
+        error: ErrorResponse
+        if isinstance(exc, ErrorAnswer):
+            error = exc.error
+        elif isinstance(exc, CodecError):
+            error = error_response(400, exc.message, param=exc.param)
+        elif isinstance(exc, _NotFound):
+            error = error_response(404, f"Invalid URL ({method} {path})", code="unknown_url")
+        elif isinstance(exc, _MethodNotAllowed):
+            error = error_response(405, f"Method not allowed ({method} {path})", code="method_not_allowed")
+            error.headers["Allow"] = exc.allowed
+        elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+            error = error_response(413, "The request body is too large.", code="request_too_large")
+        elif isinstance(exc, web.HTTPException):
+            error = error_response(exc.status, exc.reason)
+        elif isinstance(exc, ConnectionError):
+            # The client went away mid-request; nobody will read an answer.
+            logger.debug("request %s: client disconnected", request_id)
+            error = error_response(499, "Client closed the request.")
+        else:
+            logger.exception("request %s: unhandled error", request_id)
+            error = error_response(500, "The gateway failed to handle the request.")
+        return error_json(error, request_id)
+
+    def _unary(self, route: Route) -> UnaryHandler:
+        rpc = self.channel.unary_unary(
+            route.method_path,
+            request_serializer=route.request_cls.SerializeToString,
+            response_deserializer=route.response_cls.FromString,
+        )
+        timeout = self.config.unary_timeout
+
+        async def handle(incoming: Incoming, params: Mapping[str, str], request_id: str) -> Reply:
+            ctx = call_context(incoming.headers, incoming.remote, request_id)
+            message = build_message(route, params, incoming.headers, incoming.query, incoming.body)
+            try:
+                result = await rpc(message, metadata=ctx.metadata, timeout=timeout)
+            except grpc.aio.AioRpcError as err:
+                raise ErrorAnswer(rpc_error(err)) from None
+            return Reply(200, orjson.dumps(to_openai(result)), {REQUEST_ID: request_id})
+
+        return handle
+
+    def _streaming(self, route: Route) -> StreamHandler:
+        stream = handle_upload if route.cardinality is Cardinality.CLIENT_STREAMING else handle_download
+
+        async def handle(
+            request: web.BaseRequest, params: Mapping[str, str], request_id: str
+        ) -> web.StreamResponse:
+            ctx = call_context(request.headers, request.remote, request_id)
+            return await stream(request, route, params, self.channel, self.config, ctx)
+
+        return handle
+
+    def _healthz(self) -> UnaryHandler:
+        """``GET /healthz``: the gRPC server's overall health (``grpc.health.v1.Health/Check``)."""
+        check = self.channel.unary_unary(
+            _HEALTH_CHECK,
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        timeout = min(self.config.unary_timeout, 5.0)
+
+        async def handle(_incoming: Incoming, _params: Mapping[str, str], request_id: str) -> Reply:
+            try:
+                reply = await check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            except grpc.aio.AioRpcError as err:
+                status, body = 503, {"status": "NOT_SERVING", "detail": err.code().name}
+            else:
+                name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                status, body = (200 if name == "SERVING" else 503), {"status": name}
+            return Reply(status, orjson.dumps(body), {REQUEST_ID: request_id})
+
+        return handle
+
+
+class EdgeServer:
+    """A running edge: the HTTP/1.1 front (aiohttp's low-level server behind it) bound to
+    ``config.host:config.port``.
+
+    Start and stop it on one event loop (its gRPC channel belongs to that loop).
+    """
+
+    def __init__(
+        self,
+        server: asyncio.Server,
+        front: Front,
+        config: EdgeConfig,
+        port: int,
+        owned: grpc.aio.Channel | None,
+    ) -> None:
+        self._server = server
+        self._front = front
+        self._owned = owned
+        self.config = config
+        self.port = port
+        """The bound port (the real one when ``config.port`` is 0)."""
+
+    @classmethod
+    async def start(cls, config: EdgeConfig, channel: grpc.aio.Channel | None = None) -> EdgeServer:
+        """Bind and start serving. Calls go to ``config.grpc_target`` over a channel this server
+        opens and closes, or through ``channel`` when given (the caller owns it)."""
+        # grpc.aio objects are bound to the loop that made them: the channel is made here.
+        owned = None
+        if channel is None:
+            channel = owned = grpc.aio.insecure_channel(config.grpc_target, options=channel_options(config))
+        try:
+            handler = EdgeHandler(config, channel)
+            front = Front(handler, web.Server(handler, access_log=None))
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(front, config.host, config.port, backlog=_BACKLOG)
+        except BaseException:
+            if owned is not None:
+                await owned.close(grace=None)
+            raise
+        port = int(server.sockets[0].getsockname()[1])
+        return cls(server, front, config, port, owned)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to a minute), close."""
+        try:
+            self._server.close()
+            await self._front.shutdown(_SHUTDOWN_TIMEOUT)
+            await self._server.wait_closed()
+        finally:
+            if self._owned is not None:
+                await self._owned.close(grace=None)
+
+
+async def serve(config: EdgeConfig) -> None:
+    """Run the edge until SIGTERM or SIGINT, then shut down gracefully. For the CLI."""
+    server = await EdgeServer.start(config)
+    logger.info(
+        "tunegate edge listening on http://%s:%d, gRPC target %s",
+        config.host,
+        server.port,
+        config.grpc_target,
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform
+            loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+        logger.info("tunegate edge shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(sig)
+        await server.stop()

@@ -1,0 +1,274 @@
+"""Multipart upload → client-streaming RPC (``POST /v1/files``, ``POST /v1/uploads/{id}/parts``).
+
+Theory of operation
+-------------------
+
+The request message is ``oneof payload { <Metadata> metadata; bytes chunk; }`` (``UploadShape``).
+The HTTP form is read part by part, never buffered whole:
+
+1. Text parts (capped at 64 KiB each) are parsed into a *pending* metadata message; path
+   variables and ``(from_header)`` fields fill it too. Unknown names are a 400 naming them.
+2. The binary part (``shape.part``: ``file`` or ``data``) starts the gRPC call. Its filename
+   and content type join the pending metadata, which is written first; then the part's bytes
+   are written as ``chunk`` messages of ≥ 256 KiB, counted against the part's byte limit.
+3. Text parts after the binary part (curl sends fields in command-line order) go into a fresh
+   pending message, written once the form ends, together with the part's byte count (the
+   metadata's ``bytes``). The server merges metadata messages and stores nothing unless that
+   count matches what arrived: a call cut short by a cancel can never commit a truncated file.
+4. ``done_writing()``, then ``await call`` gives the created object.
+
+Invariants:
+
+* Each write is awaited before the next read (one outstanding write is grpc.aio's rule and our
+  backpressure: a slow server slows the HTTP read, it never grows the edge's memory).
+* Every way out of the handler except a completed call cancels the call — over-limit (413),
+  bad form, client gone (``OSError``/``CancelledError`` while reading) — so the server discards
+  the partial blob.
+* A failed ``write()`` only says "INTERNAL"; the server's real status comes from ``await call``,
+  so a failed write stops writing and awaits the call. grpc.aio also *overwrites* the call's
+  status with that INTERNAL when the server's status arrived while the write was in flight
+  (about 1 call in 300 when the server ends a fresh call at once), so ``_ServerStatus`` keeps
+  the server's status, and that is the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+from aiohttp import web
+from google.protobuf.message import Message
+from tunegate.edge._config import EdgeConfig
+from tunegate.edge._errors import error_response
+from tunegate.edge._http import CallContext, ErrorAnswer, ok_json, rpc_error
+from tunegate.edge._multipart import FormPart, FormReader, boundary_of
+from tunegate.edge._routes import Route, UploadShape
+from tunegate.openai_json import apply_form_field, apply_headers, apply_path_params, to_openai
+
+__all__ = ["handle_upload"]
+
+MIN_MESSAGE_BYTES = 256 * 1024
+"""Bytes gathered into one ``chunk`` message (except the last): 8 KiB messages are 4x slower."""
+MAX_TEXT_BYTES = 64 * 1024
+"""Cap on one text form field."""
+
+
+class _ServerEnded(Exception):
+    """A write failed: the server ended the call; its status is in ``await call``."""
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_WRITE_FAILED = "Internal error from Core"
+"""The details grpc.aio gives the status it sets when a write fails."""
+
+
+class _ServerStatus:
+    """The status the server ended a call with, whatever a failed write did to the call after.
+
+    grpc.aio runs a call's done callbacks each time it sets the call's status, and a write that
+    fails sets one too: INTERNAL, "Internal error from Core", no trailers. If the server's status
+    arrived while that write was in flight, the write's INTERNAL replaces it and ``await call``
+    reports it. This keeps the first status that is not the write's. The status is read through
+    the Cython call (grpcio is pinned; ``tests/edge/test_app.py`` checks the race's outcome).
+    The in-process channel's calls (``tunegate run``) end once, with their handler's outcome,
+    and are not watched.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, call: Any) -> None:
+        self.error: grpc.aio.AioRpcError | None = None
+        call.add_done_callback(self._done)
+
+    def _done(self, call: Any) -> None:
+        status = call._cython_call._status
+        code = _CODES.get(status.code(), grpc.StatusCode.UNKNOWN)
+        trailers: tuple[tuple[str, str | bytes], ...] = tuple(status.trailing_metadata() or ())
+        written_off = code is grpc.StatusCode.INTERNAL and status.details() == _WRITE_FAILED and not trailers
+        if self.error is None and not written_off:
+            self.error = grpc.aio.AioRpcError(
+                code,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(*trailers),
+                status.details(),
+                status.debug_error_string(),
+            )
+
+
+def _bad_request(message: str, *, param: str | None, code: str | None = None) -> ErrorAnswer:
+    return ErrorAnswer(error_response(400, message, param=param, code=code))
+
+
+async def handle_upload(
+    request: web.BaseRequest,
+    route: Route,
+    params: Mapping[str, str],
+    channel: grpc.aio.Channel,
+    config: EdgeConfig,
+    ctx: CallContext,
+) -> web.Response:
+    """Stream one multipart request into ``route``'s client-streaming RPC; answer its result."""
+    shape = route.upload
+    assert shape is not None  # routes of CLIENT_STREAMING cardinality always carry one
+    if not request.content_type.startswith("multipart/form-data"):
+        raise _bad_request(
+            f"{route.verb} {route.path} expects a multipart/form-data body.",
+            param=None,
+            code="invalid_content_type",
+        )
+    rpc = channel.stream_unary(
+        route.method_path,
+        request_serializer=route.request_cls.SerializeToString,
+        response_deserializer=route.response_cls.FromString,
+    )
+    pending = shape.metadata_cls()
+    apply_path_params(pending, params)
+    apply_headers(pending, request.headers)
+
+    call: Any = None
+    server_status: _ServerStatus | None = None
+    try:
+        try:
+            reader = FormReader(request.content, boundary_of(request.headers.get("Content-Type", "")))
+        except ValueError as exc:
+            raise _malformed(exc) from None
+        while True:
+            part = await _guard(reader.next_part())
+            if part is None:
+                break
+            if part.headers.get("Content-Type", "").lower().startswith("multipart/"):
+                raise _bad_request("Nested multipart bodies are not supported.", param=None)
+            name = part.name
+            if not name:
+                raise _bad_request("Every form part needs a name.", param=None, code="invalid_multipart")
+            if name != shape.part:
+                apply_form_field(pending, name, await _read_text(reader, part, name))
+                continue
+            if call is not None:
+                raise _bad_request(f"Only one '{name}' part is allowed.", param=name)
+            _describe_binary(pending, part, name)
+            call = rpc(None, metadata=ctx.metadata, timeout=config.stream_timeout)  # write() style
+            server_status = _ServerStatus(call) if isinstance(call, grpc.aio.Call) else None
+            await _write(call, route.request_cls(**{shape.metadata_field: pending}))
+            pending = shape.metadata_cls()
+            sent = await _stream_part(call, route, shape, reader, config)
+            if "bytes" in pending.DESCRIPTOR.fields_by_name:
+                # The end-of-part marker: the server stores nothing unless exactly this many
+                # bytes arrived, so a call cut short by a cancel can never commit a truncated file.
+                pending.bytes = sent  # type: ignore[attr-defined]
+        if call is None:
+            raise _bad_request(
+                f"Missing required parameter: '{shape.part}'.",
+                param=shape.part,
+                code="missing_required_parameter",
+            )
+        if pending.ListFields():
+            await _write(call, route.request_cls(**{shape.metadata_field: pending}))
+        await _done_writing(call)
+        result: Message = await call
+    except _ServerEnded:
+        result = await _outcome(call, server_status)
+    except grpc.aio.AioRpcError as err:
+        raise ErrorAnswer(rpc_error(err)) from None
+    finally:
+        if call is not None and not call.done():
+            call.cancel()
+    return ok_json(to_openai(result))
+
+
+async def _outcome(call: Any, server_status: _ServerStatus | None) -> Message:
+    """The call's result after a failed write; an error is the server's status, not the write's."""
+    try:
+        result: Message = await call
+    except grpc.aio.AioRpcError as err:
+        ended = server_status.error if server_status is not None else None
+        server_error = ended if ended is not None and ended.code() is not grpc.StatusCode.OK else err
+        raise ErrorAnswer(rpc_error(server_error)) from None
+    return result
+
+
+async def _guard(step: Any) -> Any:
+    """Await a multipart parsing step; a malformed body becomes a 400, not a 500."""
+    try:
+        return await step
+    except (ValueError, AssertionError, RuntimeError) as exc:
+        raise _malformed(exc) from None
+
+
+def _malformed(exc: Exception) -> ErrorAnswer:
+    return _bad_request(f"Malformed multipart body: {exc}", param=None, code="invalid_multipart")
+
+
+def _describe_binary(metadata: Message, part: FormPart, name: str) -> None:
+    """Put the part's filename and content type into the metadata, where it has such fields."""
+    filename = part.filename or ""
+    try:
+        filename.encode("utf-8")  # the form reader keeps undecodable header bytes as lone surrogates
+    except UnicodeEncodeError:
+        raise _bad_request("The filename must be valid UTF-8.", param=name, code="invalid_filename") from None
+    fields = metadata.DESCRIPTOR.fields_by_name
+    if "filename" in fields and filename:
+        metadata.filename = filename  # type: ignore[attr-defined]
+    content_type = part.headers.get("Content-Type", "")
+    if "content_type" in fields and content_type:
+        metadata.content_type = content_type  # type: ignore[attr-defined]
+
+
+async def _read_text(reader: FormReader, part: FormPart, name: str) -> str:
+    data = bytearray()
+    while chunk := await _guard(reader.read_chunk(MAX_TEXT_BYTES)):
+        data += chunk
+        if len(data) > MAX_TEXT_BYTES:
+            raise _bad_request(
+                f"'{name}' is longer than {MAX_TEXT_BYTES} bytes.", param=name, code="string_above_max_length"
+            )
+    try:
+        return data.decode(part.get_charset(default="utf-8"))
+    except (UnicodeDecodeError, LookupError):
+        raise _bad_request(f"'{name}' must be UTF-8 text.", param=name) from None
+
+
+async def _stream_part(
+    call: Any, route: Route, shape: UploadShape, reader: FormReader, config: EdgeConfig
+) -> int:
+    """Writes the part's bytes as chunk messages; returns how many bytes were sent."""
+    limit = config.part_limit(shape.part)
+    total = 0
+    buffered: list[bytes] = []
+    size = 0
+    while chunk := await _guard(reader.read_chunk(config.chunk_bytes)):
+        total += len(chunk)
+        if total > limit:
+            raise ErrorAnswer(
+                error_response(
+                    413,
+                    f"'{shape.part}' is larger than the {limit}-byte limit.",
+                    param=shape.part,
+                    code="file_too_large",
+                )
+            )
+        buffered.append(chunk)
+        size += len(chunk)
+        if size >= MIN_MESSAGE_BYTES:
+            await _write(call, route.request_cls(**{shape.chunk_field: b"".join(buffered)}))
+            buffered.clear()
+            size = 0
+    if buffered:
+        await _write(call, route.request_cls(**{shape.chunk_field: b"".join(buffered)}))
+    return total
+
+
+async def _write(call: Any, message: Message) -> None:
+    try:
+        await call.write(message)
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        raise _ServerEnded from None
+
+
+async def _done_writing(call: Any) -> None:
+    try:
+        await call.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        raise _ServerEnded from None

@@ -1,0 +1,308 @@
+"""The `tunegate` command: `run` (server and edge together), `server`, `edge`.
+
+Settings come from, strongest first: command-line flags, environment variables
+(`TUNEGATE_DATA_DIR`, `TUNEGATE_HTTP_PORT`, `TUNEGATE_GRPC_PORT`, `TUNEGATE_CONFIG`,
+`TUNEGATE_ALLOWED_CUSTOM_HOSTS`), a TOML file (`--config`), then the built-in defaults. The TOML
+file holds everything else:
+
+    data_dir = "/var/lib/tunegate"
+
+    [server]                      # any ServerConfig field but `routing`
+    host = "127.0.0.1"
+    port = 50051
+    database_url = "postgresql+asyncpg://tunegate@db/tunegate"
+    max_file_bytes = 536870912
+    reconcile_grace_seconds = 30
+
+    [edge]                        # any EdgeConfig field
+    host = "127.0.0.1"
+    port = 8787
+    grpc_target = "127.0.0.1:50051"
+
+    [routing]
+    # host or host:port a caller's x-portkey-custom-host may name (exact match; a host without
+    # a port allows any port). Empty by default. Env: TUNEGATE_ALLOWED_CUSTOM_HOSTS="a,b:8443".
+    allowed_custom_hosts = ["llm-proxy.internal:8443"]
+
+    [providers.openai]            # ProviderSettings; omitted keys keep the built-in default
+    base_url = "https://api.openai.com/v1"
+    timeout_seconds = 60
+    max_retries = 2
+
+    [providers.azure-openai]
+    base_url = "https://{resource_name}.openai.azure.com/openai"
+    api_version = "v1"            # or a dated version such as "2024-10-21"
+
+    [virtual_keys.team-azure]     # x-portkey-virtual-key: team-azure
+    provider = "azure-openai"
+    api_key_env = "TEAM_AZURE_KEY"  # the *name* of the variable holding the secret
+    resource_name = "team-eastus"   # any other key is a provider option
+    api_version = "2024-10-21"
+    # base_url = "https://…", region = "…" are optional
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import logging
+import os
+import signal
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import grpc.aio
+from tunegate.edge import EdgeConfig, EdgeServer
+from tunegate.server.app import GatewayServer
+from tunegate.server.config import ServerConfig
+from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, RoutingConfig, VirtualKey
+
+__all__ = ["Settings", "load_settings", "main"]
+
+_log = logging.getLogger("tunegate")
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Both halves of the gateway's configuration, resolved from flags, env and file."""
+
+    server: ServerConfig
+    edge: EdgeConfig
+
+
+def _fields_of(
+    cls: type[Any], table: Any, section: str, *, exclude: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise SystemExit(f"config: [{section}] must be a table")
+    known = {f.name for f in dataclasses.fields(cls) if f.init} - exclude
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise SystemExit(f"config: unknown key(s) in [{section}]: {', '.join(unknown)}")
+    return dict(table)
+
+
+# Set from [providers] and [virtual_keys], not inside [routing].
+_NOT_ROUTING = frozenset({"virtual_keys", "providers"})
+_VIRTUAL_KEY_FIELDS = frozenset({"provider", "api_key_env", "base_url", "region"})
+
+
+def _routing_config(document: Mapping[str, Any], env: Mapping[str, str]) -> RoutingConfig:
+    """`[routing]`, `[providers.<name>]` and `[virtual_keys.<name>]` as a `RoutingConfig`."""
+    routing_table = _fields_of(RoutingConfig, document.get("routing", {}), "routing", exclude=_NOT_ROUTING)
+    hosts: Any = routing_table.get("allowed_custom_hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(host, str) for host in hosts):
+        raise SystemExit("config: [routing] allowed_custom_hosts must be a list of strings")
+    from_env = env.get("TUNEGATE_ALLOWED_CUSTOM_HOSTS")
+    if from_env:  # replaces the file's list, like every other environment setting
+        hosts = [host.strip() for host in from_env.split(",") if host.strip()]
+
+    providers_doc = document.get("providers", {})
+    if not isinstance(providers_doc, dict):
+        raise SystemExit("config: [providers] must hold [providers.<name>] tables")
+    providers = dict(DEFAULT_PROVIDERS)
+    for name, table in providers_doc.items():
+        fields = _fields_of(ProviderSettings, table, f"providers.{name}")
+        try:
+            default = providers.get(name)
+            providers[name] = (
+                dataclasses.replace(default, **fields) if default else ProviderSettings(**fields)
+            )
+        except (TypeError, ValueError) as exc:
+            raise SystemExit(f"config: [providers.{name}]: {exc}") from None
+
+    keys_doc = document.get("virtual_keys", {})
+    if not isinstance(keys_doc, dict):
+        raise SystemExit("config: [virtual_keys] must hold [virtual_keys.<name>] tables")
+    virtual_keys: dict[str, VirtualKey] = {}
+    for name, table in keys_doc.items():
+        if not isinstance(table, dict):
+            raise SystemExit(f"config: [virtual_keys.{name}] must be a table")
+        fields = {key: value for key, value in table.items() if key in _VIRTUAL_KEY_FIELDS}
+        options = {key: value for key, value in table.items() if key not in _VIRTUAL_KEY_FIELDS}
+        if "provider" not in fields:
+            raise SystemExit(f"config: [virtual_keys.{name}] needs provider")
+        try:
+            api_key_env = fields.pop("api_key_env", None)
+            key = VirtualKey(name=name, api_key_env=api_key_env, options=options, **fields)
+        except (TypeError, ValueError) as exc:
+            raise SystemExit(f"config: [virtual_keys.{name}]: {exc}") from None
+        if key.api_key_env is not None and not env.get(key.api_key_env):
+            _log.warning("virtual key %r: environment variable %s is not set", name, key.api_key_env)
+        virtual_keys[name] = key
+
+    try:
+        return RoutingConfig(
+            allowed_custom_hosts=tuple(hosts), virtual_keys=virtual_keys, providers=providers
+        )
+    except ValueError as exc:
+        raise SystemExit(f"config: {exc}") from None
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ) -> Settings:
+    """Resolves the settings for one command; invalid values stop the program with a message."""
+    config_path = args.config or env.get("TUNEGATE_CONFIG")
+    document: dict[str, Any] = {}
+    if config_path:
+        try:
+            document = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SystemExit(f"config: cannot read {config_path}: {exc}") from None
+    sections = {"data_dir", "server", "edge", "routing", "providers", "virtual_keys"}
+    unknown = sorted(set(document) - sections)
+    if unknown:
+        raise SystemExit(f"config: unknown top-level key(s): {', '.join(unknown)}")
+
+    server_table = _fields_of(
+        ServerConfig, document.get("server", {}), "server", exclude=frozenset({"routing"})
+    )
+    server_table["routing"] = _routing_config(document, env)
+    edge_table = _fields_of(EdgeConfig, document.get("edge", {}), "edge")
+
+    data_dir = args.data_dir or env.get("TUNEGATE_DATA_DIR") or document.get("data_dir")
+    server_table["data_dir"] = Path(data_dir) if data_dir else DEFAULT_DATA_DIR
+
+    grpc_port = args.grpc_port if args.grpc_port is not None else _env_int(env, "TUNEGATE_GRPC_PORT")
+    if grpc_port is not None:
+        server_table["port"] = grpc_port
+    http_port = args.http_port if args.http_port is not None else _env_int(env, "TUNEGATE_HTTP_PORT")
+    if http_port is not None:
+        edge_table["port"] = http_port
+    if getattr(args, "grpc_target", None):
+        edge_table["grpc_target"] = args.grpc_target
+    # The edge enforces the same per-file limit as the server, so an over-limit upload is
+    # refused (413) before its bytes cross the gRPC link.
+    if "max_file_bytes" in server_table:
+        edge_table.setdefault("max_file_bytes", server_table["max_file_bytes"])
+    if "max_part_bytes" in server_table:
+        edge_table.setdefault("max_part_bytes", server_table["max_part_bytes"])
+
+    try:
+        server_config = ServerConfig(**server_table)
+        if "grpc_target" not in edge_table:
+            host = server_config.host if server_config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+            edge_table["grpc_target"] = f"{host}:{server_config.port}"
+        edge_config = EdgeConfig(**edge_table)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"config: {exc}") from None
+    return Settings(server=server_config, edge=edge_config)
+
+
+def _freeze_startup_heap() -> None:
+    """Move what start-up allocated — modules, descriptors, compiled builders and plans, route
+    tables, all alive until exit — out of the cyclic collector's sight (`gc.freeze`), so its
+    full collections scan only what requests allocate. Measured at `list_jobs` c=16: 0.11 s of
+    collection per 4 s of load before, 0.04 s after."""
+    gc.collect()
+    gc.freeze()
+
+
+async def _wait_for_signal() -> None:
+    _freeze_startup_heap()  # every mode calls this once it is serving
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    _log.info("shutting down")
+
+
+async def _run_server(settings: Settings) -> None:
+    server = await GatewayServer.start(settings.server)
+    try:
+        await _wait_for_signal()
+    finally:
+        await server.stop()
+
+
+async def _run_edge(settings: Settings) -> None:
+    edge = await EdgeServer.start(settings.edge)
+    try:
+        await _wait_for_signal()
+    finally:
+        await edge.stop()
+
+
+async def _run_both(settings: Settings) -> None:
+    server = await GatewayServer.start(settings.server)
+    edge_config = settings.edge
+    if settings.server.port == 0:  # the edge follows the port the server actually bound
+        edge_config = dataclasses.replace(edge_config, grpc_target=f"127.0.0.1:{server.port}")
+    # The edge calls the servicers in-process (no loopback HTTP/2 hop) and takes answers already
+    # rendered as OpenAI JSON where a servicer has them; the gRPC port still serves gRPC
+    # clients. The channel only has the methods the edge uses, hence the cast.
+    channel = cast(grpc.aio.Channel, server.channel(openai_json=True))
+    try:
+        edge = await EdgeServer.start(edge_config, channel)
+    except BaseException:
+        await server.stop()
+        raise
+    _log.info(
+        "tunegate ready: REST http://%s:%d/v1  gRPC %s:%d  data %s",
+        edge_config.host,
+        edge.port,
+        settings.server.host,
+        server.port,
+        settings.server.data_dir.resolve(),
+    )
+    try:
+        await _wait_for_signal()
+    finally:
+        await edge.stop()  # stop taking HTTP requests first, then drain the gRPC server
+        await server.stop()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunegate", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("run", "the gRPC server and the REST edge together"),
+        ("server", "the gRPC server only"),
+        ("edge", "the REST edge only, in front of a running server"),
+    ):
+        cmd = commands.add_parser(name, help=help_text)
+        cmd.add_argument("--config", help="TOML config file (env TUNEGATE_CONFIG)")
+        cmd.add_argument("--data-dir", help="where metadata and blobs live (env TUNEGATE_DATA_DIR)")
+        cmd.add_argument("--grpc-port", type=int, help="gRPC port, default 50051 (env TUNEGATE_GRPC_PORT)")
+        cmd.add_argument("--http-port", type=int, help="REST port, default 8787 (env TUNEGATE_HTTP_PORT)")
+        cmd.add_argument("--log-level", default=os.environ.get("TUNEGATE_LOG_LEVEL", "INFO"))
+        if name == "edge":
+            cmd.add_argument("--grpc-target", help="host:port of the gRPC server")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `tunegate` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = load_settings(args)
+    runner = {"run": _run_both, "server": _run_server, "edge": _run_edge}[args.command]
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS
+        asyncio.run(runner(settings))
+    else:
+        uvloop.run(runner(settings))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

@@ -1,0 +1,417 @@
+"""An in-process gRPC channel: the edge's calls go straight to this process's servicers.
+
+`tunegate run` hosts the edge and the server in one process. Sending each REST call through a
+loopback HTTP/2 connection there would serialise every message twice and cross grpc's C core in
+both directions for nothing (grpc-gateway offers the same shortcut, `RegisterXHandlerServer`).
+`InProcessChannel` has the part of `grpc.aio.Channel` the edge uses — `unary_unary`,
+`unary_stream`, `stream_unary`, `close` — and calls the registered method handlers, wrapped by
+the same error interceptor as on the network path, with a `ServicerContext` look-alike.
+
+What a caller observes is what the network path gives it:
+
+- requests and responses are passed as message objects (servicers never mutate a request);
+- metadata arrives as the `(key, value)` pairs the caller sent;
+- a servicer's abort — every domain error goes through one, via the interceptor — surfaces as
+  `grpc.aio.AioRpcError` with the same code, details and trailing metadata, so the rich
+  `google.rpc.Status` and the edge's one error table apply unchanged;
+- a timeout is DEADLINE_EXCEEDED, an unknown method UNIMPLEMENTED;
+- streams keep one message in flight (backpressure); `cancel()` cancels the servicer's task,
+  which sees `asyncio.CancelledError` as it would when a network client goes away;
+- after a client-streaming servicer has answered, `write()` raises `asyncio.InvalidStateError`
+  and the answer is in `await call`, as with grpc.aio.
+
+The gRPC port still serves gRPC clients; only the edge's hop is shortened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import grpc.aio
+from tunegate.server.interceptor import wrap_handler
+
+__all__ = ["HandlerTable", "InProcessChannel"]
+
+if TYPE_CHECKING:
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+    _Generic = grpc.GenericRpcHandler[Any, Any]
+else:
+    _Handler = grpc.RpcMethodHandler
+    _Generic = grpc.GenericRpcHandler
+
+_Pairs = Sequence[tuple[str, str | bytes]]
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs lacks the sentinel
+_PEER = "in-process"
+
+
+class HandlerTable:
+    """Collects method handlers the way `grpc.aio.Server` does, so the generated
+    `add_<Service>Servicer_to_server(servicer, table)` functions fill it. Each handler is
+    wrapped with the error interceptor's behaviour."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, _Handler] = {}
+        self._generic: list[_Generic] = []
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, _Handler]) -> None:
+        for name, handler in handlers.items():
+            method = f"/{service}/{name}"
+            self._handlers[method] = wrap_handler(handler, method)
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[_Generic]) -> None:
+        # Generated code registers each service twice (generic + registered); the registered
+        # table answers first, generic handlers only serve methods registered no other way.
+        self._generic.extend(handlers)
+
+    def lookup(self, method: str) -> _Handler | None:
+        """The wrapped handler for `/package.Service/Method`, or None."""
+        handler = self._handlers.get(method)
+        if handler is None:
+            for generic in self._generic:
+                found = generic.service(_CallDetails(method))
+                if found is not None:
+                    handler = self._handlers[method] = wrap_handler(found, method)
+                    break
+        return handler
+
+
+class _CallDetails(grpc.HandlerCallDetails):
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
+
+
+def _rpc_error(
+    code: grpc.StatusCode, details: str, trailing: _Pairs = (), initial: _Pairs = ()
+) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        code,
+        grpc.aio.Metadata(*initial),
+        grpc.aio.Metadata(*trailing),
+        details=details,
+        debug_error_string=None,
+    )
+
+
+class _Aborted(grpc.aio.AbortError):
+    """Raised by `_Context.abort`; the interceptor lets AbortError through untouched."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: _Pairs) -> None:
+        super().__init__(details)
+        self.error = _rpc_error(code, details, trailing)
+
+
+class _Context:
+    """The `grpc.aio.ServicerContext` methods tunegate's servicers and grpc's health servicer use."""
+
+    def __init__(self, metadata: _Pairs, deadline: float | None, *, openai_json: bool = False) -> None:
+        self.takes_openai_json = openai_json  # see `InProcessChannel`
+        self._metadata = tuple(metadata)
+        self._deadline = deadline
+        self._code = grpc.StatusCode.OK
+        self._details = ""
+        self._trailing: _Pairs = ()
+        self.on_initial_metadata: Callable[[_Pairs], None] = lambda _metadata: None
+        self.on_write: Callable[[Any], Awaitable[None]] | None = None
+
+    def invocation_metadata(self) -> _Pairs:
+        return self._metadata
+
+    def peer(self) -> str:
+        return _PEER
+
+    def time_remaining(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - asyncio.get_running_loop().time())
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: _Pairs = ()) -> None:
+        raise _Aborted(code, details, tuple(trailing_metadata))
+
+    async def send_initial_metadata(self, metadata: _Pairs) -> None:
+        self.on_initial_metadata(tuple(metadata))
+
+    async def write(self, message: Any) -> None:
+        if self.on_write is None:
+            raise RuntimeError("write() is only valid on a server-streaming call")
+        await self.on_write(message)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def set_trailing_metadata(self, metadata: _Pairs) -> None:
+        self._trailing = tuple(metadata)
+
+    def failure(self) -> grpc.aio.AioRpcError | None:
+        """The error a servicer set with `set_code` (and returned normally), if any."""
+        if self._code is grpc.StatusCode.OK:
+            return None
+        return _rpc_error(self._code, self._details, self._trailing)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else asyncio.get_running_loop().time() + timeout
+
+
+def _deadline_exceeded() -> grpc.aio.AioRpcError:
+    return _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
+def _cancelled() -> grpc.aio.AioRpcError:
+    return _rpc_error(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
+
+
+class _Pipe:
+    """One-message-in-flight hand-over between two tasks, ended once (with an error or not)."""
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Any] = collections.deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.ended = False
+        self.error: BaseException | None = None
+
+    async def put(self, item: Any) -> None:
+        """Wait until the previous item was taken (or the pipe ended), then hand `item` over.
+        Returns without handing over when the pipe has ended."""
+        while not self._room.is_set():
+            await self._room.wait()
+        if self.ended:
+            return
+        self._items.append(item)
+        self._room.clear()
+        self._ready.set()
+
+    async def get(self) -> Any:
+        """The next item; `_EOF` once ended cleanly; raises the error it ended with."""
+        while True:
+            if self._items:
+                item = self._items.popleft()
+                self._room.set()
+                if not self.ended:
+                    self._ready.clear()
+                return item
+            if self.ended:
+                if self.error is not None:
+                    raise self.error
+                return _EOF
+            await self._ready.wait()
+
+    def end(self, error: BaseException | None = None) -> None:
+        if not self.ended:
+            self.ended = True
+            self.error = error
+        self._ready.set()
+        self._room.set()  # a producer blocked in put() must not wait forever
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # The edge may cancel a call that already failed without awaiting it again; the outcome
+    # was delivered (or nobody wants it), so the task's exception must not be reported as lost.
+    if not task.cancelled():
+        task.exception()
+
+
+async def _answer(
+    behavior: Any, request: Any, metadata: _Pairs, seconds: float | None, openai_json: bool
+) -> Any:
+    """Run a single-response behaviour (unary or client-streaming) and return its response, or
+    raise the `AioRpcError` the network path would."""
+    if behavior is None:
+        raise _rpc_error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+    context = _Context(metadata, _deadline(seconds), openai_json=openai_json)
+    try:
+        async with asyncio.timeout(seconds):
+            response = await behavior(request, context)
+    except _Aborted as aborted:
+        raise aborted.error from None
+    except TimeoutError:
+        raise _deadline_exceeded() from None
+    failure = context.failure()
+    if failure is not None:
+        raise failure
+    return response
+
+
+class _UnaryUnary:
+    def __init__(self, table: HandlerTable, method: str, openai_json: bool) -> None:
+        self._table = table
+        self._method = method
+        self._openai_json = openai_json
+
+    def __call__(
+        self, request: Any, *, timeout: float | None = None, metadata: _Pairs | None = None, **_: Any
+    ) -> Awaitable[Any]:
+        return self._invoke(request, timeout, metadata or ())
+
+    async def _invoke(self, request: Any, seconds: float | None, metadata: _Pairs) -> Any:
+        handler = self._table.lookup(self._method)
+        behavior = None if handler is None else handler.unary_unary
+        return await _answer(behavior, request, metadata, seconds, self._openai_json)
+
+
+class _UnaryStreamCall:
+    """The server-streaming call object: `initial_metadata()`, `read()`, `done()`, `cancel()`."""
+
+    def __init__(
+        self, handler: _Handler | None, request: Any, metadata: _Pairs, timeout: float | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._initial: asyncio.Future[grpc.aio.Metadata] = loop.create_future()
+        self._responses = _Pipe()
+        self._task = loop.create_task(self._run(handler, request, metadata, timeout))
+        self._task.add_done_callback(_retrieve)
+
+    def _send_initial(self, metadata: _Pairs = ()) -> None:
+        if not self._initial.done():
+            self._initial.set_result(grpc.aio.Metadata(*metadata))
+
+    async def _emit(self, message: Any) -> None:
+        self._send_initial()
+        await self._responses.put(message)
+
+    async def _run(
+        self, handler: _Handler | None, request: Any, metadata: _Pairs, seconds: float | None
+    ) -> None:
+        error: BaseException | None = None
+        try:
+            if handler is None or handler.unary_stream is None:
+                raise _Aborted(grpc.StatusCode.UNIMPLEMENTED, "Method not found!", ())
+            context = _Context(metadata, _deadline(seconds))
+            context.on_initial_metadata = self._send_initial
+            context.on_write = self._emit
+            async with asyncio.timeout(seconds):
+                behavior: Any = handler.unary_stream  # grpc-stubs types behaviours as sync
+                result = behavior(request, context)
+                if inspect.isasyncgen(result):
+                    async with contextlib.aclosing(result):
+                        async for message in result:
+                            await self._emit(message)
+                else:
+                    await result
+            error = context.failure()
+        except _Aborted as aborted:
+            error = aborted.error
+        except TimeoutError:
+            error = _deadline_exceeded()
+        except asyncio.CancelledError:
+            self._send_initial()
+            self._responses.end(_cancelled())
+            raise
+        self._send_initial()
+        self._responses.end(error)
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return await self._initial
+
+    async def read(self) -> Any:
+        return await self._responses.get()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def cancel(self) -> bool:
+        return self._task.cancel()
+
+
+class _StreamUnaryCall:
+    """The client-streaming call object: `write()`, `done_writing()`, `await call`, `done()`,
+    `cancel()`."""
+
+    def __init__(self, handler: _Handler | None, metadata: _Pairs, timeout: float | None) -> None:
+        self._requests = _Pipe()
+        self._task = asyncio.get_running_loop().create_task(self._run(handler, metadata, timeout))
+        self._task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        _retrieve(task)
+        self._requests.end()  # wakes a writer waiting for room; its write then fails
+
+    async def _incoming(self) -> AsyncIterator[Any]:
+        while (message := await self._requests.get()) is not _EOF:
+            yield message
+
+    async def _run(self, handler: _Handler | None, metadata: _Pairs, seconds: float | None) -> Any:
+        behavior = None if handler is None else handler.stream_unary
+        return await _answer(behavior, self._incoming(), metadata, seconds, False)
+
+    async def write(self, message: Any) -> None:
+        if self._requests.ended or self._task.done():
+            raise asyncio.InvalidStateError("the call has ended")
+        await self._requests.put(message)
+        if self._task.done():
+            raise asyncio.InvalidStateError("the call has ended")
+
+    async def done_writing(self) -> None:
+        if self._task.done():
+            raise asyncio.InvalidStateError("the call has ended")
+        await self._requests.put(_EOF)  # `_incoming` stops at the marker
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._outcome().__await__()
+
+    async def _outcome(self) -> Any:
+        try:
+            return await self._task
+        except asyncio.CancelledError:
+            if self._task.cancelled():
+                raise _cancelled() from None
+            raise
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def cancel(self) -> bool:
+        return self._task.cancel()
+
+
+class InProcessChannel:
+    """A `grpc.aio.Channel` stand-in for callers in the server's own process (see the module
+    docstring). Build it from the server's `HandlerTable`; use it on the server's event loop.
+
+    `openai_json`: the caller only renders unary responses as OpenAI JSON (the edge). Servicers
+    may then answer with `tunegate.openai_json.Rendered` — the JSON `to_openai` would make of
+    the message, computed without building it — instead of the message itself (the context's
+    `takes_openai_json` says so). Other callers always get messages."""
+
+    def __init__(self, table: HandlerTable, *, openai_json: bool = False) -> None:
+        self._table = table
+        self._openai_json = openai_json
+
+    def unary_unary(self, method: str, *_: Any, **__: Any) -> _UnaryUnary:
+        return _UnaryUnary(self._table, method, self._openai_json)
+
+    def unary_stream(self, method: str, *_: Any, **__: Any) -> Callable[..., _UnaryStreamCall]:
+        def call(
+            request: Any, *, timeout: float | None = None, metadata: _Pairs | None = None, **_: Any
+        ) -> _UnaryStreamCall:
+            return _UnaryStreamCall(self._table.lookup(method), request, metadata or (), timeout)
+
+        return call
+
+    def stream_unary(self, method: str, *_: Any, **__: Any) -> Callable[..., _StreamUnaryCall]:
+        def call(
+            request_iterator: None = None,
+            *,
+            timeout: float | None = None,
+            metadata: _Pairs | None = None,
+            **_: Any,
+        ) -> _StreamUnaryCall:
+            if request_iterator is not None:
+                raise NotImplementedError("the in-process channel takes write()-style streams only")
+            return _StreamUnaryCall(self._table.lookup(method), metadata or (), timeout)
+
+        return call
+
+    async def close(self, grace: float | None = None) -> None:
+        """Nothing to release: the servicers belong to the server."""

@@ -1,0 +1,115 @@
+"""The error-normalising server interceptor.
+
+Every handler, whatever its cardinality, is wrapped in a handler of the same cardinality so that:
+
+- a raised `TunegateError` aborts the call with `to_status(err)` (code, message, details);
+- any other exception is logged with its traceback and aborts with a generic INTERNAL status
+  (code `internal_error`); the stack never leaves the process;
+- `asyncio.CancelledError` (client gone, server stopping) and grpc's own abort propagate.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+import grpc.aio
+from tunegate.server.errors import Internal, TunegateError, to_status
+
+__all__ = ["ErrorInterceptor", "wrap_handler"]
+
+logger = logging.getLogger("tunegate.server")
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+    _Context = grpc.aio.ServicerContext[Any, Any]
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+    _Context = grpc.aio.ServicerContext
+    _Handler = grpc.RpcMethodHandler
+
+_Behavior = Callable[..., Any]
+
+
+async def _abort(context: _Context, err: TunegateError) -> NoReturn:
+    status = to_status(err)
+    # Equivalent to `abort_with_status(status)`, which the aio typing stubs lack.
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+async def _abort_for(context: _Context, method: str, exc: Exception) -> NoReturn:
+    if isinstance(exc, TunegateError):
+        await _abort(context, exc)
+    logger.error("unhandled exception in %s", method, exc_info=exc)
+    await _abort(context, Internal("The server had an error while processing your request."))
+
+
+def _wrap_unary_response(behavior: _Behavior, method: str) -> _Behavior:
+    async def wrapper(request: Any, context: _Context) -> Any:
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort_for(context, method, exc)
+
+    return wrapper
+
+
+def _wrap_stream_response(behavior: _Behavior, method: str) -> _Behavior:
+    if inspect.isasyncgenfunction(behavior):
+
+        async def generator(request: Any, context: _Context) -> AsyncIterator[Any]:
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await _abort_for(context, method, exc)
+
+        return generator
+    # A coroutine that writes with `context.write` (e.g. health's Watch): same shape as unary.
+    return _wrap_unary_response(behavior, method)
+
+
+# Per cardinality: the handler's attribute, grpc's constructor, and how its behaviour is wrapped.
+_CARDINALITIES: tuple[tuple[str, Callable[..., _Handler], Callable[[_Behavior, str], _Behavior]], ...] = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler, _wrap_unary_response),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler, _wrap_stream_response),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler, _wrap_unary_response),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler, _wrap_stream_response),
+)
+
+
+def wrap_handler(handler: _Handler, method: str) -> _Handler:
+    """`handler` with every behaviour wrapped as described above (same cardinality, same
+    (de)serializers). Used by `ErrorInterceptor` and by the in-process channel."""
+    for attribute, make, wrap in _CARDINALITIES:
+        behavior = getattr(handler, attribute)
+        if behavior is not None:
+            return make(
+                wrap(behavior, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+    return handler
+
+
+class ErrorInterceptor(_Interceptor):
+    """Turns exceptions raised by servicers into well-formed `google.rpc.Status` aborts."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        # None for an unknown method: grpc then answers UNIMPLEMENTED itself.
+        handler: _Handler | None = await continuation(handler_call_details)
+        if handler is None:
+            return handler  # type: ignore[return-value]  # the stubs omit the None case
+        return wrap_handler(handler, handler_call_details.method)

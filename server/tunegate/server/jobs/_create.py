@@ -1,0 +1,541 @@
+"""Creating jobs: a paid job is never lost and never doubled.
+
+Theory of operation. Each create becomes a row in `jobs` whose `state` moves::
+
+    intent ──provider confirmed (answer, or found by tag)──▶ created
+       ├────provider refused it definitely (a 4xx)────────▶ failed_to_create   (error stored)
+       └────never confirmed within `abandon_after`────────▶ failed             (creation_not_confirmed)
+
+1. *Intent first.* After validation (no provider cost yet) the row is inserted as `intent`
+   (status `validating_files`, the request, its hash, the idempotency key) in its own committed
+   transaction, holding a *lease* (`lease_until`) that says who is driving it. The unique
+   (owner, request_id) index makes exactly one concurrent insert per key win; the others replay.
+   On SQLite run inline, an intent without a key is recorded by a line in the intent journal
+   instead and stored with its completion (`tunegate.server.store._journal`): the same record, kept
+   by one `write(2)` rather than a transaction, seen by every statement on jobs.
+2. *Files.* Gateway files are copied to the provider account (once; see `_provider_files`).
+3. *Attempted.* `attempted` is committed just before `provider.create_job` — from then on the
+   provider may hold a job for this row. A request naming no gateway file has nothing to do
+   in step 2, so its intent is inserted `attempted` already (one write fewer).
+4. *Tagged create.* The provider job is created with `tag = the gateway job id` (OpenAI keeps it
+   in `metadata`), so it can always be found again with `find_job_by_tag`.
+5. *Complete.* The answer is stored (`intent → created`, native id, snapshot) and committed.
+   On a database shared by several processes (PostgreSQL) this happens before the answer, so
+   any instance the caller asks next sees the job complete. On SQLite run inline (one process
+   serves it) the answer goes out first and the row is completed shortly after, in a batch with
+   the creates answered within `completion_delay` (10 ms): the tagged, attempted intent already
+   guarantees the job is found again, so a store that fails (or a crash) there is the crash
+   window below, not a lost job, and the process's own calls that meet the intent meanwhile
+   have its batch stored at once and wait for it (`resolve`, `settle`).
+
+The crash window is between 4 and 5: the provider has the job, the registry only the intent.
+Because the job carries its tag, nothing is lost: the reconciler (start-up and periodic, for
+intents older than `reconcile_grace` whose account can be rebuilt — virtual keys), the next
+retrieve or list by a caller carrying the credential, or a retry with the same idempotency key
+finds the job by tag and completes the row. And nothing is doubled: a row that is `attempted`
+is always looked up by tag before the provider is asked to create again.
+
+Failures of `create_job`: a definite refusal (400/401/403/404) marks `failed_to_create` and is
+replayed to retries with the same key (AIP-155: the key names one outcome; the SDK does not
+retry 4xx anyway). 429/409 are definite but transient: the lease is released so a retry may
+try again. Anything else (timeout, dropped connection, 5xx) is *ambiguous*: the row is looked
+up by tag at once; found → completed and returned; not found → the intent stays, the lease is
+released, and the caller gets a retryable error — the retry looks up by tag again before it
+ever creates anew.
+
+Duplicates with the same key and the same body (hash of the canonical request + account key)
+wait, polling the row, while another request holds the lease, and return its outcome; a
+different body is `Conflict` (409, not retried). A duplicate that finds the lease free (the
+first request failed transiently, or its process died and the lease expired) drives the intent
+itself, starting with the tag lookup.
+
+Fault injection: with `TUNEGATE_FAULT_CRASH_AFTER_PROVIDER_CREATE=1` in the environment (read
+at call time) the process exits with status 70 right after `create_job` returns — the crash
+window above, for end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tunegate.server import errors
+from tunegate.server.errors import Conflict, TunegateError, Unavailable, UpstreamError
+from tunegate.server.files import Clock
+from tunegate.server.ids import FILE_PREFIX, is_well_formed, new_id
+from tunegate.server.jobs._backends import Backend, Backends
+from tunegate.server.jobs._provider_files import ProviderFileCopier
+from tunegate.server.jobs._render import job_object, normalize_status
+from tunegate.server.providers._base import JobObject
+from tunegate.server.store import INTENT, Completion, DuplicateRequestId, JobRecord, JobRepository
+
+__all__ = [
+    "CREATED",
+    "FAILED",
+    "FAILED_TO_CREATE",
+    "FAULT_CRASH_AFTER_PROVIDER_CREATE",
+    "INTENT",
+    "JOB_PREFIX",
+    "CreationSettings",
+    "JobCreator",
+    "ReconcileReport",
+]
+
+logger = logging.getLogger("tunegate.server")
+
+JOB_PREFIX = "ftjob-"
+CREATED, FAILED_TO_CREATE, FAILED = "created", "failed_to_create", "failed"
+FAULT_CRASH_AFTER_PROVIDER_CREATE = "TUNEGATE_FAULT_CRASH_AFTER_PROVIDER_CREATE"
+CRASH_EXIT_STATUS = 70
+FILE_PARAMS = ("training_file", "validation_file")
+_exit = os._exit  # replaced by in-process tests of the crash window
+
+# Errors by which a provider definitely refused to create a job.
+_DEFINITE = (
+    errors.InvalidArgument,
+    errors.FailedPrecondition,
+    errors.NotFound,
+    errors.PermissionDenied,
+    errors.Unauthenticated,
+    errors.Conflict,
+)
+_TRANSIENT_REFUSALS = (errors.ResourceExhausted, errors.Aborted)
+_REPLAYABLE: dict[str, type[TunegateError]] = {cls.__name__: cls for cls in (*_DEFINITE, errors.Unsupported)}
+
+
+@dataclass(frozen=True, slots=True)
+class CreationSettings:
+    """Timing of the creation protocol (seconds).
+
+    `lease`: how long a request may drive an intent before others may take over (covers file
+    processing and the create call). `wait`: how long a duplicate waits for the driver.
+    `reconcile_grace`: intents younger than this are left to their request. `abandon_after`: an
+    intent not found at the provider this long after creation becomes `failed`.
+    `tag_lookback`: tag searches start this long before the intent's creation.
+    `completion_delay`, `completion_batch`: on SQLite inline, a created job's row is completed
+    after its answer, together with the others answered within `completion_delay` of the first
+    (at most `completion_batch` at a time): one statement and one commit for all of them
+    instead of one each, and none of them on a later request's path."""
+
+    lease: float = 900.0
+    wait: float = 60.0
+    poll_interval: float = 0.05
+    reconcile_grace: float = 30.0
+    abandon_after: float = 900.0
+    tag_lookback: int = 60
+    completion_delay: float = 0.01
+    completion_batch: int = 64
+
+
+class _Batch:
+    """Completions answered and not yet stored; `stored` resolves once they are (or failed)."""
+
+    __slots__ = ("records", "stored", "timer")
+
+    def __init__(self, stored: asyncio.Future[None]) -> None:
+        self.records: list[JobRecord] = []
+        self.stored = stored
+        self.timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    """What one reconciler pass did."""
+
+    completed: int = 0
+    failed: int = 0
+    pending: int = 0
+
+
+_CANONICAL_BODY = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+"""Canonical JSON for `request_hash` (one encoder: `json.dumps` with options builds one per call)."""
+
+
+def request_hash(body: Mapping[str, Any], account_key: str) -> str:
+    """The idempotency fingerprint: canonical JSON of the OpenAI body plus the account key."""
+    canonical = _CANONICAL_BODY.encode(body)
+    return hashlib.sha256(f"{canonical}\n{account_key}".encode()).hexdigest()
+
+
+def error_record(exc: TunegateError) -> dict[str, Any]:
+    return {
+        "class": type(exc).__name__,
+        "message": exc.message,
+        "code": exc.code,
+        "param": exc.param,
+        "type": exc.type,
+        "http_status": exc.http_status,
+    }
+
+
+def stored_error(data: Mapping[str, Any]) -> TunegateError:
+    """The error stored by `error_record`, rebuilt for a replay."""
+    cls = _REPLAYABLE.get(str(data.get("class")), errors.InvalidArgument)
+    return cls(
+        str(data.get("message") or "The job could not be created."),
+        code=data.get("code"),
+        param=data.get("param"),
+        type=data.get("type"),
+        http_status=data.get("http_status"),
+    )
+
+
+def _crash_point() -> None:
+    if os.environ.get(FAULT_CRASH_AFTER_PROVIDER_CREATE) == "1":
+        logger.critical("fault injection: exiting between the provider's answer and the commit")
+        _exit(CRASH_EXIT_STATUS)
+
+
+class JobCreator:
+    """Runs the creation protocol over the job repository."""
+
+    def __init__(
+        self,
+        repository: JobRepository,
+        copier: ProviderFileCopier,
+        backends: Backends,
+        *,
+        settings: CreationSettings | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self._repo = repository
+        self._copier = copier
+        self._backends = backends
+        self.settings = settings or CreationSettings()
+        self._clock = clock
+        # Completions stored after their answer (see `_complete_after_answer`): the batch still
+        # collecting, the batches being written, and each waiting job's batch.
+        self._batch: _Batch | None = None
+        self._writing: set[asyncio.Task[None]] = set()
+        self._completing: dict[str, asyncio.Future[None]] = {}
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    async def create(
+        self,
+        owner: str,
+        body: Mapping[str, Any],
+        backend: Backend,
+        *,
+        request_id: str | None,
+        copies_files: bool = True,
+    ) -> JobRecord:
+        """Create (or, for a repeated idempotency key, replay) a validated request on `backend`.
+
+        `copies_files`: whether the request names gateway files, to be copied to the provider
+        before the create. Without any, nothing stands between the intent and the provider's
+        create, so the intent is stored `attempted` at once (steps 1 and 3 in one write)."""
+        now = self._now()
+        account = backend.account
+        metadata = body.get("metadata")
+        record = JobRecord(
+            id=new_id(JOB_PREFIX),
+            owner=owner,
+            provider=account.provider,
+            account_key=account.key,
+            region=account.region,
+            state=INTENT,
+            status="validating_files",
+            request=dict(body),
+            request_hash=request_hash(body, account.key),
+            request_id=request_id,
+            metadata=dict(metadata) if metadata else None,
+            created_at=now,
+            updated_at=now,
+            lease_until=now + int(self.settings.lease),
+            attempted=not copies_files,
+        )
+        if request_id is not None:
+            previous = await self._repo.get_by_request_id(owner, request_id)
+            if previous is not None:
+                return await self._replay(previous, record, backend)
+        try:
+            record = await self._repo.insert_intent(record)
+        except DuplicateRequestId:
+            assert request_id is not None
+            previous = await self._repo.get_by_request_id(owner, request_id)
+            assert previous is not None  # intents are never deleted
+            return await self._replay(previous, record, backend)
+        return await self._drive(record, backend, fresh=True)
+
+    async def _replay(self, previous: JobRecord, attempt: JobRecord, backend: Backend) -> JobRecord:
+        if previous.request_hash != attempt.request_hash:
+            raise Conflict(
+                "This idempotency key was already used with a different request.",
+                code="idempotency_key_reused",
+                param="request_id",
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.wait
+        saw_driver = False
+        current: JobRecord | None = previous
+        while True:
+            assert current is not None
+            if current.state == FAILED_TO_CREATE:
+                raise stored_error(current.error or {})
+            if current.state != INTENT:
+                return current
+            if await self._completed_here(current.id):  # its request was answered; now stored
+                current = await self._repo.get_any(current.id)
+                continue
+            now = self._now()
+            if current.lease_until is not None and current.lease_until > now:
+                saw_driver = True
+            elif saw_driver:
+                # The request we waited for gave up without an outcome (a transient failure):
+                # answer like it did, retryably, rather than hammering the provider once per waiter.
+                raise Unavailable(
+                    "The first request with this idempotency key could not confirm the job; retry.",
+                    code="creation_pending",
+                    retry_after=1.0,
+                )
+            elif await self._repo.acquire_lease(current.id, now=now, until=now + int(self.settings.lease)):
+                return await self._drive(current, backend)
+            if loop.time() >= deadline:
+                raise Unavailable(
+                    "A request with this idempotency key is still being processed; retry shortly.",
+                    code="request_in_progress",
+                    retry_after=1.0,
+                )
+            await asyncio.sleep(self.settings.poll_interval)
+            current = await self._repo.get_any(current.id)
+
+    async def _drive(self, record: JobRecord, backend: Backend, *, fresh: bool = False) -> JobRecord:
+        """Take a leased intent to an outcome (see the module docstring, steps 2–5). `fresh`: this
+        request inserted it just now, so no provider can hold its job yet."""
+        provider, account = backend.provider, backend.account
+        try:
+            if record.attempted and not fresh:
+                found = await self._find(record, backend)
+                if found is not None:
+                    return await self._complete(record, found)
+            native = await self._native_request(record, backend)
+            if not record.attempted:
+                await self._repo.mark_attempted(record.id, now=self._now())
+                record = dataclasses.replace(record, attempted=True)
+        except _DEFINITE as exc:  # e.g. the provider could not process a file: nothing was paid
+            await self._repo.fail(record.id, state=FAILED_TO_CREATE, error=error_record(exc), now=self._now())
+            raise
+        except BaseException:
+            await self._release(record)
+            raise
+        try:
+            job = await provider.create_job(account, native, tag=record.id)
+        except _DEFINITE as exc:
+            await self._repo.fail(record.id, state=FAILED_TO_CREATE, error=error_record(exc), now=self._now())
+            raise
+        except _TRANSIENT_REFUSALS:
+            await self._release(record)
+            raise
+        except Exception as exc:
+            logger.warning("ambiguous failure creating %s on %s: %r", record.id, account.key, exc)
+            try:
+                found = await self._find(record, backend)
+            except Exception:
+                logger.exception("tag lookup after an ambiguous create failed for %s", record.id)
+                found = None
+            if found is not None:
+                return await self._complete(record, found)
+            await self._release(record)
+            if isinstance(exc, TunegateError):
+                raise
+            raise UpstreamError(
+                f"{provider.name} did not confirm the job; retry with the same Idempotency-Key."
+            ) from exc
+        except BaseException:  # cancelled mid-call: the job may exist; let a retry look for it
+            await self._release(record)
+            raise
+        _crash_point()
+        if self._repo.inline:
+            return self._complete_after_answer(record, job)
+        return await self._complete(record, job)
+
+    async def _release(self, record: JobRecord) -> None:
+        # Shielded: this runs while a cancellation unwinds and must still reach the database.
+        await asyncio.shield(self._repo.release_lease(record.id))
+
+    async def _native_request(self, record: JobRecord, backend: Backend) -> dict[str, Any]:
+        body = dict(record.request)
+        for param in FILE_PARAMS:
+            file_id = body.get(param)
+            if file_id and await self._copier.is_gateway_file(record.owner, file_id):
+                body[param] = await self._copier.native_file_id(
+                    record.owner, file_id, backend, param=param, wait=True
+                )
+        return body
+
+    async def _find(self, record: JobRecord, backend: Backend) -> JobObject | None:
+        body = dict(record.request)
+        for param in FILE_PARAMS:
+            file_id = body.get(param)
+            if file_id and is_well_formed(file_id, FILE_PREFIX):
+                body[param] = await self._copier.known_native_id(file_id, record.account_key) or file_id
+        created_after = record.created_at - self.settings.tag_lookback
+        return await backend.find_by_tag(record.id, created_after=created_after, request=body)
+
+    def _created(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
+        """The intent's row once completed with the provider's job."""
+        snapshot = job_object(provider_job, record)
+        return dataclasses.replace(
+            record,
+            state=CREATED,
+            native_id=str(provider_job["id"]),
+            status=normalize_status(snapshot["status"]),
+            snapshot=snapshot,
+            lease_until=None,
+            updated_at=self._now(),
+        )
+
+    async def _store_created(self, created: JobRecord) -> bool:
+        assert created.native_id is not None and created.snapshot is not None
+        return await self._repo.complete(
+            created.id,
+            native_id=created.native_id,
+            status=created.status,
+            snapshot=created.snapshot,
+            now=created.updated_at,
+        )
+
+    async def _complete(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
+        created = self._created(record, provider_job)
+        if await self._store_created(created):
+            return created
+        # Whoever completed it first (another request, the reconciler) wrote the same job.
+        current = await self._repo.get_any(record.id)
+        assert current is not None
+        return current
+
+    def _complete_after_answer(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
+        """Step 5 for the request that created the job, on a database this process alone
+        serves: the answer goes out now, the row is completed a little later, in a batch with
+        the completions answered meanwhile (see `CreationSettings.completion_delay`). The intent
+        (attempted, its job tagged) is already stored, so a crash before the batch is committed
+        is the crash window of step 4, recovered the same way; the process's calls that meet
+        the intent meanwhile have its batch stored at once and wait for it (`resolve`,
+        `settle`)."""
+        created = self._created(record, provider_job)
+        batch = self._batch
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._batch = _Batch(loop.create_future())
+            batch.timer = loop.call_later(self.settings.completion_delay, self._store_batch)
+        batch.records.append(created)
+        self._completing[created.id] = batch.stored
+        if len(batch.records) >= self.settings.completion_batch:
+            self._store_batch()
+        return created
+
+    def _store_batch(self) -> None:
+        """Start storing the batch of completions collected so far (one statement, one commit)."""
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        if batch.timer is not None:
+            batch.timer.cancel()
+        task = asyncio.get_running_loop().create_task(self._write_batch(batch))
+        self._writing.add(task)  # a reference until done (the loop keeps only weak ones)
+        task.add_done_callback(self._writing.discard)
+
+    async def _write_batch(self, batch: _Batch) -> None:
+        records = batch.records
+        try:
+            await self._repo.complete_many(
+                [
+                    Completion(r.id, r.native_id or "", r.status, r.snapshot or {}, r.updated_at)
+                    for r in records
+                ]
+            )
+        except Exception:  # the intents stay: the reconciler or the next call completes them
+            logger.exception(
+                "storing %d created job(s) failed (%s); they stay intents",
+                len(records),
+                ", ".join(r.id for r in records),
+            )
+        finally:
+            for r in records:
+                self._completing.pop(r.id, None)
+            batch.stored.set_result(None)
+
+    async def _completed_here(self, job_id: str) -> bool:
+        """Whether `job_id`'s completion was waiting to be stored after its answer; if so, once
+        it is (its batch is stored now if it was still collecting)."""
+        stored = self._completing.get(job_id)
+        if stored is None:
+            return False
+        if self._batch is not None and self._batch.stored is stored:
+            self._store_batch()
+        await asyncio.shield(stored)  # a cancelled caller leaves the store running
+        return True
+
+    async def settle(self) -> None:
+        """Store the completions still waiting, and wait for them (before reads by native id,
+        and before the database closes)."""
+        while self._completing:
+            self._store_batch()
+            await asyncio.wait(set(self._completing.values()))
+
+    async def resolve(self, record: JobRecord, backend: Backend | None) -> JobRecord:
+        """Complete an attempted intent if its job is found by tag (lazy resolution by a call
+        that carries the credential). Other rows are returned unchanged."""
+        if record.state != INTENT:
+            return record
+        if await self._completed_here(record.id):  # created by a request of this process
+            return await self._repo.get_any(record.id) or record
+        if not record.attempted or backend is None:
+            return record
+        try:
+            found = await self._find(record, backend)
+        except Exception:
+            logger.exception("tag lookup for %s failed", record.id)
+            return record
+        return record if found is None else await self._complete(record, found)
+
+    async def reconcile(self) -> ReconcileReport:
+        """One pass over intents older than `reconcile_grace` whose account can be rebuilt:
+        complete the ones found by tag; mark `failed` those not found after `abandon_after`
+        (unless a live request still holds the lease)."""
+        report = ReconcileReport()
+        now = self._now()
+        for record in await self._repo.intents_before(now - int(self.settings.reconcile_grace)):
+            try:
+                backend = self._backends.for_job(record, None)
+                if backend is None:
+                    report = dataclasses.replace(report, pending=report.pending + 1)
+                    continue  # per-request credentials: resolved lazily by the next call
+                resolved = await self.resolve(record, backend)
+            except Exception:
+                logger.exception("reconciling %s failed", record.id)
+                report = dataclasses.replace(report, pending=report.pending + 1)
+                continue
+            if resolved.state == CREATED:
+                logger.info(
+                    "reconciled %s: found at %s as %s", record.id, record.provider, resolved.native_id
+                )
+                report = dataclasses.replace(report, completed=report.completed + 1)
+                continue
+            leased = record.lease_until is not None and record.lease_until > now
+            if now - record.created_at >= self.settings.abandon_after and not leased:
+                await self._abandon(record, now)
+                report = dataclasses.replace(report, failed=report.failed + 1)
+            else:
+                report = dataclasses.replace(report, pending=report.pending + 1)
+        return report
+
+    async def _abandon(self, record: JobRecord, now: int) -> None:
+        error = {
+            "class": "Unavailable",
+            "code": "creation_not_confirmed",
+            "message": f"{record.provider} never confirmed this job, and it was not found by its tag.",
+            "param": None,
+        }
+        if await self._repo.fail(record.id, state=FAILED, error=error, now=now):
+            logger.warning("gave up on intent %s: not found at %s", record.id, record.provider)

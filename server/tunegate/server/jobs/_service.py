@@ -1,0 +1,536 @@
+"""The job registry's public face: OpenAI's `/v1/fine_tuning/jobs` rules over the registry, the
+providers and the mirrors. No gRPC here; the servicer translates.
+
+Every method takes the caller's owner scope first and the call's metadata (lower-case keys) for
+routing. Jobs are found by gateway id within the owner scope — another owner's id is 404 — and
+reached on the account that created them: the call's own credential when it resolves to that
+account, else the stored account (virtual keys), else none (see `Backends.for_job`). Without a
+usable credential, reads serve the registry's last snapshot and mirrors; mutations answer 401
+`missing_credentials`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunegate.server.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from tunegate.server.files import Clock, FileService
+from tunegate.server.ids import is_well_formed
+from tunegate.server.jobs._backends import (
+    AccountRouter,
+    Backend,
+    Backends,
+    ProviderLookup,
+    missing_credentials,
+)
+from tunegate.server.jobs._create import (
+    CREATED,
+    FAILED_TO_CREATE,
+    FILE_PARAMS,
+    INTENT,
+    JOB_PREFIX,
+    CreationSettings,
+    JobCreator,
+    ReconcileReport,
+)
+from tunegate.server.jobs._mirror import Mirror, checkpoints_lister, events_lister
+from tunegate.server.jobs._provider_files import FileCopySettings, ProviderFileCopier, Sleep
+from tunegate.server.jobs._render import (
+    checkpoint_object,
+    event_object,
+    foreign_job_object,
+    intent_object,
+    job_object,
+)
+from tunegate.server.jobs._result_files import ResultFileImporter
+from tunegate.server.jobs._validation import check_create_request, check_metadata
+from tunegate.server.providers._base import Account, Capability, JobObject, Provider, unsupported
+from tunegate.server.store import Database, JobRecord
+
+__all__ = ["CHECKPOINT_PREFIX", "EVENT_PREFIX", "ItemPage", "JobPage", "JobService", "JobSettings"]
+
+logger = logging.getLogger("tunegate.server")
+
+EVENT_PREFIX = "ftevent-"
+CHECKPOINT_PREFIX = "ftckpt_"
+GATEWAY_KEYS = ("portkey_options", "provider_options", "request_id")
+DEFAULT_JOBS_LIMIT, DEFAULT_EVENTS_LIMIT, DEFAULT_CHECKPOINTS_LIMIT = 20, 20, 10
+MAX_JOBS_LIMIT = 100
+MAX_REQUEST_ID = 255
+
+
+@dataclass(frozen=True, slots=True)
+class JobSettings:
+    """`default_provider`: used by a create that names no provider (None: 400
+    `missing_provider`). `cursor_ttl`: how long a provider page token stays usable (seconds)."""
+
+    creation: CreationSettings = field(default_factory=CreationSettings)
+    files: FileCopySettings = field(default_factory=FileCopySettings)
+    default_provider: str | None = None
+    cursor_ttl: int = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """A page of jobs (OpenAI JSON), newest first."""
+
+    data: list[dict[str, Any]]
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ItemPage:
+    """A page of events or checkpoints (OpenAI JSON), newest first."""
+
+    data: list[dict[str, Any]]
+    has_more: bool
+
+    @property
+    def first_id(self) -> str | None:
+        return self.data[0]["id"] if self.data else None
+
+    @property
+    def last_id(self) -> str | None:
+        return self.data[-1]["id"] if self.data else None
+
+
+def _job_not_found(job_id: str) -> NotFound:
+    return NotFound(f"No such fine-tuning job: {job_id}", code="job_not_found", param="fine_tuning_job_id")
+
+
+def _limit(limit: int | None, default: int, maximum: int = MAX_JOBS_LIMIT) -> int:
+    if limit is None:
+        return default
+    if not 1 <= limit <= maximum:
+        raise InvalidArgument(f"limit must be between 1 and {maximum}.", code="invalid_value", param="limit")
+    return limit
+
+
+def _body_options(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """The create body's routing options (`portkey_options` wins on a shared key)."""
+    portkey = body.pop("portkey_options", None) or {}
+    provider = body.pop("provider_options", None) or {}
+    if not portkey and not provider:
+        return None, "provider_options"
+    return {**provider, **portkey}, "portkey_options" if portkey else "provider_options"
+
+
+def render(record: JobRecord) -> dict[str, Any]:
+    """The job as OpenAI JSON: the provider's latest snapshot once created, else the intent."""
+    if record.state == CREATED and record.snapshot is not None:
+        return dict(record.snapshot)
+    return intent_object(record)
+
+
+class JobService:
+    """Owner-scoped fine-tuning job operations (see the module docstring)."""
+
+    def __init__(
+        self,
+        database: Database,
+        files: FileService,
+        router: AccountRouter,
+        providers: ProviderLookup,
+        *,
+        settings: JobSettings | None = None,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings or JobSettings()
+        self._repo = database.jobs
+        self._router = router
+        self._providers = providers
+        self._clock = clock
+        self.backends = Backends(router, providers, default_provider=self.settings.default_provider)
+        self.copier = ProviderFileCopier(
+            files,
+            database.files,
+            database.provider_files,
+            providers,
+            settings=self.settings.files,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.creator = JobCreator(
+            database.jobs, self.copier, self.backends, settings=self.settings.creation, clock=clock
+        )
+        self.results = ResultFileImporter(files, database.provider_files, clock=clock)
+        self._events = Mirror(database.job_events, prefix=EVENT_PREFIX, lister=events_lister)
+        self._checkpoints = Mirror(
+            database.job_checkpoints, prefix=CHECKPOINT_PREFIX, lister=checkpoints_lister
+        )
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    # -- create ---------------------------------------------------------------------------
+
+    async def create(
+        self,
+        owner: str,
+        body: Mapping[str, Any],
+        *,
+        metadata: Mapping[str, str],
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a job from an OpenAI create body (which may carry `portkey_options`,
+        `provider_options` and `request_id`; the body's `request_id` wins over the argument).
+
+        Order: OpenAI's field rules → routing → the provider's own rules → capabilities →
+        gateway files (owner's, purpose `fine-tune`) — all before any provider cost; then the
+        creation protocol of `tunegate.server.jobs._create`."""
+        request = dict(body)
+        options, body_param = _body_options(request)
+        request_id = request.pop("request_id", None) or request_id or None
+        check_create_request(request)
+        if request_id is not None and len(request_id) > MAX_REQUEST_ID:
+            raise InvalidArgument("request_id is too long.", code="invalid_value", param="request_id")
+        backend = self.backends.for_create(metadata, options, body_param=body_param)
+        backend.provider.check_request(backend.account, request)
+        backend.require(Capability.CREATE, "fine-tuning jobs")
+        copies_files = False
+        for param in FILE_PARAMS:
+            file_id = request.get(param)
+            if file_id and await self.copier.check_file(owner, file_id, backend, param=param) is not None:
+                backend.require(Capability.FILES, "file uploads")
+                copies_files = True
+        record = await self.creator.create(
+            owner, request, backend, request_id=request_id, copies_files=copies_files
+        )
+        return render(record)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def retrieve(self, owner: str, job_id: str, *, metadata: Mapping[str, str]) -> dict[str, Any]:
+        """The job, refreshed from its provider when a credential for it is at hand. A job the
+        registry does not hold is passed through from the provider the call names."""
+        record = await self._owned_or_none(owner, job_id)
+        if record is None:
+            foreign = self._foreign(job_id, metadata, Capability.RETRIEVE, "retrieving jobs")
+            return foreign_job_object(await foreign.provider.get_job(foreign.account, job_id))
+        backend = self.backends.for_job(record, metadata)
+        record = await self.creator.resolve(record, backend)
+        if record.state == CREATED and backend is not None and backend.can(Capability.RETRIEVE):
+            assert record.native_id is not None
+            fresh = await backend.provider.get_job(backend.account, record.native_id)
+            record = await self._store(record, fresh, backend)
+        return render(record)
+
+    async def list(
+        self,
+        owner: str,
+        *,
+        metadata: Mapping[str, str],
+        after: str | None = None,
+        limit: int | None = None,
+        metadata_filter: Mapping[str, str] | None = None,
+    ) -> JobPage:
+        """Jobs newest first. A call naming a provider lists that account's jobs at the provider
+        (registry jobs under their gateway ids, others under native ids; an opaque page token
+        stays here, keyed by the page's last id — a provider paging by id needs none); otherwise
+        the registry across providers.
+
+        `metadata_filter`: None = all; empty = jobs without metadata; else jobs holding every pair."""
+        size = _limit(limit, DEFAULT_JOBS_LIMIT)
+        if metadata_filter:
+            check_metadata(metadata_filter)
+        account = self._router.resolve(metadata)
+        if account is not None:
+            return await self._list_provider(
+                owner, account, after=after, limit=size, metadata_filter=metadata_filter
+            )
+        after_seq: int | None = None
+        if after:
+            cursor = await self._repo.get(owner, after) if is_well_formed(after, JOB_PREFIX) else None
+            if cursor is None:
+                raise InvalidArgument(
+                    f"Invalid cursor {after!r}: not the id of one of your jobs.",
+                    code="invalid_cursor",
+                    param="after",
+                )
+            after_seq = cursor.seq
+        rows = await self._repo.page(
+            owner,
+            limit=size + 1,
+            after_seq=after_seq,
+            metadata=metadata_filter,
+            hidden_states=(FAILED_TO_CREATE,),
+        )
+        data = []
+        for record in rows[:size]:
+            # A tag lookup is read-only, so it is safe beside a live driver — and a lease left
+            # by a crashed process must not hide a job the provider already has.
+            if record.state == INTENT and record.attempted:
+                record = await self.creator.resolve(record, self.backends.for_job(record, metadata))
+            data.append(render(record))
+        return JobPage(data=data, has_more=len(rows) > size)
+
+    async def _list_provider(
+        self,
+        owner: str,
+        account: Account,
+        *,
+        after: str | None,
+        limit: int,
+        metadata_filter: Mapping[str, str] | None,
+    ) -> JobPage:
+        backend = Backend(self._providers.get(account.provider), account)
+        backend.require(Capability.LIST, "listing jobs")
+        await self.creator.settle()  # jobs are matched to the registry by native id
+        by_id = backend.provider.pages_by_id
+        now = self._now()
+        token: str | None = None
+        if after:
+            if by_id:
+                token = await self._native_cursor(owner, account, after)
+            else:
+                token = await self._repo.get_cursor(
+                    owner, account.key, after, not_before=now - self.settings.cursor_ttl
+                )
+            if token is None:
+                raise InvalidArgument(
+                    f"Invalid cursor {after!r}: not the last id of a page listed here (or expired).",
+                    code="invalid_cursor",
+                    param="after",
+                )
+        page = await backend.provider.list_jobs(account, limit=limit, page_token=token)
+        known = await self._repo.by_native_ids(owner, account.key, [str(job.get("id")) for job in page.data])
+        data: list[dict[str, Any]] = []
+        for job in page.data:
+            record = known.get(str(job.get("id")))
+            rendered = (
+                foreign_job_object(job) if record is None else render(await self._store(record, job, backend))
+            )
+            if _matches(rendered.get("metadata"), metadata_filter):
+                data.append(rendered)
+        if page.has_more and data and not by_id:
+            next_token = page.next_token or str(page.data[-1].get("id"))
+            await self._repo.put_cursor(
+                owner,
+                account.key,
+                data[-1]["id"],
+                next_token,
+                now=now,
+                expire_before=now - self.settings.cursor_ttl,
+            )
+        return JobPage(data=data, has_more=page.has_more)
+
+    async def _native_cursor(self, owner: str, account: Account, after: str) -> str | None:
+        """For a provider that pages by id: the native id to list after. A registry job's gateway
+        id maps to its native id (on this account only); any other id is the provider's own —
+        with a metadata filter, the page may end before the provider's page did: listing after
+        the last job shown re-reads the skipped ones, which the filter skips again."""
+        record = await self._repo.get(owner, after) if is_well_formed(after, JOB_PREFIX) else None
+        if record is None:
+            return after
+        return record.native_id if record.account_key == account.key else None
+
+    # -- mutations ------------------------------------------------------------------------
+
+    async def cancel(self, owner: str, job_id: str, *, metadata: Mapping[str, str]) -> dict[str, Any]:
+        return await self._mutate(
+            owner, job_id, metadata, Capability.CANCEL, "cancel", lambda p: p.cancel_job
+        )
+
+    async def pause(self, owner: str, job_id: str, *, metadata: Mapping[str, str]) -> dict[str, Any]:
+        return await self._mutate(owner, job_id, metadata, Capability.PAUSE, "pause", lambda p: p.pause_job)
+
+    async def resume(self, owner: str, job_id: str, *, metadata: Mapping[str, str]) -> dict[str, Any]:
+        return await self._mutate(
+            owner, job_id, metadata, Capability.RESUME, "resume", lambda p: p.resume_job
+        )
+
+    async def _mutate(
+        self,
+        owner: str,
+        job_id: str,
+        metadata: Mapping[str, str],
+        capability: Capability,
+        operation: str,
+        method: Callable[[Provider], Callable[[Account, str], Awaitable[JobObject]]],
+    ) -> dict[str, Any]:
+        record = await self._owned_or_none(owner, job_id)
+        if record is None:
+            foreign = self._foreign(job_id, metadata, capability, operation)
+            return foreign_job_object(await method(foreign.provider)(foreign.account, job_id))
+        backend = self.backends.for_job(record, metadata)
+        if backend is None:
+            if capability not in self._providers.get(record.provider).capabilities:
+                raise unsupported(record.provider, operation)
+            raise missing_credentials(record, operation)
+        backend.require(capability, operation)
+        record = await self.creator.resolve(record, backend)
+        if record.state != CREATED or record.native_id is None:
+            raise FailedPrecondition(
+                f"Cannot {operation} job {job_id}: the provider has not confirmed it"
+                + (" (its creation failed)." if record.state != INTENT else " yet; retry shortly."),
+                code="invalid_state",
+                param="fine_tuning_job_id",
+            )
+        result = await method(backend.provider)(backend.account, record.native_id)
+        return render(await self._store(record, result, backend))
+
+    # -- events and checkpoints -------------------------------------------------------------
+
+    async def list_events(
+        self,
+        owner: str,
+        job_id: str,
+        *,
+        metadata: Mapping[str, str],
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> ItemPage:
+        """The job's events newest first, mirrored under `ftevent-` ids."""
+        size = _limit(limit, DEFAULT_EVENTS_LIMIT)
+        record = await self._owned_or_none(owner, job_id)
+        if record is None:
+            foreign = self._foreign(job_id, metadata, Capability.EVENTS, "job events")
+            native = await foreign.provider.list_events(foreign.account, job_id, limit=size, page_token=after)
+            events = [event_object(body, gateway_id=str(body.get("id"))) for body in native.data]
+            return ItemPage(data=events, has_more=native.has_more)
+        record = await self._sync(record, metadata, self._events, Capability.EVENTS, "job events")
+        page = await self._events.page(record, after=after, limit=size)
+        data = [event_object(row.body, gateway_id=row.id) for row in page.data]
+        return ItemPage(data=data, has_more=page.has_more)
+
+    async def list_checkpoints(
+        self,
+        owner: str,
+        job_id: str,
+        *,
+        metadata: Mapping[str, str],
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> ItemPage:
+        """The job's checkpoints newest first, mirrored under `ftckpt_` ids."""
+        size = _limit(limit, DEFAULT_CHECKPOINTS_LIMIT)
+        record = await self._owned_or_none(owner, job_id)
+        if record is None:
+            foreign = self._foreign(job_id, metadata, Capability.CHECKPOINTS, "job checkpoints")
+            native = await foreign.provider.list_checkpoints(
+                foreign.account, job_id, limit=size, page_token=after
+            )
+            items = [
+                checkpoint_object(body, gateway_id=str(body.get("id")), job_id=job_id) for body in native.data
+            ]
+            return ItemPage(data=items, has_more=native.has_more)
+        record = await self._sync(
+            record, metadata, self._checkpoints, Capability.CHECKPOINTS, "job checkpoints"
+        )
+        page = await self._checkpoints.page(record, after=after, limit=size)
+        data = [checkpoint_object(row.body, gateway_id=row.id, job_id=record.id) for row in page.data]
+        return ItemPage(data=data, has_more=page.has_more)
+
+    async def _sync(
+        self,
+        record: JobRecord,
+        metadata: Mapping[str, str],
+        mirror: Mirror,
+        capability: Capability,
+        operation: str,
+    ) -> JobRecord:
+        backend = self.backends.for_job(record, metadata)
+        if backend is None:
+            if capability not in self._providers.get(record.provider).capabilities:
+                raise unsupported(record.provider, operation)
+            return record  # no credential: serve what is mirrored
+        backend.require(capability, operation)
+        record = await self.creator.resolve(record, backend)
+        if record.state == CREATED:
+            try:
+                await mirror.sync(record, backend)
+            except (Unavailable, DeadlineExceeded) as exc:  # serve the mirror; the next call catches up
+                logger.warning("could not refresh %s of %s: %r", operation, record.id, exc)
+        return record
+
+    async def owned_native_job(self, owner: str, provider: str, native_id: str) -> str | None:
+        """The gateway id of this owner's job that `provider` knows as `native_id` (None if the
+        owner has no such job) — how a served model is checked to belong to its caller."""
+        await self.creator.settle()
+        record = await self._repo.by_native_id(owner, provider, native_id)
+        return None if record is None or record.state != CREATED else record.id
+
+    # -- files, reconciliation, lifecycle ---------------------------------------------------
+
+    async def copy_to_provider(self, owner: str, file_id: str, account: Account) -> str:
+        """Copy a gateway file to a provider account now; returns the provider's file id."""
+        return await self.copier.copy_to_provider(owner, file_id, account)
+
+    def schedule_file_copy(self, owner: str, file_id: str, metadata: Mapping[str, str]) -> bool:
+        """After an upload whose call names a provider: copy the file there in the background.
+        Returns whether a copy was scheduled; routing errors are logged, not raised."""
+        try:
+            account = self._router.resolve(metadata)
+        except Exception:
+            logger.exception("not copying %s: its upload's route does not resolve", file_id)
+            return False
+        if account is None:
+            return False
+        self.copier.schedule_copy(owner, file_id, account)
+        return True
+
+    async def reconcile(self) -> ReconcileReport:
+        """Resolve stale create intents (see `tunegate.server.jobs._create`)."""
+        return await self.creator.reconcile()
+
+    async def aclose(self) -> None:
+        """Finish storing created jobs; cancel background work (file copies)."""
+        await self.creator.settle()
+        await self.copier.aclose()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _owned_or_none(self, owner: str, job_id: str) -> JobRecord | None:
+        record = await self._repo.get(owner, job_id) if is_well_formed(job_id, JOB_PREFIX) else None
+        if record is not None and record.state == FAILED_TO_CREATE:
+            raise _job_not_found(job_id)
+        return record
+
+    def _foreign(
+        self, job_id: str, metadata: Mapping[str, str], capability: Capability, operation: str
+    ) -> Backend:
+        """The backend for a job the registry does not hold — one created at the provider
+        directly, as a provider-named list shows it — on the provider this call names. Its ids,
+        cursors included, are the provider's own: a pure pass-through. No provider named: 404."""
+        account = self._router.resolve(metadata)
+        if account is None:
+            raise _job_not_found(job_id)
+        backend = Backend(self._providers.get(account.provider), account)
+        backend.require(capability, operation)
+        return backend
+
+    async def _store(self, record: JobRecord, provider_job: JobObject, backend: Backend | None) -> JobRecord:
+        native_results = provider_job.get("result_files") or []
+        if native_results:
+            gateway_results = await self.results.gateway_ids(
+                record, backend, [str(i) for i in native_results]
+            )
+            provider_job = {**provider_job, "result_files": gateway_results}
+        snapshot = job_object(provider_job, record)
+        if snapshot == record.snapshot and snapshot["status"] == record.status:
+            return record  # a poll that changed nothing writes nothing
+        await self._repo.update_snapshot(
+            record.id, status=snapshot["status"], snapshot=snapshot, now=self._now()
+        )
+        return dataclasses.replace(record, snapshot=snapshot, status=snapshot["status"])
+
+
+def _matches(metadata: Mapping[str, str] | None, wanted: Mapping[str, str] | None) -> bool:
+    if wanted is None:
+        return True
+    if not wanted:
+        return not metadata
+    return all((metadata or {}).get(key) == value for key, value in wanted.items())

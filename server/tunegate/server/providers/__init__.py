@@ -1,0 +1,126 @@
+"""Provider adapters: one module per provider behind the `Provider` interface (`_base`).
+
+`ProviderSet` holds one instance of each adapter, created once at server start; each instance
+owns one pooled HTTP client (`_http`), shared by every request and account it serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import httpx
+from tunegate.server.errors import InvalidArgument
+from tunegate.server.providers._azure import AzureOpenAIProvider
+from tunegate.server.providers._base import (
+    Account,
+    Capability,
+    JobObject,
+    Page,
+    Provider,
+    ProviderDownload,
+    ProviderFile,
+    unsupported,
+)
+from tunegate.server.providers._http import HttpSettings, Sleep
+from tunegate.server.providers._openai import TAG_KEY, OpenAIProvider
+from tunegate.server.providers.local import LocalProvider, LocalSettings, SchedulerSettings
+
+__all__ = [
+    "TAG_KEY",
+    "Account",
+    "AzureOpenAIProvider",
+    "Capability",
+    "HttpSettings",
+    "JobObject",
+    "LocalProvider",
+    "LocalSettings",
+    "OpenAIProvider",
+    "Page",
+    "Provider",
+    "ProviderDownload",
+    "ProviderFile",
+    "ProviderSet",
+    "SchedulerSettings",
+    "capabilities_for",
+    "unsupported",
+]
+
+
+def capabilities_for(provider: Provider, account: Account) -> frozenset[Capability]:
+    """What `provider` can do for `account`: `provider.capabilities_for(account)` where the
+    adapter's capabilities depend on the account (Azure's api-version), else `capabilities`."""
+    method = getattr(provider, "capabilities_for", None)
+    if callable(method):
+        result = method(account)
+        assert isinstance(result, frozenset)
+        return result
+    return provider.capabilities
+
+
+class ProviderSet:
+    """The adapters by routing name (`x-portkey-provider`)."""
+
+    def __init__(self, providers: Iterable[Provider]) -> None:
+        self._by_name: dict[str, Provider] = {}
+        for provider in providers:
+            if provider.name in self._by_name:
+                raise ValueError(f"two providers named {provider.name!r}")
+            self._by_name[provider.name] = provider
+
+    @classmethod
+    def default(
+        cls,
+        settings: HttpSettings | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep | None = None,
+        jitter: Callable[[], float] | None = None,
+        local: LocalProvider | None = None,
+    ) -> ProviderSet:
+        """Every HTTP adapter built into the gateway (OpenAI, Azure OpenAI), with `settings`,
+        plus `local` (the on-machine trainer, which needs its data directory) when given."""
+        providers: list[Provider] = [
+            OpenAIProvider(settings, transport=transport, sleep=sleep, jitter=jitter),
+            AzureOpenAIProvider(settings, transport=transport, sleep=sleep, jitter=jitter),
+        ]
+        if local is not None:
+            providers.append(local)
+        return cls(providers)
+
+    def get(self, name: str) -> Provider:
+        """The adapter called `name`; `InvalidArgument` (`unknown_provider`) when there is none."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(sorted(self._by_name))
+            raise InvalidArgument(
+                f"Unknown provider '{name}'. Known providers: {known}.",
+                code="unknown_provider",
+                param="x-portkey-provider",
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._by_name))
+
+    async def start(self) -> None:
+        """Starts the adapters that have background work (`start()`: the local trainer's
+        restart recovery and queue)."""
+        for provider in self._by_name.values():
+            start = getattr(provider, "start", None)
+            if callable(start):
+                await start()
+
+    async def aclose(self) -> None:
+        """Closes every adapter's connection pool and stops background work (each once, even
+        if one fails)."""
+        errors: list[BaseException] = []
+        for provider in self._by_name.values():
+            try:
+                await provider.aclose()
+            except Exception as exc:  # keep closing the others
+                errors.append(exc)
+        if errors:
+            raise errors[0]

@@ -1,0 +1,10 @@
+"""gRPC servicers: translate proto messages to domain calls and back, and nothing else."""
+
+from __future__ import annotations
+
+from tunegate.server.servicers._chat import ChatCompletionsServicer
+from tunegate.server.servicers._files import FilesServicer
+from tunegate.server.servicers._fine_tuning import FineTuningServicer
+from tunegate.server.servicers._uploads import UploadsServicer
+
+__all__ = ["ChatCompletionsServicer", "FilesServicer", "FineTuningServicer", "UploadsServicer"]

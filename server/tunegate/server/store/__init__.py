@@ -1,0 +1,77 @@
+"""The metadata store: SQLAlchemy Core over SQLite (inline on the event loop's thread, see
+`_inline`) or PostgreSQL (asyncpg), schema under Alembic.
+
+`Database.open(url)` creates the engine, applies SQLite's pragmas, runs the migrations and hands
+out typed repositories. Rows come back as frozen dataclass records.
+"""
+
+from __future__ import annotations
+
+from tunegate.server.store._database import MIGRATIONS_DIR, Engine, create_engine, current_revision, migrate
+from tunegate.server.store._files import DuplicateRequestId, FileRepository
+from tunegate.server.store._job_history import MirrorRepository, ProviderFileRepository
+from tunegate.server.store._jobs import INTENT, Completion, JobRepository
+from tunegate.server.store._records import (
+    FileRecord,
+    JobRecord,
+    MirroredRecord,
+    ProviderFileRecord,
+    UploadPartRecord,
+    UploadRecord,
+)
+from tunegate.server.store._uploads import UploadRepository
+
+__all__ = [
+    "INTENT",
+    "MIGRATIONS_DIR",
+    "Completion",
+    "Database",
+    "DuplicateRequestId",
+    "FileRecord",
+    "FileRepository",
+    "JobRecord",
+    "JobRepository",
+    "MirrorRepository",
+    "MirroredRecord",
+    "ProviderFileRecord",
+    "ProviderFileRepository",
+    "UploadPartRecord",
+    "UploadRecord",
+    "UploadRepository",
+    "current_revision",
+    "migrate",
+]
+
+
+class Database:
+    """An open, migrated metadata database and its repositories."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.files = FileRepository(engine)
+        self.uploads = UploadRepository(engine)
+        self.jobs = JobRepository(engine)
+        self.job_events = MirrorRepository.events(engine)
+        self.job_checkpoints = MirrorRepository.checkpoints(engine)
+        self.provider_files = ProviderFileRepository(engine)
+
+    @classmethod
+    async def open(cls, url: str) -> Database:
+        """Connect to `url` and migrate the schema to the newest revision."""
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+            database = cls(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        try:
+            await database.jobs.recover()  # before anything reads a job
+        except BaseException:
+            await database.close()
+            raise
+        return database
+
+    async def close(self) -> None:
+        await self.jobs.aclose()
+        await self.engine.dispose()
