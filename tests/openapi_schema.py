@@ -1,4 +1,5 @@
-"""Validate JSON against OpenAI's published schemas (``/work/shared/specs/openai-openapi.yaml``).
+"""Validate JSON against OpenAI's published schemas (``tests/oracles/openai-openapi.yaml``, a copy of
+OpenAI's spec; its source is noted in ``tests/oracles/README.md``).
 
 Usage::
 
@@ -29,7 +30,7 @@ from referencing.jsonschema import DRAFT202012
 
 __all__ = ["SPEC_PATH", "component", "example", "path_example", "spec", "validate"]
 
-SPEC_PATH = Path(os.environ.get("OPENAI_SPEC", "/work/shared/specs/openai-openapi.yaml"))
+SPEC_PATH = Path(os.environ.get("OPENAI_SPEC", Path(__file__).parent / "oracles" / "openai-openapi.yaml"))
 _URI = "urn:openai:openapi"
 
 

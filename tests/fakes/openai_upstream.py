@@ -1,6 +1,6 @@
 """A fake of OpenAI's Files + Fine-tuning API under ``/v1`` that checks what it receives.
 
-Every request is checked against OpenAI's spec (``/work/shared/specs/openai-openapi.yaml`` through
+Every request is checked against OpenAI's spec (``tests/oracles/openai-openapi.yaml`` through
 ``tests.openapi_schema``) and providers.md §1; anything a correct gateway would never send is
 answered with OpenAI's 400/401 envelope ``{"error": {message, type, param, code}}`` **and**
 appended to ``fake.violations``:
