@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
-from tunegate.server import GatewayServer
+from tunegate.server import GatewayServer, ServerConfig
 from tunegate.server.errors import UpstreamError
-from tunegate.server.jobs import FAULT_CRASH_AFTER_PROVIDER_CREATE, JobService, ReconcileReport, _create
+from tunegate.server.jobs import (
+    FAULT_CRASH_AFTER_PROVIDER_CREATE,
+    JobService,
+    ReconcileReport,
+    _create,
+    request_hash,
+)
 from tunegate.server.jobs._service import render
 from tunegate.server.owner import owner_from_metadata
 from tunegate.server.store import Database
@@ -198,3 +206,91 @@ async def test_a_retry_after_a_completion_that_could_not_be_stored_finds_the_job
     assert (row.id, row.state) == (job["id"], "created")
     assert provider.ops("find_job_by_tag") == [("find_job_by_tag", job["id"])]  # looked before creating
     assert len(provider.ops("create_job")) == 1 and len(provider.jobs) == 1
+
+
+# -- intents left by the previous release's intent journal ----------------------------------
+
+
+def legacy_line(job_id: str, owner: str, *, created_at: int, metadata: dict[str, str] | None) -> bytes:
+    """One line as the previous release appended it to `<database>-intents.0` / `.1`: the row
+    (every column but `seq`, JSON columns as JSON text) and its metadata pairs."""
+    row = {
+        "id": job_id,
+        "owner": owner,
+        "provider": "openai",
+        "account_key": "vk:team",
+        "region": None,
+        "native_id": None,
+        "state": "intent",
+        "status": "validating_files",
+        "request": json.dumps(BODY, sort_keys=True),
+        "request_hash": request_hash(BODY, "vk:team"),
+        "request_id": None,
+        "metadata": None if metadata is None else json.dumps(metadata, sort_keys=True),
+        "snapshot": None,
+        "error": None,
+        "attempted": True,
+        "lease_until": created_at + 900,
+        "created_at": created_at,
+        "updated_at": created_at,
+    }
+    pairs = [{"job_id": job_id, "key": k, "value": v} for k, v in (metadata or {}).items()]
+    return json.dumps({"row": row, "metadata": pairs}).encode() + b"\n"
+
+
+async def test_intents_left_in_the_previous_releases_intent_files_are_imported_and_reconciled(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider, router: StubRouter
+) -> None:
+    config = ServerConfig(data_dir=tmp_path / "data", port=0, grace_seconds=0.5)
+
+    async def start() -> GatewayServer:
+        return await GatewayServer.start(
+            config, clock=clock, providers=FakeProviders(provider), router=router, job_settings=job_settings()
+        )
+
+    owner = owner_from_metadata(TEAM)
+    gateway = await start()
+    stored = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM))
+    await gateway.stop(0)
+    # The previous release died with two intents on record only as lines, their jobs tagged at
+    # the provider, and a stale line whose row had been stored (and completed) since.
+    now = int(clock())
+    account = router.account_for("vk:team")
+    assert account is not None
+    lost = ["ftjob-" + "a" * 24, "ftjob-" + "b" * 24]
+    for job_id in lost:
+        await provider.create_job(account, {"model": BODY["model"], "training_file": "t"}, tag=job_id)
+    base = tmp_path / "data" / "tunegate.db"
+    Path(f"{base}-intents.0").write_bytes(
+        legacy_line(lost[0], owner, created_at=now, metadata={"k": "v"})
+        + b"not json\n"
+        + legacy_line(stored["id"], owner, created_at=now, metadata={"a": "b"})
+    )
+    Path(f"{base}-intents.1").write_bytes(
+        legacy_line(lost[1], owner, created_at=now, metadata=None) + b'{"row": {"id": "ftjob-torn'
+    )
+    Path(f"{base}-intents.lock").touch()
+
+    gateway = await start()
+    try:
+        assert sorted(path.name for path in base.parent.glob("tunegate.db-intents*")) == []
+        imported = [await gateway.database.jobs.get(owner, job_id) for job_id in lost]
+        assert [(r.state, r.attempted, r.metadata) for r in imported if r is not None] == [
+            ("intent", True, {"k": "v"}),
+            ("intent", True, None),
+        ]
+        kept = await gateway.database.jobs.get(owner, stored["id"])
+        assert kept is not None and kept.state == "created"  # the stale line changed nothing
+        page = await gateway.database.jobs.page(owner, limit=10, metadata={"k": "v"})
+        assert [r.id for r in page] == [lost[0]]  # its metadata pairs came with it
+
+        clock.advance(31)
+        assert await gateway.jobs.reconcile() == ReconcileReport(completed=2)
+        for job_id in lost:
+            job = await gateway.jobs.retrieve(owner, job_id, metadata={})
+            assert job["id"] == job_id and job["object"] == "fine_tuning.job"
+        rows = await gateway.database.jobs.page(owner, limit=10)
+        assert {r.state for r in rows} == {"created"} and len(rows) == 3
+        assert len(provider.jobs) == 3 and len(provider.ops("create_job")) == 3
+    finally:
+        await gateway.stop(0)
