@@ -39,7 +39,8 @@ _BY_NATIVE_IDS = jobs.select().where(
 )
 _COMPLETE = (  # `intent → created`, also `failed → created` (see `complete`)
     jobs.update()
-    .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.state.in_([INTENT, "failed"]))
+    # Two comparisons rather than `IN (…)`: a literal list is expanded on every execution.
+    .where(jobs.c.id == sa.bindparam("job_id"), sa.or_(jobs.c.state == INTENT, jobs.c.state == "failed"))
     .values(
         state="created",
         lease_until=None,
