@@ -59,14 +59,14 @@ def _intent(
     )
 
 
-async def _created(repo: JobRepository, native_id: str, **scope: str) -> JobRecord:
-    record = await repo.insert_intent(_intent(**scope))
+async def _created(repo: JobRepository, native_id: str) -> JobRecord:
+    record = await repo.insert_intent(_intent())
     snapshot = {"id": record.id, "object": "fine_tuning.job", "status": "queued"}
     assert await repo.complete(record.id, native_id=native_id, status="queued", snapshot=snapshot, now=2)
     return record
 
 
-async def test_a_job_completed_after_its_id_was_probed_absent_is_found(engine: Engine) -> None:
+async def test_by_native_ids_finds_a_job_completed_after_a_probe_within_its_scope(engine: Engine) -> None:
     repo = JobRepository(engine)
     listed = [f"ftjob-{secrets.token_hex(8)}" for _ in range(3)]  # the PostgreSQL database is shared
     assert await repo.by_native_ids("o", "acct", listed) == {}

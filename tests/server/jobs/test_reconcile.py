@@ -186,8 +186,8 @@ async def test_a_completion_that_cannot_be_stored_leaves_the_intent_for_the_reco
     monkeypatch.undo()
     clock.advance(31)
     assert await gateway.jobs.reconcile() == ReconcileReport(completed=1)
-    row = await gateway.database.jobs.get(owner, row.id)
-    assert row is not None and row.state == "created" and len(provider.jobs) == 1
+    completed = await gateway.database.jobs.get(owner, row.id)
+    assert completed is not None and completed.state == "created" and len(provider.jobs) == 1
 
 
 async def test_a_retry_after_a_completion_that_could_not_be_stored_finds_the_job(
@@ -238,6 +238,13 @@ def legacy_line(job_id: str, owner: str, *, created_at: int, metadata: dict[str,
     return json.dumps({"row": row, "metadata": pairs}).encode() + b"\n"
 
 
+def write_files(base: Path, contents: dict[str, bytes]) -> list[str]:
+    """Write `<base><suffix>` files; returns the suffixes of the `-intents*` files there now."""
+    for suffix, data in contents.items():
+        Path(f"{base}{suffix}").write_bytes(data)
+    return sorted(path.name.removeprefix(base.name) for path in base.parent.glob(f"{base.name}-intents*"))
+
+
 async def test_intents_left_in_the_previous_releases_intent_files_are_imported_and_reconciled(
     tmp_path: Path, clock: FakeClock, provider: FakeProvider, router: StubRouter
 ) -> None:
@@ -261,19 +268,19 @@ async def test_intents_left_in_the_previous_releases_intent_files_are_imported_a
     for job_id in lost:
         await provider.create_job(account, {"model": BODY["model"], "training_file": "t"}, tag=job_id)
     base = tmp_path / "data" / "tunegate.db"
-    Path(f"{base}-intents.0").write_bytes(
-        legacy_line(lost[0], owner, created_at=now, metadata={"k": "v"})
+    left = {
+        "-intents.0": legacy_line(lost[0], owner, created_at=now, metadata={"k": "v"})
         + b"not json\n"
-        + legacy_line(stored["id"], owner, created_at=now, metadata={"a": "b"})
-    )
-    Path(f"{base}-intents.1").write_bytes(
-        legacy_line(lost[1], owner, created_at=now, metadata=None) + b'{"row": {"id": "ftjob-torn'
-    )
-    Path(f"{base}-intents.lock").touch()
+        + legacy_line(stored["id"], owner, created_at=now, metadata={"a": "b"}),
+        "-intents.1": legacy_line(lost[1], owner, created_at=now, metadata=None)
+        + b'{"row": {"id": "ftjob-torn',  # the process died mid-append
+        "-intents.lock": b"",
+    }
+    assert write_files(base, left) == sorted(left)
 
     gateway = await start()
     try:
-        assert sorted(path.name for path in base.parent.glob("tunegate.db-intents*")) == []
+        assert write_files(base, {}) == []  # imported, then removed
         imported = [await gateway.database.jobs.get(owner, job_id) for job_id in lost]
         assert [(r.state, r.attempted, r.metadata) for r in imported if r is not None] == [
             ("intent", True, {"k": "v"}),
