@@ -25,8 +25,8 @@ error): the provider has the job, the registry only the intent. Because the job 
 tag, nothing is lost: the reconciler (start-up and periodic, for intents older than
 `reconcile_grace` whose account can be rebuilt — virtual keys), the next retrieve or list by a
 caller carrying the credential, or a retry with the same idempotency key finds the job by tag
-and completes the row. And nothing is doubled: a row that is `attempted`
-is always looked up by tag before the provider is asked to create again.
+and completes the row. And nothing is doubled: a row that is `attempted` is always looked up by
+tag before the provider is asked to create again.
 
 Failures of `create_job`: a definite refusal (400/401/403/404) marks `failed_to_create` and is
 replayed to retries with the same key (AIP-155: the key names one outcome; the SDK does not
