@@ -79,7 +79,7 @@ def _install() -> None:
     _timed_async(jobs.JobRepository, "insert_intent", "2 intent")
     _timed_async(http1.Http1Pool, "request", "3 provider")
     _timed_sync(http1._Connection, "data_received", "3 provider bytes")
-    _timed_async(jobs.JobRepository, "complete_many", "4 complete")
+    _timed_async(jobs.JobRepository, "complete", "4 complete")
 
 
 def _report() -> None:

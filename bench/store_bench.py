@@ -1,14 +1,13 @@
 """CPU per job creation in the registry alone: `insert_intent` + `complete`, as `JobCreator`
-runs them, on a fresh SQLite file — `--concurrent` creations at a time, so their writes share
-group commits (see `tunegate.server.store._inline`).
+runs them (each one committed transaction), on a fresh SQLite file — `--concurrent` creations
+at a time (see `tunegate.server.store._inline`).
 
     .venv/bin/python bench/store_bench.py --concurrent 1
     .venv/bin/python bench/store_bench.py --concurrent 8
     .venv/bin/python bench/store_bench.py --concurrent 1 --keyed
 
-Without `--keyed` the creations carry no idempotency key, so each intent is a line in the intent
-journal and `complete` stores its row (`tunegate.server.store._journal`); with it, each intent is a
-committed row and `complete` an UPDATE. Prints CPU (this thread) and wall time per creation for each round.
+`--keyed` gives each creation an idempotency key (the row then enters the unique
+(owner, request_id) index). Prints CPU (this thread) and wall time per creation for each round.
 """
 
 from __future__ import annotations

@@ -1,25 +1,32 @@
-"""`JobRepository.by_native_ids`: which of a provider's listed jobs the registry holds. On SQLite
-inline it remembers the ids it found absent; that memory never hides a job completed later."""
+"""`JobRepository` on SQLite and PostgreSQL: an intent is committed when `insert_intent` returns,
+one idempotency key has one row, completions are compare-and-set, and `by_native_ids` finds
+exactly the owner's jobs."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from tunegate.server.store import _jobs as jobs_module
-from tunegate.server.store import migrate
+from tunegate.server.store import DuplicateRequestId, migrate
 from tunegate.server.store._database import Engine, create_engine
-from tunegate.server.store._inline import InlineConnection
 from tunegate.server.store._jobs import JobRepository
 from tunegate.server.store._records import JobRecord
 
+SNAPSHOT = {"object": "fine_tuning.job", "status": "queued"}
+
 
 @pytest.fixture
-async def engine(tmp_path: Path, database_url: str | None) -> AsyncIterator[Engine]:
-    engine = create_engine(database_url or f"sqlite:///{tmp_path / 'jobs.db'}")
+def url(tmp_path: Path, database_url: str | None) -> str:
+    return database_url or f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+@pytest.fixture
+async def engine(url: str) -> AsyncIterator[Engine]:
+    engine = create_engine(url)
     await migrate(engine)
     try:
         yield engine
@@ -27,7 +34,13 @@ async def engine(tmp_path: Path, database_url: str | None) -> AsyncIterator[Engi
         await engine.dispose()
 
 
-def _intent(owner: str = "o", account_key: str = "acct") -> JobRecord:
+def _intent(
+    owner: str = "o",
+    account_key: str = "acct",
+    *,
+    request_id: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> JobRecord:
     return JobRecord(
         id="ftjob-" + secrets.token_hex(12),
         owner=owner,
@@ -37,34 +50,23 @@ def _intent(owner: str = "o", account_key: str = "acct") -> JobRecord:
         status="validating_files",
         request={"model": "m", "training_file": "file-x"},
         request_hash="h",
+        request_id=request_id,
+        metadata=metadata,
         created_at=1,
         updated_at=1,
         attempted=True,
+        lease_until=100,
     )
 
 
-async def _created(repo: JobRepository, native_id: str, **scope: str) -> JobRecord:
-    record = await repo.insert_intent(_intent(**scope))
+async def _created(repo: JobRepository, native_id: str) -> JobRecord:
+    record = await repo.insert_intent(_intent())
     snapshot = {"id": record.id, "object": "fine_tuning.job", "status": "queued"}
     assert await repo.complete(record.id, native_id=native_id, status="queued", snapshot=snapshot, now=2)
     return record
 
 
-def _count_probes(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """The native ids of every probe that reaches SQLite."""
-    probes: list[list[str]] = []
-    real = InlineConnection._run_prepared
-
-    def run(self: InlineConnection, statement: Any, parameters: Any) -> Any:
-        if statement is jobs_module._BY_NATIVE_IDS:
-            probes.append(list(parameters["native_ids"]))
-        return real(self, statement, parameters)
-
-    monkeypatch.setattr(InlineConnection, "_run_prepared", run)
-    return probes
-
-
-async def test_a_job_completed_after_its_id_was_probed_absent_is_found(engine: Engine) -> None:
+async def test_by_native_ids_finds_a_job_completed_after_a_probe_within_its_scope(engine: Engine) -> None:
     repo = JobRepository(engine)
     listed = [f"ftjob-{secrets.token_hex(8)}" for _ in range(3)]  # the PostgreSQL database is shared
     assert await repo.by_native_ids("o", "acct", listed) == {}
@@ -77,40 +79,91 @@ async def test_a_job_completed_after_its_id_was_probed_absent_is_found(engine: E
     assert list(await repo.by_native_ids("o", "acct", listed)) == [listed[1]]
 
 
-async def test_ids_known_absent_are_not_asked_again_on_sqlite(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("request_id", [None, "key-1"], ids=["unkeyed", "keyed"])
+async def test_an_intent_is_committed_when_insert_intent_returns(
+    engine: Engine, url: str, request_id: str | None
 ) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
-    await migrate(engine)
+    owner = "o-" + secrets.token_hex(4)
+    record = await JobRepository(engine).insert_intent(
+        _intent(owner, request_id=request_id, metadata={"team": "a"})
+    )
+    other = create_engine(url)  # another connection, as another process would have
     try:
-        repo = JobRepository(engine)
-        probes = _count_probes(monkeypatch)
-        await _created(repo, "n-known")
-        page = ["n-1", "n-2", "n-known"]
-        assert list(await repo.by_native_ids("o", "acct", page)) == ["n-known"]
-        assert list(await repo.by_native_ids("o", "acct", page)) == ["n-known"]
-        assert await repo.by_native_ids("o", "acct", ["n-1", "n-2"]) == {}
-        assert probes == [page, ["n-known"]]  # the third call asked nothing
-        assert await repo.by_native_ids("o2", "acct", ["n-1"]) == {}  # another scope asks itself
-        assert probes[-1] == ["n-1"]
-        await _created(repo, "n-1")  # completing forgets what was known absent
-        assert list(await repo.by_native_ids("o", "acct", ["n-1", "n-2"])) == ["n-1"]
-        assert probes[-1] == ["n-1"]
+        stored = await JobRepository(other).get(owner, record.id)
+        assert stored is not None
+        assert (stored.state, stored.attempted, stored.lease_until, stored.metadata) == (
+            "intent",
+            True,
+            100,
+            {"team": "a"},
+        )
+        assert [r.id for r in await JobRepository(other).page(owner, limit=10, metadata={"team": "a"})] == [
+            record.id
+        ]
     finally:
-        await engine.dispose()
+        await other.dispose()
 
 
-async def test_the_memory_of_absent_ids_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs_module, "ABSENT_MEMORY", 50)
-    engine = create_engine(f"sqlite:///{tmp_path / 'jobs.db'}")
-    await migrate(engine)
-    try:
-        repo = JobRepository(engine)
-        probes = _count_probes(monkeypatch)
-        for start in range(0, 200, 20):
-            await repo.by_native_ids("o", "acct", [f"n-{i}" for i in range(start, start + 20)])
-        assert repo._absent is not None and len(repo._absent) == 50
-        await repo.by_native_ids("o", "acct", ["n-0", "n-199"])  # n-0 was forgotten, n-199 not
-        assert probes[-1] == ["n-0"]
-    finally:
-        await engine.dispose()
+async def test_concurrent_inserts_with_one_key_store_one_row(engine: Engine) -> None:
+    repo = JobRepository(engine)
+    owner = "o-" + secrets.token_hex(4)
+    results = await asyncio.gather(
+        *(repo.insert_intent(_intent(owner, request_id="storm")) for _ in range(50)), return_exceptions=True
+    )
+    winners = [r for r in results if isinstance(r, JobRecord)]
+    assert len(winners) == 1
+    assert all(isinstance(r, DuplicateRequestId) for r in results if r is not winners[0])
+    stored = await repo.get_by_request_id(owner, "storm")
+    assert stored is not None and stored.id == winners[0].id
+    assert [r.id for r in await repo.page(owner, limit=100)] == [stored.id]
+
+
+async def test_completion_and_failure_are_compare_and_set(engine: Engine) -> None:
+    repo = JobRepository(engine)
+    owner = "o-" + secrets.token_hex(4)
+    record = await repo.insert_intent(_intent(owner))
+    assert await repo.acquire_lease(record.id, now=50, until=200) is False  # held until 100
+    assert await repo.acquire_lease(record.id, now=100, until=200) is True  # expired
+    assert await repo.complete(record.id, native_id="n-1", status="queued", snapshot=SNAPSHOT, now=5)
+    assert not await repo.complete(record.id, native_id="n-2", status="queued", snapshot=SNAPSHOT, now=6)
+    assert not await repo.fail(record.id, state="failed", error={"message": "x"}, now=7)
+    stored = await repo.get(owner, record.id)
+    assert stored is not None
+    assert (stored.state, stored.native_id, stored.snapshot, stored.lease_until) == (
+        "created",
+        "n-1",
+        SNAPSHOT,
+        None,
+    )
+    # A job given up on and found later is still the caller's job.
+    lost = await repo.insert_intent(_intent(owner))
+    assert await repo.fail(lost.id, state="failed", error={"message": "x"}, now=7)
+    assert await repo.complete(lost.id, native_id="n-3", status="queued", snapshot=SNAPSHOT, now=8)
+    assert [r.id for r in await repo.intents_before(10**6) if r.owner == owner] == []
+
+
+async def test_concurrent_creates_completions_and_reads_all_finish(engine: Engine) -> None:
+    repo = JobRepository(engine)
+    owner = "o-" + secrets.token_hex(4)
+    rng = random.Random(7)
+
+    async def create() -> str:
+        record = await repo.insert_intent(_intent(owner))
+        await asyncio.sleep(rng.random() / 500)
+        assert await repo.complete(
+            record.id, native_id="n-" + record.id, status="queued", snapshot=SNAPSHOT, now=5
+        )
+        return record.id
+
+    async def read() -> None:
+        for _ in range(20):
+            await repo.page(owner, limit=5)
+            await asyncio.sleep(rng.random() / 500)
+
+    results = await asyncio.wait_for(
+        asyncio.gather(*(create() for _ in range(100)), *(read() for _ in range(4))), 60
+    )
+    created = {job_id for job_id in results if job_id}
+    rows = await repo.page(owner, limit=100)
+    assert len(created) == 100 and {r.id for r in rows} == created
+    assert {r.state for r in rows} == {"created"}

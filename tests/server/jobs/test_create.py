@@ -185,14 +185,14 @@ async def test_the_intent_is_attempted_before_the_provider_call_and_not_before_a
 
     original, provider.create_job = provider.create_job, create_job  # type: ignore[method-assign]
     original_upload, provider.upload_file = provider.upload_file, upload_file  # type: ignore[method-assign]
-    await jobs.CreateFineTuningJob(create_request(), metadata=ALICE)  # nothing to copy: one write
-    await gateway.jobs.creator.settle()  # its row is completed in a batch after the answer
+    first = await jobs.CreateFineTuningJob(create_request(), metadata=ALICE)  # nothing to copy: one write
+    record = await gateway.database.jobs.get_any(first.id)
+    assert record is not None and record.state == "created"  # completed before the answer
     training = await upload(files, ALICE_BARE)  # no provider named: copied on first use
     job = await jobs.CreateFineTuningJob(create_request(training_file=training), metadata=ALICE)
     copied = provider.ops("create_job")[1][2]["training_file"]
     assert seen == [(NATIVE_FILE, True), ("copy", True), (copied, True)]
     assert provider.ops("find_job_by_tag") == []  # a fresh intent has nothing to look for
-    await gateway.jobs.creator.settle()  # the row is completed just after the answer
     record = await gateway.database.jobs.get_any(job.id)
     assert record is not None and record.state == "created" and record.attempted
 

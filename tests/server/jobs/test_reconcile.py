@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
-from tunegate.server import GatewayServer
+from tunegate.server import GatewayServer, ServerConfig
 from tunegate.server.errors import UpstreamError
-from tunegate.server.jobs import FAULT_CRASH_AFTER_PROVIDER_CREATE, JobService, ReconcileReport, _create
+from tunegate.server.jobs import (
+    FAULT_CRASH_AFTER_PROVIDER_CREATE,
+    JobService,
+    ReconcileReport,
+    _create,
+    request_hash,
+)
 from tunegate.server.jobs._service import render
 from tunegate.server.owner import owner_from_metadata
+from tunegate.server.store import Database
 
 from tests.server.conftest import FakeClock
 from tests.server.jobs.conftest import job_settings
@@ -131,58 +138,33 @@ async def test_an_intent_never_found_is_given_up(
     assert provider.jobs == {}
 
 
-# -- the completion after the answer ----------------------------------------------------------
+# -- the completion before the answer ---------------------------------------------------------
 
 
-def hold_completions(gateway: GatewayServer, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """Make every batch of completions stored after the answers (`complete_many`) wait for the
-    returned event (on a database this process alone serves; skips the test on PostgreSQL,
-    whose answer waits for the store)."""
-    if not gateway.database.jobs.inline:
-        pytest.skip("on a shared database the completion is stored before the answer")
-    release = asyncio.Event()
-    original = gateway.database.jobs.complete_many
-
-    async def complete_many(*args: Any, **kwargs: Any) -> int:
-        await release.wait()
-        return await original(*args, **kwargs)
-
-    monkeypatch.setattr(gateway.database.jobs, "complete_many", complete_many)
-    return release
-
-
-async def test_the_answer_does_not_wait_for_the_completion_and_calls_meanwhile_do(
-    gateway: GatewayServer, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    release = hold_completions(gateway, monkeypatch)
-    owner = owner_from_metadata(TEAM)
-    job = await asyncio.wait_for(gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k"), 5)
-    row = await gateway.database.jobs.get(owner, job["id"])
-    assert row is not None and (row.state, row.attempted) == ("intent", True)  # tagged, attempted
-
-    retrieved = asyncio.create_task(gateway.jobs.retrieve(owner, job["id"], metadata=dict(TEAM)))
-    replayed = asyncio.create_task(gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k"))
-    listed = asyncio.create_task(gateway.jobs.list(owner, metadata={}))
-    await asyncio.sleep(0.1)
-    assert not (retrieved.done() or replayed.done() or listed.done())  # each waits for the store
-    release.set()
-    assert (await retrieved)["id"] == (await replayed)["id"] == job["id"]
-    assert [listed_job["id"] for listed_job in (await listed).data] == [job["id"]]
-    assert provider.ops("find_job_by_tag") == []  # nobody looked for a job this process holds
-    assert len(provider.ops("create_job")) == 1
-    row = await gateway.database.jobs.get(owner, job["id"])
-    assert row is not None and (row.state, row.native_id) == ("created", next(iter(provider.jobs)))
-
-
-async def test_on_a_shared_database_the_answer_waits_for_the_completion(
+async def test_the_created_record_is_committed_before_the_answer(
     gateway: GatewayServer, provider: FakeProvider
 ) -> None:
     owner = owner_from_metadata(TEAM)
-    job = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM))
-    row = await gateway.database.jobs.get(owner, job["id"])
-    assert row is not None
-    # Another instance asked next must see the job complete; this process alone may wait.
-    assert row.state == ("intent" if gateway.database.jobs.inline else "created")
+    seen_at_create: list[tuple[str, bool]] = []
+    original = provider.create_job
+
+    async def create_job(account: Any, request: Any, *, tag: str) -> Any:
+        record = await other.jobs.get_any(tag)  # the intent, committed: another instance sees it
+        assert record is not None
+        seen_at_create.append((record.state, record.attempted))
+        return await original(account, request, tag=tag)
+
+    other = await Database.open(gateway.config.resolved_database_url)  # another instance
+    try:
+        provider.create_job = create_job  # type: ignore[method-assign]
+        job = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM))
+        assert seen_at_create == [("intent", True)]
+        row = await other.jobs.get(owner, job["id"])
+        assert row is not None
+        assert (row.state, row.native_id, row.lease_until) == ("created", next(iter(provider.jobs)), None)
+        assert row.snapshot == job
+    finally:
+        await other.close()
 
 
 async def test_a_completion_that_cannot_be_stored_leaves_the_intent_for_the_reconciler(
@@ -190,117 +172,132 @@ async def test_a_completion_that_cannot_be_stored_leaves_the_intent_for_the_reco
     provider: FakeProvider,
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    if not gateway.database.jobs.inline:
-        pytest.skip("on a shared database the store is part of the answer")
-
-    async def refused(*_args: Any, **_kwargs: Any) -> int:
+    async def refused(*_args: Any, **_kwargs: Any) -> bool:
         raise RuntimeError("disk full")
 
-    original = gateway.database.jobs.complete_many
-    monkeypatch.setattr(gateway.database.jobs, "complete_many", refused)
+    monkeypatch.setattr(gateway.database.jobs, "complete", refused)
     owner = owner_from_metadata(TEAM)
-    job = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM))
-    await gateway.jobs.creator.settle()
-    assert "they stay intents" in caplog.text
-    row = await gateway.database.jobs.get(owner, job["id"])
-    assert row is not None and (row.state, row.attempted) == ("intent", True)
+    with pytest.raises(RuntimeError, match="disk full"):
+        await gateway.jobs.create(owner, BODY, metadata=dict(TEAM))
+    [row] = await gateway.database.jobs.page(owner, limit=10)
+    assert (row.state, row.attempted, row.lease_until) == ("intent", True, None)  # tagged, free
 
-    monkeypatch.setattr(gateway.database.jobs, "complete_many", original)
+    monkeypatch.undo()
     clock.advance(31)
     assert await gateway.jobs.reconcile() == ReconcileReport(completed=1)
-    row = await gateway.database.jobs.get(owner, job["id"])
-    assert row is not None and row.state == "created" and len(provider.jobs) == 1
+    completed = await gateway.database.jobs.get(owner, row.id)
+    assert completed is not None and completed.state == "created" and len(provider.jobs) == 1
 
 
-async def test_closing_the_service_stores_the_completions_in_flight(
-    gateway: GatewayServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    release = hold_completions(gateway, monkeypatch)
-    owner = owner_from_metadata(TEAM)
-    job = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM))
-    closing = asyncio.create_task(gateway.jobs.aclose())
-    await asyncio.sleep(0.05)
-    assert not closing.done()
-    release.set()
-    await closing
-    row = await gateway.database.jobs.get(owner, job["id"])
-    assert row is not None and row.state == "created"
-
-
-# -- completions stored in batches ------------------------------------------------------------
-
-
-def count_batches(
-    gateway: GatewayServer, monkeypatch: pytest.MonkeyPatch, **settings: Any
-) -> list[list[str]]:
-    """Set the creator's batching `settings`; returns the job ids of each `complete_many` call
-    (skips the test on PostgreSQL, whose creates store their completion before answering)."""
-    if not gateway.database.jobs.inline:
-        pytest.skip("on a shared database each completion is stored before its answer")
-    creator = gateway.jobs.creator
-    monkeypatch.setattr(creator, "settings", dataclasses.replace(creator.settings, **settings))
-    batches: list[list[str]] = []
-    original = gateway.database.jobs.complete_many
-
-    async def complete_many(completions: Any) -> int:
-        batches.append([c.job_id for c in completions])
-        return await original(completions)
-
-    monkeypatch.setattr(gateway.database.jobs, "complete_many", complete_many)
-    return batches
-
-
-async def states(gateway: GatewayServer, owner: str, ids: list[str]) -> list[str]:
-    rows = [await gateway.database.jobs.get(owner, job_id) for job_id in ids]
-    return [row.state if row is not None else "missing" for row in rows]
-
-
-async def test_creates_answered_together_are_completed_in_one_batch_after_the_delay(
+async def test_a_retry_after_a_completion_that_could_not_be_stored_finds_the_job(
     gateway: GatewayServer, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    batches = count_batches(gateway, monkeypatch, completion_delay=0.2)
+    async def refused(*_args: Any, **_kwargs: Any) -> bool:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(gateway.database.jobs, "complete", refused)
     owner = owner_from_metadata(TEAM)
-    ids = [(await gateway.jobs.create(owner, BODY, metadata=dict(TEAM)))["id"] for _ in range(3)]
-    assert batches == [] and await states(gateway, owner, ids) == ["intent"] * 3
-    await asyncio.sleep(0.4)  # no call asked for them: the timer stores them
-    assert batches == [ids]
-    assert await states(gateway, owner, ids) == ["created"] * 3
-    rows = [await gateway.database.jobs.get(owner, job_id) for job_id in ids]
-    assert sorted(str(row.native_id) for row in rows if row is not None) == sorted(provider.jobs)
+    with pytest.raises(RuntimeError):
+        await gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k")
+    monkeypatch.undo()
+    job = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k")
+    [row] = await gateway.database.jobs.page(owner, limit=10)
+    assert (row.id, row.state) == (job["id"], "created")
+    assert provider.ops("find_job_by_tag") == [("find_job_by_tag", job["id"])]  # looked before creating
+    assert len(provider.ops("create_job")) == 1 and len(provider.jobs) == 1
 
 
-async def test_a_full_batch_is_stored_at_once(
-    gateway: GatewayServer, monkeypatch: pytest.MonkeyPatch
+# -- intents left by the previous release's intent journal ----------------------------------
+
+
+def legacy_line(job_id: str, owner: str, *, created_at: int, metadata: dict[str, str] | None) -> bytes:
+    """One line as the previous release appended it to `<database>-intents.0` / `.1`: the row
+    (every column but `seq`, JSON columns as JSON text) and its metadata pairs."""
+    row = {
+        "id": job_id,
+        "owner": owner,
+        "provider": "openai",
+        "account_key": "vk:team",
+        "region": None,
+        "native_id": None,
+        "state": "intent",
+        "status": "validating_files",
+        "request": json.dumps(BODY, sort_keys=True),
+        "request_hash": request_hash(BODY, "vk:team"),
+        "request_id": None,
+        "metadata": None if metadata is None else json.dumps(metadata, sort_keys=True),
+        "snapshot": None,
+        "error": None,
+        "attempted": True,
+        "lease_until": created_at + 900,
+        "created_at": created_at,
+        "updated_at": created_at,
+    }
+    pairs = [{"job_id": job_id, "key": k, "value": v} for k, v in (metadata or {}).items()]
+    return json.dumps({"row": row, "metadata": pairs}).encode() + b"\n"
+
+
+def write_files(base: Path, contents: dict[str, bytes]) -> list[str]:
+    """Write `<base><suffix>` files; returns the suffixes of the `-intents*` files there now."""
+    for suffix, data in contents.items():
+        Path(f"{base}{suffix}").write_bytes(data)
+    return sorted(path.name.removeprefix(base.name) for path in base.parent.glob(f"{base.name}-intents*"))
+
+
+async def test_intents_left_in_the_previous_releases_intent_files_are_imported_and_reconciled(
+    tmp_path: Path, clock: FakeClock, provider: FakeProvider, router: StubRouter
 ) -> None:
-    batches = count_batches(gateway, monkeypatch, completion_delay=3600.0, completion_batch=2)
-    owner = owner_from_metadata(TEAM)
-    ids = [(await gateway.jobs.create(owner, BODY, metadata=dict(TEAM)))["id"] for _ in range(3)]
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert batches == [ids[:2]]
-    assert await states(gateway, owner, ids) == ["created", "created", "intent"]
-    await gateway.jobs.creator.settle()
-    assert batches == [ids[:2], ids[2:]]
+    config = ServerConfig(data_dir=tmp_path / "data", port=0, grace_seconds=0.5)
 
+    async def start() -> GatewayServer:
+        return await GatewayServer.start(
+            config, clock=clock, providers=FakeProviders(provider), router=router, job_settings=job_settings()
+        )
 
-async def test_a_call_meeting_a_waiting_completion_has_its_batch_stored_at_once(
-    gateway: GatewayServer, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    batches = count_batches(gateway, monkeypatch, completion_delay=3600.0)
     owner = owner_from_metadata(TEAM)
-    first = (await gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k"))["id"]
-    retrieved = await asyncio.wait_for(gateway.jobs.retrieve(owner, first, metadata=dict(TEAM)), 5)
-    assert retrieved["id"] == first and retrieved["fine_tuned_model"] is None
-    assert batches == [[first]]
-    second = (await gateway.jobs.create(owner, BODY, metadata=dict(TEAM)))["id"]
-    listed = await asyncio.wait_for(gateway.jobs.list(owner, metadata={}), 5)  # the registry
-    assert [job["id"] for job in listed.data] == [second, first]
-    replayed = await asyncio.wait_for(
-        gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k"), 5
-    )
-    assert replayed["id"] == first
-    assert batches == [[first], [second]]
-    assert await states(gateway, owner, [first, second]) == ["created", "created"]
-    assert provider.ops("find_job_by_tag") == [] and len(provider.ops("create_job")) == 2
+    gateway = await start()
+    stored = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM))
+    await gateway.stop(0)
+    # The previous release died with two intents on record only as lines, their jobs tagged at
+    # the provider, and a stale line whose row had been stored (and completed) since.
+    now = int(clock())
+    account = router.account_for("vk:team")
+    assert account is not None
+    lost = ["ftjob-" + "a" * 24, "ftjob-" + "b" * 24]
+    for job_id in lost:
+        await provider.create_job(account, {"model": BODY["model"], "training_file": "t"}, tag=job_id)
+    base = tmp_path / "data" / "tunegate.db"
+    left = {
+        "-intents.0": legacy_line(lost[0], owner, created_at=now, metadata={"k": "v"})
+        + b"not json\n"
+        + legacy_line(stored["id"], owner, created_at=now, metadata={"a": "b"}),
+        "-intents.1": legacy_line(lost[1], owner, created_at=now, metadata=None)
+        + b'{"row": {"id": "ftjob-torn',  # the process died mid-append
+        "-intents.lock": b"",
+    }
+    assert write_files(base, left) == sorted(left)
+
+    gateway = await start()
+    try:
+        assert write_files(base, {}) == []  # imported, then removed
+        imported = [await gateway.database.jobs.get(owner, job_id) for job_id in lost]
+        assert [(r.state, r.attempted, r.metadata) for r in imported if r is not None] == [
+            ("intent", True, {"k": "v"}),
+            ("intent", True, None),
+        ]
+        kept = await gateway.database.jobs.get(owner, stored["id"])
+        assert kept is not None and kept.state == "created"  # the stale line changed nothing
+        page = await gateway.database.jobs.page(owner, limit=10, metadata={"k": "v"})
+        assert [r.id for r in page] == [lost[0]]  # its metadata pairs came with it
+
+        clock.advance(31)
+        assert await gateway.jobs.reconcile() == ReconcileReport(completed=2)
+        for job_id in lost:
+            job = await gateway.jobs.retrieve(owner, job_id, metadata={})
+            assert job["id"] == job_id and job["object"] == "fine_tuning.job"
+        rows = await gateway.database.jobs.page(owner, limit=10)
+        assert {r.state for r in rows} == {"created"} and len(rows) == 3
+        assert len(provider.jobs) == 3 and len(provider.ops("create_job")) == 3
+    finally:
+        await gateway.stop(0)

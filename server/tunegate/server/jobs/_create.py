@@ -10,30 +10,23 @@ Theory of operation. Each create becomes a row in `jobs` whose `state` moves::
    (status `validating_files`, the request, its hash, the idempotency key) in its own committed
    transaction, holding a *lease* (`lease_until`) that says who is driving it. The unique
    (owner, request_id) index makes exactly one concurrent insert per key win; the others replay.
-   On SQLite run inline, an intent without a key is recorded by a line in the intent journal
-   instead and stored with its completion (`tunegate.server.store._journal`): the same record, kept
-   by one `write(2)` rather than a transaction, seen by every statement on jobs.
 2. *Files.* Gateway files are copied to the provider account (once; see `_provider_files`).
 3. *Attempted.* `attempted` is committed just before `provider.create_job` — from then on the
    provider may hold a job for this row. A request naming no gateway file has nothing to do
    in step 2, so its intent is inserted `attempted` already (one write fewer).
 4. *Tagged create.* The provider job is created with `tag = the gateway job id` (OpenAI keeps it
    in `metadata`), so it can always be found again with `find_job_by_tag`.
-5. *Complete.* The answer is stored (`intent → created`, native id, snapshot) and committed.
-   On a database shared by several processes (PostgreSQL) this happens before the answer, so
-   any instance the caller asks next sees the job complete. On SQLite run inline (one process
-   serves it) the answer goes out first and the row is completed shortly after, in a batch with
-   the creates answered within `completion_delay` (10 ms): the tagged, attempted intent already
-   guarantees the job is found again, so a store that fails (or a crash) there is the crash
-   window below, not a lost job, and the process's own calls that meet the intent meanwhile
-   have its batch stored at once and wait for it (`resolve`, `settle`).
+5. *Complete.* The answer is stored (`intent → created`, native id, snapshot) and committed
+   before the caller is answered, so whichever instance the caller asks next sees the job
+   complete. The same on SQLite and PostgreSQL.
 
-The crash window is between 4 and 5: the provider has the job, the registry only the intent.
-Because the job carries its tag, nothing is lost: the reconciler (start-up and periodic, for
-intents older than `reconcile_grace` whose account can be rebuilt — virtual keys), the next
-retrieve or list by a caller carrying the credential, or a retry with the same idempotency key
-finds the job by tag and completes the row. And nothing is doubled: a row that is `attempted`
-is always looked up by tag before the provider is asked to create again.
+The crash window is between 4 and 5 (and so is a store that fails in 5: the caller gets the
+error): the provider has the job, the registry only the intent. Because the job carries its
+tag, nothing is lost: the reconciler (start-up and periodic, for intents older than
+`reconcile_grace` whose account can be rebuilt — virtual keys), the next retrieve or list by a
+caller carrying the credential, or a retry with the same idempotency key finds the job by tag
+and completes the row. And nothing is doubled: a row that is `attempted` is always looked up by
+tag before the provider is asked to create again.
 
 Failures of `create_job`: a definite refusal (400/401/403/404) marks `failed_to_create` and is
 replayed to retries with the same key (AIP-155: the key names one outcome; the SDK does not
@@ -75,7 +68,7 @@ from tunegate.server.jobs._backends import Backend, Backends
 from tunegate.server.jobs._provider_files import ProviderFileCopier
 from tunegate.server.jobs._render import job_object, normalize_status
 from tunegate.server.providers._base import JobObject
-from tunegate.server.store import INTENT, Completion, DuplicateRequestId, JobRecord, JobRepository
+from tunegate.server.store import INTENT, DuplicateRequestId, JobRecord, JobRepository
 
 __all__ = [
     "CREATED",
@@ -119,11 +112,7 @@ class CreationSettings:
     processing and the create call). `wait`: how long a duplicate waits for the driver.
     `reconcile_grace`: intents younger than this are left to their request. `abandon_after`: an
     intent not found at the provider this long after creation becomes `failed`.
-    `tag_lookback`: tag searches start this long before the intent's creation.
-    `completion_delay`, `completion_batch`: on SQLite inline, a created job's row is completed
-    after its answer, together with the others answered within `completion_delay` of the first
-    (at most `completion_batch` at a time): one statement and one commit for all of them
-    instead of one each, and none of them on a later request's path."""
+    `tag_lookback`: tag searches start this long before the intent's creation."""
 
     lease: float = 900.0
     wait: float = 60.0
@@ -131,19 +120,6 @@ class CreationSettings:
     reconcile_grace: float = 30.0
     abandon_after: float = 900.0
     tag_lookback: int = 60
-    completion_delay: float = 0.01
-    completion_batch: int = 64
-
-
-class _Batch:
-    """Completions answered and not yet stored; `stored` resolves once they are (or failed)."""
-
-    __slots__ = ("records", "stored", "timer")
-
-    def __init__(self, stored: asyncio.Future[None]) -> None:
-        self.records: list[JobRecord] = []
-        self.stored = stored
-        self.timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,11 +187,6 @@ class JobCreator:
         self._backends = backends
         self.settings = settings or CreationSettings()
         self._clock = clock
-        # Completions stored after their answer (see `_complete_after_answer`): the batch still
-        # collecting, the batches being written, and each waiting job's batch.
-        self._batch: _Batch | None = None
-        self._writing: set[asyncio.Task[None]] = set()
-        self._completing: dict[str, asyncio.Future[None]] = {}
 
     def _now(self) -> int:
         return int(self._clock())
@@ -284,9 +255,6 @@ class JobCreator:
                 raise stored_error(current.error or {})
             if current.state != INTENT:
                 return current
-            if await self._completed_here(current.id):  # its request was answered; now stored
-                current = await self._repo.get_any(current.id)
-                continue
             now = self._now()
             if current.lease_until is not None and current.lease_until > now:
                 saw_driver = True
@@ -355,9 +323,13 @@ class JobCreator:
             await self._release(record)
             raise
         _crash_point()
-        if self._repo.inline:
-            return self._complete_after_answer(record, job)
-        return await self._complete(record, job)
+        try:
+            return await self._complete(record, job)
+        except BaseException:
+            # The job exists, tagged, and its intent is attempted: the reconciler (or a retry
+            # with the same key, which looks by tag first) completes the row.
+            await self._release(record)
+            raise
 
     async def _release(self, record: JobRecord) -> None:
         # Shielded: this runs while a cancellation unwinds and must still reach the database.
@@ -395,102 +367,27 @@ class JobCreator:
             updated_at=self._now(),
         )
 
-    async def _store_created(self, created: JobRecord) -> bool:
+    async def _complete(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
+        created = self._created(record, provider_job)
         assert created.native_id is not None and created.snapshot is not None
-        return await self._repo.complete(
+        stored = await self._repo.complete(
             created.id,
             native_id=created.native_id,
             status=created.status,
             snapshot=created.snapshot,
             now=created.updated_at,
         )
-
-    async def _complete(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
-        created = self._created(record, provider_job)
-        if await self._store_created(created):
+        if stored:
             return created
         # Whoever completed it first (another request, the reconciler) wrote the same job.
         current = await self._repo.get_any(record.id)
         assert current is not None
         return current
 
-    def _complete_after_answer(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
-        """Step 5 for the request that created the job, on a database this process alone
-        serves: the answer goes out now, the row is completed a little later, in a batch with
-        the completions answered meanwhile (see `CreationSettings.completion_delay`). The intent
-        (attempted, its job tagged) is already stored, so a crash before the batch is committed
-        is the crash window of step 4, recovered the same way; the process's calls that meet
-        the intent meanwhile have its batch stored at once and wait for it (`resolve`,
-        `settle`)."""
-        created = self._created(record, provider_job)
-        batch = self._batch
-        if batch is None:
-            loop = asyncio.get_running_loop()
-            batch = self._batch = _Batch(loop.create_future())
-            batch.timer = loop.call_later(self.settings.completion_delay, self._store_batch)
-        batch.records.append(created)
-        self._completing[created.id] = batch.stored
-        if len(batch.records) >= self.settings.completion_batch:
-            self._store_batch()
-        return created
-
-    def _store_batch(self) -> None:
-        """Start storing the batch of completions collected so far (one statement, one commit)."""
-        batch, self._batch = self._batch, None
-        if batch is None:
-            return
-        if batch.timer is not None:
-            batch.timer.cancel()
-        task = asyncio.get_running_loop().create_task(self._write_batch(batch))
-        self._writing.add(task)  # a reference until done (the loop keeps only weak ones)
-        task.add_done_callback(self._writing.discard)
-
-    async def _write_batch(self, batch: _Batch) -> None:
-        records = batch.records
-        try:
-            await self._repo.complete_many(
-                [
-                    Completion(r.id, r.native_id or "", r.status, r.snapshot or {}, r.updated_at)
-                    for r in records
-                ]
-            )
-        except Exception:  # the intents stay: the reconciler or the next call completes them
-            logger.exception(
-                "storing %d created job(s) failed (%s); they stay intents",
-                len(records),
-                ", ".join(r.id for r in records),
-            )
-        finally:
-            for r in records:
-                self._completing.pop(r.id, None)
-            batch.stored.set_result(None)
-
-    async def _completed_here(self, job_id: str) -> bool:
-        """Whether `job_id`'s completion was waiting to be stored after its answer; if so, once
-        it is (its batch is stored now if it was still collecting)."""
-        stored = self._completing.get(job_id)
-        if stored is None:
-            return False
-        if self._batch is not None and self._batch.stored is stored:
-            self._store_batch()
-        await asyncio.shield(stored)  # a cancelled caller leaves the store running
-        return True
-
-    async def settle(self) -> None:
-        """Store the completions still waiting, and wait for them (before reads by native id,
-        and before the database closes)."""
-        while self._completing:
-            self._store_batch()
-            await asyncio.wait(set(self._completing.values()))
-
     async def resolve(self, record: JobRecord, backend: Backend | None) -> JobRecord:
         """Complete an attempted intent if its job is found by tag (lazy resolution by a call
         that carries the credential). Other rows are returned unchanged."""
-        if record.state != INTENT:
-            return record
-        if await self._completed_here(record.id):  # created by a request of this process
-            return await self._repo.get_any(record.id) or record
-        if not record.attempted or backend is None:
+        if record.state != INTENT or not record.attempted or backend is None:
             return record
         try:
             found = await self._find(record, backend)

@@ -288,7 +288,6 @@ class JobService:
     ) -> JobPage:
         backend = Backend(self._providers.get(account.provider), account)
         backend.require(Capability.LIST, "listing jobs")
-        await self.creator.settle()  # jobs are matched to the registry by native id
         by_id = backend.provider.pages_by_id
         now = self._now()
         token: str | None = None
@@ -459,7 +458,6 @@ class JobService:
     async def owned_native_job(self, owner: str, provider: str, native_id: str) -> str | None:
         """The gateway id of this owner's job that `provider` knows as `native_id` (None if the
         owner has no such job) — how a served model is checked to belong to its caller."""
-        await self.creator.settle()
         record = await self._repo.by_native_id(owner, provider, native_id)
         return None if record is None or record.state != CREATED else record.id
 
@@ -487,8 +485,7 @@ class JobService:
         return await self.creator.reconcile()
 
     async def aclose(self) -> None:
-        """Finish storing created jobs; cancel background work (file copies)."""
-        await self.creator.settle()
+        """Cancel background work (file copies)."""
         await self.copier.aclose()
 
     # -- plumbing ---------------------------------------------------------------------------

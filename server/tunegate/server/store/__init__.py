@@ -1,16 +1,26 @@
 """The metadata store: SQLAlchemy Core over SQLite (inline on the event loop's thread, see
 `_inline`) or PostgreSQL (asyncpg), schema under Alembic.
 
-`Database.open(url)` creates the engine, applies SQLite's pragmas, runs the migrations and hands
-out typed repositories. Rows come back as frozen dataclass records.
+`Database.open(url)` creates the engine, applies SQLite's pragmas, runs the migrations, imports
+the intent files an earlier release may have left beside an SQLite database (`_legacy_intents`)
+and hands out typed repositories. Rows come back as frozen dataclass records. Every repository
+method commits its writes before it returns, on both databases.
 """
 
 from __future__ import annotations
 
-from tunegate.server.store._database import MIGRATIONS_DIR, Engine, create_engine, current_revision, migrate
+from tunegate.server.store._database import (
+    MIGRATIONS_DIR,
+    Engine,
+    create_engine,
+    current_revision,
+    migrate,
+    sqlite_file,
+)
 from tunegate.server.store._files import DuplicateRequestId, FileRepository
 from tunegate.server.store._job_history import MirrorRepository, ProviderFileRepository
-from tunegate.server.store._jobs import INTENT, Completion, JobRepository
+from tunegate.server.store._jobs import INTENT, JobRepository
+from tunegate.server.store._legacy_intents import import_intent_files
 from tunegate.server.store._records import (
     FileRecord,
     JobRecord,
@@ -24,7 +34,6 @@ from tunegate.server.store._uploads import UploadRepository
 __all__ = [
     "INTENT",
     "MIGRATIONS_DIR",
-    "Completion",
     "Database",
     "DuplicateRequestId",
     "FileRecord",
@@ -61,17 +70,13 @@ class Database:
         engine = create_engine(url)
         try:
             await migrate(engine)
-            database = cls(engine)
+            database_file = sqlite_file(url)
+            if database_file is not None:
+                await import_intent_files(engine, database_file)  # before anything reads a job
         except BaseException:
             await engine.dispose()
             raise
-        try:
-            await database.jobs.recover()  # before anything reads a job
-        except BaseException:
-            await database.close()
-            raise
-        return database
+        return cls(engine)
 
     async def close(self) -> None:
-        await self.jobs.aclose()
         await self.engine.dispose()

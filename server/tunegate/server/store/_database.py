@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,43 +9,27 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from tunegate.server.store._inline import BUSY_TIMEOUT_MS, InlineConnection, InlineEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from tunegate.server.store._inline import InlineEngine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-_BACKSTOP_CHECKPOINT_PAGES = 4000
-"""SQLite's inline checkpoint threshold (16 MB of WAL; its default is 1000 pages)."""
+BUSY_TIMEOUT_MS = 5000
+"""How long SQLite waits for another connection's lock (another process on the same file)."""
 
 Engine = AsyncEngine | InlineEngine
 """What the repositories run on: PostgreSQL's async engine, or SQLite inline (`_inline`)."""
 
 
-def begin_one(engine: Engine) -> contextlib.AbstractAsyncContextManager[AsyncConnection | InlineConnection]:
-    """`engine.begin()` for a block that runs exactly one statement: on SQLite it joins the
-    group commit without a savepoint (see `tunegate.server.store._inline`)."""
-    if isinstance(engine, InlineEngine):
-        return engine.begin(single_statement=True)
-    return engine.begin()
-
-
-async def write_one(
-    engine: Engine, statement: Any, parameters: Any, *, ran: Callable[[], None] | None = None
-) -> Any:
-    """Run one write (a `prepared` statement, for SQLite's fast path) in `begin_one`'s block,
-    committed when this returns; its result (`rowcount`, `inserted_primary_key`). `ran` is
-    called in the same step as the statement runs, before the commit is awaited. On SQLite a
-    write that would commit at once anyway runs without the block (`InlineEngine.write_now`)."""
-    if isinstance(engine, InlineEngine):
-        rows = engine.write_now(statement, parameters)
-        if rows is not None:
-            if ran is not None:
-                ran()
-            return rows
-    async with begin_one(engine) as conn:
-        result = await conn.execute(statement, parameters)
-        if ran is not None:
-            ran()
-    return result
+def sqlite_file(url: str) -> str | None:
+    """The database file of an SQLite `url` given as a plain path; None for PostgreSQL, an
+    in-memory database or a `file:` URI (which names its file through SQLite's URI rules)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -57,8 +39,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        # A backstop: checkpoints normally run in the background (`InlineEngine`).
-        cursor.execute(f"PRAGMA wal_autocheckpoint={_BACKSTOP_CHECKPOINT_PAGES}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     finally:
@@ -67,24 +47,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def create_engine(url: str) -> Engine:
     """The engine for `url`: SQLite (`sqlite://`, `sqlite+aiosqlite://`, `sqlite+pysqlite://`)
-    runs inline on the event loop's thread (see `tunegate.server.store._inline`), pragmas installed;
-    `postgresql+asyncpg://` gets an async engine."""
+    runs inline on the event loop's thread (see `tunegate.server.store._inline`), pragmas
+    installed; `postgresql+asyncpg://` gets an async engine."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        on_disk = parsed.database if parsed.database and parsed.database != ":memory:" else None
+        on_disk = sqlite_file(url)
         if on_disk is not None:
             Path(on_disk).parent.mkdir(parents=True, exist_ok=True)
-        # One connection: SQLite has a single writer anyway; `InlineEngine` queues the blocks.
-        engine = sa.create_engine(
-            parsed.set(drivername="sqlite+pysqlite"),
-            pool_size=1,
-            max_overflow=0,
-            connect_args={"check_same_thread": False},  # `InlineEngine` serialises all use
-        )
+        engine = sa.create_engine(parsed.set(drivername="sqlite+pysqlite"))
         sa.event.listen(engine, "connect", _sqlite_pragmas)
-        # A `file:` URI names its file through SQLite's URI rules; it checkpoints inline.
-        background = on_disk is not None and not on_disk.startswith("file:")
-        return InlineEngine(engine, checkpoint_path=on_disk if background else None)
+        return InlineEngine(engine)
     return create_async_engine(url, pool_pre_ping=True)
 
 
@@ -101,8 +73,7 @@ def _upgrade(connection: sa.Connection) -> None:
 
 async def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
-    block = engine.begin(grouped=False) if isinstance(engine, InlineEngine) else engine.begin()
-    async with block as connection:
+    async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
 
 

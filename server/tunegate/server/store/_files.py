@@ -8,14 +8,15 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from tunegate.server.store._database import Engine
-from tunegate.server.store._inline import lookup
 from tunegate.server.store._records import FileRecord, row_values
 from tunegate.server.store._schema import files
 
 __all__ = ["DuplicateRequestId", "FileRepository"]
 
-_BY_ID = lookup(files, "owner", "id")
-_BY_REQUEST_ID = lookup(files, "owner", "request_id")
+_BY_ID = files.select().where(files.c.owner == sa.bindparam("owner"), files.c.id == sa.bindparam("id"))
+_BY_REQUEST_ID = files.select().where(
+    files.c.owner == sa.bindparam("owner"), files.c.request_id == sa.bindparam("request_id")
+)
 
 
 class DuplicateRequestId(Exception):
