@@ -1,4 +1,4 @@
-"""HttpClient on a real socket (its aiohttp path): timeouts, refused connections, retries,
+"""HttpClient on a real socket (httpx over TCP, as in production): timeouts, refused connections, retries,
 streamed bodies with an exact Content-Length, query spelling — against 127.0.0.1:0."""
 
 from __future__ import annotations
