@@ -28,7 +28,6 @@ from tunegate.server.providers._base import (
     Page,
     ProviderDownload,
     ProviderFile,
-    unsupported,
 )
 from tunegate.server.providers._http import Endpoint, HttpClient, HttpSettings, Sleep
 from tunegate.server.providers._multipart import MultipartFile
@@ -41,6 +40,8 @@ GATEWAY_KEYS = frozenset({"request_id", "portkey_options", "provider_options"})
 """Create-body keys the gateway owns; never sent to a provider."""
 _MAX_METADATA_PAIRS = 16
 _TAG_SEARCH_PAGE = 100
+DOWNLOAD_CHUNK_SIZE = 1024 * 1024
+"""The largest chunk `download_file` yields (the blob store's write size)."""
 _TAG_SEARCH_MAX_PAGES = 50  # bounds a crash-recovery search to 5 000 jobs of one account
 
 
@@ -101,7 +102,8 @@ class OpenAIProvider:
     """
 
     name: str = "openai"
-    # Result files are not imported from OpenAI yet: they pass through under OpenAI's ids.
+    # `download_file` streams a file's content, but result files are not imported from OpenAI:
+    # without `RESULT_FILES` they pass through under OpenAI's ids.
     capabilities: frozenset[Capability] = frozenset(Capability) - {Capability.RESULT_FILES}
     pages_by_id = True
     filters_by_metadata: bool = True
@@ -149,7 +151,18 @@ class OpenAIProvider:
         return self.file_from_record(record)
 
     async def download_file(self, account: Account, file_id: str) -> ProviderDownload:
-        raise unsupported(self.name, "downloading result files")
+        """The file's name and purpose (`GET /files/{id}`), then its content streamed from
+        `GET /files/{id}/content`: `chunks` yields it as it arrives, in flat memory."""
+        endpoint = self.endpoint(account)
+        path = f"/files/{_seg(file_id)}"
+        record = await self._http.request_json("GET", endpoint, path)
+        response = await self._http.open_stream("GET", endpoint, path + "/content")
+        return ProviderDownload(
+            filename=str(record.get("filename") or file_id),
+            purpose=str(record.get("purpose") or "fine-tune-results"),
+            content_type=response.headers.get("content-type") or "application/octet-stream",
+            chunks=self._http.body_chunks(response, DOWNLOAD_CHUNK_SIZE),
+        )
 
     def file_from_record(self, record: Mapping[str, Any]) -> ProviderFile:
         return provider_file(record)
