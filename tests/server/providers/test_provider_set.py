@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from tunegate.server.errors import InvalidArgument
-from tunegate.server.providers import AzureOpenAIProvider, OpenAIProvider, ProviderSet
+from tunegate.server.providers import AzureOpenAIProvider, HttpSettings, OpenAIProvider, ProviderSet
 
 from .support import Upstream, openai_account, openai_job
 
@@ -33,3 +33,14 @@ def test_unknown_provider() -> None:
 def test_duplicate_names_are_refused() -> None:
     with pytest.raises(ValueError, match="two providers"):
         ProviderSet([OpenAIProvider(), OpenAIProvider()])
+
+
+async def test_http_settings_per_provider() -> None:
+    short = HttpSettings(timeout_seconds=5, max_retries=0)
+    providers = ProviderSet.default({"openai": short})
+    openai, azure = providers.get("openai"), providers.get("azure-openai")
+    assert isinstance(openai, OpenAIProvider) and isinstance(azure, AzureOpenAIProvider)
+    assert openai.http.settings is short and azure.http.settings == HttpSettings()
+    assert openai.http.client.timeout.read == 5
+    await providers.aclose()
+    assert openai.http.client.is_closed and azure.http.client.is_closed

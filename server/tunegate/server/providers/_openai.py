@@ -117,7 +117,8 @@ class OpenAIProvider:
         sleep: Sleep | None = None,
         jitter: Callable[[], float] | None = None,
     ) -> None:
-        self._http = HttpClient(self.name, settings, transport=transport, sleep=sleep, jitter=jitter)
+        self.http = HttpClient(self.name, settings, transport=transport, sleep=sleep, jitter=jitter)
+        """The adapter's one pooled client, shared by every account it serves."""
 
     def capabilities_for(self, account: Account) -> frozenset[Capability]:
         """What this adapter can do for `account` (for OpenAI: everything)."""
@@ -131,7 +132,7 @@ class OpenAIProvider:
         return Endpoint(account.base_url.rstrip("/"), headers, {})
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.http.aclose()
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -141,13 +142,13 @@ class OpenAIProvider:
         body = MultipartFile(
             fields={"purpose": purpose}, file_field="file", filename=filename, size=size, chunks=chunks
         )
-        record = await self._http.request_json(
+        record = await self.http.request_json(
             "POST", self.endpoint(account), "/files", content=body.stream(), headers=body.headers()
         )
         return self.file_from_record(record)
 
     async def get_file(self, account: Account, file_id: str) -> ProviderFile:
-        record = await self._http.request_json("GET", self.endpoint(account), f"/files/{_seg(file_id)}")
+        record = await self.http.request_json("GET", self.endpoint(account), f"/files/{_seg(file_id)}")
         return self.file_from_record(record)
 
     async def download_file(self, account: Account, file_id: str) -> ProviderDownload:
@@ -155,13 +156,13 @@ class OpenAIProvider:
         `GET /files/{id}/content`: `chunks` yields it as it arrives, in flat memory."""
         endpoint = self.endpoint(account)
         path = f"/files/{_seg(file_id)}"
-        record = await self._http.request_json("GET", endpoint, path)
-        response = await self._http.open_stream("GET", endpoint, path + "/content")
+        record = await self.http.request_json("GET", endpoint, path)
+        response = await self.http.open_stream("GET", endpoint, path + "/content")
         return ProviderDownload(
             filename=str(record.get("filename") or file_id),
             purpose=str(record.get("purpose") or "fine-tune-results"),
             content_type=response.headers.get("content-type") or "application/octet-stream",
-            chunks=self._http.body_chunks(response, DOWNLOAD_CHUNK_SIZE),
+            chunks=self.http.body_chunks(response, DOWNLOAD_CHUNK_SIZE),
         )
 
     def file_from_record(self, record: Mapping[str, Any]) -> ProviderFile:
@@ -175,7 +176,7 @@ class OpenAIProvider:
 
     async def create_job(self, account: Account, request: Mapping[str, Any], *, tag: str) -> JobObject:
         body = create_body(request, tag=tag)
-        job = await self._http.request_json("POST", self.endpoint(account), "/fine_tuning/jobs", json=body)
+        job = await self.http.request_json("POST", self.endpoint(account), "/fine_tuning/jobs", json=body)
         return without_tag(job, keep_empty=request.get("metadata") == {})
 
     async def find_job_by_tag(
@@ -200,9 +201,7 @@ class OpenAIProvider:
         return None
 
     async def get_job(self, account: Account, job_id: str) -> JobObject:
-        job = await self._http.request_json(
-            "GET", self.endpoint(account), f"/fine_tuning/jobs/{_seg(job_id)}"
-        )
+        job = await self.http.request_json("GET", self.endpoint(account), f"/fine_tuning/jobs/{_seg(job_id)}")
         return self.job_from_provider(account, job)
 
     async def list_jobs(self, account: Account, *, limit: int, page_token: str | None) -> Page:
@@ -243,7 +242,7 @@ class OpenAIProvider:
     async def _job_action(self, account: Account, job_id: str, action: str) -> JobObject:
         # POSTs without a body, not retried: a repeated cancel can answer "already cancelled".
         path = f"/fine_tuning/jobs/{_seg(job_id)}/{action}"
-        job = await self._http.request_json("POST", self.endpoint(account), path)
+        job = await self.http.request_json("POST", self.endpoint(account), path)
         return self.job_from_provider(account, job)
 
     async def _page(
@@ -263,7 +262,7 @@ class OpenAIProvider:
         query: dict[str, Any] = {**params, "limit": limit}
         if after is not None:
             query["after"] = after
-        body = await self._http.request_json("GET", endpoint, path, params=query)
+        body = await self.http.request_json("GET", endpoint, path, params=query)
         data = [item for item in body.get("data") or [] if isinstance(item, dict)]
         has_more = bool(body.get("has_more")) and bool(data)
         return Page(data, has_more, str(data[-1]["id"]) if has_more else None)
