@@ -12,12 +12,12 @@ from .support import Upstream, openai_account, openai_job
 
 async def test_lookup_and_close() -> None:
     upstream = Upstream().on("GET", "/v1/fine_tuning/jobs/ftjob-abc", httpx.Response(200, json=openai_job()))
-    providers = ProviderSet.default(transport=upstream.transport)
+    providers = ProviderSet.default()
     assert list(providers) == ["azure-openai", "openai"] and "openai" in providers
     assert isinstance(providers.get("openai"), OpenAIProvider)
     assert isinstance(providers.get("azure-openai"), AzureOpenAIProvider)
     assert providers.get("openai") is providers.get("openai")  # one shared instance (and pool)
-    job = await providers.get("openai").get_job(openai_account(), "ftjob-abc")
+    job = await providers.get("openai").get_job(openai_account(upstream), "ftjob-abc")
     assert job["id"] == "ftjob-abc"
     await providers.aclose()
 
