@@ -1,5 +1,5 @@
-"""`OpenAIProvider` against the OpenAI fake on 127.0.0.1 over real sockets — the transport that
-production runs: a file streamed up and back down, retries on 429/503 for GETs only."""
+"""The adapters against the OpenAI and Azure fakes on 127.0.0.1 over real sockets — the transport
+that production runs: files streamed up and back down, retries on 429/503 for GETs only."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from tunegate.server.errors import ResourceExhausted, UpstreamError
-from tunegate.server.providers import Account, OpenAIProvider
+from tunegate.server.providers import Account, AzureOpenAIProvider, OpenAIProvider
 
-from tests.fakes import FakeOpenAI
+from tests.fakes import FakeAzureOpenAI, FakeOpenAI
 from tests.fakes._common import FaultKind
 
 from .support import Sleeps
@@ -97,3 +97,34 @@ async def test_a_create_is_never_retried(
     assert len(fake.requests_to("POST", "/v1/fine_tuning/jobs$")) == 1 and sleeps.delays == []
     job = await provider.create_job(account(fake), request, tag="ftjob-gw-net")  # the fault is spent
     assert job["training_file"] == file_id and fake.job_count() == 1
+
+
+@pytest.mark.parametrize("api_version", ["v1", "2024-10-21"])
+async def test_azure_files_stream_up_and_back_down(api_version: str) -> None:
+    fake = FakeAzureOpenAI(steps_per_get=1)
+    await fake.start()
+    provider = AzureOpenAIProvider(sleep=Sleeps())
+    azure = Account(
+        provider="azure-openai",
+        key="azure-openai:key:net",
+        base_url=fake.base_url("netres"),
+        credential="azure-key",
+        options={"resource_name": "netres", "api_version": api_version},
+    )
+    body = LINE * 20_000
+
+    async def source() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 256 * 1024):
+            yield body[start : start + 256 * 1024]
+
+    try:
+        uploaded = await provider.upload_file(
+            azure, filename="train.jsonl", purpose="fine-tune", size=len(body), chunks=source()
+        )
+        download = await provider.download_file(azure, uploaded.id)
+        assert download.filename == "train.jsonl"
+        assert b"".join([chunk async for chunk in download.chunks]) == body
+        assert not fake.violations
+    finally:
+        await provider.aclose()
+        await fake.stop()
