@@ -177,92 +177,14 @@ class HttpClient:
         content: Body | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        stream: bool = False,
     ) -> httpx.Response:
-        """Sends `method {endpoint.base_url}{path}` and returns the 2xx response, body read.
+        """Sends `method {endpoint.base_url}{path}` and returns the 2xx response, body read —
+        or, with `stream`, as soon as its head has arrived (see `open_stream`).
 
         `params` with a None value are left out. Raises a `TunegateError` as described in the
         module docstring; exceptions raised by a streaming `content` iterator propagate unchanged.
         """
-        return await self._exchange(
-            method, endpoint, path, params, json, content, headers, idempotent, stream=False
-        )
-
-    async def request_json(self, method: str, endpoint: Endpoint, path: str, **kwargs: Any) -> dict[str, Any]:
-        """`request`, then the body as a JSON object (a non-object answer is an `UpstreamError`)."""
-        response = await self.request(method, endpoint, path, **kwargs)
-        body = _json(response)
-        if not isinstance(body, dict):
-            raise UpstreamError(
-                f"The '{self.provider}' provider answered {path} with a non-JSON-object body."
-            )
-        return body
-
-    async def open_stream(
-        self,
-        method: str,
-        endpoint: Endpoint,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-        content: Body | None = None,
-        headers: Mapping[str, str] | None = None,
-        idempotent: bool | None = None,
-    ) -> httpx.Response:
-        """Like `request`, but returns once a 2xx answer's head has arrived, its body unread.
-
-        Retries and errors are `request`'s (an error answer's body is read to make the error).
-        The caller owns the response: read it with `body_chunks` (which closes it) or close it
-        with `aclose()`; an unclosed response holds its connection.
-        """
-        return await self._exchange(
-            method, endpoint, path, params, json, content, headers, idempotent, stream=True
-        )
-
-    @contextlib.asynccontextmanager
-    async def stream(
-        self, method: str, endpoint: Endpoint, path: str, **kwargs: Any
-    ) -> AsyncIterator[httpx.Response]:
-        """`open_stream` as an async context manager that closes the response on exit:
-
-        async with http.stream("GET", endpoint, "/files/x/content") as response:
-            async for chunk in http.body_chunks(response):
-                ...
-        """
-        response = await self.open_stream(method, endpoint, path, **kwargs)
-        try:
-            yield response
-        finally:
-            await response.aclose()
-
-    async def body_chunks(
-        self, response: httpx.Response, chunk_size: int | None = None
-    ) -> AsyncIterator[bytes]:
-        """The (decoded) body of a streamed `response`, as it arrives, in chunks of at most
-        `chunk_size` bytes (as received when None). A read timeout or a broken connection raises
-        the module's errors. The response is closed when the body ends, fails or is abandoned."""
-        try:
-            async for chunk in response.aiter_bytes(chunk_size):
-                yield chunk
-        except httpx.RequestError as exc:
-            raise self._transport_error(exc) from exc
-        finally:
-            await response.aclose()
-
-    async def _exchange(
-        self,
-        method: str,
-        endpoint: Endpoint,
-        path: str,
-        params: Mapping[str, Any] | None,
-        json: Any,
-        content: Body | None,
-        headers: Mapping[str, str] | None,
-        idempotent: bool | None,
-        *,
-        stream: bool,
-    ) -> httpx.Response:
-        """The retry loop of `request` and `open_stream`."""
         method = method.upper()
         retryable = method in _IDEMPOTENT_METHODS if idempotent is None else idempotent
         if content is not None and not isinstance(content, bytes):
@@ -310,6 +232,53 @@ class HttpClient:
             )
             await self._sleep(delay)
             attempt += 1
+
+    async def request_json(self, method: str, endpoint: Endpoint, path: str, **kwargs: Any) -> dict[str, Any]:
+        """`request`, then the body as a JSON object (a non-object answer is an `UpstreamError`)."""
+        response = await self.request(method, endpoint, path, **kwargs)
+        body = _json(response)
+        if not isinstance(body, dict):
+            raise UpstreamError(
+                f"The '{self.provider}' provider answered {path} with a non-JSON-object body."
+            )
+        return body
+
+    async def open_stream(self, method: str, endpoint: Endpoint, path: str, **kwargs: Any) -> httpx.Response:
+        """`request(..., stream=True)`: returns once a 2xx answer's head has arrived, its body
+        unread. Retries and errors are `request`'s (an error answer's body is read to make the
+        error). The caller owns the response: read it with `body_chunks` (which closes it) or
+        close it with `aclose()`; an unclosed response holds its connection."""
+        return await self.request(method, endpoint, path, stream=True, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, method: str, endpoint: Endpoint, path: str, **kwargs: Any
+    ) -> AsyncIterator[httpx.Response]:
+        """`open_stream` as an async context manager that closes the response on exit:
+
+        async with http.stream("GET", endpoint, "/files/x/content") as response:
+            async for chunk in http.body_chunks(response):
+                ...
+        """
+        response = await self.open_stream(method, endpoint, path, **kwargs)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def body_chunks(
+        self, response: httpx.Response, chunk_size: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The (decoded) body of a streamed `response`, as it arrives, in chunks of at most
+        `chunk_size` bytes (as received when None). A read timeout or a broken connection raises
+        the module's errors. The response is closed when the body ends, fails or is abandoned."""
+        try:
+            async for chunk in response.aiter_bytes(chunk_size):
+                yield chunk
+        except httpx.RequestError as exc:
+            raise self._transport_error(exc) from exc
+        finally:
+            await response.aclose()
 
     def _transport_error(self, exc: httpx.RequestError) -> TunegateError:
         if isinstance(exc, httpx.ConnectTimeout):
