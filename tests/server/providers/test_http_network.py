@@ -319,12 +319,40 @@ async def test_http2_over_tls_with_the_environments_ca(
     loop = asyncio.get_running_loop()
     server = await loop.create_server(H2Peer, "127.0.0.1", 0, ssl=server_context)
     port = server.sockets[0].getsockname()[1]
+    untrusting = HttpClient("openai", HttpSettings(trust_env=False, max_retries=0), sleep=no_sleep)
     client = HttpClient("openai", sleep=no_sleep)
     try:
+        with pytest.raises(UpstreamError):  # the peer is verified: without the CA it is refused
+            await untrusting.request("GET", endpoint(f"https://localhost:{port}"), "/v1/files")
         response = await client.request("GET", endpoint(f"https://localhost:{port}"), "/v1/files")
         assert response.http_version == "HTTP/2"
         assert json.loads(response.content) == {"path": "/v1/files?api-version=v1", "http": "2"}
     finally:
+        await untrusting.aclose()
         await client.aclose()
         server.close()
         await server.wait_closed()
+
+
+async def test_one_pool_reuses_connections_within_its_limit() -> None:
+    peers: list[object] = []
+
+    async def who(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername"))
+        await asyncio.sleep(0)  # let the other calls queue up behind this one
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/who", who)
+    client = HttpClient(
+        "openai", HttpSettings(max_connections=1, max_keepalive_connections=1), sleep=no_sleep
+    )
+    try:
+        async with serving(app) as port:
+            base = endpoint(f"http://127.0.0.1:{port}")
+            await asyncio.gather(*(client.request("GET", base, "/who") for _ in range(5)))
+            await client.request("GET", base, "/who")
+    finally:
+        await client.aclose()
+    assert len(peers) == 6 and len(set(peers)) == 1  # one connection, kept alive and shared
