@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import tunegate.edge._app as app
 import tunegate.edge._front as front
 import tunegate.server.jobs._create as create
 import tunegate.server.jobs._service as service
-import tunegate.server.providers._http1 as http1
 import tunegate.server.routing._router as router
 import tunegate.server.servicers._fine_tuning as servicer
 import tunegate.server.store._jobs as jobs
@@ -77,8 +77,7 @@ def _install() -> None:
     _timed_sync(router.Router, "resolve", "1c route")
     _timed_async(create.JobCreator, "create", "1d creator")
     _timed_async(jobs.JobRepository, "insert_intent", "2 intent")
-    _timed_async(http1.Http1Pool, "request", "3 provider")
-    _timed_sync(http1._Connection, "data_received", "3 provider bytes")
+    _timed_async(httpx.AsyncClient, "send", "3 provider")
     _timed_async(jobs.JobRepository, "complete", "4 complete")
 
 

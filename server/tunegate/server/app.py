@@ -32,7 +32,13 @@ from tunegate.server.files import Clock, FileService
 from tunegate.server.inprocess import HandlerTable, InProcessChannel
 from tunegate.server.interceptor import ErrorInterceptor
 from tunegate.server.jobs import AccountRouter, CreationSettings, JobService, JobSettings, ProviderLookup
-from tunegate.server.providers import LocalProvider, LocalSettings, ProviderSet, SchedulerSettings
+from tunegate.server.providers import (
+    HttpSettings,
+    LocalProvider,
+    LocalSettings,
+    ProviderSet,
+    SchedulerSettings,
+)
 from tunegate.server.routing import Router
 from tunegate.server.servicers import (
     ChatCompletionsServicer,
@@ -133,8 +139,9 @@ class GatewayServer:
         """Open the stores and start serving on `config.host:config.port`.
 
         `clock` (Unix seconds) drives timestamps and expiry; tests inject one to move time.
-        `providers` and `router` default to `ProviderSet.default()` (with the local trainer
-        under `<data_dir>/local`) and `Router(config.routing)`; tests inject fakes (injected
+        `providers` and `router` default to `ProviderSet.default()` (with each configured
+        provider's `timeout_seconds` and `max_retries`, and the local trainer under
+        `<data_dir>/local`) and `Router(config.routing)`; tests inject fakes (injected
         providers are not started or closed here). `job_settings` defaults to `JobSettings`
         with the config's reconcile grace and default provider.
         Raises `RuntimeError` if the address cannot be bound."""
@@ -142,7 +149,9 @@ class GatewayServer:
         database = await Database.open(config.resolved_database_url)
         owns_providers = providers is None
         provider_set: ProviderLookup = (
-            ProviderSet.default(local=_local_provider(config)) if providers is None else providers
+            ProviderSet.default(_http_settings(config), local=_local_provider(config))
+            if providers is None
+            else providers
         )
         try:
             if owns_providers:
@@ -292,6 +301,14 @@ def _local_of(providers: ProviderLookup) -> LocalProvider | None:
     except Exception:
         return None
     return provider if isinstance(provider, LocalProvider) else None
+
+
+def _http_settings(config: ServerConfig) -> dict[str, HttpSettings]:
+    """Each configured provider's timeout and retry bound, for its adapter's HTTP client."""
+    return {
+        name: HttpSettings(timeout_seconds=provider.timeout_seconds, max_retries=provider.max_retries)
+        for name, provider in config.routing.providers.items()
+    }
 
 
 async def _aclose(providers: ProviderLookup) -> None:

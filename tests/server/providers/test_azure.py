@@ -1,4 +1,5 @@
-"""`AzureOpenAIProvider`: the dated surface translated both ways, the v1 surface as OpenAI."""
+"""`AzureOpenAIProvider` against a scripted upstream on 127.0.0.1 (real sockets): the dated surface
+translated both ways, the v1 surface as OpenAI."""
 
 from __future__ import annotations
 
@@ -23,11 +24,10 @@ from tests.openapi_schema import validate
 from .support import SECRET, Sleeps, Upstream, azure_account, openai_job, page
 
 TAG = "ftjob-gw-0002"
-BASE = "http://upstream.test/myres/openai"
 
 
-def provider(upstream: Upstream) -> AzureOpenAIProvider:
-    return AzureOpenAIProvider(transport=upstream.transport, sleep=Sleeps(), jitter=lambda: 0.0)
+def provider() -> AzureOpenAIProvider:
+    return AzureOpenAIProvider(sleep=Sleeps(), jitter=lambda: 0.0)
 
 
 def dated_job(job_id: str = "ftjob-az1", **fields: Any) -> dict[str, Any]:
@@ -97,10 +97,10 @@ async def test_dated_create_request_and_answer() -> None:
         "metadata": {"team": "a"},
         "request_id": "r",
     }
-    job = await provider(upstream).create_job(azure_account(), request, tag=TAG)
+    job = await provider().create_job(azure_account(upstream=upstream), request, tag=TAG)
 
     (sent,) = upstream.requests
-    assert str(sent.url) == f"{BASE}/fine_tuning/jobs?api-version=2024-10-21"
+    assert str(sent.url) == f"{upstream.url}/myres/openai/fine_tuning/jobs?api-version=2024-10-21"
     assert sent.headers["api-key"] == SECRET and "authorization" not in sent.headers
     assert json.loads(sent.content) == {
         "model": "gpt-4o-mini-2024-07-18",
@@ -119,7 +119,7 @@ async def test_dated_create_request_and_answer() -> None:
 async def test_dated_legacy_hyperparameters_and_bearer_auth() -> None:
     upstream = Upstream().on("POST", "/myres/openai/fine_tuning/jobs", httpx.Response(201, json=dated_job()))
     request = {"model": "m", "training_file": "f", "hyperparameters": {"n_epochs": "auto", "batch_size": 8}}
-    await provider(upstream).create_job(azure_account(auth="bearer"), request, tag=TAG)
+    await provider().create_job(azure_account(auth="bearer", upstream=upstream), request, tag=TAG)
     sent = upstream.requests[0]
     assert sent.headers["authorization"] == f"Bearer {SECRET}" and "api-key" not in sent.headers
     assert json.loads(sent.content) == {
@@ -141,15 +141,17 @@ async def test_dated_legacy_hyperparameters_and_bearer_auth() -> None:
 )
 async def test_dated_check_request(field: str, value: object, param: str) -> None:
     upstream = Upstream()
-    adapter = provider(upstream)
+    adapter = provider()
     request = {"model": "m", "training_file": "f", field: value}
     with pytest.raises(InvalidArgument) as caught:
-        adapter.check_request(azure_account(), request)
+        adapter.check_request(azure_account(upstream=upstream), request)
     assert caught.value.param == param and "2024-10-21" in caught.value.message
     with pytest.raises(InvalidArgument):
-        await adapter.create_job(azure_account(), request, tag=TAG)
+        await adapter.create_job(azure_account(upstream=upstream), request, tag=TAG)
     assert upstream.requests == []
-    adapter.check_request(azure_account("v1"), request)  # the v1 surface takes all of these
+    adapter.check_request(
+        azure_account("v1", upstream=upstream), request
+    )  # the v1 surface takes all of these
 
 
 def test_dated_check_request_accepts_the_supported_shape() -> None:
@@ -191,7 +193,7 @@ async def test_dated_job_status(azure: str, openai: str) -> None:
     upstream = Upstream().on(
         "GET", "/myres/openai/fine_tuning/jobs/ftjob-az1", httpx.Response(200, json=dated_job(**fields))
     )
-    job = await provider(upstream).get_job(azure_account(), "ftjob-az1")
+    job = await provider().get_job(azure_account(upstream=upstream), "ftjob-az1")
     assert job["status"] == openai
     validate("FineTuningJob", job)
     if azure == "failed":
@@ -202,7 +204,7 @@ async def test_dated_job_status(azure: str, openai: str) -> None:
 async def test_dated_job_with_missing_fields_still_validates() -> None:
     sparse = {"id": "ftjob-s", "model": "m", "created_at": 5, "status": "running", "training_file": "f"}
     upstream = Upstream().on("GET", "/myres/openai/fine_tuning/jobs", page([sparse], has_more=True))
-    result = await provider(upstream).list_jobs(azure_account(), limit=1, page_token=None)
+    result = await provider().list_jobs(azure_account(upstream=upstream), limit=1, page_token=None)
     (job,) = result.data
     validate("FineTuningJob", job)
     assert result.next_token == "ftjob-s"
@@ -224,11 +226,17 @@ async def test_dated_events_and_checkpoints() -> None:
         .on("GET", "/myres/openai/fine_tuning/jobs/ftjob-az1/events", page([event]))
         .on("GET", "/myres/openai/fine_tuning/jobs/ftjob-az1/checkpoints", page([checkpoint]))
     )
-    adapter = provider(upstream)
-    (got_event,) = (await adapter.list_events(azure_account(), "ftjob-az1", limit=5, page_token=None)).data
+    adapter = provider()
+    (got_event,) = (
+        await adapter.list_events(azure_account(upstream=upstream), "ftjob-az1", limit=5, page_token=None)
+    ).data
     validate("FineTuningJobEvent", got_event)
     assert got_event["level"] == "warn" and got_event["object"] == "fine_tuning.job.event"
-    (got,) = (await adapter.list_checkpoints(azure_account(), "ftjob-az1", limit=5, page_token=None)).data
+    (got,) = (
+        await adapter.list_checkpoints(
+            azure_account(upstream=upstream), "ftjob-az1", limit=5, page_token=None
+        )
+    ).data
     validate("FineTuningJobCheckpoint", got)
     assert got["metrics"] == {"step": 10, "train_loss": 0.4, "full_valid_loss": 0.3}
 
@@ -237,7 +245,7 @@ async def test_dated_events_and_checkpoints() -> None:
 async def test_dated_pause_and_resume_are_unsupported(action: str) -> None:
     upstream = Upstream()
     with pytest.raises(Unsupported) as caught:
-        await getattr(provider(upstream), f"{action}_job")(azure_account(), "ftjob-az1")
+        await getattr(provider(), f"{action}_job")(azure_account(upstream=upstream), "ftjob-az1")
     assert caught.value.code == "unsupported_by_provider" and "azure-openai" in caught.value.message
     assert upstream.requests == []  # never falls back to another operation
 
@@ -245,7 +253,7 @@ async def test_dated_pause_and_resume_are_unsupported(action: str) -> None:
 async def test_dated_cancel() -> None:
     path = "/myres/openai/fine_tuning/jobs/ftjob-az1/cancel"
     upstream = Upstream().on("POST", path, httpx.Response(200, json=dated_job(status="cancelled")))
-    job = await provider(upstream).cancel_job(azure_account(), "ftjob-az1")
+    job = await provider().cancel_job(azure_account(upstream=upstream), "ftjob-az1")
     assert job["status"] == "cancelled"
 
 
@@ -269,13 +277,13 @@ async def test_dated_file_upload_and_states(azure: str, expected: str) -> None:
         .on("POST", "/myres/openai/files", httpx.Response(201, json=record))
         .on("GET", "/myres/openai/files/file-az", httpx.Response(200, json=record))
     )
-    adapter = provider(upstream)
+    adapter = provider()
     uploaded = await adapter.upload_file(
-        azure_account(), filename="t.jsonl", purpose="fine-tune", size=17, chunks=source()
+        azure_account(upstream=upstream), filename="t.jsonl", purpose="fine-tune", size=17, chunks=source()
     )
     assert uploaded.id == "file-az" and uploaded.status == expected
     assert upstream.requests[0].url.params["api-version"] == "2024-10-21"
-    fetched = await adapter.get_file(azure_account(), "file-az")
+    fetched = await adapter.get_file(azure_account(upstream=upstream), "file-az")
     assert fetched == uploaded
     if azure == "deleted":
         assert fetched.status_details
@@ -291,12 +299,14 @@ async def test_dated_find_job_falls_back_to_the_request() -> None:
     ]
     older = [dated_job("ftjob-older", created_at=999)]
     upstream = Upstream().on("GET", "/myres/openai/fine_tuning/jobs", page(jobs, True), page(older, True))
-    adapter = provider(upstream)
-    job = await adapter.find_job_by_tag(azure_account(), TAG, created_after=2_000, request=request)
+    adapter = provider()
+    job = await adapter.find_job_by_tag(
+        azure_account(upstream=upstream), TAG, created_after=2_000, request=request
+    )
     assert job is not None and job["id"] == "ftjob-ours"  # the oldest match at or after the intent
     validate("FineTuningJob", job)
     assert len(upstream.requests) == 2  # a page wholly older than the intent ends the scan
-    assert await adapter.find_job_by_tag(azure_account(), TAG, created_after=2_000) is None
+    assert await adapter.find_job_by_tag(azure_account(upstream=upstream), TAG, created_after=2_000) is None
 
 
 # -- v1 surface ----------------------------------------------------------------------------------
@@ -319,7 +329,7 @@ async def test_v1_create_is_openai_shaped(version: str, query: dict[str, str]) -
         "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}},
         "metadata": {"a": "b"},
     }
-    job = await provider(upstream).create_job(azure_account(version), request, tag=TAG)
+    job = await provider().create_job(azure_account(version, upstream=upstream), request, tag=TAG)
     sent = upstream.requests[0]
     assert dict(sent.url.params) == query and sent.headers["api-key"] == SECRET
     body = json.loads(sent.content)
@@ -340,9 +350,9 @@ async def test_v1_pause_and_find_by_tag_scan() -> None:
             page([ours]),
         )
     )
-    adapter = provider(upstream)
-    assert (await adapter.pause_job(azure_account("v1"), "ftjob-v1"))["metadata"] is None
-    found = await adapter.find_job_by_tag(azure_account("v1"), TAG, created_after=1_999)
+    adapter = provider()
+    assert (await adapter.pause_job(azure_account("v1", upstream=upstream), "ftjob-v1"))["metadata"] is None
+    found = await adapter.find_job_by_tag(azure_account("v1", upstream=upstream), TAG, created_after=1_999)
     assert found is not None and found["id"] == "ftjob-v1"
     listing = upstream.requests[1:]
     assert len(listing) == 2 and all(not k.startswith("metadata") for r in listing for k in r.url.params)
@@ -354,6 +364,6 @@ async def test_v1_file_states_are_azure_states() -> None:
         "/myres/openai/v1/files/file-1",
         httpx.Response(200, json={"id": "file-1", "status": "pending"}),
     )
-    assert await provider(upstream).get_file(azure_account("v1"), "file-1") == ProviderFile(
+    assert await provider().get_file(azure_account("v1", upstream=upstream), "file-1") == ProviderFile(
         "file-1", "uploaded"
     )

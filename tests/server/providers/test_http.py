@@ -19,13 +19,13 @@ from tunegate.server.errors import (
 from tunegate.server.providers import HttpSettings
 from tunegate.server.providers._http import Endpoint, HttpClient, retry_after_seconds
 
-from .support import SECRET, Sleeps, Upstream
+from .support import SECRET, MockUpstream, Sleeps
 
 ENDPOINT = Endpoint("http://upstream.test/v1", {"Authorization": f"Bearer {SECRET}"}, {"api-version": "x"})
 OK = httpx.Response(200, json={"ok": True})
 
 
-def client(upstream: Upstream, sleeps: Sleeps, **settings: float) -> HttpClient:
+def client(upstream: MockUpstream, sleeps: Sleeps, **settings: float) -> HttpClient:
     return HttpClient(
         "openai",
         HttpSettings(**settings),  # type: ignore[arg-type]
@@ -40,7 +40,7 @@ def error_body(status: int, **error: object) -> httpx.Response:
 
 
 async def test_request_shape_and_common_params() -> None:
-    upstream, sleeps = Upstream().on("GET", "/v1/things", OK), Sleeps()
+    upstream, sleeps = MockUpstream().on("GET", "/v1/things", OK), Sleeps()
     http = client(upstream, sleeps)
     assert await http.request_json("GET", ENDPOINT, "/things", params={"limit": 3}) == {"ok": True}
     (request,) = upstream.requests
@@ -53,7 +53,7 @@ async def test_request_shape_and_common_params() -> None:
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
 async def test_get_is_retried_with_full_jitter_backoff(status: int) -> None:
     upstream, sleeps = (
-        Upstream().on("GET", "/v1/x", httpx.Response(status), httpx.Response(status), OK),
+        MockUpstream().on("GET", "/v1/x", httpx.Response(status), httpx.Response(status), OK),
         Sleeps(),
     )
     assert await client(upstream, sleeps).request_json("GET", ENDPOINT, "/x") == {"ok": True}
@@ -62,7 +62,7 @@ async def test_get_is_retried_with_full_jitter_backoff(status: int) -> None:
 
 
 async def test_backoff_is_capped() -> None:
-    upstream, sleeps = Upstream().on("GET", "/v1/x", httpx.Response(500)), Sleeps()
+    upstream, sleeps = MockUpstream().on("GET", "/v1/x", httpx.Response(500)), Sleeps()
     http = client(upstream, sleeps, max_retries=6, backoff_base_seconds=1.0, backoff_max_seconds=4.0)
     with pytest.raises(UpstreamError):
         await http.request("GET", ENDPOINT, "/x")
@@ -71,7 +71,7 @@ async def test_backoff_is_capped() -> None:
 
 async def test_retries_are_bounded_then_the_last_error_is_raised() -> None:
     upstream, sleeps = (
-        Upstream().on("GET", "/v1/x", error_body(503, message="busy", type="server_error")),
+        MockUpstream().on("GET", "/v1/x", error_body(503, message="busy", type="server_error")),
         Sleeps(),
     )
     with pytest.raises(UpstreamError) as caught:
@@ -86,7 +86,7 @@ async def test_retries_are_bounded_then_the_last_error_is_raised() -> None:
 )
 async def test_retry_after_is_honoured(headers: dict[str, str], expected: float) -> None:
     limited = httpx.Response(429, headers=headers, json={"error": {"message": "slow down"}})
-    upstream, sleeps = Upstream().on("GET", "/v1/x", limited, OK), Sleeps()
+    upstream, sleeps = MockUpstream().on("GET", "/v1/x", limited, OK), Sleeps()
     await client(upstream, sleeps).request("GET", ENDPOINT, "/x")
     assert sleeps.delays == [expected]
 
@@ -101,7 +101,7 @@ def test_retry_after_http_date() -> None:
 
 async def test_a_retry_after_beyond_the_cap_is_not_waited_out() -> None:
     limited = httpx.Response(429, headers={"retry-after": "120"}, json={"error": {"message": "quota"}})
-    upstream, sleeps = Upstream().on("GET", "/v1/x", limited, OK), Sleeps()
+    upstream, sleeps = MockUpstream().on("GET", "/v1/x", limited, OK), Sleeps()
     with pytest.raises(ResourceExhausted) as caught:
         await client(upstream, sleeps).request("GET", ENDPOINT, "/x")
     assert len(upstream.requests) == 1 and sleeps.delays == []
@@ -113,14 +113,14 @@ async def test_a_retry_after_beyond_the_cap_is_not_waited_out() -> None:
     [httpx.Response(500), httpx.Response(429), httpx.ReadTimeout("slow"), httpx.ConnectError("refused")],
 )
 async def test_post_is_not_retried(reply: httpx.Response | Exception) -> None:
-    upstream, sleeps = Upstream().on("POST", "/v1/x", reply, OK), Sleeps()
+    upstream, sleeps = MockUpstream().on("POST", "/v1/x", reply, OK), Sleeps()
     with pytest.raises((UpstreamError, ResourceExhausted, DeadlineExceeded)):
         await client(upstream, sleeps).request("POST", ENDPOINT, "/x", json={})
     assert len(upstream.requests) == 1 and sleeps.delays == []
 
 
 async def test_post_marked_idempotent_is_retried() -> None:
-    upstream, sleeps = Upstream().on("POST", "/v1/x", httpx.Response(502), OK), Sleeps()
+    upstream, sleeps = MockUpstream().on("POST", "/v1/x", httpx.Response(502), OK), Sleeps()
     await client(upstream, sleeps).request("POST", ENDPOINT, "/x", json={}, idempotent=True)
     assert len(upstream.requests) == 2
 
@@ -129,14 +129,14 @@ async def test_streamed_body_is_never_retried() -> None:
     async def body() -> AsyncIterator[bytes]:
         yield b"data"
 
-    upstream, sleeps = Upstream().on("PUT", "/v1/x", httpx.Response(503), OK), Sleeps()
+    upstream, sleeps = MockUpstream().on("PUT", "/v1/x", httpx.Response(503), OK), Sleeps()
     with pytest.raises(UpstreamError):
         await client(upstream, sleeps).request("PUT", ENDPOINT, "/x", content=body())
     assert len(upstream.requests) == 1
 
 
 async def test_timeout_is_retried_then_deadline_exceeded() -> None:
-    upstream, sleeps = Upstream().on("GET", "/v1/x", httpx.ReadTimeout("slow")), Sleeps()
+    upstream, sleeps = MockUpstream().on("GET", "/v1/x", httpx.ReadTimeout("slow")), Sleeps()
     with pytest.raises(DeadlineExceeded) as caught:
         await client(upstream, sleeps, timeout_seconds=7).request("GET", ENDPOINT, "/x")
     assert len(upstream.requests) == 3
@@ -148,13 +148,13 @@ async def test_timeout_is_retried_then_deadline_exceeded() -> None:
 
 
 async def test_timeout_then_success() -> None:
-    upstream, sleeps = Upstream().on("GET", "/v1/x", httpx.ReadTimeout("slow"), OK), Sleeps()
+    upstream, sleeps = MockUpstream().on("GET", "/v1/x", httpx.ReadTimeout("slow"), OK), Sleeps()
     assert await client(upstream, sleeps).request_json("GET", ENDPOINT, "/x") == {"ok": True}
 
 
 @pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ConnectTimeout("no route")])
 async def test_connection_failure_is_upstream_error(exc: Exception) -> None:
-    upstream, sleeps = Upstream().on("GET", "/v1/x", exc), Sleeps()
+    upstream, sleeps = MockUpstream().on("GET", "/v1/x", exc), Sleeps()
     with pytest.raises(UpstreamError) as caught:
         await client(upstream, sleeps).request("GET", ENDPOINT, "/x")
     assert caught.value.http_status == 502 and len(upstream.requests) == 3
@@ -164,7 +164,7 @@ async def test_openai_400_keeps_status_message_code_param_type() -> None:
     body = error_body(
         400, message="bad suffix", type="invalid_request_error", param="suffix", code="invalid_value"
     )
-    upstream, sleeps = Upstream().on("POST", "/v1/x", body), Sleeps()
+    upstream, sleeps = MockUpstream().on("POST", "/v1/x", body), Sleeps()
     with pytest.raises(InvalidArgument) as caught:
         await client(upstream, sleeps).request("POST", ENDPOINT, "/x", json={})
     err = caught.value
@@ -182,7 +182,10 @@ async def test_openai_400_keeps_status_message_code_param_type() -> None:
     [(401, Unauthenticated), (404, NotFound), (422, InvalidArgument), (429, ResourceExhausted)],
 )
 async def test_4xx_keep_their_class_and_status(status: int, cls: type[Exception]) -> None:
-    upstream, sleeps = Upstream().on("POST", "/v1/x", error_body(status, message="nope", code=None)), Sleeps()
+    upstream, sleeps = (
+        MockUpstream().on("POST", "/v1/x", error_body(status, message="nope", code=None)),
+        Sleeps(),
+    )
     with pytest.raises(cls) as caught:
         await client(upstream, sleeps).request("POST", ENDPOINT, "/x")
     assert caught.value.http_status == status  # type: ignore[attr-defined]
@@ -191,7 +194,7 @@ async def test_4xx_keep_their_class_and_status(status: int, cls: type[Exception]
 
 async def test_azure_dated_error_body() -> None:
     body = error_body(400, code="invalidPayload", message="The training file is bad.", target="training_file")
-    upstream, sleeps = Upstream().on("POST", "/v1/x", body), Sleeps()
+    upstream, sleeps = MockUpstream().on("POST", "/v1/x", body), Sleeps()
     with pytest.raises(InvalidArgument) as caught:
         await client(upstream, sleeps).request("POST", ENDPOINT, "/x")
     assert (caught.value.code, caught.value.param) == ("invalid_payload", "training_file")
@@ -199,21 +202,24 @@ async def test_azure_dated_error_body() -> None:
 
 async def test_azure_v1_error_type_error_is_dropped() -> None:
     body = error_body(404, code="notFound", message="missing", param=None, type="error")
-    upstream, sleeps = Upstream().on("GET", "/v1/x", body), Sleeps()
+    upstream, sleeps = MockUpstream().on("GET", "/v1/x", body), Sleeps()
     with pytest.raises(NotFound) as caught:
         await client(upstream, sleeps).request("GET", ENDPOINT, "/x")
     assert caught.value.type is None and caught.value.code == "not_found"
 
 
 async def test_non_json_5xx_is_upstream_error() -> None:
-    upstream, sleeps = Upstream().on("GET", "/v1/x", httpx.Response(500, text="<html>oops</html>")), Sleeps()
+    upstream, sleeps = (
+        MockUpstream().on("GET", "/v1/x", httpx.Response(500, text="<html>oops</html>")),
+        Sleeps(),
+    )
     with pytest.raises(UpstreamError) as caught:
         await client(upstream, sleeps, max_retries=0).request("GET", ENDPOINT, "/x")
     assert caught.value.http_status == 502 and "HTTP 500" in caught.value.message
 
 
 async def test_non_object_json_answer_is_upstream_error() -> None:
-    upstream, sleeps = Upstream().on("GET", "/v1/x", httpx.Response(200, json=[1])), Sleeps()
+    upstream, sleeps = MockUpstream().on("GET", "/v1/x", httpx.Response(200, json=[1])), Sleeps()
     with pytest.raises(UpstreamError):
         await client(upstream, sleeps).request_json("GET", ENDPOINT, "/x")
 
@@ -221,7 +227,7 @@ async def test_non_object_json_answer_is_upstream_error() -> None:
 async def test_credentials_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     upstream, sleeps = (
-        Upstream().on("GET", "/v1/x", httpx.Response(500), httpx.ConnectError("x"), OK),
+        MockUpstream().on("GET", "/v1/x", httpx.Response(500), httpx.ConnectError("x"), OK),
         Sleeps(),
     )
     await client(upstream, sleeps).request("GET", ENDPOINT, "/x")

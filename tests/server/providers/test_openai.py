@@ -1,4 +1,5 @@
-"""`OpenAIProvider` against a scripted upstream: request shapes, the tag, pages, errors."""
+"""`OpenAIProvider` against a scripted upstream on 127.0.0.1 (real sockets): request shapes, the
+tag, pages, errors."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from .support import SECRET, Sleeps, Upstream, openai_account, openai_job, page
 TAG = "ftjob-gw-0001"
 
 
-def provider(upstream: Upstream, sleeps: Sleeps | None = None) -> OpenAIProvider:
-    return OpenAIProvider(transport=upstream.transport, sleep=sleeps or Sleeps(), jitter=lambda: 0.0)
+def provider(sleeps: Sleeps | None = None) -> OpenAIProvider:
+    return OpenAIProvider(sleep=sleeps or Sleeps(), jitter=lambda: 0.0)
 
 
 def echo_job(request: httpx.Request) -> httpx.Response:
@@ -58,11 +59,11 @@ async def test_create_job_request_shape() -> None:
         "portkey_options": {"x": 1},
         "provider_options": {"y": 2},
     }
-    account = openai_account(organization="org-9", project="proj_1")
-    job = await provider(upstream).create_job(account, request, tag=TAG)
+    account = openai_account(upstream, organization="org-9", project="proj_1")
+    job = await provider().create_job(account, request, tag=TAG)
 
     (sent,) = upstream.requests
-    assert sent.method == "POST" and str(sent.url) == "http://upstream.test/v1/fine_tuning/jobs"
+    assert sent.method == "POST" and str(sent.url) == f"{upstream.url}/v1/fine_tuning/jobs"
     assert sent.headers["authorization"] == f"Bearer {SECRET}"
     assert sent.headers["openai-organization"] == "org-9" and sent.headers["openai-project"] == "proj_1"
     body = json.loads(sent.content)
@@ -85,7 +86,7 @@ async def test_create_job_request_shape() -> None:
 async def test_create_job_without_user_metadata(sent: dict[str, str] | None, answered: object) -> None:
     upstream = Upstream().on("POST", "/v1/fine_tuning/jobs", echo_job)
     request = {"model": "gpt-4o-mini", "training_file": "file-1", "metadata": sent}
-    job = await provider(upstream).create_job(openai_account(), request, tag=TAG)
+    job = await provider().create_job(openai_account(upstream), request, tag=TAG)
     assert upstream.last_json()["metadata"] == {TAG_KEY: TAG}
     validate("CreateFineTuningJobRequest", upstream.last_json())
     assert job["metadata"] == answered
@@ -93,7 +94,7 @@ async def test_create_job_without_user_metadata(sent: dict[str, str] | None, ans
 
 async def test_no_headers_for_absent_org_and_project() -> None:
     upstream = Upstream().on("GET", "/v1/fine_tuning/jobs/ftjob-abc", httpx.Response(200, json=openai_job()))
-    await provider(upstream).get_job(openai_account(), "ftjob-abc")
+    await provider().get_job(openai_account(upstream), "ftjob-abc")
     headers = upstream.requests[0].headers
     assert "openai-organization" not in headers and "openai-project" not in headers
 
@@ -103,23 +104,25 @@ async def test_no_headers_for_absent_org_and_project() -> None:
 )
 async def test_metadata_must_leave_room_for_the_tag(metadata: dict[str, str]) -> None:
     upstream = Upstream()
-    adapter = provider(upstream)
+    adapter = provider()
     request = {"model": "m", "training_file": "f", "metadata": metadata}
     with pytest.raises(InvalidArgument) as caught:
-        adapter.check_request(openai_account(), request)
+        adapter.check_request(openai_account(upstream), request)
     assert caught.value.param == "metadata"
     with pytest.raises(InvalidArgument):
-        await adapter.create_job(openai_account(), request, tag=TAG)
+        await adapter.create_job(openai_account(upstream), request, tag=TAG)
     assert upstream.requests == []
-    adapter.check_request(openai_account(), {**request, "metadata": {f"k{i}": "v" for i in range(15)}})
+    adapter.check_request(
+        openai_account(upstream), {**request, "metadata": {f"k{i}": "v" for i in range(15)}}
+    )
 
 
 @pytest.mark.parametrize("reply", [httpx.Response(500), httpx.ReadTimeout("slow"), httpx.Response(429)])
 async def test_create_job_is_never_retried(reply: httpx.Response | Exception) -> None:
     upstream, sleeps = Upstream().on("POST", "/v1/fine_tuning/jobs", reply, echo_job), Sleeps()
     with pytest.raises((UpstreamError, DeadlineExceeded, ResourceExhausted)):
-        await provider(upstream, sleeps).create_job(
-            openai_account(), {"model": "m", "training_file": "f"}, tag=TAG
+        await provider(sleeps).create_job(
+            openai_account(upstream), {"model": "m", "training_file": "f"}, tag=TAG
         )
     assert len(upstream.requests) == 1 and sleeps.delays == []
 
@@ -129,7 +132,7 @@ async def test_get_job_strips_tag_and_retries() -> None:
     upstream = Upstream().on(
         "GET", "/v1/fine_tuning/jobs/ftjob-abc", httpx.Response(502), httpx.Response(200, json=tagged)
     )
-    job = await provider(upstream).get_job(openai_account(), "ftjob-abc")
+    job = await provider().get_job(openai_account(upstream), "ftjob-abc")
     assert job["metadata"] is None and len(upstream.requests) == 2
 
 
@@ -142,17 +145,17 @@ async def test_get_job_errors_keep_their_class() -> None:
     )
     upstream = Upstream().on("GET", "/v1/fine_tuning/jobs/ftjob-x", missing)
     with pytest.raises(NotFound) as caught:
-        await provider(upstream).get_job(openai_account(), "ftjob-x")
+        await provider().get_job(openai_account(upstream), "ftjob-x")
     assert caught.value.message == "No such job" and caught.value.http_status == 404
 
 
 async def test_ids_cannot_escape_their_path_segment() -> None:
     upstream = Upstream()
     with pytest.raises(NotFound):
-        await provider(upstream).get_job(openai_account(), "../files")
+        await provider().get_job(openai_account(upstream), "../files")
     assert upstream.requests[0].url.raw_path == b"/v1/fine_tuning/jobs/..%2Ffiles"
     with pytest.raises(NotFound):
-        await provider(upstream).get_job(openai_account(), "..")
+        await provider().get_job(openai_account(upstream), "..")
 
 
 async def test_list_jobs_pages_with_after() -> None:
@@ -160,13 +163,13 @@ async def test_list_jobs_pages_with_after() -> None:
     upstream = Upstream().on(
         "GET", "/v1/fine_tuning/jobs", page(jobs, has_more=True), page([], has_more=False)
     )
-    adapter = provider(upstream)
-    first = await adapter.list_jobs(openai_account(), limit=2, page_token=None)
+    adapter = provider()
+    first = await adapter.list_jobs(openai_account(upstream), limit=2, page_token=None)
     assert [j["id"] for j in first.data] == ["ftjob-2", "ftjob-1"]
     assert first.has_more and first.next_token == "ftjob-1"
     assert first.data[0]["metadata"] == {"a": "b"}
     assert dict(upstream.requests[0].url.params) == {"limit": "2"}
-    second = await adapter.list_jobs(openai_account(), limit=2, page_token=first.next_token)
+    second = await adapter.list_jobs(openai_account(upstream), limit=2, page_token=first.next_token)
     assert dict(upstream.requests[1].url.params) == {"limit": "2", "after": "ftjob-1"}
     assert (second.data, second.has_more, second.next_token) == ([], False, None)
 
@@ -175,7 +178,7 @@ async def test_list_jobs_pages_with_after() -> None:
 async def test_job_actions(action: str) -> None:
     path = f"/v1/fine_tuning/jobs/ftjob-abc/{action}"
     upstream = Upstream().on("POST", path, httpx.Response(200, json=openai_job(status="cancelled")))
-    job = await getattr(provider(upstream), f"{action}_job")(openai_account(), "ftjob-abc")
+    job = await getattr(provider(), f"{action}_job")(openai_account(upstream), "ftjob-abc")
     assert job["id"] == "ftjob-abc" and upstream.requests[0].content == b""
 
 
@@ -185,7 +188,7 @@ async def test_job_actions_are_not_retried() -> None:
         Sleeps(),
     )
     with pytest.raises(UpstreamError):
-        await provider(upstream, sleeps).cancel_job(openai_account(), "ftjob-abc")
+        await provider(sleeps).cancel_job(openai_account(upstream), "ftjob-abc")
     assert len(upstream.requests) == 1
 
 
@@ -213,18 +216,20 @@ async def test_events_and_checkpoints_pass_through() -> None:
         .on("GET", "/v1/fine_tuning/jobs/ftjob-abc/events", page([event], has_more=True))
         .on("GET", "/v1/fine_tuning/jobs/ftjob-abc/checkpoints", page([checkpoint]))
     )
-    adapter = provider(upstream)
-    events = await adapter.list_events(openai_account(), "ftjob-abc", limit=1, page_token="ftevent-9")
+    adapter = provider()
+    events = await adapter.list_events(openai_account(upstream), "ftjob-abc", limit=1, page_token="ftevent-9")
     assert events.data == [event] and events.next_token == "ftevent-1"
     assert dict(upstream.requests[0].url.params) == {"limit": "1", "after": "ftevent-9"}
-    checkpoints = await adapter.list_checkpoints(openai_account(), "ftjob-abc", limit=10, page_token=None)
+    checkpoints = await adapter.list_checkpoints(
+        openai_account(upstream), "ftjob-abc", limit=10, page_token=None
+    )
     assert checkpoints.data == [checkpoint] and checkpoints.next_token is None
 
 
 async def test_find_job_by_tag_uses_the_metadata_filter() -> None:
     match = openai_job("ftjob-new", created_at=2_000, metadata={TAG_KEY: TAG, "a": "b"})
     upstream = Upstream().on("GET", "/v1/fine_tuning/jobs", page([match]))
-    job = await provider(upstream).find_job_by_tag(openai_account(), TAG, created_after=1_990)
+    job = await provider().find_job_by_tag(openai_account(upstream), TAG, created_after=1_990)
     assert job is not None and job["id"] == "ftjob-new" and job["metadata"] == {"a": "b"}
     params = upstream.requests[0].url.params
     assert params[f"metadata[{TAG_KEY}]"] == TAG and params["limit"] == "100"
@@ -236,14 +241,14 @@ async def test_find_job_by_tag_pages_and_checks_created_after() -> None:
     upstream = Upstream().on(
         "GET", "/v1/fine_tuning/jobs", page([other], has_more=True), page([too_old], has_more=True)
     )
-    assert await provider(upstream).find_job_by_tag(openai_account(), TAG, created_after=2_000) is None
+    assert await provider().find_job_by_tag(openai_account(upstream), TAG, created_after=2_000) is None
     assert len(upstream.requests) == 2  # the second page predates the intent: the search stops
     assert upstream.requests[1].url.params["after"] == "ftjob-other"
 
 
 async def test_find_job_by_tag_none() -> None:
     upstream = Upstream().on("GET", "/v1/fine_tuning/jobs", page([]))
-    assert await provider(upstream).find_job_by_tag(openai_account(), TAG, created_after=0) is None
+    assert await provider().find_job_by_tag(openai_account(upstream), TAG, created_after=0) is None
 
 
 async def test_upload_file_streams_multipart() -> None:
@@ -264,8 +269,8 @@ async def test_upload_file_streams_multipart() -> None:
         "status": "processed",
     }
     upstream = Upstream().on("POST", "/v1/files", httpx.Response(200, json=record))
-    result = await provider(upstream).upload_file(
-        openai_account(), filename="t.jsonl", purpose="fine-tune", size=size, chunks=source()
+    result = await provider().upload_file(
+        openai_account(upstream), filename="t.jsonl", purpose="fine-tune", size=size, chunks=source()
     )
     assert result == ProviderFile("file-1", "processed")
     (sent,) = upstream.requests
@@ -309,7 +314,7 @@ async def test_upload_file_does_not_buffer() -> None:
 async def test_get_file() -> None:
     record = {"id": "file-1", "status": "error", "status_details": "bad line 3"}
     upstream = Upstream().on("GET", "/v1/files/file-1", httpx.Response(200, json=record))
-    assert await provider(upstream).get_file(openai_account(), "file-1") == ProviderFile(
+    assert await provider().get_file(openai_account(upstream), "file-1") == ProviderFile(
         "file-1", "error", "bad line 3"
     )
 
@@ -322,6 +327,6 @@ async def test_upload_of_a_short_stream_fails_loudly() -> None:
         "POST", "/v1/files", httpx.Response(200, json={"id": "file-1", "status": "processed"})
     )
     with pytest.raises(Internal):
-        await provider(upstream).upload_file(
-            openai_account(), filename="f.jsonl", purpose="fine-tune", size=100, chunks=source()
+        await provider().upload_file(
+            openai_account(upstream), filename="f.jsonl", purpose="fine-tune", size=100, chunks=source()
         )

@@ -1,12 +1,14 @@
 """Provider adapters: one module per provider behind the `Provider` interface (`_base`).
 
-`ProviderSet` holds one instance of each adapter, created once at server start; each instance
-owns one pooled HTTP client (`_http`), shared by every request and account it serves.
+`ProviderSet` holds one instance of each adapter, created once at server start and closed when
+it stops; each HTTP adapter owns one `HttpClient` (`_http`: a pooled `httpx.AsyncClient` with
+timeouts, proxies from the environment, HTTP/2 and the retry policy), shared by every request
+and account it serves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import httpx
 from tunegate.server.errors import InvalidArgument
@@ -70,18 +72,28 @@ class ProviderSet:
     @classmethod
     def default(
         cls,
-        settings: HttpSettings | None = None,
+        settings: HttpSettings | Mapping[str, HttpSettings] | None = None,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep | None = None,
         jitter: Callable[[], float] | None = None,
         local: LocalProvider | None = None,
     ) -> ProviderSet:
-        """Every HTTP adapter built into the gateway (OpenAI, Azure OpenAI), with `settings`,
-        plus `local` (the on-machine trainer, which needs its data directory) when given."""
+        """Every HTTP adapter built into the gateway (OpenAI, Azure OpenAI), plus `local` (the
+        on-machine trainer, which needs its data directory) when given.
+
+        `settings` is one `HttpSettings` for every adapter, or one per routing name (a name it
+        lacks gets the defaults). `transport`, `sleep` and `jitter` are for tests (see
+        `HttpClient`)."""
+
+        def settings_of(name: str) -> HttpSettings | None:
+            if settings is None or isinstance(settings, HttpSettings):
+                return settings
+            return settings.get(name)
+
         providers: list[Provider] = [
-            OpenAIProvider(settings, transport=transport, sleep=sleep, jitter=jitter),
-            AzureOpenAIProvider(settings, transport=transport, sleep=sleep, jitter=jitter),
+            adapter(settings_of(adapter.name), transport=transport, sleep=sleep, jitter=jitter)
+            for adapter in (OpenAIProvider, AzureOpenAIProvider)
         ]
         if local is not None:
             providers.append(local)

@@ -96,7 +96,7 @@ class AzureOpenAIProvider(OpenAIProvider):
             return await super().create_job(account, request, tag=tag)
         dated.check_request(request, api_version(account))
         body = dated.create_body(request)
-        job = await self._http.request_json("POST", self.endpoint(account), "/fine_tuning/jobs", json=body)
+        job = await self.http.request_json("POST", self.endpoint(account), "/fine_tuning/jobs", json=body)
         return dated.job_to_openai(job)
 
     async def find_job_by_tag(

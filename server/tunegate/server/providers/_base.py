@@ -133,7 +133,8 @@ class Provider(Protocol):
         ...
 
     async def download_file(self, account: Account, file_id: str) -> ProviderDownload:
-        """A provider file's content (a job's result file), streamed. `RESULT_FILES` only."""
+        """A provider file's content (a job's result file), streamed; the registry reads result
+        files only from adapters that declare `RESULT_FILES`."""
         ...
 
     def check_request(self, account: Account, request: Mapping[str, Any]) -> None:

@@ -1,17 +1,33 @@
-"""The one outbound HTTP client of the provider adapters: timeouts, bounded retries, errors.
+"""The one outbound HTTP client of the provider adapters: httpx, with timeouts, bounded retries
+and the gateway's errors.
 
-Every adapter owns one `HttpClient`, so connections are reused across requests and accounts. On
-the network it sends through one `Http1Pool` (`tunegate.server.providers._http1`: keep-alive HTTP/1.1 at a
-fraction of aiohttp's and httpx's per-request CPU, which dominated a proxied call); with an
-injected `httpx` transport (tests' `httpx.MockTransport`) it sends through `httpx.AsyncClient`.
-Either way callers get a `ProviderResponse` (status, headers, body: what an adapter reads;
-cheaper to make than an `httpx.Response`) and one contract.
-Contract of `HttpClient.request`:
+Every adapter owns one `HttpClient`, which owns one pooled `httpx.AsyncClient` shared by every
+request and account the adapter serves (the pool keeps connections per origin). The pool is
+built with:
 
-- every call has explicit connect/read/write/pool timeouts (`HttpSettings`);
-- only idempotent requests are retried: GET, HEAD, PUT, DELETE by method, a POST only when the
-  caller passes `idempotent=True` — a paid POST (create job) is never sent twice by this layer;
-  a body given as an async iterator is never retried, because it cannot be replayed;
+- explicit connect/read/write/pool timeouts (`HttpSettings.timeout`), so no call waits forever;
+- `trust_env=True` (`HttpSettings.trust_env`): `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
+  `NO_PROXY`, and `SSL_CERT_FILE` / `SSL_CERT_DIR`, are read from the environment when the
+  client is built;
+- HTTP/2 offered over TLS (`HttpSettings.http2`; ALPN picks it when the provider speaks it,
+  HTTP/1.1 otherwise; `h2` comes with `httpx[http2]`). Plain `http://` is HTTP/1.1;
+- redirects never followed: a provider API does not redirect, and following one could carry
+  the credential headers to another host.
+
+Calls:
+
+- `request` / `request_json`: the answer's body is read whole (JSON control-plane answers);
+- `stream` (an async context manager) or `open_stream` + `body_chunks`: the answer's head is
+  checked like any other answer, then its body is iterated chunk by chunk in bounded memory
+  (file content; chat streams);
+- a request body is bytes, JSON, or an async iterator of byte chunks sent as they come (with
+  the caller's `Content-Length` when it gives one, else chunked on HTTP/1.1).
+
+Contract:
+
+- only idempotent requests are retried: GET, HEAD, PUT, DELETE, OPTIONS by method, a POST only
+  when the caller passes `idempotent=True` — a paid POST (create job) is never sent twice by
+  this layer; a body given as an async iterator is never retried, because it cannot be replayed;
 - retried failures: connection errors, timeouts, HTTP 429/500/502/503/504; at most
   `max_retries` retries, exponential backoff with full jitter, or the provider's
   `retry-after-ms` / `Retry-After` (seconds or HTTP date) when it sends one. A hint longer than
@@ -19,7 +35,7 @@ Contract of `HttpClient.request`:
 - a 2xx answer is returned; anything else raises a `tunegate.server.errors.TunegateError`:
   a 4xx keeps its status, message, code and param (`error_for_http_status`), a 5xx becomes a
   retryable 502 `UpstreamError`, a timeout a `DeadlineExceeded` (504), a failure to connect or a
-  broken connection an `UpstreamError`.
+  broken connection an `UpstreamError` — while a streamed body is read too.
 
 Credentials travel in headers only; they are never logged and never put into error messages.
 """
@@ -27,11 +43,11 @@ Credentials travel in headers only; they are never logged and never put into err
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import random
 import time
-import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,31 +55,30 @@ from typing import Any
 import httpx
 import orjson
 from tunegate.server.errors import DeadlineExceeded, TunegateError, UpstreamError, error_for_http_status
-from tunegate.server.providers._http1 import (
-    ConnectTimeout,
-    Http1Pool,
-    ProviderResponse,
-    ReadTimeout,
-    TransportError,
-)
 
-__all__ = ["Endpoint", "HttpClient", "HttpSettings", "ProviderResponse", "Sleep"]
+__all__ = ["Endpoint", "HttpClient", "HttpSettings", "Sleep", "retry_after_seconds"]
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 """How the client waits between attempts (`asyncio.sleep`; tests inject a recorder)."""
 
+Body = bytes | AsyncIterator[bytes]
+"""A request body: bytes, or chunks sent as they come (never held whole, never retried)."""
+
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_USER_AGENT = "tunegate"
 
 
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
-    """Timeouts, retry policy and pool size for calls to providers (validated when built)."""
+    """Timeouts, retry policy, pool size and transport options for calls to providers
+    (validated when built)."""
 
     timeout_seconds: float = 60.0
-    """Read, write and pool timeout of each attempt."""
+    """Read, write and pool timeout of each attempt: the longest wait for the provider to accept
+    more of a request, send more of an answer, or for a free pooled connection."""
     connect_timeout_seconds: float = 5.0
     max_retries: int = 2
     """Retries after the first attempt (idempotent requests only)."""
@@ -73,8 +88,13 @@ class HttpSettings:
     """The longest provider `Retry-After` hint the client waits out before retrying."""
     max_connections: int = 100
     max_keepalive_connections: int = 100
-    """Idle connections kept per provider host: as many as may be busy at once, so a burst of
-    calls does not close and reopen connections (20 cost ~40% more CPU per call at 64 calls)."""
+    """Idle connections kept: as many as may be busy at once, so a burst of calls does not
+    close and reopen connections."""
+    http2: bool = True
+    """Offer HTTP/2 over TLS (ALPN); the provider's choice wins."""
+    trust_env: bool = True
+    """Read proxies (`HTTPS_PROXY`, `NO_PROXY`, …) and CA bundles (`SSL_CERT_FILE`) from the
+    environment."""
 
     def __post_init__(self) -> None:
         for name in ("timeout_seconds", "connect_timeout_seconds", "retry_after_max_seconds"):
@@ -113,9 +133,9 @@ class Endpoint:
 class HttpClient:
     """One provider's outbound HTTP, with the module's retry and error contract.
 
-    `provider` names the provider in error messages. `transport` replaces the network (tests use
-    `httpx.MockTransport`); `sleep` and `jitter` (uniform in [0, 1)) are injectable so tests
-    neither wait nor depend on chance.
+    `provider` names the provider in error messages. `transport` replaces the network (unit
+    tests of retries and error mapping use `httpx.MockTransport`); `sleep` and `jitter`
+    (uniform in [0, 1)) are injectable so tests neither wait nor depend on chance.
     """
 
     def __init__(
@@ -128,71 +148,23 @@ class HttpClient:
         jitter: Callable[[], float] | None = None,
     ) -> None:
         self.provider = provider
-        self.settings = settings or HttpSettings()
+        self.settings = settings = settings or HttpSettings()
         self._sleep: Sleep = sleep or asyncio.sleep
         self._jitter: Callable[[], float] = jitter or random.random
-        # Redirects are not followed: a provider API never redirects, and following one could
-        # carry the credential headers somewhere else.
-        self._client = (
-            None
-            if transport is None
-            else httpx.AsyncClient(
-                transport=transport,
-                timeout=self.settings.timeout(),
-                limits=self.settings.limits(),
-                follow_redirects=False,
-            )
+        self.client = httpx.AsyncClient(
+            transport=transport,
+            http2=settings.http2,
+            trust_env=settings.trust_env,
+            timeout=settings.timeout(),
+            limits=settings.limits(),
+            follow_redirects=False,
+            headers={"User-Agent": _USER_AGENT},
         )
-        self._pool: Http1Pool | None = None  # made on first use, inside the loop
+        """The pooled `httpx.AsyncClient` (one per adapter)."""
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-        if self._pool is not None:
-            await self._pool.aclose()
-            self._pool = None
-
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Mapping[str, Any],
-        json: Any,
-        content: bytes | AsyncIterator[bytes] | None,
-        headers: Mapping[str, str],
-    ) -> ProviderResponse:
-        """One attempt. The pool's failures are re-raised as the matching httpx exceptions, so
-        `request` maps both paths' errors the same way."""
-        if self._client is not None:
-            sent = await self._client.request(
-                method, url, params=params, json=json, content=content, headers=headers
-            )
-            return ProviderResponse(sent.status_code, sent.headers, sent.content)
-        if self._pool is None:
-            settings = self.settings
-            self._pool = Http1Pool(
-                connect_timeout=settings.connect_timeout_seconds,
-                read_timeout=settings.timeout_seconds,
-                max_connections=settings.max_connections,
-                max_idle_per_origin=settings.max_keepalive_connections,
-            )
-        send_headers = dict(headers)
-        body = content
-        if json is not None:
-            body = orjson.dumps(json)
-            send_headers.setdefault("Content-Type", "application/json")
-        query = {key: _query_value(value) for key, value in params.items() if value is not None}
-        if query:
-            url = f"{url}?{urllib.parse.urlencode(query, quote_via=urllib.parse.quote)}"
-        try:
-            return await self._pool.request(method, url, send_headers, body)
-        except ConnectTimeout as exc:
-            raise httpx.ConnectTimeout(str(exc), request=httpx.Request(method, url)) from exc
-        except ReadTimeout as exc:
-            raise httpx.ReadTimeout(str(exc), request=httpx.Request(method, url)) from exc
-        except TransportError as exc:
-            raise httpx.ConnectError(str(exc), request=httpx.Request(method, url)) from exc
+        """Closes the pool's connections."""
+        await self.client.aclose()
 
     async def request(
         self,
@@ -202,47 +174,42 @@ class HttpClient:
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
-        content: bytes | AsyncIterator[bytes] | None = None,
+        content: Body | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
-    ) -> ProviderResponse:
-        """Sends `method {endpoint.base_url}{path}` and returns the 2xx response (body read).
+        stream: bool = False,
+    ) -> httpx.Response:
+        """Sends `method {endpoint.base_url}{path}` and returns the 2xx response, body read —
+        or, with `stream`, as soon as its head has arrived (see `open_stream`).
 
-        Raises a `TunegateError` as described in the module docstring. Exceptions raised by a
-        streaming `content` iterator propagate unchanged.
+        `params` with a None value are left out. Raises a `TunegateError` as described in the
+        module docstring; exceptions raised by a streaming `content` iterator propagate unchanged.
         """
         method = method.upper()
         retryable = method in _IDEMPOTENT_METHODS if idempotent is None else idempotent
         if content is not None and not isinstance(content, bytes):
             retryable = False
-        url = endpoint.base_url + path
-        all_params = {**endpoint.params, **(params or {})}
         all_headers = {**endpoint.headers, **(headers or {})}
+        if json is not None:
+            content = orjson.dumps(json)
+            all_headers.setdefault("Content-Type", "application/json")
+        query = {k: v for k, v in {**endpoint.params, **(params or {})}.items() if v is not None}
+        request = self.client.build_request(
+            method, endpoint.base_url + path, params=query, content=content, headers=all_headers
+        )
         attempt = 0
         while True:
             hint: float | None = None
             try:
-                response = await self._send(
-                    method, url, params=all_params, json=json, content=content, headers=all_headers
-                )
-            except httpx.ConnectTimeout as exc:
-                # Nothing reached the provider: a connection failure, not a slow answer.
-                error: TunegateError = UpstreamError(
-                    f"Could not connect to the '{self.provider}' provider (timed out)."
-                )
+                response = await self.client.send(request, stream=stream)
+                if stream and not response.is_success:
+                    try:  # an error answer is small: read it to make the error, then release it
+                        await response.aread()
+                    finally:
+                        await response.aclose()
+            except httpx.RequestError as exc:
+                error = self._transport_error(exc)
                 cause: BaseException = exc
-            except httpx.TimeoutException as exc:
-                error = DeadlineExceeded(
-                    f"The '{self.provider}' provider did not answer in time "
-                    f"({self.settings.timeout_seconds:g} s).",
-                    http_status=504,
-                )
-                cause = exc
-            except httpx.TransportError as exc:
-                error = UpstreamError(
-                    f"The connection to the '{self.provider}' provider failed ({type(exc).__name__})."
-                )
-                cause = exc
             else:
                 if response.is_success:
                     return response
@@ -269,15 +236,63 @@ class HttpClient:
     async def request_json(self, method: str, endpoint: Endpoint, path: str, **kwargs: Any) -> dict[str, Any]:
         """`request`, then the body as a JSON object (a non-object answer is an `UpstreamError`)."""
         response = await self.request(method, endpoint, path, **kwargs)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = _json(response)
         if not isinstance(body, dict):
             raise UpstreamError(
                 f"The '{self.provider}' provider answered {path} with a non-JSON-object body."
             )
         return body
+
+    async def open_stream(self, method: str, endpoint: Endpoint, path: str, **kwargs: Any) -> httpx.Response:
+        """`request(..., stream=True)`: returns once a 2xx answer's head has arrived, its body
+        unread. Retries and errors are `request`'s (an error answer's body is read to make the
+        error). The caller owns the response: read it with `body_chunks` (which closes it) or
+        close it with `aclose()`; an unclosed response holds its connection."""
+        return await self.request(method, endpoint, path, stream=True, **kwargs)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, method: str, endpoint: Endpoint, path: str, **kwargs: Any
+    ) -> AsyncIterator[httpx.Response]:
+        """`open_stream` as an async context manager that closes the response on exit:
+
+        async with http.stream("GET", endpoint, "/files/x/content") as response:
+            async for chunk in http.body_chunks(response):
+                ...
+        """
+        response = await self.open_stream(method, endpoint, path, **kwargs)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def body_chunks(
+        self, response: httpx.Response, chunk_size: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The (decoded) body of a streamed `response`, as it arrives, in chunks of at most
+        `chunk_size` bytes (as received when None). A read timeout or a broken connection raises
+        the module's errors. The response is closed when the body ends, fails or is abandoned."""
+        try:
+            async for chunk in response.aiter_bytes(chunk_size):
+                yield chunk
+        except httpx.RequestError as exc:
+            raise self._transport_error(exc) from exc
+        finally:
+            await response.aclose()
+
+    def _transport_error(self, exc: httpx.RequestError) -> TunegateError:
+        if isinstance(exc, httpx.ConnectTimeout):
+            # Nothing reached the provider: a connection failure, not a slow answer.
+            return UpstreamError(f"Could not connect to the '{self.provider}' provider (timed out).")
+        if isinstance(exc, httpx.TimeoutException):
+            return DeadlineExceeded(
+                f"The '{self.provider}' provider did not answer in time "
+                f"({self.settings.timeout_seconds:g} s).",
+                http_status=504,
+            )
+        return UpstreamError(
+            f"The connection to the '{self.provider}' provider failed ({type(exc).__name__})."
+        )
 
     def _delay(self, attempt: int, hint: float | None) -> float | None:
         """Seconds to wait before retry `attempt + 1`, or None when a hint is too long to wait."""
@@ -286,7 +301,7 @@ class HttpClient:
         ceiling = min(self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2.0**attempt)
         return self._jitter() * ceiling  # "full jitter": spreads retries of many clients apart
 
-    def error_from_response(self, response: ProviderResponse, *, retry_after: float | None) -> TunegateError:
+    def error_from_response(self, response: httpx.Response, *, retry_after: float | None) -> TunegateError:
         """The error for a non-2xx answer, from OpenAI's, Azure's dated or Azure's v1 error body."""
         status = response.status_code
         fields = _error_fields(response)
@@ -303,28 +318,26 @@ class HttpClient:
         )
 
 
-def _query_value(value: Any) -> str:
-    # httpx's spelling of query values: booleans lower-case, the rest as str().
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def _json(response: httpx.Response) -> Any:
+    """The body as JSON, or None when it is not JSON."""
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
 
 
-def _error_fields(response: ProviderResponse) -> dict[str, str]:
+def _error_fields(response: httpx.Response) -> dict[str, str]:
     """message/code/param/type from `{"error": {...}}` (OpenAI: message, type, param, code;
     Azure dated: code, message, target, innererror; Azure v1: code, message, param, type)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
+    body = _json(response)
     error = body.get("error", body) if isinstance(body, dict) else None
     if isinstance(error, str):
         return {"message": error}
     if not isinstance(error, dict):
         return {}
     fields: dict[str, str] = {}
-    for key, source in (("message", "message"), ("code", "code"), ("param", "param"), ("type", "type")):
-        value = error.get(source)
+    for key in ("message", "code", "param", "type"):
+        value = error.get(key)
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
             fields[key] = str(value)
     target = error.get("target")

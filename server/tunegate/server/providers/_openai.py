@@ -28,7 +28,6 @@ from tunegate.server.providers._base import (
     Page,
     ProviderDownload,
     ProviderFile,
-    unsupported,
 )
 from tunegate.server.providers._http import Endpoint, HttpClient, HttpSettings, Sleep
 from tunegate.server.providers._multipart import MultipartFile
@@ -41,6 +40,8 @@ GATEWAY_KEYS = frozenset({"request_id", "portkey_options", "provider_options"})
 """Create-body keys the gateway owns; never sent to a provider."""
 _MAX_METADATA_PAIRS = 16
 _TAG_SEARCH_PAGE = 100
+DOWNLOAD_CHUNK_SIZE = 1024 * 1024
+"""The largest chunk `download_file` yields (the blob store's write size)."""
 _TAG_SEARCH_MAX_PAGES = 50  # bounds a crash-recovery search to 5 000 jobs of one account
 
 
@@ -101,7 +102,8 @@ class OpenAIProvider:
     """
 
     name: str = "openai"
-    # Result files are not imported from OpenAI yet: they pass through under OpenAI's ids.
+    # `download_file` streams a file's content, but result files are not imported from OpenAI:
+    # without `RESULT_FILES` they pass through under OpenAI's ids.
     capabilities: frozenset[Capability] = frozenset(Capability) - {Capability.RESULT_FILES}
     pages_by_id = True
     filters_by_metadata: bool = True
@@ -115,7 +117,8 @@ class OpenAIProvider:
         sleep: Sleep | None = None,
         jitter: Callable[[], float] | None = None,
     ) -> None:
-        self._http = HttpClient(self.name, settings, transport=transport, sleep=sleep, jitter=jitter)
+        self.http = HttpClient(self.name, settings, transport=transport, sleep=sleep, jitter=jitter)
+        """The adapter's one pooled client, shared by every account it serves."""
 
     def capabilities_for(self, account: Account) -> frozenset[Capability]:
         """What this adapter can do for `account` (for OpenAI: everything)."""
@@ -129,7 +132,7 @@ class OpenAIProvider:
         return Endpoint(account.base_url.rstrip("/"), headers, {})
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self.http.aclose()
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -139,17 +142,28 @@ class OpenAIProvider:
         body = MultipartFile(
             fields={"purpose": purpose}, file_field="file", filename=filename, size=size, chunks=chunks
         )
-        record = await self._http.request_json(
+        record = await self.http.request_json(
             "POST", self.endpoint(account), "/files", content=body.stream(), headers=body.headers()
         )
         return self.file_from_record(record)
 
     async def get_file(self, account: Account, file_id: str) -> ProviderFile:
-        record = await self._http.request_json("GET", self.endpoint(account), f"/files/{_seg(file_id)}")
+        record = await self.http.request_json("GET", self.endpoint(account), f"/files/{_seg(file_id)}")
         return self.file_from_record(record)
 
     async def download_file(self, account: Account, file_id: str) -> ProviderDownload:
-        raise unsupported(self.name, "downloading result files")
+        """The file's name and purpose (`GET /files/{id}`), then its content streamed from
+        `GET /files/{id}/content`: `chunks` yields it as it arrives, in flat memory."""
+        endpoint = self.endpoint(account)
+        path = f"/files/{_seg(file_id)}"
+        record = await self.http.request_json("GET", endpoint, path)
+        response = await self.http.open_stream("GET", endpoint, path + "/content")
+        return ProviderDownload(
+            filename=str(record.get("filename") or file_id),
+            purpose=str(record.get("purpose") or "fine-tune-results"),
+            content_type=response.headers.get("content-type") or "application/octet-stream",
+            chunks=self.http.body_chunks(response, DOWNLOAD_CHUNK_SIZE),
+        )
 
     def file_from_record(self, record: Mapping[str, Any]) -> ProviderFile:
         return provider_file(record)
@@ -162,7 +176,7 @@ class OpenAIProvider:
 
     async def create_job(self, account: Account, request: Mapping[str, Any], *, tag: str) -> JobObject:
         body = create_body(request, tag=tag)
-        job = await self._http.request_json("POST", self.endpoint(account), "/fine_tuning/jobs", json=body)
+        job = await self.http.request_json("POST", self.endpoint(account), "/fine_tuning/jobs", json=body)
         return without_tag(job, keep_empty=request.get("metadata") == {})
 
     async def find_job_by_tag(
@@ -187,9 +201,7 @@ class OpenAIProvider:
         return None
 
     async def get_job(self, account: Account, job_id: str) -> JobObject:
-        job = await self._http.request_json(
-            "GET", self.endpoint(account), f"/fine_tuning/jobs/{_seg(job_id)}"
-        )
+        job = await self.http.request_json("GET", self.endpoint(account), f"/fine_tuning/jobs/{_seg(job_id)}")
         return self.job_from_provider(account, job)
 
     async def list_jobs(self, account: Account, *, limit: int, page_token: str | None) -> Page:
@@ -230,7 +242,7 @@ class OpenAIProvider:
     async def _job_action(self, account: Account, job_id: str, action: str) -> JobObject:
         # POSTs without a body, not retried: a repeated cancel can answer "already cancelled".
         path = f"/fine_tuning/jobs/{_seg(job_id)}/{action}"
-        job = await self._http.request_json("POST", self.endpoint(account), path)
+        job = await self.http.request_json("POST", self.endpoint(account), path)
         return self.job_from_provider(account, job)
 
     async def _page(
@@ -250,7 +262,7 @@ class OpenAIProvider:
         query: dict[str, Any] = {**params, "limit": limit}
         if after is not None:
             query["after"] = after
-        body = await self._http.request_json("GET", endpoint, path, params=query)
+        body = await self.http.request_json("GET", endpoint, path, params=query)
         data = [item for item in body.get("data") or [] if isinstance(item, dict)]
         has_more = bool(body.get("has_more")) and bool(data)
         return Page(data, has_more, str(data[-1]["id"]) if has_more else None)
