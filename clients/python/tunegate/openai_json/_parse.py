@@ -40,7 +40,7 @@ _FD = FieldDescriptor
 _STRUCT = "google.protobuf.Struct"
 _LIST_VALUE = "google.protobuf.ListValue"
 _Convert = Callable[[Any], Any]
-_Parse = Callable[[dict[Any, Any]], dict[str, Any]]
+_Parse = Callable[[Any], dict[str, Any]]
 
 
 class _Misfit(Exception):  # noqa: N818 — a signal carrying an error, raised only inside this module
@@ -59,7 +59,7 @@ class _Misfit(Exception):  # noqa: N818 — a signal carrying an error, raised o
         return "".join(reversed(self.where)).removeprefix(".")
 
 
-def parse_json(data: dict[Any, Any], message_cls: type[M], *, strict: bool) -> M:
+def parse_json(data: Any, message_cls: type[M], *, strict: bool) -> M:
     """The ``message_cls`` the JSON object ``data`` stands for. ``strict``: an unknown key is an
     error (else it is dropped, at any depth). Raises CodecError naming the offending param."""
     try:
@@ -91,15 +91,19 @@ def _object_parser(desc: Descriptor, strict: bool) -> _Parse:
     return parse
 
 
+# A field's step: its name, its converter, its oneof (None for none or proto3 `optional`'s), and
+# for a plain scalar field the Python type (and integer bounds) a JSON value of it may have to
+# be passed on as it is, without a call — the common case, checked inline.
+_Step = tuple[str, _Convert, str | None, type | None, tuple[int, int] | None]
+
+
 def _plan_object(desc: Descriptor, strict: bool) -> _Parse:
     object_type = opts.object_type(desc)
-    steps: dict[str, tuple[str, _Convert, str | None]] = {}
-    for field in opts.fields_of(desc):
-        oneof = field.containing_oneof
-        group = oneof.name if oneof is not None and len(oneof.fields) > 1 else None  # not `optional`'s
-        steps[field.name] = (field.name, _value_converter(field, strict), group)
+    steps: dict[str, _Step] = {field.name: _step(field, strict) for field in opts.fields_of(desc)}
 
-    def parse(data: dict[Any, Any]) -> dict[str, Any]:
+    def parse(data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise _wrong_type("an object", data)
         kwargs: dict[str, Any] = {}
         groups: dict[str, str] | None = None
         for key, value in data.items():
@@ -110,12 +114,15 @@ def _plan_object(desc: Descriptor, strict: bool) -> _Parse:
                 continue
             if value is None:
                 continue
-            name, convert, group = step
+            name, convert, group, plain, bounds = step
             if group is not None:
                 groups = {} if groups is None else groups
                 other = groups.setdefault(group, key)
                 if other != key:
                     raise _Misfit(_combined(other)).at(f".{key}")
+            if type(value) is plain and (bounds is None or bounds[0] <= value <= bounds[1]):
+                kwargs[name] = value
+                continue
             try:
                 kwargs[name] = convert(value)
             except _Misfit as misfit:
@@ -123,6 +130,28 @@ def _plan_object(desc: Descriptor, strict: bool) -> _Parse:
         return kwargs
 
     return parse
+
+
+def _step(field: FieldDescriptor, strict: bool) -> _Step:
+    oneof = field.containing_oneof
+    group = oneof.name if oneof is not None and len(oneof.fields) > 1 else None
+    plain, bounds = (None, None) if field.is_repeated else _plain(field)
+    return field.name, _value_converter(field, strict), group, plain, bounds
+
+
+def _plain(field: FieldDescriptor) -> tuple[type | None, tuple[int, int] | None]:
+    """The Python type of a JSON value a scalar field takes as it is (and an integer's bounds);
+    None for enums and bytes, which always convert."""
+    kind = field.type
+    if kind == _FD.TYPE_STRING:
+        return str, None
+    if kind == _FD.TYPE_BOOL:
+        return bool, None
+    if kind in INT_RANGES:
+        return int, INT_RANGES[kind]
+    if kind == _FD.TYPE_DOUBLE:  # not FLOAT: a float32 is rounded (the checks stay in `_real`)
+        return float, None
+    return None, None
 
 
 def _unrecognized(path: str) -> CodecError:
@@ -143,10 +172,17 @@ def _value_converter(field: FieldDescriptor, strict: bool) -> _Convert:
         key_field, value_field = opts.map_fields(field)
         item = _item_converter(value_field, strict)
         string_keys = key_field.type == _FD.TYPE_STRING
+        plain_values = _plain(value_field)[0] if value_field.type in (_FD.TYPE_STRING, _FD.TYPE_BOOL) else None
 
         def convert_map(value: Any) -> dict[Any, Any]:
             if not isinstance(value, dict):
                 raise _wrong_type("an object", value)
+            if string_keys and plain_values is not None:
+                for entry in value.values():
+                    if type(entry) is not plain_values:
+                        break
+                else:
+                    return value  # constructor arguments are only read
             entries = {}
             for key, entry in value.items():
                 try:
@@ -160,10 +196,17 @@ def _value_converter(field: FieldDescriptor, strict: bool) -> _Convert:
     item = _item_converter(field, strict)
     if not field.is_repeated:
         return item
+    plain_items = _plain(field)[0] if field.type in (_FD.TYPE_STRING, _FD.TYPE_BOOL) else None
 
     def convert_list(value: Any) -> list[Any]:
         if not isinstance(value, list):
             raise _wrong_type("an array", value)
+        if plain_items is not None:
+            for entry in value:
+                if type(entry) is not plain_items:
+                    break
+            else:
+                return value  # constructor arguments are only read
         items = []
         for index, entry in enumerate(value):
             try:
@@ -282,25 +325,23 @@ def _message_converter(desc: Descriptor, strict: bool) -> _Convert:
         return _typed(dict, "an object")  # the constructor turns the JSON object into a Struct
     if desc.file.package == "google.protobuf":
         return _well_known(desc)
-    parse = _object_parser(desc, strict)
-
-    def convert(value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise _wrong_type("an object", value)
-        return parse(value)
-
-    return convert
+    return _object_parser(desc, strict)  # which checks for an object
 
 
 def _auto_or_number(auto_name: str, number_field: FieldDescriptor) -> _Convert:
     number = _item_converter(number_field, strict=True)
     number_name = number_field.name
     expected = '"auto" or an integer' if number_field.type in INT_RANGES else '"auto" or a number'
+    auto = {auto_name: True}  # constructor arguments are only read
+    plain, bounds = _plain(number_field)
 
     def convert(value: Any) -> dict[str, Any]:
         if value == "auto":
-            return {auto_name: True}
-        if not is_number(value):
+            return auto
+        kind = type(value)
+        if kind is plain and (bounds is None or bounds[0] <= value <= bounds[1]):
+            return {number_name: value}
+        if kind is not int and kind is not float and not is_number(value):
             raise _wrong_type(expected, value)
         return {number_name: number(value)}
 

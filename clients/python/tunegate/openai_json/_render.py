@@ -28,10 +28,11 @@ _Render = Callable[[Any], Any]
 _Convert = Callable[[Any], Any] | None  # None: the Python value is already the JSON value
 
 # How a field of a plain message is written (see `_field_step`).
-_ALWAYS = 0  # fields without presence, repeated fields and maps: always written
-_IF_SET = 1  # fields with presence: written when set, else `null` (nullable) or left out
-_ENUM = 2  # enums: the zero value counts as unset
-_AUTO = 3  # `(auto_or_number)` messages: unset or holding neither member has no JSON value
+_PLAIN = 0  # scalars without presence: always written, as they are
+_ALWAYS = 1  # repeated fields and maps: always written, converted
+_IF_SET = 2  # fields with presence: written when set, else `null` (nullable) or left out
+_ENUM = 3  # enums: the zero value counts as unset
+_AUTO = 4  # `(auto_or_number)` messages: unset or holding neither member has no JSON value
 
 
 def to_openai(message: Message) -> dict[str, Any]:
@@ -121,9 +122,10 @@ def _object(object_type: str, steps: tuple[tuple[str, int, _Convert, bool], ...]
     def render(message: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"object": object_type} if object_type else {}
         for name, how, convert, nullable in steps:
-            if how == _ALWAYS:
-                value = getattr(message, name)
-                out[name] = value if convert is None else convert(value)
+            if how == _PLAIN:
+                out[name] = getattr(message, name)
+            elif how == _ALWAYS:
+                out[name] = convert(getattr(message, name))  # type: ignore[misc]  # always converts
             elif how == _IF_SET:
                 if message.HasField(name):
                     value = getattr(message, name)
@@ -157,7 +159,7 @@ def _field_step(field: FieldDescriptor) -> tuple[str, int, _Convert, bool]:
     elif field.has_presence:
         how = _IF_SET
     else:
-        how = _ALWAYS
+        how = _PLAIN if convert is None else _ALWAYS
     return field.name, how, convert, opts.is_nullable(field)
 
 
