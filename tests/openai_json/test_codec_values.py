@@ -103,7 +103,10 @@ def test_a_nearly_empty_job_gets_every_required_key() -> None:
 
 
 def test_event_data_numbers_come_back_as_json_numbers() -> None:
-    event = {"id": "e", "data": {"step": 1.0, "loss": 0.25, "big": 2**60, "nested": {"list": [1, 2.5, None, "s"]}}}
+    event = {
+        "id": "e",
+        "data": {"step": 1.0, "loss": 0.25, "big": 2**60, "nested": {"list": [1, 2.5, None, "s"]}},
+    }
     rendered = to_openai(from_openai(event, ft.FineTuningJobEvent, lenient=True))
     assert list(rendered) == ["object", "id", "created_at", "message", "data"]
     data = rendered["data"]
@@ -121,7 +124,9 @@ def test_a_list_renders_its_items_and_discriminator() -> None:
 
 
 def test_strict_and_lenient_agree_on_a_well_typed_body() -> None:
-    assert from_openai(OPENAI_JOB, ft.FineTuningJob) == from_openai(OPENAI_JOB, ft.FineTuningJob, lenient=True)
+    assert from_openai(OPENAI_JOB, ft.FineTuningJob) == from_openai(
+        OPENAI_JOB, ft.FineTuningJob, lenient=True
+    )
 
 
 def test_odd_but_valid_values() -> None:
@@ -172,6 +177,12 @@ def test_value_fields_take_any_json() -> None:
     assert isinstance(request.stop, struct_pb2.Value)
     rendered = to_openai(request)
     assert rendered["messages"] == body["messages"] and rendered["stop"] == ["\n"]
+
+
+def test_a_value_json_cannot_hold_names_its_param() -> None:
+    with pytest.raises(CodecError) as info:
+        from_openai({"messages": [{"role": "user", "content": {1, 2}}]}, chat_pb2.CreateChatCompletionRequest)
+    assert info.value.param == "messages[0].content"
 
 
 @pytest.mark.parametrize(

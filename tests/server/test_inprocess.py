@@ -121,7 +121,9 @@ async def test_answers_match_the_network_path(sqlite_gateway: GatewayServer) -> 
 
 
 async def test_download_of_a_missing_file_fails_at_first_read(sqlite_gateway: GatewayServer) -> None:
-    call = _content(sqlite_gateway.channel())(files_pb2.GetFileContentRequest(file_id="file-nope"), metadata=_KEY)
+    call = _content(sqlite_gateway.channel())(
+        files_pb2.GetFileContentRequest(file_id="file-nope"), metadata=_KEY
+    )
     assert list(await call.initial_metadata()) == []
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call.read()
@@ -146,7 +148,9 @@ async def test_rejected_upload_stops_the_writer_and_answers_the_servers_error(
 
 async def test_unknown_method_is_unimplemented(sqlite_gateway: GatewayServer) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await _unary(sqlite_gateway.channel(), "/tunegate.v1.Files/Nope", files_pb2.File)(files_pb2.GetFileRequest())
+        await _unary(sqlite_gateway.channel(), "/tunegate.v1.Files/Nope", files_pb2.File)(
+            files_pb2.GetFileRequest()
+        )
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -154,7 +158,10 @@ async def test_health_is_served_in_process(sqlite_gateway: GatewayServer) -> Non
     from grpc_health.v1 import health_pb2
 
     check = _unary(
-        sqlite_gateway.channel(), "/grpc.health.v1.Health/Check", health_pb2.HealthCheckResponse, health_pb2.HealthCheckRequest
+        sqlite_gateway.channel(),
+        "/grpc.health.v1.Health/Check",
+        health_pb2.HealthCheckResponse,
+        health_pb2.HealthCheckRequest,
     )
     reply = await check(health_pb2.HealthCheckRequest())
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -319,7 +326,10 @@ class _Same:
 
 
 def _probe_handlers(same: _Same) -> dict[str, Any]:
-    codec = {"request_deserializer": _Str.FromString, "response_serializer": _Str.SerializeToString}
+    codec: dict[str, Any] = {
+        "request_deserializer": _Str.FromString,
+        "response_serializer": _Str.SerializeToString,
+    }
     unary = ("echo", "wrong_type", "not_a_message", "domain_error", "crash")
     handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(same, name), **codec) for name in unary}
     handlers["count"] = grpc.unary_stream_rpc_method_handler(same.count, **codec)
@@ -355,7 +365,12 @@ async def test_probe_service_answers_alike_over_both_channels() -> None:
     table = HandlerTable()
     table.add_registered_method_handlers("test.Same", handlers)
     local = InProcessChannel(table)
-    metadata = (("authorization", "Bearer sk-x"), ("x-portkey-provider", "openai"), ("x-b", "1"), ("x-b", "2"))
+    metadata = (
+        ("authorization", "Bearer sk-x"),
+        ("x-portkey-provider", "openai"),
+        ("x-b", "1"),
+        ("x-b", "2"),
+    )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as remote:
             outcomes: list[list[Any]] = []
@@ -372,7 +387,10 @@ async def test_probe_service_answers_alike_over_both_channels() -> None:
     mine, theirs = outcomes
     assert mine == theirs
     echo, wrong, junk, domain, crash, stream_seen = mine
-    assert echo == (_Str, _Str(value="hi|['user-agent', 'authorization', 'x-portkey-provider', 'x-b', 'x-b']|True"))
+    assert echo == (
+        _Str,
+        _Str(value="hi|['user-agent', 'authorization', 'x-portkey-provider', 'x-b', 'x-b']|True"),
+    )
     assert wrong[0] is _Str  # the caller always gets the declared type
     assert junk[0] == grpc.StatusCode.UNKNOWN
     assert domain[0] == grpc.StatusCode.NOT_FOUND and domain[2] is not None

@@ -15,7 +15,7 @@ for an error.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -43,7 +43,7 @@ _Convert = Callable[[Any], Any]
 _Parse = Callable[[Any], dict[str, Any]]
 
 
-class _Misfit(Exception):  # noqa: N818 — a signal carrying an error, raised only inside this module
+class _Misfit(Exception):
     """A value that does not fit; ``error(path)`` makes its CodecError once the path is known."""
 
     def __init__(self, error: Callable[[str], CodecError]) -> None:
@@ -120,7 +120,7 @@ def _plan_object(desc: Descriptor, strict: bool) -> _Parse:
                 other = groups.setdefault(group, key)
                 if other != key:
                     raise _Misfit(_combined(other)).at(f".{key}")
-            if type(value) is plain and (bounds is None or bounds[0] <= value <= bounds[1]):
+            if type(value) is plain and (bounds is None or bounds[0] <= cast(int, value) <= bounds[1]):
                 kwargs[name] = value
                 continue
             try:
@@ -172,7 +172,9 @@ def _value_converter(field: FieldDescriptor, strict: bool) -> _Convert:
         key_field, value_field = opts.map_fields(field)
         item = _item_converter(value_field, strict)
         string_keys = key_field.type == _FD.TYPE_STRING
-        plain_values = _plain(value_field)[0] if value_field.type in (_FD.TYPE_STRING, _FD.TYPE_BOOL) else None
+        plain_values = (
+            _plain(value_field)[0] if value_field.type in (_FD.TYPE_STRING, _FD.TYPE_BOOL) else None
+        )
 
         def convert_map(value: Any) -> dict[Any, Any]:
             if not isinstance(value, dict):
@@ -354,11 +356,12 @@ def _well_known(desc: Descriptor) -> _Convert:
     def convert(value: Any) -> Message:
         if desc.full_name == _LIST_VALUE and not isinstance(value, list):
             raise _wrong_type("an array", value)
-        message = message_cls()
+        message: Message = message_cls()
         try:
             json_format.ParseDict(value, message)
         except json_format.ParseError as exc:
-            raise _Misfit(lambda path: CodecError(f"Invalid value for '{path}': {exc}", path)) from None
+            reason = str(exc)  # `exc` itself is unbound when the block ends
+            raise _Misfit(lambda path: CodecError(f"Invalid value for '{path}': {reason}", path)) from None
         return message
 
     return convert
