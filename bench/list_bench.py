@@ -1,7 +1,7 @@
 """CPU of the JSON passes of one provider-named `list_jobs` page, in this process alone: the
-shared bench's fake upstream's 20-job page through what `JobService._list_provider` and the
-edge do with it (parse, tag removal and defaults, the contract's lenient JSON builder, the
-answer's encoding).
+shared bench's fake upstream's 20-job page through what `JobService._list_provider`, the
+servicer and the edge do with it (parse, tag removal and defaults, the servicer's lenient parse
+into `ListFineTuningJobsResponse`, the edge's rendering and encoding of that message).
 
     taskset -c 1 .venv/bin/python bench/list_bench.py
 
@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from tunegate.openai_json import to_openai
-from tunegate.openai_json._codec import rendered
+from tunegate.openai_json import from_openai, to_openai
 from tunegate.server.jobs._render import foreign_job_object
 from tunegate.server.providers._openai import without_tag
 from tunegate.v1 import fine_tuning_pb2 as ft
@@ -51,7 +50,7 @@ def main() -> None:
     page = _page(args.jobs)
     body = orjson.loads(page)
     jobs = [foreign_job_object(without_tag(job)) for job in body["data"]]
-    answer = rendered({"data": jobs, "has_more": True}, ft.ListFineTuningJobsResponse)
+    answer = from_openai({"data": jobs, "has_more": True}, ft.ListFineTuningJobsResponse, lenient=True)
     print(f"page: {len(page)} bytes, {args.jobs} jobs")
     _time("orjson.loads", lambda: orjson.loads(page), args.rounds)
     _time(
@@ -60,11 +59,11 @@ def main() -> None:
         args.rounds,
     )
     _time(
-        "contract JSON builder",
-        lambda: rendered({"data": jobs, "has_more": True}, ft.ListFineTuningJobsResponse),
+        "servicer: lenient parse",
+        lambda: from_openai({"data": jobs, "has_more": True}, ft.ListFineTuningJobsResponse, lenient=True),
         args.rounds,
     )
-    _time("answer encoding", lambda: orjson.dumps(to_openai(answer)), args.rounds)
+    _time("edge: render + encode", lambda: orjson.dumps(to_openai(answer)), args.rounds)
 
 
 if __name__ == "__main__":

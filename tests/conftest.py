@@ -62,7 +62,7 @@ def start_gateway(data_dir: Path, *, in_process: bool = False, **limits: Any) ->
                     port=0,
                     **{k: v for k, v in limits.items() if k in ("max_file_bytes", "max_part_bytes")},
                 ),
-                cast(grpc.aio.Channel, server.channel(openai_json=True)) if in_process else None,
+                cast(grpc.aio.Channel, server.channel()) if in_process else None,
             )
         except BaseException as exc:
             ready.set_exception(exc)

@@ -1,7 +1,8 @@
 """The in-process channel behaves like a gRPC connection to the same server.
 
-Equivalence is checked against the real network path of one running gateway; the stream and
-deadline mechanics against small handlers registered directly in a `HandlerTable`.
+Equivalence is checked against the real network path: of one running gateway, and of a probe
+service registered both on a `grpc.aio` server and in a `HandlerTable`; the stream and deadline
+mechanics against small handlers registered directly in a `HandlerTable`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from google.api import httpbody_pb2
 from google.protobuf import wrappers_pb2
 from grpc_status import rpc_status
 from tunegate.server.app import GatewayServer
 from tunegate.server.errors import NotFound
 from tunegate.server.inprocess import HandlerTable, InProcessChannel
-from tunegate.v1 import files_pb2
+from tunegate.v1 import files_pb2, fine_tuning_pb2
 
 _EOF = grpc.aio.EOF  # type: ignore[attr-defined]
 _GET_FILE = "/tunegate.v1.Files/GetFile"
@@ -27,16 +29,28 @@ _CONTENT = "/tunegate.v1.Files/GetFileContent"
 _KEY = (("authorization", "Bearer sk-inprocess"),)
 
 
-def _unary(channel: Any, method: str, response: Any) -> Any:
+def _unary(channel: Any, method: str, response: Any, request: Any = files_pb2.GetFileRequest) -> Any:
     return channel.unary_unary(
         method,
-        request_serializer=files_pb2.GetFileRequest.SerializeToString,
+        request_serializer=request.SerializeToString,
         response_deserializer=response.FromString,
     )
 
 
+def _create_file(channel: Any) -> Any:
+    return channel.stream_unary(
+        _CREATE_FILE, files_pb2.CreateFileRequest.SerializeToString, files_pb2.File.FromString
+    )
+
+
+def _content(channel: Any) -> Any:
+    return channel.unary_stream(
+        _CONTENT, files_pb2.GetFileContentRequest.SerializeToString, httpbody_pb2.HttpBody.FromString
+    )
+
+
 async def _upload(channel: Any, data: bytes, purpose: files_pb2.FilePurpose.ValueType) -> Any:
-    call = channel.stream_unary(_CREATE_FILE, None, files_pb2.File.FromString)(None, metadata=_KEY, timeout=5)
+    call = _create_file(channel)(None, metadata=_KEY, timeout=5)
     meta = files_pb2.FileMetadata(filename="a.jsonl", purpose=purpose)
     await call.write(files_pb2.CreateFileRequest(metadata=meta))
     await call.write(files_pb2.CreateFileRequest(chunk=data))
@@ -73,7 +87,7 @@ async def test_upload_then_read_back_in_process(sqlite_gateway: GatewayServer) -
             files_pb2.GetFileRequest(file_id=created.id), metadata=_KEY, timeout=5
         )
     assert again == created
-    call = channel.unary_stream(_CONTENT)(files_pb2.GetFileContentRequest(file_id=created.id), metadata=_KEY)
+    call = _content(channel)(files_pb2.GetFileContentRequest(file_id=created.id), metadata=_KEY)
     initial = await call.initial_metadata()
     chunks = []
     while (chunk := await call.read()) is not _EOF:
@@ -82,8 +96,32 @@ async def test_upload_then_read_back_in_process(sqlite_gateway: GatewayServer) -
     assert dict(initial).get("x-content-length") == "9"
 
 
+async def test_answers_match_the_network_path(sqlite_gateway: GatewayServer) -> None:
+    local = sqlite_gateway.channel()
+    created = await _upload(local, b'{"a": 1}\n', files_pb2.FILE_PURPOSE_FINE_TUNE)
+    calls: list[tuple[str, Any, Any]] = [
+        (_GET_FILE, files_pb2.GetFileRequest(file_id=created.id), files_pb2.File),
+        ("/tunegate.v1.Files/ListFiles", files_pb2.ListFilesRequest(), files_pb2.ListFilesResponse),
+        (
+            "/tunegate.v1.FineTuning/ListFineTuningJobs",
+            fine_tuning_pb2.ListFineTuningJobsRequest(),
+            fine_tuning_pb2.ListFineTuningJobsResponse,
+        ),
+    ]
+    async with grpc.aio.insecure_channel(sqlite_gateway.address) as remote:
+        for method, request, response_cls in calls:
+            answers = [
+                await _unary(channel, method, response_cls, type(request))(request, metadata=_KEY, timeout=5)
+                for channel in (local, remote)
+            ]
+            assert [type(answer) for answer in answers] == [response_cls, response_cls], method
+            assert answers[0] == answers[1], method
+        listed = answers[0]  # the jobs list of an owner without jobs; the files list has one
+    assert list(listed.data) == []
+
+
 async def test_download_of_a_missing_file_fails_at_first_read(sqlite_gateway: GatewayServer) -> None:
-    call = sqlite_gateway.channel().unary_stream(_CONTENT)(
+    call = _content(sqlite_gateway.channel())(
         files_pb2.GetFileContentRequest(file_id="file-nope"), metadata=_KEY
     )
     assert list(await call.initial_metadata()) == []
@@ -95,7 +133,7 @@ async def test_download_of_a_missing_file_fails_at_first_read(sqlite_gateway: Ga
 async def test_rejected_upload_stops_the_writer_and_answers_the_servers_error(
     sqlite_gateway: GatewayServer,
 ) -> None:
-    call = sqlite_gateway.channel().stream_unary(_CREATE_FILE)(None, metadata=_KEY, timeout=5)
+    call = _create_file(sqlite_gateway.channel())(None, metadata=_KEY, timeout=5)
     await call.write(files_pb2.CreateFileRequest(metadata=files_pb2.FileMetadata(filename="a.jsonl")))
     # No purpose: the server rejects the upload; writes after that fail, the call holds the why.
     with pytest.raises(asyncio.InvalidStateError):
@@ -110,16 +148,22 @@ async def test_rejected_upload_stops_the_writer_and_answers_the_servers_error(
 
 async def test_unknown_method_is_unimplemented(sqlite_gateway: GatewayServer) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await sqlite_gateway.channel().unary_unary("/tunegate.v1.Files/Nope")(files_pb2.GetFileRequest())
+        await _unary(sqlite_gateway.channel(), "/tunegate.v1.Files/Nope", files_pb2.File)(
+            files_pb2.GetFileRequest()
+        )
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 async def test_health_is_served_in_process(sqlite_gateway: GatewayServer) -> None:
     from grpc_health.v1 import health_pb2
 
-    reply = await sqlite_gateway.channel().unary_unary("/grpc.health.v1.Health/Check")(
-        health_pb2.HealthCheckRequest()
+    check = _unary(
+        sqlite_gateway.channel(),
+        "/grpc.health.v1.Health/Check",
+        health_pb2.HealthCheckResponse,
+        health_pb2.HealthCheckRequest,
     )
+    reply = await check(health_pb2.HealthCheckRequest())
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -250,3 +294,105 @@ async def test_server_stream_cancel_stops_the_generator(channel: InProcessChanne
         for _ in range(5):
             await call.read()
     assert raised.value.code() == grpc.StatusCode.CANCELLED
+
+
+# --- one probe service, on a grpc.aio server and in a `HandlerTable` --------------------------
+
+
+class _Same:
+    """Handlers whose outcome must be the same over either channel."""
+
+    async def echo(self, request: _Str, context: Any) -> _Str:
+        keys = [key for key, _ in context.invocation_metadata()]
+        remaining = context.time_remaining()
+        return _Str(value=f"{request.value}|{keys}|{remaining is not None and 0 < remaining <= 5}")
+
+    async def wrong_type(self, request: _Str, context: Any) -> Any:
+        return wrappers_pb2.Int64Value(value=7)  # not the declared StringValue
+
+    async def not_a_message(self, request: _Str, context: Any) -> Any:
+        return "text"
+
+    async def domain_error(self, request: _Str, context: Any) -> _Str:
+        raise NotFound("No such thing.", param="id")
+
+    async def crash(self, request: _Str, context: Any) -> _Str:
+        raise RuntimeError("boom")
+
+    async def count(self, request: _Str, context: Any) -> AsyncIterator[_Str]:
+        for i in range(int(request.value)):
+            yield _Str(value=str(i))
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "no more")
+
+
+def _probe_handlers(same: _Same) -> dict[str, Any]:
+    codec: dict[str, Any] = {
+        "request_deserializer": _Str.FromString,
+        "response_serializer": _Str.SerializeToString,
+    }
+    unary = ("echo", "wrong_type", "not_a_message", "domain_error", "crash")
+    handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(same, name), **codec) for name in unary}
+    handlers["count"] = grpc.unary_stream_rpc_method_handler(same.count, **codec)
+    return handlers
+
+
+async def _outcome(call: Any) -> Any:
+    try:
+        answer = await call
+    except grpc.aio.AioRpcError as error:
+        return (error.code(), error.details(), rpc_status.from_call(error))  # type: ignore[arg-type]
+    return (type(answer), answer)
+
+
+async def _stream_outcome(call: Any) -> list[Any]:
+    seen: list[Any] = []
+    try:
+        while (message := await call.read()) is not _EOF:
+            seen.append((type(message), message))
+    except grpc.aio.AioRpcError as error:
+        seen.append((error.code(), error.details()))
+    return seen
+
+
+async def test_probe_service_answers_alike_over_both_channels() -> None:
+    from tunegate.server.interceptor import ErrorInterceptor
+
+    handlers = _probe_handlers(_Same())
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Same", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    table = HandlerTable()
+    table.add_registered_method_handlers("test.Same", handlers)
+    local = InProcessChannel(table)
+    metadata = (
+        ("authorization", "Bearer sk-x"),
+        ("x-portkey-provider", "openai"),
+        ("x-b", "1"),
+        ("x-b", "2"),
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as remote:
+            outcomes: list[list[Any]] = []
+            for channel in (local, remote):
+                seen = []
+                for name in ("echo", "wrong_type", "not_a_message", "domain_error", "crash"):
+                    rpc = channel.unary_unary(f"/test.Same/{name}", _Str.SerializeToString, _Str.FromString)
+                    seen.append(await _outcome(rpc(_Str(value="hi"), metadata=metadata, timeout=5)))
+                stream = channel.unary_stream("/test.Same/count", _Str.SerializeToString, _Str.FromString)
+                seen.append(await _stream_outcome(stream(_Str(value="2"), metadata=metadata, timeout=5)))
+                outcomes.append(seen)
+    finally:
+        await server.stop(None)
+    mine, theirs = outcomes
+    assert mine == theirs
+    echo, wrong, junk, domain, crash, stream_seen = mine
+    assert echo == (
+        _Str,
+        _Str(value="hi|['user-agent', 'authorization', 'x-portkey-provider', 'x-b', 'x-b']|True"),
+    )
+    assert wrong[0] is _Str  # the caller always gets the declared type
+    assert junk[0] == grpc.StatusCode.UNKNOWN
+    assert domain[0] == grpc.StatusCode.NOT_FOUND and domain[2] is not None
+    assert crash[0] == grpc.StatusCode.INTERNAL
+    assert stream_seen[-1][0] == grpc.StatusCode.RESOURCE_EXHAUSTED and len(stream_seen) == 3

@@ -120,11 +120,11 @@ class GatewayServer:
         """`host:port` clients can dial."""
         return _address(self.config.host, self.port)
 
-    def channel(self, *, openai_json: bool = False) -> InProcessChannel:
+    def channel(self) -> InProcessChannel:
         """A channel to this server's servicers for callers in this process and on this event
-        loop (the edge under `tunegate run`): no HTTP/2, no serialisation, same semantics.
-        `openai_json`: unary answers may come already rendered (see `InProcessChannel`)."""
-        return InProcessChannel(self._handlers, openai_json=openai_json)
+        loop (the edge under `tunegate run`): no HTTP/2 and no socket, a gRPC call's semantics
+        (see `InProcessChannel`)."""
+        return InProcessChannel(self._handlers)
 
     @classmethod
     async def start(

@@ -245,10 +245,9 @@ async def _run_both(settings: Settings) -> None:
     edge_config = settings.edge
     if settings.server.port == 0:  # the edge follows the port the server actually bound
         edge_config = dataclasses.replace(edge_config, grpc_target=f"127.0.0.1:{server.port}")
-    # The edge calls the servicers in-process (no loopback HTTP/2 hop) and takes answers already
-    # rendered as OpenAI JSON where a servicer has them; the gRPC port still serves gRPC
-    # clients. The channel only has the methods the edge uses, hence the cast.
-    channel = cast(grpc.aio.Channel, server.channel(openai_json=True))
+    # The edge calls the servicers in-process (no loopback HTTP/2 hop); the gRPC port still
+    # serves gRPC clients. The channel only has the methods the edge uses, hence the cast.
+    channel = cast(grpc.aio.Channel, server.channel())
     try:
         edge = await EdgeServer.start(edge_config, channel)
     except BaseException:

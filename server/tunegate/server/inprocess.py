@@ -1,20 +1,24 @@
 """An in-process gRPC channel: the edge's calls go straight to this process's servicers.
 
 `tunegate run` hosts the edge and the server in one process. Sending each REST call through a
-loopback HTTP/2 connection there would serialise every message twice and cross grpc's C core in
-both directions for nothing (grpc-gateway offers the same shortcut, `RegisterXHandlerServer`).
-`InProcessChannel` has the part of `grpc.aio.Channel` the edge uses — `unary_unary`,
-`unary_stream`, `stream_unary`, `close` — and calls the registered method handlers, wrapped by
-the same error interceptor as on the network path, with a `ServicerContext` look-alike.
+loopback HTTP/2 connection there would cross grpc's C core twice and a socket for nothing
+(grpc-gateway offers the same shortcut, `RegisterXHandlerServer`). `InProcessChannel` has the
+part of `grpc.aio.Channel` the edge uses — `unary_unary`, `unary_stream`, `stream_unary`,
+`close` — and calls the registered method handlers, wrapped by the same error interceptor as on
+the network path, with a `ServicerContext` look-alike.
 
 What a caller observes is what the network path gives it:
 
-- requests and responses are passed as message objects (servicers never mutate a request);
-- metadata arrives as the `(key, value)` pairs the caller sent;
+- every message crosses as bytes: the caller's serializer and the handler's deserializer on the
+  way in, the handler's serializer and the caller's deserializer on the way out, exactly as
+  grpc applies them — so a response is always the caller's declared type, and neither side
+  shares a message object with the other; a response that does not serialize is UNKNOWN;
+- metadata arrives as the `(key, value)` pairs the caller sent, after a `user-agent`;
 - a servicer's abort — every domain error goes through one, via the interceptor — surfaces as
   `grpc.aio.AioRpcError` with the same code, details and trailing metadata, so the rich
   `google.rpc.Status` and the edge's one error table apply unchanged;
-- a timeout is DEADLINE_EXCEEDED, an unknown method UNIMPLEMENTED;
+- a timeout is DEADLINE_EXCEEDED (the servicer sees `time_remaining()`), an unknown method
+  UNIMPLEMENTED;
 - streams keep one message in flight (backpressure); `cancel()` cancels the servicer's task,
   which sees `asyncio.CancelledError` as it would when a network client goes away;
 - after a client-streaming servicer has answered, `write()` raises `asyncio.InvalidStateError`
@@ -46,8 +50,10 @@ else:
     _Generic = grpc.GenericRpcHandler
 
 _Pairs = Sequence[tuple[str, str | bytes]]
+_Convert = Callable[[Any], Any] | None
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs lacks the sentinel
 _PEER = "in-process"
+_USER_AGENT = ("user-agent", f"grpc-python-asyncio/{grpc.__version__} (in-process)")
 
 
 class HandlerTable:
@@ -99,6 +105,29 @@ def _rpc_error(
     )
 
 
+def _serialized(message: Any, to_bytes: _Convert) -> Any:
+    # grpc's `serialize`: text is encoded first; no serializer passes the value on as it is.
+    if isinstance(message, str):
+        message = message.encode()
+    return message if to_bytes is None else to_bytes(message)
+
+
+def _crossed(message: Any, to_bytes: _Convert, from_bytes: _Convert) -> Any:
+    """``message`` as the other side of a connection receives it."""
+    message = _serialized(message, to_bytes)
+    return message if from_bytes is None else from_bytes(message)
+
+
+def _response_crossed(message: Any, to_bytes: _Convert, from_bytes: _Convert) -> Any:
+    """A response as the caller receives it; a response the handler's serializer rejects is
+    the UNKNOWN status grpc's server answers with."""
+    try:
+        message = _serialized(message, to_bytes)
+    except Exception as exc:
+        raise _rpc_error(grpc.StatusCode.UNKNOWN, f"Unexpected {type(exc)}: {exc}") from None
+    return message if from_bytes is None else from_bytes(message)
+
+
 class _Aborted(grpc.aio.AbortError):
     """Raised by `_Context.abort`; the interceptor lets AbortError through untouched."""
 
@@ -110,9 +139,8 @@ class _Aborted(grpc.aio.AbortError):
 class _Context:
     """The `grpc.aio.ServicerContext` methods tunegate's servicers and grpc's health servicer use."""
 
-    def __init__(self, metadata: _Pairs, deadline: float | None, *, openai_json: bool = False) -> None:
-        self.takes_openai_json = openai_json  # see `InProcessChannel`
-        self._metadata = tuple(metadata)
+    def __init__(self, metadata: _Pairs, deadline: float | None) -> None:
+        self._metadata = (_USER_AGENT, *metadata)
         self._deadline = deadline
         self._code = grpc.StatusCode.OK
         self._details = ""
@@ -223,13 +251,18 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
 
 
 async def _answer(
-    behavior: Any, request: Any, metadata: _Pairs, seconds: float | None, openai_json: bool
+    handler: _Handler | None,
+    behavior: Any,
+    request: Any,
+    metadata: _Pairs,
+    seconds: float | None,
+    response_deserializer: _Convert,
 ) -> Any:
-    """Run a single-response behaviour (unary or client-streaming) and return its response, or
-    raise the `AioRpcError` the network path would."""
-    if behavior is None:
+    """Run a single-response behaviour (unary or client-streaming) and return its response as
+    the caller receives it, or raise the `AioRpcError` the network path would."""
+    if handler is None or behavior is None:
         raise _rpc_error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
-    context = _Context(metadata, _deadline(seconds), openai_json=openai_json)
+    context = _Context(metadata, _deadline(seconds))
     try:
         async with asyncio.timeout(seconds):
             response = await behavior(request, context)
@@ -240,14 +273,17 @@ async def _answer(
     failure = context.failure()
     if failure is not None:
         raise failure
-    return response
+    return _response_crossed(response, handler.response_serializer, response_deserializer)
 
 
 class _UnaryUnary:
-    def __init__(self, table: HandlerTable, method: str, openai_json: bool) -> None:
+    def __init__(
+        self, table: HandlerTable, method: str, request_serializer: _Convert, response_deserializer: _Convert
+    ) -> None:
         self._table = table
         self._method = method
-        self._openai_json = openai_json
+        self._request_serializer = request_serializer
+        self._response_deserializer = response_deserializer
 
     def __call__(
         self, request: Any, *, timeout: float | None = None, metadata: _Pairs | None = None, **_: Any
@@ -256,16 +292,26 @@ class _UnaryUnary:
 
     async def _invoke(self, request: Any, seconds: float | None, metadata: _Pairs) -> Any:
         handler = self._table.lookup(self._method)
-        behavior = None if handler is None else handler.unary_unary
-        return await _answer(behavior, request, metadata, seconds, self._openai_json)
+        behavior = None
+        if handler is not None and handler.unary_unary is not None:
+            behavior = handler.unary_unary
+            request = _crossed(request, self._request_serializer, handler.request_deserializer)
+        return await _answer(handler, behavior, request, metadata, seconds, self._response_deserializer)
 
 
 class _UnaryStreamCall:
     """The server-streaming call object: `initial_metadata()`, `read()`, `done()`, `cancel()`."""
 
     def __init__(
-        self, handler: _Handler | None, request: Any, metadata: _Pairs, timeout: float | None
+        self,
+        handler: _Handler | None,
+        request: Any,
+        metadata: _Pairs,
+        timeout: float | None,
+        serializers: tuple[_Convert, _Convert],
     ) -> None:
+        self._request_serializer, self._response_deserializer = serializers
+        self._response_serializer = None if handler is None else handler.response_serializer
         loop = asyncio.get_running_loop()
         self._initial: asyncio.Future[grpc.aio.Metadata] = loop.create_future()
         self._responses = _Pipe()
@@ -277,6 +323,7 @@ class _UnaryStreamCall:
             self._initial.set_result(grpc.aio.Metadata(*metadata))
 
     async def _emit(self, message: Any) -> None:
+        message = _response_crossed(message, self._response_serializer, self._response_deserializer)
         self._send_initial()
         await self._responses.put(message)
 
@@ -287,6 +334,7 @@ class _UnaryStreamCall:
         try:
             if handler is None or handler.unary_stream is None:
                 raise _Aborted(grpc.StatusCode.UNIMPLEMENTED, "Method not found!", ())
+            request = _crossed(request, self._request_serializer, handler.request_deserializer)
             context = _Context(metadata, _deadline(seconds))
             context.on_initial_metadata = self._send_initial
             context.on_write = self._emit
@@ -302,6 +350,8 @@ class _UnaryStreamCall:
             error = context.failure()
         except _Aborted as aborted:
             error = aborted.error
+        except grpc.aio.AioRpcError as rejected:  # a response that does not serialize
+            error = rejected
         except TimeoutError:
             error = _deadline_exceeded()
         except asyncio.CancelledError:
@@ -328,7 +378,15 @@ class _StreamUnaryCall:
     """The client-streaming call object: `write()`, `done_writing()`, `await call`, `done()`,
     `cancel()`."""
 
-    def __init__(self, handler: _Handler | None, metadata: _Pairs, timeout: float | None) -> None:
+    def __init__(
+        self,
+        handler: _Handler | None,
+        metadata: _Pairs,
+        timeout: float | None,
+        serializers: tuple[_Convert, _Convert],
+    ) -> None:
+        self._request_serializer, self._response_deserializer = serializers
+        self._request_deserializer = None if handler is None else handler.request_deserializer
         self._requests = _Pipe()
         self._task = asyncio.get_running_loop().create_task(self._run(handler, metadata, timeout))
         self._task.add_done_callback(self._finished)
@@ -339,11 +397,13 @@ class _StreamUnaryCall:
 
     async def _incoming(self) -> AsyncIterator[Any]:
         while (message := await self._requests.get()) is not _EOF:
-            yield message
+            yield _crossed(message, self._request_serializer, self._request_deserializer)
 
     async def _run(self, handler: _Handler | None, metadata: _Pairs, seconds: float | None) -> Any:
         behavior = None if handler is None else handler.stream_unary
-        return await _answer(behavior, self._incoming(), metadata, seconds, False)
+        return await _answer(
+            handler, behavior, self._incoming(), metadata, seconds, self._response_deserializer
+        )
 
     async def write(self, message: Any) -> None:
         if self._requests.ended or self._task.done():
@@ -377,29 +437,48 @@ class _StreamUnaryCall:
 
 class InProcessChannel:
     """A `grpc.aio.Channel` stand-in for callers in the server's own process (see the module
-    docstring). Build it from the server's `HandlerTable`; use it on the server's event loop.
+    docstring). Build it from the server's `HandlerTable`; use it on the server's event loop."""
 
-    `openai_json`: the caller only renders unary responses as OpenAI JSON (the edge). Servicers
-    may then answer with `tunegate.openai_json.Rendered` — the JSON `to_openai` would make of
-    the message, computed without building it — instead of the message itself (the context's
-    `takes_openai_json` says so). Other callers always get messages."""
-
-    def __init__(self, table: HandlerTable, *, openai_json: bool = False) -> None:
+    def __init__(self, table: HandlerTable) -> None:
         self._table = table
-        self._openai_json = openai_json
 
-    def unary_unary(self, method: str, *_: Any, **__: Any) -> _UnaryUnary:
-        return _UnaryUnary(self._table, method, self._openai_json)
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: _Convert = None,
+        response_deserializer: _Convert = None,
+        *_: Any,
+        **__: Any,
+    ) -> _UnaryUnary:
+        return _UnaryUnary(self._table, method, request_serializer, response_deserializer)
 
-    def unary_stream(self, method: str, *_: Any, **__: Any) -> Callable[..., _UnaryStreamCall]:
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: _Convert = None,
+        response_deserializer: _Convert = None,
+        *_: Any,
+        **__: Any,
+    ) -> Callable[..., _UnaryStreamCall]:
+        serializers = (request_serializer, response_deserializer)
+
         def call(
             request: Any, *, timeout: float | None = None, metadata: _Pairs | None = None, **_: Any
         ) -> _UnaryStreamCall:
-            return _UnaryStreamCall(self._table.lookup(method), request, metadata or (), timeout)
+            return _UnaryStreamCall(self._table.lookup(method), request, metadata or (), timeout, serializers)
 
         return call
 
-    def stream_unary(self, method: str, *_: Any, **__: Any) -> Callable[..., _StreamUnaryCall]:
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: _Convert = None,
+        response_deserializer: _Convert = None,
+        *_: Any,
+        **__: Any,
+    ) -> Callable[..., _StreamUnaryCall]:
+        serializers = (request_serializer, response_deserializer)
+
         def call(
             request_iterator: None = None,
             *,
@@ -409,7 +488,7 @@ class InProcessChannel:
         ) -> _StreamUnaryCall:
             if request_iterator is not None:
                 raise NotImplementedError("the in-process channel takes write()-style streams only")
-            return _StreamUnaryCall(self._table.lookup(method), metadata or (), timeout)
+            return _StreamUnaryCall(self._table.lookup(method), metadata or (), timeout, serializers)
 
         return call
 

@@ -4,32 +4,27 @@
 timestamps, `null`s, enum spellings such as `fine-tune`, `"auto"` or a number, `object`
 discriminators); `from_openai(data, MessageClass)` parses OpenAI JSON strictly. The rules are the
 custom options of `proto/tunegate/v1/options.proto`. The REST edge and the server both use it;
-so can any Python client of the gRPC API. `rendered(data, MessageClass)` is the JSON
-`to_openai` would give for the message `data` stands for, without building it (in-process use).
+so can any Python client of the gRPC API.
 """
 
 from __future__ import annotations
 
 from tunegate.openai_json._codec import (
     CodecError,
-    Rendered,
     apply_form_field,
     apply_headers,
     apply_path_params,
     from_openai,
     from_query,
-    rendered,
     to_openai,
 )
 
 __all__ = [
     "CodecError",
-    "Rendered",
     "apply_form_field",
     "apply_headers",
     "apply_path_params",
     "from_openai",
     "from_query",
-    "rendered",
     "to_openai",
 ]

@@ -1,10 +1,9 @@
 """`tunegate.v1.FineTuning`: proto ⇄ OpenAI JSON around `tunegate.server.jobs.JobService`, nothing else.
 
-Requests become OpenAI JSON with `tunegate.openai_json.to_openai`; the domain answers OpenAI
-JSON, which becomes the response by `_wire.reply` (parsed into the message, or for the
-in-process edge rendered straight to the JSON the message would render as). Provider JSON may
-carry keys the contract does not know (`usage_metrics`, `shared_with_openai`, …): the lenient
-reading drops them.
+A create request becomes OpenAI JSON with `tunegate.openai_json.to_openai`; the domain answers
+OpenAI JSON, which `_wire.reply` parses into the declared response message — one conversion per
+answer (the edge renders that message back to JSON). Provider JSON may carry keys the contract
+does not know (`usage_metrics`, `shared_with_openai`, …): the lenient reading drops them.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
             metadata=call_metadata(context),
             request_id=idempotency_key(context),
         )
-        return reply(context, ft.FineTuningJob, job)
+        return reply(ft.FineTuningJob, job)
 
     async def ListFineTuningJobs(
         self, request: ft.ListFineTuningJobsRequest, context: Context
@@ -45,7 +44,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
             limit=request.limit if request.HasField("limit") else None,
             metadata_filter=dict(request.metadata.values) if request.HasField("metadata") else None,
         )
-        return reply(context, ft.ListFineTuningJobsResponse, {"data": page.data, "has_more": page.has_more})
+        return reply(ft.ListFineTuningJobsResponse, {"data": page.data, "has_more": page.has_more})
 
     async def GetFineTuningJob(
         self, request: ft.GetFineTuningJobRequest, context: Context
@@ -53,7 +52,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
         job = await self._jobs.retrieve(
             caller(context), request.fine_tuning_job_id, metadata=call_metadata(context)
         )
-        return reply(context, ft.FineTuningJob, job)
+        return reply(ft.FineTuningJob, job)
 
     async def CancelFineTuningJob(
         self, request: ft.CancelFineTuningJobRequest, context: Context
@@ -61,7 +60,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
         job = await self._jobs.cancel(
             caller(context), request.fine_tuning_job_id, metadata=call_metadata(context)
         )
-        return reply(context, ft.FineTuningJob, job)
+        return reply(ft.FineTuningJob, job)
 
     async def PauseFineTuningJob(
         self, request: ft.PauseFineTuningJobRequest, context: Context
@@ -69,7 +68,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
         job = await self._jobs.pause(
             caller(context), request.fine_tuning_job_id, metadata=call_metadata(context)
         )
-        return reply(context, ft.FineTuningJob, job)
+        return reply(ft.FineTuningJob, job)
 
     async def ResumeFineTuningJob(
         self, request: ft.ResumeFineTuningJobRequest, context: Context
@@ -77,7 +76,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
         job = await self._jobs.resume(
             caller(context), request.fine_tuning_job_id, metadata=call_metadata(context)
         )
-        return reply(context, ft.FineTuningJob, job)
+        return reply(ft.FineTuningJob, job)
 
     async def ListFineTuningEvents(
         self, request: ft.ListFineTuningEventsRequest, context: Context
@@ -89,7 +88,7 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
             after=request.after or None,
             limit=request.limit if request.HasField("limit") else None,
         )
-        return reply(context, ft.ListFineTuningEventsResponse, {"data": page.data, "has_more": page.has_more})
+        return reply(ft.ListFineTuningEventsResponse, {"data": page.data, "has_more": page.has_more})
 
     async def ListFineTuningCheckpoints(
         self, request: ft.ListFineTuningCheckpointsRequest, context: Context
@@ -104,4 +103,4 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
         body: dict[str, Any] = {"data": page.data, "has_more": page.has_more}
         if page.first_id is not None and page.last_id is not None:
             body.update(first_id=page.first_id, last_id=page.last_id)
-        return reply(context, ft.ListFineTuningCheckpointsResponse, body)
+        return reply(ft.ListFineTuningCheckpointsResponse, body)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
-from tunegate.openai_json import from_openai, rendered
+from tunegate.openai_json import from_openai
 from tunegate.server.owner import owner_from_metadata
 from tunegate.v1 import options_pb2
 
@@ -70,13 +70,10 @@ def call_metadata(context: Context) -> dict[str, str]:
     return result
 
 
-def reply(context: Context, message_cls: type[M], data: Mapping[str, Any]) -> M:
-    """The RPC's response from the domain's OpenAI JSON (read leniently: provider objects gain
-    keys). A caller that only renders JSON — the in-process edge (`takes_openai_json`) — gets
-    `Rendered` JSON, exactly what rendering the message would give; others get the message."""
-    if getattr(context, "takes_openai_json", False):
-        return cast(M, rendered(data, message_cls))  # the edge's `to_openai` passes it through
-    return from_openai(dict(data), message_cls, lenient=True)
+def reply(message_cls: type[M], data: Mapping[str, Any]) -> M:
+    """The RPC's response message from the domain's OpenAI JSON, read leniently: provider
+    objects gain keys the contract does not have yet, and those are dropped."""
+    return from_openai(data if isinstance(data, dict) else dict(data), message_cls, lenient=True)
 
 
 def idempotency_key(context: Context) -> str | None:
