@@ -22,8 +22,8 @@ Invariants:
 * Each write is awaited before the next read (one outstanding write is grpc.aio's rule and our
   backpressure: a slow server slows the HTTP read, it never grows the edge's memory).
 * Every way out of the handler except a completed call cancels the call — over-limit (413),
-  bad form, client gone (``OSError``/``CancelledError`` while reading) — so the server discards
-  the partial blob.
+  a body stalled for the body timeout (408), bad form, client gone (``OSError``/
+  ``CancelledError`` while reading) — so the server discards the partial blob.
 * A failed ``write()`` only says "INTERNAL"; the server's real status comes from ``await call``,
   so a failed write stops writing and awaits the call. grpc.aio also *overwrites* the call's
   status with that INTERNAL when the server's status arrived while the write was in flight
@@ -39,10 +39,11 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from aiohttp.streams import StreamReader
 from google.protobuf.message import Message
 from tunegate.edge._config import EdgeConfig
 from tunegate.edge._errors import error_response
-from tunegate.edge._http import CallContext, ErrorAnswer, ok_json, rpc_error
+from tunegate.edge._http import CallContext, ErrorAnswer, ok_json, read_step, rpc_error
 from tunegate.edge._multipart import FormPart, FormReader, boundary_of
 from tunegate.edge._routes import Route, UploadShape
 from tunegate.openai_json import apply_form_field, apply_headers, apply_path_params, to_openai
@@ -53,6 +54,19 @@ MIN_MESSAGE_BYTES = 256 * 1024
 """Bytes gathered into one ``chunk`` message (except the last): 8 KiB messages are 4x slower."""
 MAX_TEXT_BYTES = 64 * 1024
 """Cap on one text form field."""
+
+
+class _StallGuarded:
+    """The request body, each read bounded by the body timeout (``read_step``)."""
+
+    __slots__ = ("_content", "_stall")
+
+    def __init__(self, content: StreamReader, stall: float) -> None:
+        self._content = content
+        self._stall = stall
+
+    async def readany(self) -> bytes:
+        return await read_step(self._content, self._stall)
 
 
 class _ServerEnded(Exception):
@@ -131,7 +145,8 @@ async def handle_upload(
     server_status: _ServerStatus | None = None
     try:
         try:
-            reader = FormReader(request.content, boundary_of(request.headers.get("Content-Type", "")))
+            body = _StallGuarded(request.content, config.body_timeout)
+            reader = FormReader(body, boundary_of(request.headers.get("Content-Type", "")))
         except ValueError as exc:
             raise _malformed(exc) from None
         while True:
