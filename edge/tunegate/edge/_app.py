@@ -7,10 +7,14 @@ Why not ``web.Application``: its router, middleware chain and per-request app pl
 ~30 µs a request; the edge needs only a fixed table of templates, resolved here the way
 aiohttp's dispatcher resolves them.
 
-What the handler refuses before routing: ``CONNECT`` (405; the connection closes, since what
-follows would be tunnel bytes) and a request asking for a protocol upgrade (400; the connection
-stays HTTP/1.1 and keeps serving). A routed request that has a body and sends
-``Expect: 100-continue`` gets its ``100 Continue`` (curl waits for it before a large upload).
+What the handler refuses before routing, closing the connection after the answer: ``CONNECT``
+(405; what follows it would be tunnel bytes) and a request asking for a protocol upgrade (400).
+An upgrade request closes the connection because aiohttp's C parser (3.14) drops the bytes that
+arrived behind such a request when it does not switch protocols (``h2c``): requests pipelined
+after it would otherwise wait for the keep-alive timeout, unanswered.
+
+A routed request that has a body and sends ``Expect: 100-continue`` gets its ``100 Continue``
+(curl waits for it before a large upload).
 """
 
 from __future__ import annotations
@@ -176,8 +180,8 @@ class EdgeHandler:
             return await self._serve(request, request_id)
         except Exception as exc:
             response = web_response(self._failure(exc, request.method, request.path, request_id))
-            if isinstance(exc, BodyStalled) or request.method == "CONNECT":
-                response.force_close()  # the rest of what the client sends cannot be framed
+            if isinstance(exc, BodyStalled) or request.method == "CONNECT" or _asks_upgrade(request.headers):
+                response.force_close()  # the rest of what the client sent cannot be framed (or was lost)
             return response
 
     async def _serve(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:

@@ -66,8 +66,9 @@ class EdgeConnection(RequestHandler):
 
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio.Protocol's signature
         """A client that half-closes once its request is sent still gets the answer: the
-        connection stays half-open while a request is under way, then closes."""
-        if self._request_in_progress or self._messages:
+        connection stays half-open while a request whose body is all here is under way, then
+        closes. An end mid-body is a client gone: the connection closes, the reader fails."""
+        if (self._request_in_progress or self._messages) and self._last_payload.is_eof():
             self.close()
             return True
         return False  # asyncio closes the transport
@@ -76,7 +77,12 @@ class EdgeConnection(RequestHandler):
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         self._disarm()
-        return await super().finish_response(request, resp, start_time)
+        result = await super().finish_response(request, resp, start_time)
+        if resp.keep_alive is False and not request.content.is_eof():
+            # An answer that closes the connection (a stalled body's 408) skips aiohttp's
+            # lingering read of the rest of the body: the client is not sending it.
+            self.force_close()
+        return result
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
