@@ -173,8 +173,10 @@ async def test_a_head_sent_a_byte_at_a_time_gets_408_on_every_route() -> None:
             sender.cancel()
             assert len(sent) < len(head), template  # cut off before the head was done
             assert answer.status == 408 and answer.json()["error"]["message"], template
-            assert await raw.closed()
-            await raw.close()
+            # A byte the sender wrote after the edge closed makes the kernel reset: closed too.
+            with contextlib.suppress(ConnectionResetError):
+                assert await raw.closed()
+                await raw.close()
 
         await asyncio.gather(*(probe(verb, template) for verb, template in ROUTES))
 
