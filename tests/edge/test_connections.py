@@ -13,7 +13,7 @@ import orjson
 import pytest
 from tunegate.v1 import files_pb2
 
-from tests.edge.test_app import FakeFiles, Stack, _start
+from tests.edge.test_app import FakeFiles, Stack, running_edge
 
 
 class GatedFiles(FakeFiles):
@@ -33,12 +33,8 @@ class GatedFiles(FakeFiles):
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    running, server = await _start({}, GatedFiles())
-    try:
+    async with running_edge(GatedFiles()) as running:
         yield running
-    finally:
-        await running.edge.stop()
-        await server.stop(None)
 
 
 @dataclass

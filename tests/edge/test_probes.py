@@ -12,12 +12,11 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from tunegate.edge import build_routes
 
-from tests.edge.test_app import Stack, _start
+from tests.edge.test_app import Stack, running_edge
 from tests.edge.test_connections import Raw, get, post
 
 _SHORT = 0.5
@@ -51,19 +50,9 @@ ROUTES = [(route.verb, route.path) for route in build_routes()] + [
 ]
 
 
-@contextlib.asynccontextmanager
-async def _edge(**config: Any) -> AsyncIterator[Stack]:
-    running, server = await _start(config)
-    try:
-        yield running
-    finally:
-        await running.edge.stop()
-        await server.stop(None)
-
-
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    async with _edge() as running:
+    async with running_edge() as running:
         yield running
 
 
@@ -161,7 +150,7 @@ async def _trickle(raw: Raw, data: bytes, every: float, sent: list[int]) -> None
 
 
 async def test_a_head_sent_a_byte_at_a_time_gets_408_on_every_route() -> None:
-    async with _edge(head_timeout=_SHORT, keepalive_timeout=_LONG, body_timeout=_LONG) as stack:
+    async with running_edge(head_timeout=_SHORT, keepalive_timeout=_LONG, body_timeout=_LONG) as stack:
 
         async def probe(verb: str, template: str) -> None:
             request = _request(verb, template)
@@ -182,7 +171,7 @@ async def test_a_head_sent_a_byte_at_a_time_gets_408_on_every_route() -> None:
 
 
 async def test_a_head_that_begins_after_an_answer_is_timed_from_its_first_byte() -> None:
-    async with _edge(head_timeout=_SHORT, keepalive_timeout=_LONG) as stack:
+    async with running_edge(head_timeout=_SHORT, keepalive_timeout=_LONG) as stack:
         raw = await _exchange(stack, get("/v1/files/file-abc"))
         assert (await raw.answer()).status == 200
         await asyncio.sleep(2 * _SHORT)  # idle, not sending a head: the keep-alive applies
@@ -193,7 +182,7 @@ async def test_a_head_that_begins_after_an_answer_is_timed_from_its_first_byte()
 
 
 async def test_a_stalled_body_gets_408_on_every_route_that_takes_one() -> None:
-    async with _edge(body_timeout=_SHORT, keepalive_timeout=_LONG, head_timeout=_LONG) as stack:
+    async with running_edge(body_timeout=_SHORT, keepalive_timeout=_LONG, head_timeout=_LONG) as stack:
 
         async def probe(verb: str, template: str) -> None:
             request = _request(verb, template)
@@ -213,7 +202,7 @@ async def test_a_stalled_body_gets_408_on_every_route_that_takes_one() -> None:
 
 
 async def test_an_idle_keep_alive_connection_is_closed_on_every_route() -> None:
-    async with _edge(keepalive_timeout=_SHORT, head_timeout=_LONG, body_timeout=_LONG) as stack:
+    async with running_edge(keepalive_timeout=_SHORT, head_timeout=_LONG, body_timeout=_LONG) as stack:
 
         async def probe(verb: str, template: str) -> None:
             raw = await _exchange(stack, _request(verb, template))
@@ -227,7 +216,7 @@ async def test_an_idle_keep_alive_connection_is_closed_on_every_route() -> None:
 
 
 async def test_a_connection_that_never_sends_is_closed_after_the_keepalive() -> None:
-    async with _edge(keepalive_timeout=_SHORT) as stack:
+    async with running_edge(keepalive_timeout=_SHORT) as stack:
         raw = await Raw.open(stack)
         assert await raw.closed()
         await raw.close()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from tunegate.v1 import files_pb2
 
-from tests.edge.test_app import Stack, _start
+from tests.edge.test_app import Stack, running_edge
 from tests.edge.test_connections import Raw
 
 BOUNDARY = b"----tunegateBoundary7MA4YWxkTrZu0gW"
@@ -58,12 +58,8 @@ FORM = body(
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    running, server = await _start({})
-    try:
+    async with running_edge() as running:
         yield running
-    finally:
-        await running.edge.stop()
-        await server.stop(None)
 
 
 async def _send(stack: Stack, data: bytes, block: int) -> Raw:
