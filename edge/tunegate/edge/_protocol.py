@@ -1,21 +1,23 @@
-"""The edge's HTTP/1.1 connections: aiohttp's ``RequestHandler`` with a request-head timeout and
-the edge's error envelope on the answers aiohttp makes itself.
+"""The edge's HTTP/1.1 connections: aiohttp's ``RequestHandler`` with a request-head timeout, a
+few closing rules, and the edge's error envelope on the answers aiohttp makes itself.
 
 aiohttp parses, limits and frames every request (``_config.server_options``); it refuses a head
 with a line or field over its limit, too many fields, no ``Host`` on HTTP/1.1 or two ``Host``
-fields, with a 400. It has a keep-alive timeout — an idle connection closes, from the moment it
-is made and after each answer — but nothing bounds a head that is being sent slowly once the
-connection is busy. `EdgeConnection` adds that:
+fields, with a 400. Its keep-alive timer closes a connection that waits for a request — just
+opened, or after an answer — ``keepalive_timeout`` seconds after it began to wait, whether or not
+a head is trickling in meanwhile. `EdgeConnection` adds a shorter bound on the head itself:
 
 * the head timer is armed by bytes that arrive while no request is being read (the previous
   request's body, if any, is complete), and disarmed when they complete a head;
 * an answer disarms it too (bytes that arrived with the end of a body may just as well have
-  been its last ones); a head that began before the answer is bounded by the keep-alive timeout;
+  been its last ones); a head that began before the answer is left to the keep-alive timer;
 * when it fires while the connection waits for that head, the connection answers a 408 through
   aiohttp's own error path and closes.
 
-A client's half-close (``shutdown(SHUT_WR)`` after its request) still gets the answer in flight;
-aiohttp alone would close at once.
+Closing rules: a client's half-close (``shutdown(SHUT_WR)``) once its request is all sent still
+gets the answer in flight (aiohttp alone would close at once), while an end of stream in the
+middle of a body is a client gone; an answer that closes the connection skips aiohttp's lingering
+read of an unread body (the client of a stalled body is not sending it).
 
 ``handle_error`` renders what aiohttp refuses (parse errors, the 408) as the OpenAI error envelope
 with an ``x-request-id``, like every other answer of the edge.
