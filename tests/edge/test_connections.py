@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,11 +24,19 @@ class GatedFiles(FakeFiles):
         super().__init__()
         self.gate = asyncio.Event()
         self.waiting = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.completed = False
 
     async def GetFile(self, request: files_pb2.GetFileRequest, context: Any) -> files_pb2.File:
         if request.file_id == "file-slow":
             self.waiting.set()
-            await self.gate.wait()
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError:
+                self.finished.set()
+                raise
+            self.finished.set()
+            self.completed = not context.cancelled()
         return await super().GetFile(request, context)
 
 
@@ -298,3 +307,19 @@ async def test_stop_lets_the_request_in_flight_finish_and_closes_idle_connection
         await Raw.open(stack)
     await idle.close()
     await busy.close()
+
+
+async def test_a_client_that_goes_away_does_not_cancel_its_request(stack: Stack) -> None:
+    # A job create must not be abandoned half-way because its client's socket dropped.
+    fake = stack.fake
+    assert isinstance(fake, GatedFiles)
+    raw = await Raw.open(stack)
+    await raw.send(get("/v1/files/file-slow"))
+    await asyncio.wait_for(fake.waiting.wait(), 10)
+    sock = raw.writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.writer.transport.abort()  # with a zero linger: a reset, not a half-close
+    await asyncio.sleep(0.1)  # the edge sees the connection go
+    fake.gate.set()
+    await asyncio.wait_for(fake.finished.wait(), 10)
+    assert fake.completed  # neither the servicer nor its call was cancelled
