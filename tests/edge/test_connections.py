@@ -269,12 +269,18 @@ async def test_unusual_targets_and_heads(stack: Stack) -> None:
         await raw.close()
 
 
-async def test_half_closed_client_still_gets_its_answer(stack: Stack) -> None:
-    raw = await Raw.open(stack)
-    await raw.send(get("/v1/files/file-slow"))
+async def _slow_request(stack: Stack) -> tuple[Raw, GatedFiles]:
+    """A connection whose `GET /v1/files/file-slow` the servicer holds until the gate opens."""
     fake = stack.fake
     assert isinstance(fake, GatedFiles)
+    raw = await Raw.open(stack)
+    await raw.send(get("/v1/files/file-slow"))
     await asyncio.wait_for(fake.waiting.wait(), 10)
+    return raw, fake
+
+
+async def test_half_closed_client_still_gets_its_answer(stack: Stack) -> None:
+    raw, fake = await _slow_request(stack)
     sock = raw.writer.get_extra_info("socket")
     sock.shutdown(socket.SHUT_WR)
     await asyncio.sleep(0.05)
@@ -286,14 +292,10 @@ async def test_half_closed_client_still_gets_its_answer(stack: Stack) -> None:
 
 
 async def test_stop_lets_the_request_in_flight_finish_and_closes_idle_connections(stack: Stack) -> None:
-    fake = stack.fake
-    assert isinstance(fake, GatedFiles)
     idle = await Raw.open(stack)
     await idle.send(get("/healthz"))
     assert (await idle.answer()).status == 200
-    busy = await Raw.open(stack)
-    await busy.send(get("/v1/files/file-slow"))
-    await asyncio.wait_for(fake.waiting.wait(), 10)
+    busy, fake = await _slow_request(stack)
     stopping = asyncio.create_task(stack.edge.stop())
     assert await idle.closed()
     await asyncio.sleep(0.05)
@@ -311,11 +313,7 @@ async def test_stop_lets_the_request_in_flight_finish_and_closes_idle_connection
 
 async def test_a_client_that_goes_away_does_not_cancel_its_request(stack: Stack) -> None:
     # A job create must not be abandoned half-way because its client's socket dropped.
-    fake = stack.fake
-    assert isinstance(fake, GatedFiles)
-    raw = await Raw.open(stack)
-    await raw.send(get("/v1/files/file-slow"))
-    await asyncio.wait_for(fake.waiting.wait(), 10)
+    raw, fake = await _slow_request(stack)
     sock = raw.writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     raw.writer.transport.abort()  # with a zero linger: a reset, not a half-close
