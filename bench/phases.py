@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import tunegate.edge._app as app
-import tunegate.edge._front as front
+import tunegate.edge._protocol as protocol
 import tunegate.server.jobs._create as create
 import tunegate.server.jobs._service as service
 import tunegate.server.routing._router as router
@@ -68,9 +68,9 @@ def _timed_sync(owner: Any, name: str, label: str) -> None:
 
 
 def _install() -> None:
-    _timed_sync(front._Connection, "data_received", "0 arrive")
-    _timed_async(front._Connection, "_answer", "9 answer")
-    _timed_async(app.EdgeHandler, "answer", "1 edge")
+    _timed_sync(protocol.EdgeConnection, "data_received", "0 arrive")
+    _timed_async(protocol.EdgeConnection, "finish_response", "9 answer")
+    _timed_async(app.EdgeHandler, "_serve", "1 edge")
     _timed_sync(app, "build_message", "1a message")
     _timed_async(servicer.FineTuningServicer, "CreateFineTuningJob", "1b servicer")
     _timed_async(service.JobService, "create", "1c service")

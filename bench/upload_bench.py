@@ -48,6 +48,13 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time so far (``/proc/PID/stat`` fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_hwm(pid: int) -> None:
     with open(f"/proc/{pid}/clear_refs", "w") as f:
         f.write("5")
@@ -146,6 +153,7 @@ def main() -> None:
         pids = {"server": server.pid, "edge": edge.pid}
         for rep in range(args.reps):
             rss0 = {name: status_kb(pid, "VmRSS") for name, pid in pids.items()}
+            cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
             for pid in pids.values():
                 reset_hwm(pid)
             sampler = Sampler(list(pids.values()))
@@ -156,6 +164,7 @@ def main() -> None:
             sampler.stop_event.set()
             sampler.join()
             hwm = {name: status_kb(pid, "VmHWM") for name, pid in pids.items()}
+            cpu = {name: round(cpu_seconds(pid) - cpu0[name], 2) for name, pid in pids.items()}
             record = {
                 "size": args.size,
                 "rep": rep + 1,
@@ -164,6 +173,7 @@ def main() -> None:
                 "file_bytes": result["file_bytes"],
                 "seconds": result["seconds"],
                 "MBps": result["MBps"],
+                "cpu_s": cpu,
                 "rss0_mb": {k: round(v / 1024, 1) for k, v in rss0.items()},
                 "hwm_mb": {k: round(v / 1024, 1) for k, v in hwm.items()},
                 "growth_mb": round(sum(hwm[k] - rss0[k] for k in pids) / 1024, 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -191,14 +192,21 @@ async def _start(
     return Stack(fake, edge, health_servicer), server
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    running, server = await _start({"max_file_bytes": 100_000, "chunk_bytes": 64 * 1024})
+@contextlib.asynccontextmanager
+async def running_edge(fake: FakeFiles | None = None, **config: Any) -> AsyncIterator[Stack]:
+    """A live edge (``config`` overriding EdgeConfig's fields) and its fake server, for a block."""
+    running, server = await _start(config, fake)
     try:
         yield running
     finally:
         await running.edge.stop()
         await server.stop(None)
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    async with running_edge(max_file_bytes=100_000, chunk_bytes=64 * 1024) as running:
+        yield running
 
 
 @pytest.fixture

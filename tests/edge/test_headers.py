@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from tunegate.edge import EdgeConfig, channel_options, forward_metadata, request_id_from, response_headers
+from tunegate.edge import (
+    EdgeConfig,
+    channel_options,
+    forward_metadata,
+    request_id_from,
+    response_headers,
+    server_options,
+)
 
 
 def test_allow_list() -> None:
@@ -88,6 +95,24 @@ def test_config_defaults_and_validation() -> None:
         {"max_file_bytes": 0},
         {"unary_timeout": 0},
         {"grpc_target": " "},
+        {"keepalive_timeout": 0},
+        {"head_timeout": -1},
+        {"body_timeout": 0},
+        {"lingering_time": -1},
+        {"max_headers": 2},
+        {"max_line_bytes": 10},
+        {"max_field_bytes": 1 << 20},
+        {"max_json_bytes": 0},
     ):
         with pytest.raises(ValueError):
             EdgeConfig(**bad)
+
+
+def test_server_options_are_the_configured_limits() -> None:
+    config = EdgeConfig(keepalive_timeout=5, max_headers=64, max_line_bytes=4096, lingering_time=0)
+    options = server_options(config)
+    assert options["keepalive_timeout"] == 5 and options["max_headers"] == 64
+    assert options["max_line_size"] == 4096 and options["max_field_size"] == 8190
+    assert options["lingering_time"] == 0 and options["handler_cancellation"] is False
+    defaults = EdgeConfig()
+    assert (defaults.keepalive_timeout, defaults.max_headers, defaults.max_json_bytes) == (75.0, 128, 1 << 20)

@@ -3,14 +3,15 @@
 Sans-IO core: ``build_routes`` (route table), ``error_from_status`` (error mapping),
 ``forward_metadata`` (header allow-list); the proto ⇄ OpenAI JSON codec is ``tunegate.openai_json``.
 
-I/O shell: ``EdgeHandler``, ``EdgeServer``, ``serve`` (the edge's own HTTP/1.1 front, ``_front``, with
-aiohttp's low-level server behind it for streams + one grpc.aio channel).
+I/O shell: ``EdgeHandler``, ``EdgeServer``, ``serve``: aiohttp's low-level server, with the limits
+of ``EdgeConfig`` (``server_options``) and a request-head timeout (``_protocol``), calling one
+handler over one grpc.aio channel.
 """
 
 from __future__ import annotations
 
 from tunegate.edge._app import EdgeHandler, EdgeServer, serve
-from tunegate.edge._config import EdgeConfig, channel_options
+from tunegate.edge._config import EdgeConfig, channel_options, server_options
 from tunegate.edge._errors import (
     HTTP_STATUS,
     ErrorResponse,
@@ -53,4 +54,5 @@ __all__ = [
     "request_id_from",
     "response_headers",
     "serve",
+    "server_options",
 ]

@@ -1,14 +1,20 @@
-"""The edge's HTTP server: one handler, `EdgeHandler`, which routes by the table from ``_routes``
-— one generic unary handler, two streaming handlers chosen by cardinality, health — and makes
-every answer, success or error, routed or not, carry ``x-request-id`` and the one error envelope.
-
-It is served by the edge's own HTTP/1.1 front (``_front``), which answers the JSON routes, and
-behind it aiohttp's low-level server, which the front hands a connection to for uploads,
-downloads and anything unusual; both call the same `EdgeHandler`.
+"""The edge's HTTP server: aiohttp's low-level server (``_protocol``) calling one handler,
+`EdgeHandler`, which routes by the table from ``_routes`` — one generic unary handler, two
+streaming handlers chosen by cardinality, health — and makes every answer, success or error,
+routed or not, carry ``x-request-id`` and the one error envelope.
 
 Why not ``web.Application``: its router, middleware chain and per-request app plumbing cost
 ~30 µs a request; the edge needs only a fixed table of templates, resolved here the way
 aiohttp's dispatcher resolves them.
+
+What the handler refuses before routing, closing the connection after the answer: ``CONNECT``
+(405; what follows it would be tunnel bytes) and a request asking for a protocol upgrade (400).
+An upgrade request closes the connection because aiohttp's C parser (3.14) drops the bytes that
+arrived behind such a request when it does not switch protocols (``h2c``): requests pipelined
+after it would otherwise wait for the keep-alive timeout, unanswered.
+
+A routed request that has a body and sends ``Expect: 100-continue`` gets its ``100 Continue``
+(curl waits for it before a large upload).
 """
 
 from __future__ import annotations
@@ -20,26 +26,30 @@ import re
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 import grpc
 import orjson
 from aiohttp import web
+from aiohttp.web_urldispatcher import _default_expect_handler
 from grpc_health.v1 import health_pb2
-from tunegate.edge._config import EdgeConfig, channel_options
+from tunegate.edge._config import EdgeConfig, channel_options, server_options
 from tunegate.edge._download import handle_download
 from tunegate.edge._errors import ErrorResponse, error_response
-from tunegate.edge._front import Front
 from tunegate.edge._headers import REQUEST_ID, request_id_from
 from tunegate.edge._http import (
+    BodyStalled,
     ErrorAnswer,
     Incoming,
     Reply,
     build_message,
     call_context,
     error_json,
+    read_body,
     rpc_error,
     web_response,
 )
+from tunegate.edge._protocol import EdgeHTTPServer
 from tunegate.edge._routes import Cardinality, Route, build_routes
 from tunegate.edge._upload import handle_upload
 from tunegate.openai_json import CodecError, to_openai
@@ -57,6 +67,14 @@ _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _SHUTDOWN_TIMEOUT = 60.0  # seconds in-flight requests get to finish on stop (aiohttp's default)
 _BACKLOG = 128
 _VARIABLE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+def _asks_upgrade(headers: Mapping[str, str]) -> bool:
+    """Whether a request asks to switch protocols (RFC 9110 §7.8: ``Upgrade`` named in ``Connection``)."""
+    if "Upgrade" not in headers:
+        return False
+    connection = ",".join(cast(Any, headers).getall("Connection", ()))
+    return "upgrade" in (token.strip().lower() for token in connection.split(","))
 
 
 class _NotFound(Exception):
@@ -91,11 +109,6 @@ class Resolution:
     endpoint: _Endpoint | None
     params: Mapping[str, str]
     miss: _NotFound | _MethodNotAllowed | None = None
-
-    @property
-    def streams(self) -> bool:
-        """An upload or a download (served on aiohttp's request)."""
-        return self.endpoint is not None and self.endpoint.stream is not None
 
 
 class _Table:
@@ -139,9 +152,6 @@ class EdgeHandler:
     """The one request handler: assigns the request id, routes, calls, and renders every
     failure as the OpenAI envelope carrying that id.
 
-    ``resolve`` + ``answer`` serve a JSON route for either HTTP server; calling the handler
-    with an aiohttp request serves any route (aiohttp's low-level server calls it so).
-
     Calls go through ``channel``: to ``config.grpc_target`` over a channel the `EdgeServer`
     opens, or the server's in-process channel under ``tunegate run``. Raises RouteError at
     construction if an annotation cannot be served."""
@@ -164,44 +174,44 @@ class EdgeHandler:
         """Where a request goes (``path_safe``: decoded but for ``%2F`` and ``%25``)."""
         return self._table.resolve(method, path_safe)
 
-    async def answer(self, incoming: Incoming, resolution: Resolution) -> Reply:
-        """Answer a request that is not a stream (``resolution.streams`` is false)."""
-        request_id = request_id_from(incoming.headers)
-        try:
-            if resolution.miss is not None:
-                raise resolution.miss
-            assert resolution.endpoint is not None and resolution.endpoint.unary is not None
-            return await resolution.endpoint.unary(incoming, resolution.params, request_id)
-        except Exception as exc:
-            return self._failure(exc, incoming.method, incoming.path, request_id)
-
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        request_id = request_id_from(request.headers)
+        try:
+            return await self._serve(request, request_id)
+        except Exception as exc:
+            response = web_response(self._failure(exc, request.method, request.path, request_id))
+            if isinstance(exc, BodyStalled) or request.method == "CONNECT" or _asks_upgrade(request.headers):
+                response.force_close()  # the rest of what the client sent cannot be framed (or was lost)
+            return response
+
+    async def _serve(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
+        if request.method == "CONNECT":
+            raise _MethodNotAllowed(())
+        if _asks_upgrade(request.headers):
+            raise ErrorAnswer(
+                error_response(400, "Protocol upgrades are not supported.", code="upgrade_not_supported")
+            )
         resolution = self.resolve(request.method, request.rel_url.path_safe)
+        if resolution.miss is not None:
+            raise resolution.miss
         endpoint = resolution.endpoint
-        if endpoint is not None and endpoint.stream is not None:
-            request_id = request_id_from(request.headers)
-            try:
-                response = await endpoint.stream(request, resolution.params, request_id)
-            except Exception as exc:
-                return web_response(self._failure(exc, request.method, request.path, request_id))
+        assert endpoint is not None
+        if (endpoint.stream is not None or endpoint.reads_body) and "Expect" in request.headers:
+            # aiohttp's own (web.Application's): `100 Continue`, or a 417 for another expectation.
+            await _default_expect_handler(cast(web.Request, request))
+        if endpoint.stream is not None:
+            response = await endpoint.stream(request, resolution.params, request_id)
             if not response.prepared:
                 response.headers[REQUEST_ID] = request_id
             return response
-        try:
-            body = await request.read() if endpoint is not None and endpoint.reads_body else b""
-        except Exception as exc:
-            reply = self._failure(exc, request.method, request.path, request_id_from(request.headers))
-        else:
-            incoming = Incoming(
-                request.method,
-                request.path,
-                request.query,
-                request.headers,
-                request.remote,
-                body,
-            )
-            reply = await self.answer(incoming, resolution)
-        return web_response(reply)
+        assert endpoint.unary is not None
+        body = b""
+        if endpoint.reads_body:
+            body = await read_body(request, self.config.max_json_bytes, self.config.body_timeout)
+        incoming = Incoming(
+            request.method, request.path, request.query, request.headers, request.remote, body
+        )
+        return web_response(await endpoint.unary(incoming, resolution.params, request_id))
 
     def _failure(self, exc: Exception, method: str, path: str, request_id: str) -> Reply:
         """The error answer for what a request raised. Call it from the ``except`` block."""
@@ -214,9 +224,8 @@ class EdgeHandler:
             error = error_response(404, f"Invalid URL ({method} {path})", code="unknown_url")
         elif isinstance(exc, _MethodNotAllowed):
             error = error_response(405, f"Method not allowed ({method} {path})", code="method_not_allowed")
-            error.headers["Allow"] = exc.allowed
-        elif isinstance(exc, web.HTTPRequestEntityTooLarge):
-            error = error_response(413, "The request body is too large.", code="request_too_large")
+            if exc.allowed:
+                error.headers["Allow"] = exc.allowed
         elif isinstance(exc, web.HTTPException):
             error = error_response(exc.status, exc.reason)
         elif isinstance(exc, ConnectionError):
@@ -281,8 +290,7 @@ class EdgeHandler:
 
 
 class EdgeServer:
-    """A running edge: the HTTP/1.1 front (aiohttp's low-level server behind it) bound to
-    ``config.host:config.port``.
+    """A running edge: aiohttp's low-level server bound to ``config.host:config.port``.
 
     Start and stop it on one event loop (its gRPC channel belongs to that loop).
     """
@@ -290,13 +298,13 @@ class EdgeServer:
     def __init__(
         self,
         server: asyncio.Server,
-        front: Front,
+        http: EdgeHTTPServer,
         config: EdgeConfig,
         port: int,
         owned: grpc.aio.Channel | None,
     ) -> None:
         self._server = server
-        self._front = front
+        self._http = http
         self._owned = owned
         self.config = config
         self.port = port
@@ -312,21 +320,24 @@ class EdgeServer:
             channel = owned = grpc.aio.insecure_channel(config.grpc_target, options=channel_options(config))
         try:
             handler = EdgeHandler(config, channel)
-            front = Front(handler, web.Server(handler, access_log=None))
+            http = EdgeHTTPServer(handler, head_timeout=config.head_timeout, **server_options(config))
             loop = asyncio.get_running_loop()
-            server = await loop.create_server(front, config.host, config.port, backlog=_BACKLOG)
+            server = await loop.create_server(http, config.host, config.port, backlog=_BACKLOG)
         except BaseException:
             if owned is not None:
                 await owned.close(grace=None)
             raise
         port = int(server.sockets[0].getsockname()[1])
-        return cls(server, front, config, port, owned)
+        return cls(server, http, config, port, owned)
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish (up to a minute), close."""
+        """Stop accepting, close idle connections, let in-flight requests finish (up to a
+        minute), close — aiohttp's own shutdown sequence (``web.BaseRunner.cleanup``)."""
         try:
             self._server.close()
-            await self._front.shutdown(_SHUTDOWN_TIMEOUT)
+            await asyncio.sleep(0)  # requests already received get started first
+            self._http.pre_shutdown()
+            await self._http.shutdown(_SHUTDOWN_TIMEOUT)
             await self._server.wait_closed()
         finally:
             if self._owned is not None:

@@ -52,7 +52,9 @@ async def handle_download(
     ctx: CallContext,
 ) -> web.StreamResponse:
     """Stream ``route``'s ``HttpBody`` messages to the client as one raw body."""
-    message = await request_message(request, route, params)
+    message = await request_message(
+        request, route, params, limit=config.max_json_bytes, stall=config.body_timeout
+    )
     rpc = channel.unary_stream(
         route.method_path,
         request_serializer=route.request_cls.SerializeToString,

@@ -6,6 +6,7 @@ This is the I/O shell; the decisions live in the sans-IO modules (``_errors``, `
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any, cast
 import grpc
 import orjson
 from aiohttp import web
+from aiohttp.streams import StreamReader
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 from tunegate.edge._errors import ErrorResponse, error_from_code, error_from_status, error_response
@@ -22,6 +24,7 @@ from tunegate.edge._routes import Route
 from tunegate.openai_json import apply_headers, from_openai, from_query
 
 __all__ = [
+    "BodyStalled",
     "CallContext",
     "ErrorAnswer",
     "Incoming",
@@ -31,6 +34,8 @@ __all__ = [
     "error_json",
     "json_body",
     "ok_json",
+    "read_body",
+    "read_step",
     "request_message",
     "rpc_error",
     "web_response",
@@ -49,6 +54,44 @@ class ErrorAnswer(Exception):
         self.error = error
 
 
+class BodyStalled(ErrorAnswer):
+    """A read of the request body got no bytes within the body timeout (a 408; the connection
+    closes, since the rest of that body cannot be told from the next request)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            error_response(
+                408, f"The request body stalled: no bytes for {seconds:g} seconds.", code="request_timeout"
+            )
+        )
+
+
+async def read_step(content: StreamReader, stall: float) -> bytes:
+    """The next bytes of a request body (b"" at its end), as soon as there are any; raises
+    BodyStalled when none come within ``stall`` seconds."""
+    try:
+        async with asyncio.timeout(stall):
+            chunk: bytes = await content.readany()
+    except TimeoutError:
+        raise BodyStalled(stall) from None
+    return chunk
+
+
+async def read_body(request: web.BaseRequest, limit: int, stall: float) -> bytes:
+    """The whole (JSON) body, read step by step: each step may wait ``stall`` seconds for bytes
+    (BodyStalled); more than ``limit`` bytes is a 413."""
+    body = bytearray()
+    while chunk := await read_step(request.content, stall):
+        body += chunk
+        if len(body) > limit:
+            raise ErrorAnswer(
+                error_response(
+                    413, f"The request body is larger than {limit} bytes.", code="request_too_large"
+                )
+            )
+    return bytes(body)
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """What every gRPC call made for one HTTP request carries."""
@@ -59,8 +102,7 @@ class CallContext:
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
-    """A request whose body, if any, has been read whole: what a unary route needs of it, from
-    either HTTP server (the edge's own, ``_front``, or aiohttp's)."""
+    """A request whose body, if any, has been read whole: what a unary route needs of it."""
 
     method: str
     path: str
@@ -134,9 +176,12 @@ def build_message(
     return message
 
 
-async def request_message(request: web.BaseRequest, route: Route, params: Mapping[str, str]) -> Message:
-    """`build_message` for an aiohttp request, reading its body when the route takes one."""
-    body = await request.read() if route.body == "*" else b""
+async def request_message(
+    request: web.BaseRequest, route: Route, params: Mapping[str, str], *, limit: int, stall: float
+) -> Message:
+    """`build_message` for an aiohttp request, reading its body (`read_body`) when the route
+    takes one."""
+    body = await read_body(request, limit, stall) if route.body == "*" else b""
     return build_message(route, params, request.headers, request.query, body)
 
 

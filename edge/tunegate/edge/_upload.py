@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 
 The request message is ``oneof payload { <Metadata> metadata; bytes chunk; }`` (``UploadShape``).
-The HTTP form is read part by part, never buffered whole:
+The HTTP form is read part by part by aiohttp's ``MultipartReader``, never buffered whole; every
+step of it (a part's headers, a chunk of its bytes) may wait ``body_timeout`` seconds for bytes,
+and a part must end at a delimiter, not with the body:
 
 1. Text parts (capped at 64 KiB each) are parsed into a *pending* metadata message; path
    variables and ``(from_header)`` fields fill it too. Unknown names are a 400 naming them.
@@ -22,8 +24,8 @@ Invariants:
 * Each write is awaited before the next read (one outstanding write is grpc.aio's rule and our
   backpressure: a slow server slows the HTTP read, it never grows the edge's memory).
 * Every way out of the handler except a completed call cancels the call — over-limit (413),
-  bad form, client gone (``OSError``/``CancelledError`` while reading) — so the server discards
-  the partial blob.
+  a body stalled for the body timeout (408), bad form, client gone (``OSError``/
+  ``CancelledError`` while reading) — so the server discards the partial blob.
 * A failed ``write()`` only says "INTERNAL"; the server's real status comes from ``await call``,
   so a failed write stops writing and awaits the call. grpc.aio also *overwrites* the call's
   status with that INTERNAL when the server's status arrived while the write was in flight
@@ -34,16 +36,17 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 import grpc
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BodyPartReader, MultipartReader
 from google.protobuf.message import Message
 from tunegate.edge._config import EdgeConfig
 from tunegate.edge._errors import error_response
-from tunegate.edge._http import CallContext, ErrorAnswer, ok_json, rpc_error
-from tunegate.edge._multipart import FormPart, FormReader, boundary_of
+from tunegate.edge._http import BodyStalled, CallContext, ErrorAnswer, ok_json, rpc_error
 from tunegate.edge._routes import Route, UploadShape
 from tunegate.openai_json import apply_form_field, apply_headers, apply_path_params, to_openai
 
@@ -53,6 +56,9 @@ MIN_MESSAGE_BYTES = 256 * 1024
 """Bytes gathered into one ``chunk`` message (except the last): 8 KiB messages are 4x slower."""
 MAX_TEXT_BYTES = 64 * 1024
 """Cap on one text form field."""
+
+
+_T = TypeVar("_T")
 
 
 class _ServerEnded(Exception):
@@ -131,20 +137,21 @@ async def handle_upload(
     server_status: _ServerStatus | None = None
     try:
         try:
-            reader = FormReader(request.content, boundary_of(request.headers.get("Content-Type", "")))
+            reader = MultipartReader(request.headers, request.content)
         except ValueError as exc:
             raise _malformed(exc) from None
+        stall = config.body_timeout
         while True:
-            part = await _guard(reader.next_part())
+            part = await _step(reader.next(), stall)
             if part is None:
                 break
-            if part.headers.get("Content-Type", "").lower().startswith("multipart/"):
+            if not isinstance(part, BodyPartReader):
                 raise _bad_request("Nested multipart bodies are not supported.", param=None)
             name = part.name
             if not name:
                 raise _bad_request("Every form part needs a name.", param=None, code="invalid_multipart")
             if name != shape.part:
-                apply_form_field(pending, name, await _read_text(reader, part, name))
+                apply_form_field(pending, name, await _read_text(part, name, stall))
                 continue
             if call is not None:
                 raise _bad_request(f"Only one '{name}' part is allowed.", param=name)
@@ -153,7 +160,7 @@ async def handle_upload(
             server_status = _ServerStatus(call) if isinstance(call, grpc.aio.Call) else None
             await _write(call, route.request_cls(**{shape.metadata_field: pending}))
             pending = shape.metadata_cls()
-            sent = await _stream_part(call, route, shape, reader, config)
+            sent = await _stream_part(call, route, shape, part, config)
             if "bytes" in pending.DESCRIPTOR.fields_by_name:
                 # The end-of-part marker: the server stores nothing unless exactly this many
                 # bytes arrived, so a call cut short by a cancel can never commit a truncated file.
@@ -189,11 +196,15 @@ async def _outcome(call: Any, server_status: _ServerStatus | None) -> Message:
     return result
 
 
-async def _guard(step: Any) -> Any:
-    """Await a multipart parsing step; a malformed body becomes a 400, not a 500."""
+async def _step(step: Awaitable[_T], stall: float) -> _T:
+    """Await one step of the form reader (a part's headers, or a chunk of its bytes): no bytes
+    for ``stall`` seconds is a stalled body (408), a malformed body a 400, not a 500."""
     try:
-        return await step
-    except (ValueError, AssertionError, RuntimeError) as exc:
+        async with asyncio.timeout(stall):
+            return await step
+    except TimeoutError:
+        raise BodyStalled(stall) from None
+    except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:
         raise _malformed(exc) from None
 
 
@@ -201,11 +212,17 @@ def _malformed(exc: Exception) -> ErrorAnswer:
     return _bad_request(f"Malformed multipart body: {exc}", param=None, code="invalid_multipart")
 
 
-def _describe_binary(metadata: Message, part: FormPart, name: str) -> None:
+def _check_ended(part: BodyPartReader) -> None:
+    """A part's bytes ran out: it must have ended at a delimiter, not with the body."""
+    if not part.at_eof():
+        raise _malformed(ValueError("the body ended before the closing delimiter"))
+
+
+def _describe_binary(metadata: Message, part: BodyPartReader, name: str) -> None:
     """Put the part's filename and content type into the metadata, where it has such fields."""
     filename = part.filename or ""
     try:
-        filename.encode("utf-8")  # the form reader keeps undecodable header bytes as lone surrogates
+        filename.encode("utf-8")  # aiohttp keeps undecodable header bytes as lone surrogates
     except UnicodeEncodeError:
         raise _bad_request("The filename must be valid UTF-8.", param=name, code="invalid_filename") from None
     fields = metadata.DESCRIPTOR.fields_by_name
@@ -216,14 +233,15 @@ def _describe_binary(metadata: Message, part: FormPart, name: str) -> None:
         metadata.content_type = content_type  # type: ignore[attr-defined]
 
 
-async def _read_text(reader: FormReader, part: FormPart, name: str) -> str:
+async def _read_text(part: BodyPartReader, name: str, stall: float) -> str:
     data = bytearray()
-    while chunk := await _guard(reader.read_chunk(MAX_TEXT_BYTES)):
+    while chunk := await _step(part.read_chunk(MAX_TEXT_BYTES), stall):
         data += chunk
         if len(data) > MAX_TEXT_BYTES:
             raise _bad_request(
                 f"'{name}' is longer than {MAX_TEXT_BYTES} bytes.", param=name, code="string_above_max_length"
             )
+    _check_ended(part)
     try:
         return data.decode(part.get_charset(default="utf-8"))
     except (UnicodeDecodeError, LookupError):
@@ -231,14 +249,14 @@ async def _read_text(reader: FormReader, part: FormPart, name: str) -> str:
 
 
 async def _stream_part(
-    call: Any, route: Route, shape: UploadShape, reader: FormReader, config: EdgeConfig
+    call: Any, route: Route, shape: UploadShape, part: BodyPartReader, config: EdgeConfig
 ) -> int:
     """Writes the part's bytes as chunk messages; returns how many bytes were sent."""
     limit = config.part_limit(shape.part)
     total = 0
     buffered: list[bytes] = []
     size = 0
-    while chunk := await _guard(reader.read_chunk(config.chunk_bytes)):
+    while chunk := await _step(part.read_chunk(config.chunk_bytes), config.body_timeout):
         total += len(chunk)
         if total > limit:
             raise ErrorAnswer(
@@ -255,6 +273,7 @@ async def _stream_part(
             await _write(call, route.request_cls(**{shape.chunk_field: b"".join(buffered)}))
             buffered.clear()
             size = 0
+    _check_ended(part)
     if buffered:
         await _write(call, route.request_cls(**{shape.chunk_field: b"".join(buffered)}))
     return total
