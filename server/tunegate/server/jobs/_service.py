@@ -1,5 +1,7 @@
 """The job registry's public face: OpenAI's `/v1/fine_tuning/jobs` rules over the registry, the
-providers and the mirrors. No gRPC here; the servicer translates.
+providers and the mirrors. Answers are the contract's messages (`FineTuningJob` and the list
+responses), made by `_render` from the registry's records; no gRPC here, the servicer translates
+requests and returns these answers as they are.
 
 Every method takes the caller's owner scope first and the call's metadata (lower-case keys) for
 routing. Jobs are found by gateway id within the owner scope — another owner's id is 404 — and
@@ -44,13 +46,13 @@ from tunegate.server.jobs._create import (
     JobCreator,
     ReconcileReport,
 )
+from tunegate.server.jobs._listing import JobLister
 from tunegate.server.jobs._mirror import Mirror, checkpoints_lister, events_lister
 from tunegate.server.jobs._provider_files import FileCopySettings, ProviderFileCopier, Sleep
 from tunegate.server.jobs._render import (
     checkpoint_list,
     event_list,
     foreign_job,
-    job_list,
     job_message,
     with_provider_job,
 )
@@ -137,6 +139,16 @@ class JobService:
             database.jobs, self.copier, self.backends, settings=self.settings.creation, clock=clock
         )
         self.results = ResultFileImporter(files, database.provider_files, clock=clock)
+        self._lister = JobLister(
+            database.jobs,
+            router,
+            providers,
+            self.backends,
+            self.creator,
+            self._store,
+            cursor_ttl=self.settings.cursor_ttl,
+            clock=clock,
+        )
         self._events = Mirror(database.job_events, prefix=EVENT_PREFIX, lister=events_lister)
         self._checkpoints = Mirror(
             database.job_checkpoints, prefix=CHECKPOINT_PREFIX, lister=checkpoints_lister
@@ -207,110 +219,17 @@ class JobService:
         limit: int | None = None,
         metadata_filter: Mapping[str, str] | None = None,
     ) -> ft.ListFineTuningJobsResponse:
-        """Jobs newest first. A call naming a provider lists that account's jobs at the provider
-        (registry jobs under their gateway ids, others under native ids; an opaque page token
-        stays here, keyed by the page's last id — a provider paging by id needs none); otherwise
-        the registry across providers.
+        """Jobs newest first: with a provider named, that account's jobs at the provider
+        (registry jobs under their gateway ids, others under native ids); otherwise the
+        registry across providers (see `tunegate.server.jobs._listing`).
 
         `metadata_filter`: None = all; empty = jobs without metadata; else jobs holding every pair."""
         size = _limit(limit, DEFAULT_JOBS_LIMIT)
         if metadata_filter:
             check_metadata(metadata_filter)
-        account = self._router.resolve(metadata)
-        if account is not None:
-            return await self._list_provider(
-                owner, account, after=after, limit=size, metadata_filter=metadata_filter
-            )
-        after_seq: int | None = None
-        if after:
-            cursor = await self._repo.get(owner, after) if is_well_formed(after, JOB_PREFIX) else None
-            if cursor is None:
-                raise InvalidArgument(
-                    f"Invalid cursor {after!r}: not the id of one of your jobs.",
-                    code="invalid_cursor",
-                    param="after",
-                )
-            after_seq = cursor.seq
-        rows = await self._repo.page(
-            owner,
-            limit=size + 1,
-            after_seq=after_seq,
-            metadata=metadata_filter,
-            hidden_states=(FAILED_TO_CREATE,),
+        return await self._lister.list(
+            owner, metadata=metadata, after=after, limit=size, metadata_filter=metadata_filter
         )
-        data: list[JobRecord | JobObject] = []
-        for record in rows[:size]:
-            # A tag lookup is read-only, so it is safe beside a live driver — and a lease left
-            # by a crashed process must not hide a job the provider already has.
-            if record.state == INTENT and record.attempted:
-                record = await self.creator.resolve(record, self.backends.for_job(record, metadata))
-            data.append(record)
-        return job_list(data, has_more=len(rows) > size)
-
-    async def _list_provider(
-        self,
-        owner: str,
-        account: Account,
-        *,
-        after: str | None,
-        limit: int,
-        metadata_filter: Mapping[str, str] | None,
-    ) -> ft.ListFineTuningJobsResponse:
-        backend = Backend(self._providers.get(account.provider), account)
-        backend.require(Capability.LIST, "listing jobs")
-        by_id = backend.provider.pages_by_id
-        now = self._now()
-        token: str | None = None
-        if after:
-            if by_id:
-                token = await self._native_cursor(owner, account, after)
-            else:
-                token = await self._repo.get_cursor(
-                    owner, account.key, after, not_before=now - self.settings.cursor_ttl
-                )
-            if token is None:
-                raise InvalidArgument(
-                    f"Invalid cursor {after!r}: not the last id of a page listed here (or expired).",
-                    code="invalid_cursor",
-                    param="after",
-                )
-        page = await backend.provider.list_jobs(account, limit=limit, page_token=token)
-        native_ids = [str(job.get("id")) for job in page.data]
-        known = await self._repo.by_native_ids(owner, account.key, native_ids)
-        data: list[JobRecord | JobObject] = []
-        last_id = ""  # the id the caller sees for the last job shown
-        for job, native_id in zip(page.data, native_ids, strict=True):
-            record = known.get(native_id)
-            if record is None:  # a job made at the provider directly: its own ids and metadata
-                if _matches(job.get("metadata"), metadata_filter):
-                    data.append(job)
-                    last_id = native_id
-            else:
-                record = await self._store(record, job, backend)
-                if _matches(record.metadata, metadata_filter):
-                    data.append(record)
-                    last_id = record.id
-        if page.has_more and data and not by_id:
-            next_token = page.next_token or native_ids[-1]
-            await self._repo.put_cursor(
-                owner,
-                account.key,
-                last_id,
-                next_token,
-                now=now,
-                expire_before=now - self.settings.cursor_ttl,
-            )
-        return job_list(data, has_more=page.has_more)
-
-    async def _native_cursor(self, owner: str, account: Account, after: str) -> str | None:
-        """For a provider that pages by id: the native id to list after. A registry job's gateway
-        id maps to its native id (on this account only); any other id is the provider's own —
-        with a metadata filter, the page may end before the provider's page did: listing after
-        the last job shown re-reads the skipped ones, which the filter skips again."""
-        record = await self._repo.get(owner, after) if is_well_formed(after, JOB_PREFIX) else None
-        if record is None:
-            return after
-        return record.native_id if record.account_key == account.key else None
 
     # -- mutations ------------------------------------------------------------------------
 
@@ -497,11 +416,3 @@ class JobService:
             record.id, status=updated.status, snapshot=updated.snapshot, now=self._now()
         )
         return updated
-
-
-def _matches(metadata: Mapping[str, str] | None, wanted: Mapping[str, str] | None) -> bool:
-    if wanted is None:
-        return True
-    if not wanted:
-        return not metadata
-    return all((metadata or {}).get(key) == value for key, value in wanted.items())
