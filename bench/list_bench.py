@@ -1,7 +1,8 @@
 """CPU of the JSON passes of one provider-named `list_jobs` page, in this process alone: the
-shared bench's fake upstream's 20-job page through what `JobService._list_provider`, the
-servicer and the edge do with it (parse, tag removal and defaults, the servicer's lenient parse
-into `ListFineTuningJobsResponse`, the edge's rendering and encoding of that message).
+shared bench's fake upstream's 20-job page through what the provider adapter,
+`JobService._list_provider` and the edge do with it (parse, tag removal, the domain's defaults
+and lenient parse into `ListFineTuningJobsResponse`, the edge's rendering and encoding of that
+message).
 
     taskset -c 1 .venv/bin/python bench/list_bench.py
 
@@ -18,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from tunegate.openai_json import from_openai, to_openai
-from tunegate.server.jobs._render import foreign_job_object
+from tunegate.openai_json import to_openai
+from tunegate.server.jobs._render import job_list
 from tunegate.server.providers._openai import without_tag
-from tunegate.v1 import fine_tuning_pb2 as ft
 
 SHARED_BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
 
@@ -49,20 +49,12 @@ def main() -> None:
     args = parser.parse_args()
     page = _page(args.jobs)
     body = orjson.loads(page)
-    jobs = [foreign_job_object(without_tag(job)) for job in body["data"]]
-    answer = from_openai({"data": jobs, "has_more": True}, ft.ListFineTuningJobsResponse, lenient=True)
+    jobs = [without_tag(job) for job in body["data"]]
+    answer = job_list(jobs, has_more=True)
     print(f"page: {len(page)} bytes, {args.jobs} jobs")
     _time("orjson.loads", lambda: orjson.loads(page), args.rounds)
-    _time(
-        "tag removal + defaults",
-        lambda: [foreign_job_object(without_tag(j)) for j in body["data"]],
-        args.rounds,
-    )
-    _time(
-        "servicer: lenient parse",
-        lambda: from_openai({"data": jobs, "has_more": True}, ft.ListFineTuningJobsResponse, lenient=True),
-        args.rounds,
-    )
+    _time("tag removal", lambda: [without_tag(j) for j in body["data"]], args.rounds)
+    _time("domain: defaults + parse", lambda: job_list(jobs, has_more=True), args.rounds)
     _time("edge: render + encode", lambda: orjson.dumps(to_openai(answer)), args.rounds)
 
 

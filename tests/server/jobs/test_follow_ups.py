@@ -163,6 +163,21 @@ async def test_provider_list_keeps_its_token_server_side(jobs: Stub, provider: F
         assert error_of(info.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CURSOR", "after")
 
 
+async def test_provider_list_filters_by_the_metadata_callers_see(jobs: Stub, provider: FakeProvider) -> None:
+    prod = (await jobs.CreateFineTuningJob(create_request(metadata={"env": "prod"}), metadata=ALICE)).id
+    bare = (await jobs.CreateFineTuningJob(create_request(), metadata=ALICE)).id
+    foreign = {**provider.jobs[native_of(provider, bare)], "id": "ftjob-foreign", "metadata": {"env": "prod"}}
+    provider.jobs["ftjob-foreign"] = foreign
+
+    async def ids(wanted: ft.Metadata) -> list[str]:
+        page = await jobs.ListFineTuningJobs(ft.ListFineTuningJobsRequest(metadata=wanted), metadata=ALICE)
+        return [job.id for job in page.data]
+
+    # Registry jobs match on the caller's metadata (not the provider copy's tag), others on theirs.
+    assert await ids(ft.Metadata(values={"env": "prod"})) == ["ftjob-foreign", prod]
+    assert await ids(ft.Metadata()) == [bare]
+
+
 async def test_provider_paging_by_id_keeps_no_cursor_row(
     jobs: Stub, provider: FakeProvider, gateway: GatewayServer
 ) -> None:

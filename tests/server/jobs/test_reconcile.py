@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tunegate.openai_json import to_openai
 from tunegate.server import GatewayServer, ServerConfig
 from tunegate.server.errors import UpstreamError
 from tunegate.server.jobs import (
@@ -16,9 +17,10 @@ from tunegate.server.jobs import (
     _create,
     request_hash,
 )
-from tunegate.server.jobs._service import render
+from tunegate.server.jobs._render import job_message
 from tunegate.server.owner import owner_from_metadata
 from tunegate.server.store import Database
+from tunegate.v1 import fine_tuning_pb2 as ft
 
 from tests.server.conftest import FakeClock
 from tests.server.jobs.conftest import job_settings
@@ -80,7 +82,7 @@ async def test_a_crash_after_the_provider_answered_is_reconciled_once(
     # Until it is resolved, the intent renders as a job being validated.
     row = await gateway.database.jobs.get(owner, job_id)
     assert row is not None
-    shown = render(row)
+    shown = to_openai(job_message(row))
     assert (shown["id"], shown["status"], shown["metadata"]) == (job_id, "validating_files", {"a": "b"})
 
     service = restart(gateway, provider, router, clock)
@@ -89,13 +91,13 @@ async def test_a_crash_after_the_provider_answered_is_reconciled_once(
     assert await service.reconcile() == ReconcileReport(completed=1)
     assert await service.reconcile() == ReconcileReport()
 
-    job = await service.retrieve(owner, job_id, metadata={})
+    job = to_openai(await service.retrieve(owner, job_id, metadata={}))
     assert (job["id"], job["metadata"], job["object"]) == (job_id, {"a": "b"}, "fine_tuning.job")
     [row] = await gateway.database.jobs.page(owner, limit=10)
     assert (row.state, row.native_id) == ("created", next(iter(provider.jobs)))
     # The client's retry with the same key gets the same job; the provider still has one.
     again = await service.create(owner, BODY, metadata=dict(TEAM), request_id="key-1")
-    assert again["id"] == job_id
+    assert again.id == job_id
     assert len(provider.ops("create_job")) == 1 and len(provider.jobs) == 1
 
 
@@ -113,9 +115,9 @@ async def test_per_request_credentials_are_resolved_by_the_next_call_carrying_th
     clock.advance(31)
     assert await service.reconcile() == ReconcileReport(pending=1)  # no stored credential
     page = await service.list(owner, metadata={"x-portkey-api-key": "pk-alice"})
-    assert [job["status"] for job in page.data] == ["validating_files"]
+    assert [job.status for job in page.data] == [ft.JOB_STATUS_VALIDATING_FILES]
     job = await service.retrieve(owner, job_id, metadata=dict(ALICE))
-    assert job["id"] == job_id and job["status"] == "validating_files"
+    assert job.id == job_id and job.status == ft.JOB_STATUS_VALIDATING_FILES
     [row] = await gateway.database.jobs.page(owner, limit=10)
     assert row.state == "created" and len(provider.jobs) == 1
 
@@ -133,8 +135,8 @@ async def test_an_intent_never_found_is_given_up(
     assert await gateway.jobs.reconcile() == ReconcileReport(failed=1)
     [row] = await gateway.database.jobs.page(owner, limit=10)
     job = await gateway.jobs.retrieve(owner, row.id, metadata={})
-    assert job["status"] == "failed"
-    assert job["error"]["code"] == "creation_not_confirmed"
+    assert job.status == ft.JOB_STATUS_FAILED
+    assert job.error.code == "creation_not_confirmed"
     assert provider.jobs == {}
 
 
@@ -159,10 +161,10 @@ async def test_the_created_record_is_committed_before_the_answer(
         provider.create_job = create_job  # type: ignore[method-assign]
         job = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM))
         assert seen_at_create == [("intent", True)]
-        row = await other.jobs.get(owner, job["id"])
+        row = await other.jobs.get(owner, job.id)
         assert row is not None
         assert (row.state, row.native_id, row.lease_until) == ("created", next(iter(provider.jobs)), None)
-        assert row.snapshot == job
+        assert row.snapshot is not None and job_message(row) == job
     finally:
         await other.close()
 
@@ -203,8 +205,8 @@ async def test_a_retry_after_a_completion_that_could_not_be_stored_finds_the_job
     monkeypatch.undo()
     job = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k")
     [row] = await gateway.database.jobs.page(owner, limit=10)
-    assert (row.id, row.state) == (job["id"], "created")
-    assert provider.ops("find_job_by_tag") == [("find_job_by_tag", job["id"])]  # looked before creating
+    assert (row.id, row.state) == (job.id, "created")
+    assert provider.ops("find_job_by_tag") == [("find_job_by_tag", job.id)]  # looked before creating
     assert len(provider.ops("create_job")) == 1 and len(provider.jobs) == 1
 
 
@@ -271,7 +273,7 @@ async def test_intents_left_in_the_previous_releases_intent_files_are_imported_a
     left = {
         "-intents.0": legacy_line(lost[0], owner, created_at=now, metadata={"k": "v"})
         + b"not json\n"
-        + legacy_line(stored["id"], owner, created_at=now, metadata={"a": "b"}),
+        + legacy_line(stored.id, owner, created_at=now, metadata={"a": "b"}),
         "-intents.1": legacy_line(lost[1], owner, created_at=now, metadata=None)
         + b'{"row": {"id": "ftjob-torn',  # the process died mid-append
         "-intents.lock": b"",
@@ -286,7 +288,7 @@ async def test_intents_left_in_the_previous_releases_intent_files_are_imported_a
             ("intent", True, {"k": "v"}),
             ("intent", True, None),
         ]
-        kept = await gateway.database.jobs.get(owner, stored["id"])
+        kept = await gateway.database.jobs.get(owner, stored.id)
         assert kept is not None and kept.state == "created"  # the stale line changed nothing
         page = await gateway.database.jobs.page(owner, limit=10, metadata={"k": "v"})
         assert [r.id for r in page] == [lost[0]]  # its metadata pairs came with it
@@ -295,7 +297,7 @@ async def test_intents_left_in_the_previous_releases_intent_files_are_imported_a
         assert await gateway.jobs.reconcile() == ReconcileReport(completed=2)
         for job_id in lost:
             job = await gateway.jobs.retrieve(owner, job_id, metadata={})
-            assert job["id"] == job_id and job["object"] == "fine_tuning.job"
+            assert isinstance(job, ft.FineTuningJob) and job.id == job_id
         rows = await gateway.database.jobs.page(owner, limit=10)
         assert {r.state for r in rows} == {"created"} and len(rows) == 3
         assert len(provider.jobs) == 3 and len(provider.ops("create_job")) == 3

@@ -4,11 +4,13 @@ doubled, provider file copies, mirrored events and checkpoints, and listing.
 Public API::
 
     jobs = JobService(database, files, router, providers, settings=JobSettings())
-    job = await jobs.create(owner, body, metadata=call_metadata)   # OpenAI JSON in and out
+    job = await jobs.create(owner, body, metadata=call_metadata)   # OpenAI JSON in, FineTuningJob out
     job = await jobs.retrieve(owner, "ftjob-…", metadata=call_metadata)
+    page = await jobs.list(owner, metadata=call_metadata)          # ListFineTuningJobsResponse
     await jobs.reconcile()                                          # at start-up
 
-See `_create` for the creation protocol's theory of operation.
+Answers are the contract's messages (`tunegate.v1.fine_tuning_pb2`), rendered from the registry
+by `_render`; see `_create` for the creation protocol's theory of operation.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ from tunegate.server.jobs._provider_files import FileCopySettings, ProviderFileC
 from tunegate.server.jobs._service import (
     CHECKPOINT_PREFIX,
     EVENT_PREFIX,
-    ItemPage,
-    JobPage,
     JobService,
     JobSettings,
 )
@@ -51,9 +51,7 @@ __all__ = [
     "Backends",
     "CreationSettings",
     "FileCopySettings",
-    "ItemPage",
     "JobCreator",
-    "JobPage",
     "JobService",
     "JobSettings",
     "ProviderFileCopier",

@@ -66,7 +66,7 @@ from tunegate.server.files import Clock
 from tunegate.server.ids import FILE_PREFIX, is_well_formed, new_id
 from tunegate.server.jobs._backends import Backend, Backends
 from tunegate.server.jobs._provider_files import ProviderFileCopier
-from tunegate.server.jobs._render import job_object, normalize_status
+from tunegate.server.jobs._render import with_provider_job
 from tunegate.server.providers._base import JobObject
 from tunegate.server.store import INTENT, DuplicateRequestId, JobRecord, JobRepository
 
@@ -356,13 +356,10 @@ class JobCreator:
 
     def _created(self, record: JobRecord, provider_job: JobObject) -> JobRecord:
         """The intent's row once completed with the provider's job."""
-        snapshot = job_object(provider_job, record)
         return dataclasses.replace(
-            record,
+            with_provider_job(record, provider_job),
             state=CREATED,
             native_id=str(provider_job["id"]),
-            status=normalize_status(snapshot["status"]),
-            snapshot=snapshot,
             lease_until=None,
             updated_at=self._now(),
         )

@@ -1,32 +1,45 @@
-"""The registry's OpenAI objects: provider JSON re-rendered with gateway ids.
+"""The registry's jobs, events and checkpoints as the contract's messages.
 
-A provider answers with its native ids; callers must only ever see gateway ids for what the
-gateway created: `id` is the gateway job id, `training_file`/`validation_file` are the ids the
-caller passed (gateway file ids stay gateway ids), `metadata` is the caller's (the provider copy
-also carries the gateway's tag). Statuses are limited to OpenAI's set plus `paused`.
+This module is the one place where a provider's OpenAI-shaped JSON becomes a message. A provider
+answers with its native ids; callers only ever see gateway ids for what the gateway created:
+`id` is the gateway job id, `training_file`/`validation_file` are the ids the caller passed
+(gateway file ids stay gateway ids), `metadata` is the caller's (the provider copy also carries
+the gateway's tag). Statuses are limited to OpenAI's set plus `paused`.
+
+Two steps, so that each answer parses JSON into a message once:
+
+- `with_provider_job(record, provider_job)` renders the provider's job with those ids into the
+  record's `snapshot` (the OpenAI JSON the registry stores, unknown keys included) and its
+  normalized `status`;
+- `job_message(record)` (and `job_list`, for a page) reads the snapshot — or, while the provider
+  has not confirmed the job, the intent's request — into `FineTuningJob`. The reading is lenient:
+  provider objects carry keys the contract does not have (`usage_metrics`, …), and those are
+  dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from tunegate.openai_json import from_openai
+from tunegate.server.providers._base import JobObject
 from tunegate.server.store import JobRecord
+from tunegate.v1 import fine_tuning_pb2 as ft
 
 __all__ = [
-    "STATUSES",
-    "TERMINAL_STATUSES",
-    "checkpoint_object",
-    "event_object",
-    "foreign_job_object",
-    "intent_object",
-    "job_object",
+    "checkpoint_list",
+    "event_list",
+    "foreign_job",
+    "job_list",
+    "job_message",
     "normalize_status",
+    "with_provider_job",
 ]
 
 JOB_OBJECT = "fine_tuning.job"
 STATUSES = frozenset({"validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"})
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 # Spellings some providers (or their previews) use for transitional states.
 _STATUS_ALIASES = {
     "created": "validating_files",
@@ -59,27 +72,55 @@ def normalize_status(status: Any) -> str:
     return text if text in STATUSES else "running"
 
 
-def job_object(provider_job: Mapping[str, Any], record: JobRecord) -> dict[str, Any]:
-    """A provider's job JSON as the caller sees it: gateway id, the caller's file ids and
-    metadata, a normalized status, and every required key present."""
-    job: dict[str, Any] = {**_JOB_DEFAULTS, **provider_job}
+# -- jobs ------------------------------------------------------------------------------------
+
+
+def with_provider_job(record: JobRecord, provider_job: Mapping[str, Any]) -> JobRecord:
+    """`record` with the provider's latest job as its snapshot: gateway id, the caller's file
+    ids and metadata, a normalized status, and every required key present."""
+    status = normalize_status(provider_job.get("status"))
+    snapshot: dict[str, Any] = {**_JOB_DEFAULTS, **provider_job}
     request = record.request
-    job.update(
+    snapshot.update(
         object=JOB_OBJECT,
         id=record.id,
         training_file=request["training_file"],
         validation_file=request.get("validation_file"),
         metadata=record.metadata if "metadata" in request else None,
-        status=normalize_status(provider_job.get("status")),
+        status=status,
     )
-    job.setdefault("created_at", record.created_at)
-    job.setdefault("model", request.get("model", ""))
-    if job.get("error") and not any(job["error"].get(k) for k in ("code", "message")):
-        job["error"] = None  # OpenAI's examples send an all-null error for a healthy job
-    return job
+    snapshot.setdefault("created_at", record.created_at)
+    snapshot.setdefault("model", request.get("model", ""))
+    error = snapshot["error"]
+    if error and not any(error.get(k) for k in ("code", "message")):
+        snapshot["error"] = None  # OpenAI's examples send an all-null error for a healthy job
+    return dataclasses.replace(record, snapshot=snapshot, status=status)
 
 
-def intent_object(record: JobRecord) -> dict[str, Any]:
+def job_message(record: JobRecord) -> ft.FineTuningJob:
+    """The job as the caller sees it: its snapshot once the provider confirmed it, else its
+    intent (see `_intent_json`)."""
+    return from_openai(_record_json(record), ft.FineTuningJob, lenient=True)
+
+
+def foreign_job(provider_job: Mapping[str, Any]) -> ft.FineTuningJob:
+    """A provider job the registry does not know (created elsewhere), under its native ids."""
+    return from_openai(_foreign_json(provider_job), ft.FineTuningJob, lenient=True)
+
+
+def job_list(jobs: Sequence[JobRecord | JobObject], *, has_more: bool) -> ft.ListFineTuningJobsResponse:
+    """A page of jobs, in the order given: registry jobs as `job_message` renders them, provider
+    jobs the registry does not know (JSON) as `foreign_job` does. The page is read in one pass."""
+    data = [_record_json(job) if isinstance(job, JobRecord) else _foreign_json(job) for job in jobs]
+    return from_openai({"data": data, "has_more": has_more}, ft.ListFineTuningJobsResponse, lenient=True)
+
+
+def _record_json(record: JobRecord) -> Mapping[str, Any]:
+    # A snapshot is stored exactly when the provider confirms the job (state `created`).
+    return record.snapshot if record.snapshot is not None else _intent_json(record)
+
+
+def _intent_json(record: JobRecord) -> dict[str, Any]:
     """A job the provider has not confirmed yet, from the request: `validating_files` (or
     `failed` with the registry's error once creation was given up)."""
     request = record.request
@@ -115,8 +156,39 @@ def intent_object(record: JobRecord) -> dict[str, Any]:
     return job
 
 
-def event_object(body: Mapping[str, Any], *, gateway_id: str) -> dict[str, Any]:
-    """A mirrored event under its gateway id."""
+def _foreign_json(provider_job: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        **_JOB_DEFAULTS,
+        **provider_job,
+        "object": JOB_OBJECT,
+        "status": normalize_status(provider_job.get("status")),
+    }
+
+
+# -- events and checkpoints ------------------------------------------------------------------
+
+
+def event_list(
+    items: Iterable[tuple[str, Mapping[str, Any]]], *, has_more: bool
+) -> ft.ListFineTuningEventsResponse:
+    """A page of events from `(id, provider body)` pairs: each under the id given."""
+    data = [_event_json(body, gateway_id=item_id) for item_id, body in items]
+    return from_openai({"data": data, "has_more": has_more}, ft.ListFineTuningEventsResponse, lenient=True)
+
+
+def checkpoint_list(
+    items: Iterable[tuple[str, Mapping[str, Any]]], *, job_id: str, has_more: bool
+) -> ft.ListFineTuningCheckpointsResponse:
+    """A page of checkpoints from `(id, provider body)` pairs: each under the id given and
+    pointing at `job_id`; `first_id`/`last_id` are set when the page is not empty."""
+    data = [_checkpoint_json(body, gateway_id=item_id, job_id=job_id) for item_id, body in items]
+    page: dict[str, Any] = {"data": data, "has_more": has_more}
+    if data:
+        page.update(first_id=data[0]["id"], last_id=data[-1]["id"])
+    return from_openai(page, ft.ListFineTuningCheckpointsResponse, lenient=True)
+
+
+def _event_json(body: Mapping[str, Any], *, gateway_id: str) -> dict[str, Any]:
     event = {
         "object": "fine_tuning.job.event",
         "id": gateway_id,
@@ -131,8 +203,7 @@ def event_object(body: Mapping[str, Any], *, gateway_id: str) -> dict[str, Any]:
     return event
 
 
-def checkpoint_object(body: Mapping[str, Any], *, gateway_id: str, job_id: str) -> dict[str, Any]:
-    """A mirrored checkpoint under its gateway id, pointing at the gateway job id."""
+def _checkpoint_json(body: Mapping[str, Any], *, gateway_id: str, job_id: str) -> dict[str, Any]:
     return {
         "object": "fine_tuning.job.checkpoint",
         "id": gateway_id,
@@ -141,14 +212,4 @@ def checkpoint_object(body: Mapping[str, Any], *, gateway_id: str, job_id: str) 
         "fine_tuning_job_id": job_id,
         "step_number": int(body.get("step_number") or 0),
         "metrics": dict(body.get("metrics") or {}),
-    }
-
-
-def foreign_job_object(provider_job: Mapping[str, Any]) -> dict[str, Any]:
-    """A provider job the registry does not know (created elsewhere): native ids, as listed."""
-    return {
-        **_JOB_DEFAULTS,
-        **provider_job,
-        "object": JOB_OBJECT,
-        "status": normalize_status(provider_job.get("status")),
     }

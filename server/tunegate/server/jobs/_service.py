@@ -1,5 +1,7 @@
 """The job registry's public face: OpenAI's `/v1/fine_tuning/jobs` rules over the registry, the
-providers and the mirrors. No gRPC here; the servicer translates.
+providers and the mirrors. Answers are the contract's messages (`FineTuningJob` and the list
+responses), made by `_render` from the registry's records; no gRPC here, the servicer translates
+requests and returns these answers as they are.
 
 Every method takes the caller's owner scope first and the call's metadata (lower-case keys) for
 routing. Jobs are found by gateway id within the owner scope — another owner's id is 404 — and
@@ -12,7 +14,6 @@ usable credential, reads serve the registry's last snapshot and mirrors; mutatio
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -45,21 +46,23 @@ from tunegate.server.jobs._create import (
     JobCreator,
     ReconcileReport,
 )
+from tunegate.server.jobs._listing import JobLister
 from tunegate.server.jobs._mirror import Mirror, checkpoints_lister, events_lister
 from tunegate.server.jobs._provider_files import FileCopySettings, ProviderFileCopier, Sleep
 from tunegate.server.jobs._render import (
-    checkpoint_object,
-    event_object,
-    foreign_job_object,
-    intent_object,
-    job_object,
+    checkpoint_list,
+    event_list,
+    foreign_job,
+    job_message,
+    with_provider_job,
 )
 from tunegate.server.jobs._result_files import ResultFileImporter
 from tunegate.server.jobs._validation import check_create_request, check_metadata
 from tunegate.server.providers._base import Account, Capability, JobObject, Provider, unsupported
 from tunegate.server.store import Database, JobRecord
+from tunegate.v1 import fine_tuning_pb2 as ft
 
-__all__ = ["CHECKPOINT_PREFIX", "EVENT_PREFIX", "ItemPage", "JobPage", "JobService", "JobSettings"]
+__all__ = ["CHECKPOINT_PREFIX", "EVENT_PREFIX", "JobService", "JobSettings"]
 
 logger = logging.getLogger("tunegate.server")
 
@@ -82,30 +85,6 @@ class JobSettings:
     cursor_ttl: int = 24 * 3600
 
 
-@dataclass(frozen=True, slots=True)
-class JobPage:
-    """A page of jobs (OpenAI JSON), newest first."""
-
-    data: list[dict[str, Any]]
-    has_more: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ItemPage:
-    """A page of events or checkpoints (OpenAI JSON), newest first."""
-
-    data: list[dict[str, Any]]
-    has_more: bool
-
-    @property
-    def first_id(self) -> str | None:
-        return self.data[0]["id"] if self.data else None
-
-    @property
-    def last_id(self) -> str | None:
-        return self.data[-1]["id"] if self.data else None
-
-
 def _job_not_found(job_id: str) -> NotFound:
     return NotFound(f"No such fine-tuning job: {job_id}", code="job_not_found", param="fine_tuning_job_id")
 
@@ -125,13 +104,6 @@ def _body_options(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     if not portkey and not provider:
         return None, "provider_options"
     return {**provider, **portkey}, "portkey_options" if portkey else "provider_options"
-
-
-def render(record: JobRecord) -> dict[str, Any]:
-    """The job as OpenAI JSON: the provider's latest snapshot once created, else the intent."""
-    if record.state == CREATED and record.snapshot is not None:
-        return dict(record.snapshot)
-    return intent_object(record)
 
 
 class JobService:
@@ -167,6 +139,16 @@ class JobService:
             database.jobs, self.copier, self.backends, settings=self.settings.creation, clock=clock
         )
         self.results = ResultFileImporter(files, database.provider_files, clock=clock)
+        self._lister = JobLister(
+            database.jobs,
+            router,
+            providers,
+            self.backends,
+            self.creator,
+            self._store,
+            cursor_ttl=self.settings.cursor_ttl,
+            clock=clock,
+        )
         self._events = Mirror(database.job_events, prefix=EVENT_PREFIX, lister=events_lister)
         self._checkpoints = Mirror(
             database.job_checkpoints, prefix=CHECKPOINT_PREFIX, lister=checkpoints_lister
@@ -184,7 +166,7 @@ class JobService:
         *,
         metadata: Mapping[str, str],
         request_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ft.FineTuningJob:
         """Create a job from an OpenAI create body (which may carry `portkey_options`,
         `provider_options` and `request_id`; the body's `request_id` wins over the argument).
 
@@ -209,24 +191,24 @@ class JobService:
         record = await self.creator.create(
             owner, request, backend, request_id=request_id, copies_files=copies_files
         )
-        return render(record)
+        return job_message(record)
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def retrieve(self, owner: str, job_id: str, *, metadata: Mapping[str, str]) -> dict[str, Any]:
+    async def retrieve(self, owner: str, job_id: str, *, metadata: Mapping[str, str]) -> ft.FineTuningJob:
         """The job, refreshed from its provider when a credential for it is at hand. A job the
         registry does not hold is passed through from the provider the call names."""
         record = await self._owned_or_none(owner, job_id)
         if record is None:
             foreign = self._foreign(job_id, metadata, Capability.RETRIEVE, "retrieving jobs")
-            return foreign_job_object(await foreign.provider.get_job(foreign.account, job_id))
+            return foreign_job(await foreign.provider.get_job(foreign.account, job_id))
         backend = self.backends.for_job(record, metadata)
         record = await self.creator.resolve(record, backend)
         if record.state == CREATED and backend is not None and backend.can(Capability.RETRIEVE):
             assert record.native_id is not None
             fresh = await backend.provider.get_job(backend.account, record.native_id)
             record = await self._store(record, fresh, backend)
-        return render(record)
+        return job_message(record)
 
     async def list(
         self,
@@ -236,117 +218,30 @@ class JobService:
         after: str | None = None,
         limit: int | None = None,
         metadata_filter: Mapping[str, str] | None = None,
-    ) -> JobPage:
-        """Jobs newest first. A call naming a provider lists that account's jobs at the provider
-        (registry jobs under their gateway ids, others under native ids; an opaque page token
-        stays here, keyed by the page's last id — a provider paging by id needs none); otherwise
-        the registry across providers.
+    ) -> ft.ListFineTuningJobsResponse:
+        """Jobs newest first: with a provider named, that account's jobs at the provider
+        (registry jobs under their gateway ids, others under native ids); otherwise the
+        registry across providers (see `tunegate.server.jobs._listing`).
 
         `metadata_filter`: None = all; empty = jobs without metadata; else jobs holding every pair."""
         size = _limit(limit, DEFAULT_JOBS_LIMIT)
         if metadata_filter:
             check_metadata(metadata_filter)
-        account = self._router.resolve(metadata)
-        if account is not None:
-            return await self._list_provider(
-                owner, account, after=after, limit=size, metadata_filter=metadata_filter
-            )
-        after_seq: int | None = None
-        if after:
-            cursor = await self._repo.get(owner, after) if is_well_formed(after, JOB_PREFIX) else None
-            if cursor is None:
-                raise InvalidArgument(
-                    f"Invalid cursor {after!r}: not the id of one of your jobs.",
-                    code="invalid_cursor",
-                    param="after",
-                )
-            after_seq = cursor.seq
-        rows = await self._repo.page(
-            owner,
-            limit=size + 1,
-            after_seq=after_seq,
-            metadata=metadata_filter,
-            hidden_states=(FAILED_TO_CREATE,),
+        return await self._lister.list(
+            owner, metadata=metadata, after=after, limit=size, metadata_filter=metadata_filter
         )
-        data = []
-        for record in rows[:size]:
-            # A tag lookup is read-only, so it is safe beside a live driver — and a lease left
-            # by a crashed process must not hide a job the provider already has.
-            if record.state == INTENT and record.attempted:
-                record = await self.creator.resolve(record, self.backends.for_job(record, metadata))
-            data.append(render(record))
-        return JobPage(data=data, has_more=len(rows) > size)
-
-    async def _list_provider(
-        self,
-        owner: str,
-        account: Account,
-        *,
-        after: str | None,
-        limit: int,
-        metadata_filter: Mapping[str, str] | None,
-    ) -> JobPage:
-        backend = Backend(self._providers.get(account.provider), account)
-        backend.require(Capability.LIST, "listing jobs")
-        by_id = backend.provider.pages_by_id
-        now = self._now()
-        token: str | None = None
-        if after:
-            if by_id:
-                token = await self._native_cursor(owner, account, after)
-            else:
-                token = await self._repo.get_cursor(
-                    owner, account.key, after, not_before=now - self.settings.cursor_ttl
-                )
-            if token is None:
-                raise InvalidArgument(
-                    f"Invalid cursor {after!r}: not the last id of a page listed here (or expired).",
-                    code="invalid_cursor",
-                    param="after",
-                )
-        page = await backend.provider.list_jobs(account, limit=limit, page_token=token)
-        known = await self._repo.by_native_ids(owner, account.key, [str(job.get("id")) for job in page.data])
-        data: list[dict[str, Any]] = []
-        for job in page.data:
-            record = known.get(str(job.get("id")))
-            rendered = (
-                foreign_job_object(job) if record is None else render(await self._store(record, job, backend))
-            )
-            if _matches(rendered.get("metadata"), metadata_filter):
-                data.append(rendered)
-        if page.has_more and data and not by_id:
-            next_token = page.next_token or str(page.data[-1].get("id"))
-            await self._repo.put_cursor(
-                owner,
-                account.key,
-                data[-1]["id"],
-                next_token,
-                now=now,
-                expire_before=now - self.settings.cursor_ttl,
-            )
-        return JobPage(data=data, has_more=page.has_more)
-
-    async def _native_cursor(self, owner: str, account: Account, after: str) -> str | None:
-        """For a provider that pages by id: the native id to list after. A registry job's gateway
-        id maps to its native id (on this account only); any other id is the provider's own —
-        with a metadata filter, the page may end before the provider's page did: listing after
-        the last job shown re-reads the skipped ones, which the filter skips again."""
-        record = await self._repo.get(owner, after) if is_well_formed(after, JOB_PREFIX) else None
-        if record is None:
-            return after
-        return record.native_id if record.account_key == account.key else None
 
     # -- mutations ------------------------------------------------------------------------
 
-    async def cancel(self, owner: str, job_id: str, *, metadata: Mapping[str, str]) -> dict[str, Any]:
+    async def cancel(self, owner: str, job_id: str, *, metadata: Mapping[str, str]) -> ft.FineTuningJob:
         return await self._mutate(
             owner, job_id, metadata, Capability.CANCEL, "cancel", lambda p: p.cancel_job
         )
 
-    async def pause(self, owner: str, job_id: str, *, metadata: Mapping[str, str]) -> dict[str, Any]:
+    async def pause(self, owner: str, job_id: str, *, metadata: Mapping[str, str]) -> ft.FineTuningJob:
         return await self._mutate(owner, job_id, metadata, Capability.PAUSE, "pause", lambda p: p.pause_job)
 
-    async def resume(self, owner: str, job_id: str, *, metadata: Mapping[str, str]) -> dict[str, Any]:
+    async def resume(self, owner: str, job_id: str, *, metadata: Mapping[str, str]) -> ft.FineTuningJob:
         return await self._mutate(
             owner, job_id, metadata, Capability.RESUME, "resume", lambda p: p.resume_job
         )
@@ -359,11 +254,11 @@ class JobService:
         capability: Capability,
         operation: str,
         method: Callable[[Provider], Callable[[Account, str], Awaitable[JobObject]]],
-    ) -> dict[str, Any]:
+    ) -> ft.FineTuningJob:
         record = await self._owned_or_none(owner, job_id)
         if record is None:
             foreign = self._foreign(job_id, metadata, capability, operation)
-            return foreign_job_object(await method(foreign.provider)(foreign.account, job_id))
+            return foreign_job(await method(foreign.provider)(foreign.account, job_id))
         backend = self.backends.for_job(record, metadata)
         if backend is None:
             if capability not in self._providers.get(record.provider).capabilities:
@@ -379,7 +274,7 @@ class JobService:
                 param="fine_tuning_job_id",
             )
         result = await method(backend.provider)(backend.account, record.native_id)
-        return render(await self._store(record, result, backend))
+        return job_message(await self._store(record, result, backend))
 
     # -- events and checkpoints -------------------------------------------------------------
 
@@ -391,19 +286,17 @@ class JobService:
         metadata: Mapping[str, str],
         after: str | None = None,
         limit: int | None = None,
-    ) -> ItemPage:
+    ) -> ft.ListFineTuningEventsResponse:
         """The job's events newest first, mirrored under `ftevent-` ids."""
         size = _limit(limit, DEFAULT_EVENTS_LIMIT)
         record = await self._owned_or_none(owner, job_id)
         if record is None:
             foreign = self._foreign(job_id, metadata, Capability.EVENTS, "job events")
             native = await foreign.provider.list_events(foreign.account, job_id, limit=size, page_token=after)
-            events = [event_object(body, gateway_id=str(body.get("id"))) for body in native.data]
-            return ItemPage(data=events, has_more=native.has_more)
+            return event_list(((str(body.get("id")), body) for body in native.data), has_more=native.has_more)
         record = await self._sync(record, metadata, self._events, Capability.EVENTS, "job events")
         page = await self._events.page(record, after=after, limit=size)
-        data = [event_object(row.body, gateway_id=row.id) for row in page.data]
-        return ItemPage(data=data, has_more=page.has_more)
+        return event_list(((row.id, row.body) for row in page.data), has_more=page.has_more)
 
     async def list_checkpoints(
         self,
@@ -413,7 +306,7 @@ class JobService:
         metadata: Mapping[str, str],
         after: str | None = None,
         limit: int | None = None,
-    ) -> ItemPage:
+    ) -> ft.ListFineTuningCheckpointsResponse:
         """The job's checkpoints newest first, mirrored under `ftckpt_` ids."""
         size = _limit(limit, DEFAULT_CHECKPOINTS_LIMIT)
         record = await self._owned_or_none(owner, job_id)
@@ -422,16 +315,14 @@ class JobService:
             native = await foreign.provider.list_checkpoints(
                 foreign.account, job_id, limit=size, page_token=after
             )
-            items = [
-                checkpoint_object(body, gateway_id=str(body.get("id")), job_id=job_id) for body in native.data
-            ]
-            return ItemPage(data=items, has_more=native.has_more)
+            items = ((str(body.get("id")), body) for body in native.data)
+            return checkpoint_list(items, job_id=job_id, has_more=native.has_more)
         record = await self._sync(
             record, metadata, self._checkpoints, Capability.CHECKPOINTS, "job checkpoints"
         )
         page = await self._checkpoints.page(record, after=after, limit=size)
-        data = [checkpoint_object(row.body, gateway_id=row.id, job_id=record.id) for row in page.data]
-        return ItemPage(data=data, has_more=page.has_more)
+        items = ((row.id, row.body) for row in page.data)
+        return checkpoint_list(items, job_id=record.id, has_more=page.has_more)
 
     async def _sync(
         self,
@@ -510,24 +401,18 @@ class JobService:
         return backend
 
     async def _store(self, record: JobRecord, provider_job: JobObject, backend: Backend | None) -> JobRecord:
+        """`record` with the provider's latest job, written to the registry if it changed."""
         native_results = provider_job.get("result_files") or []
         if native_results:
             gateway_results = await self.results.gateway_ids(
                 record, backend, [str(i) for i in native_results]
             )
             provider_job = {**provider_job, "result_files": gateway_results}
-        snapshot = job_object(provider_job, record)
-        if snapshot == record.snapshot and snapshot["status"] == record.status:
+        updated = with_provider_job(record, provider_job)
+        if updated.snapshot == record.snapshot and updated.status == record.status:
             return record  # a poll that changed nothing writes nothing
+        assert updated.snapshot is not None
         await self._repo.update_snapshot(
-            record.id, status=snapshot["status"], snapshot=snapshot, now=self._now()
+            record.id, status=updated.status, snapshot=updated.snapshot, now=self._now()
         )
-        return dataclasses.replace(record, snapshot=snapshot, status=snapshot["status"])
-
-
-def _matches(metadata: Mapping[str, str] | None, wanted: Mapping[str, str] | None) -> bool:
-    if wanted is None:
-        return True
-    if not wanted:
-        return not metadata
-    return all((metadata or {}).get(key) == value for key, value in wanted.items())
+        return updated

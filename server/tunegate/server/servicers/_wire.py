@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.descriptor import EnumDescriptor
-from google.protobuf.message import Message
-from tunegate.openai_json import from_openai
 from tunegate.server.owner import owner_from_metadata
 from tunegate.v1 import options_pb2
 
@@ -24,7 +22,6 @@ DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 """How much of a rejected client stream is read and discarded before the error is sent."""
 
 T = TypeVar("T")
-M = TypeVar("M", bound=Message)
 
 
 @functools.cache
@@ -68,12 +65,6 @@ def call_metadata(context: Context) -> dict[str, str]:
         if isinstance(value, str):
             result.setdefault(key.lower(), value)
     return result
-
-
-def reply(message_cls: type[M], data: Mapping[str, Any]) -> M:
-    """The RPC's response message from the domain's OpenAI JSON, read leniently: provider
-    objects gain keys the contract does not have yet, and those are dropped."""
-    return from_openai(data if isinstance(data, dict) else dict(data), message_cls, lenient=True)
 
 
 def idempotency_key(context: Context) -> str | None:
