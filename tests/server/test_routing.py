@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from tunegate.server.errors import FailedPrecondition, InvalidArgument, TunegateError
-from tunegate.server.providers._base import Account
+from tunegate.server.providers.interface import Account
 from tunegate.server.routing import (
     DEFAULT_PROVIDERS,
     ProviderSettings,

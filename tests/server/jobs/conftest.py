@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from tunegate.server import GatewayServer, ServerConfig
 from tunegate.server.jobs import CreationSettings, FileCopySettings, JobSettings
-from tunegate.server.providers._base import Capability
+from tunegate.server.providers.interface import Capability
 from tunegate.v1 import files_pb2_grpc, fine_tuning_pb2_grpc
 
 from tests.server.conftest import FakeClock

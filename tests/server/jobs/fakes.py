@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from tunegate.server.errors import InvalidArgument, NotFound
-from tunegate.server.providers._base import (
+from tunegate.server.providers.interface import (
     Account,
     Capability,
     JobObject,

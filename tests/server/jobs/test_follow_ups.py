@@ -9,7 +9,7 @@ import grpc.aio
 import pytest
 import sqlalchemy as sa
 from tunegate.server.app import GatewayServer
-from tunegate.server.providers._base import Capability
+from tunegate.server.providers.interface import Capability
 from tunegate.v1 import files_pb2_grpc, fine_tuning_pb2_grpc
 from tunegate.v1 import fine_tuning_pb2 as ft
 

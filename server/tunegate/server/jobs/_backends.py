@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tunegate.server.errors import InvalidArgument, Unauthenticated
-from tunegate.server.providers._base import Account, Capability, JobObject, Provider, unsupported
+from tunegate.server.providers.interface import Account, Capability, JobObject, Provider, unsupported
 from tunegate.server.store import JobRecord
 
 __all__ = ["AccountRouter", "Backend", "Backends", "ProviderLookup", "capabilities", "missing_credentials"]

@@ -67,7 +67,7 @@ from tunegate.server.ids import FILE_PREFIX, is_well_formed, new_id
 from tunegate.server.jobs._backends import Backend, Backends
 from tunegate.server.jobs._provider_files import ProviderFileCopier
 from tunegate.server.jobs._render import with_provider_job
-from tunegate.server.providers._base import JobObject
+from tunegate.server.providers.interface import JobObject
 from tunegate.server.store import INTENT, DuplicateRequestId, JobRecord, JobRepository
 
 __all__ = [

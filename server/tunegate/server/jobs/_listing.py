@@ -18,7 +18,7 @@ from tunegate.server.ids import is_well_formed
 from tunegate.server.jobs._backends import AccountRouter, Backend, Backends, ProviderLookup
 from tunegate.server.jobs._create import FAILED_TO_CREATE, INTENT, JOB_PREFIX, JobCreator
 from tunegate.server.jobs._render import job_list
-from tunegate.server.providers._base import Account, Capability, JobObject
+from tunegate.server.providers.interface import Account, Capability, JobObject
 from tunegate.server.store import JobRecord, JobRepository
 from tunegate.v1 import fine_tuning_pb2 as ft
 

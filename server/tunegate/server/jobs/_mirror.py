@@ -23,7 +23,7 @@ from typing import Any
 from tunegate.server.errors import InvalidArgument
 from tunegate.server.ids import new_id
 from tunegate.server.jobs._backends import Backend
-from tunegate.server.providers._base import Page
+from tunegate.server.providers.interface import Page
 from tunegate.server.store import JobRecord, MirroredRecord, MirrorRepository
 
 __all__ = ["Mirror", "MirrorPage", "checkpoints_lister", "events_lister"]

@@ -20,7 +20,7 @@ from tunegate.server.errors import DeadlineExceeded, InvalidArgument, NotFound
 from tunegate.server.files import Clock, FileService
 from tunegate.server.ids import FILE_PREFIX, is_well_formed
 from tunegate.server.jobs._backends import Backend, ProviderLookup
-from tunegate.server.providers._base import Account, Capability
+from tunegate.server.providers.interface import Account, Capability
 from tunegate.server.store import FileRecord, FileRepository, ProviderFileRecord, ProviderFileRepository
 
 __all__ = ["FileCopySettings", "ProviderFileCopier"]

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tunegate.openai_json import from_openai
-from tunegate.server.providers._base import JobObject
+from tunegate.server.providers.interface import JobObject
 from tunegate.server.store import JobRecord
 from tunegate.v1 import fine_tuning_pb2 as ft
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from tunegate.server.files import Clock, FileService
 from tunegate.server.jobs._backends import Backend
-from tunegate.server.providers._base import Capability
+from tunegate.server.providers.interface import Capability
 from tunegate.server.store import JobRecord, ProviderFileRecord, ProviderFileRepository
 
 __all__ = ["ResultFileImporter"]

@@ -58,7 +58,7 @@ from tunegate.server.jobs._render import (
 )
 from tunegate.server.jobs._result_files import ResultFileImporter
 from tunegate.server.jobs._validation import check_create_request, check_metadata
-from tunegate.server.providers._base import Account, Capability, JobObject, Provider, unsupported
+from tunegate.server.providers.interface import Account, Capability, JobObject, Provider, unsupported
 from tunegate.server.store import Database, JobRecord
 from tunegate.v1 import fine_tuning_pb2 as ft
 

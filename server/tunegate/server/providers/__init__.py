@@ -1,4 +1,4 @@
-"""Provider adapters: one module per provider behind the `Provider` interface (`_base`).
+"""Provider adapters: one module per provider behind the `Provider` interface (`interface`).
 
 `ProviderSet` holds one instance of each adapter, created once at server start and closed when
 it stops; each HTTP adapter owns one `HttpClient` (`_http`: a pooled `httpx.AsyncClient` with
@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import httpx
 from tunegate.server.errors import InvalidArgument
 from tunegate.server.providers._azure import AzureOpenAIProvider
-from tunegate.server.providers._base import (
+from tunegate.server.providers._http import HttpSettings, Sleep
+from tunegate.server.providers._openai import TAG_KEY, OpenAIProvider
+from tunegate.server.providers.interface import (
     Account,
     Capability,
     JobObject,
@@ -23,8 +25,6 @@ from tunegate.server.providers._base import (
     ProviderFile,
     unsupported,
 )
-from tunegate.server.providers._http import HttpSettings, Sleep
-from tunegate.server.providers._openai import TAG_KEY, OpenAIProvider
 from tunegate.server.providers.local import LocalProvider, LocalSettings, SchedulerSettings
 
 __all__ = [

@@ -22,9 +22,9 @@ from typing import Any
 
 from tunegate.server.errors import InvalidArgument
 from tunegate.server.providers import _azure_dated as dated
-from tunegate.server.providers._base import Account, Capability, JobObject, ProviderFile, unsupported
 from tunegate.server.providers._http import Endpoint
 from tunegate.server.providers._openai import OpenAIProvider
+from tunegate.server.providers.interface import Account, Capability, JobObject, ProviderFile, unsupported
 
 __all__ = ["AzureOpenAIProvider"]
 

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tunegate.server.errors import InvalidArgument
-from tunegate.server.providers._base import JobObject, ProviderFile
+from tunegate.server.providers.interface import JobObject, ProviderFile
 
 __all__ = [
     "check_request",

@@ -21,7 +21,9 @@ from typing import Any
 
 import httpx
 from tunegate.server.errors import InvalidArgument, NotFound
-from tunegate.server.providers._base import (
+from tunegate.server.providers._http import Endpoint, HttpClient, HttpSettings, Sleep
+from tunegate.server.providers._multipart import MultipartFile
+from tunegate.server.providers.interface import (
     Account,
     Capability,
     JobObject,
@@ -29,8 +31,6 @@ from tunegate.server.providers._base import (
     ProviderDownload,
     ProviderFile,
 )
-from tunegate.server.providers._http import Endpoint, HttpClient, HttpSettings, Sleep
-from tunegate.server.providers._multipart import MultipartFile
 
 __all__ = ["GATEWAY_KEYS", "TAG_KEY", "OpenAIProvider", "create_body", "without_tag"]
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from tunegate.server.errors import FailedPrecondition, InvalidArgument
 from tunegate.server.owner import credential_from_authorization
-from tunegate.server.providers._base import Account
+from tunegate.server.providers.interface import Account
 from tunegate.server.routing._config import (
     AZURE_DEFAULT_API_VERSION,
     LOCAL_PROVIDER,

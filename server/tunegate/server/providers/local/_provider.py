@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from tunegate.server.errors import FailedPrecondition, InvalidArgument, NotFound
-from tunegate.server.providers._base import (
+from tunegate.server.providers._openai import TAG_KEY
+from tunegate.server.providers.interface import (
     Account,
     Capability,
     JobObject,
@@ -40,7 +41,6 @@ from tunegate.server.providers._base import (
     ProviderDownload,
     ProviderFile,
 )
-from tunegate.server.providers._openai import TAG_KEY
 from tunegate.server.providers.local._scheduler import RESULT_PREFIX, Scheduler, SchedulerSettings
 from tunegate.server.providers.local._state import NATIVE_JOB_PREFIX, JobTable, page_of
 

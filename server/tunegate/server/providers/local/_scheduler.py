@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunegate.server.providers._base import JobObject
+from tunegate.server.providers.interface import JobObject
 from tunegate.server.providers.local._jobdir import JobDir, read_json, read_jsonl, write_json
 from tunegate.server.providers.local._state import JobTable, fine_tuned_model_name, short_id
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunegate.server.errors import InvalidArgument, NotFound
-from tunegate.server.providers._base import JobObject, Page
+from tunegate.server.providers.interface import JobObject, Page
 from tunegate.server.providers.local._jobdir import JobDir, iter_job_dirs, read_json, write_json
 
 __all__ = ["JobTable", "job_not_found", "page_of", "short_id"]
