@@ -127,8 +127,8 @@ async def test_an_intent_never_found_is_given_up(
 ) -> None:
     provider.create_error = UpstreamError("gateway timeout")
     owner = owner_from_metadata(TEAM)
-    with pytest.raises(UpstreamError):
-        await gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k")
+    intent = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k")
+    assert intent.status == ft.JOB_STATUS_VALIDATING_FILES
     clock.advance(60)
     assert await gateway.jobs.reconcile() == ReconcileReport(pending=1)
     clock.advance(900)

@@ -58,6 +58,7 @@ from tunegate.server.jobs._render import (
 )
 from tunegate.server.jobs._result_files import ResultFileImporter
 from tunegate.server.jobs._validation import check_create_request, check_metadata
+from tunegate.server.providers import no_retries
 from tunegate.server.providers.interface import Account, Capability, JobObject, Provider, unsupported
 from tunegate.server.store import Database, JobRecord
 from tunegate.v1 import fine_tuning_pb2 as ft
@@ -203,11 +204,23 @@ class JobService:
             foreign = self._foreign(job_id, metadata, Capability.RETRIEVE, "retrieving jobs")
             return foreign_job(await foreign.provider.get_job(foreign.account, job_id))
         backend = self.backends.for_job(record, metadata)
-        record = await self.creator.resolve(record, backend)
-        if record.state == CREATED and backend is not None and backend.can(Capability.RETRIEVE):
-            assert record.native_id is not None
-            fresh = await backend.provider.get_job(backend.account, record.native_id)
-            record = await self._store(record, fresh, backend)
+        # The registry has an answer: the provider is asked once, and a provider that fails
+        # (down, slow, erroring) is one WARNING line, not a wait — the stored job is served.
+        with no_retries():
+            record = await self.creator.resolve(record, backend)
+            if record.state == CREATED and backend is not None and backend.can(Capability.RETRIEVE):
+                assert record.native_id is not None
+                try:
+                    fresh = await backend.provider.get_job(backend.account, record.native_id)
+                except (Unavailable, DeadlineExceeded) as exc:
+                    logger.warning(
+                        "%s get_job for %s failed, serving the stored job: %s",
+                        record.provider,
+                        record.id,
+                        exc,
+                    )
+                else:
+                    record = await self._store(record, fresh, backend)
         return job_message(record)
 
     async def list(

@@ -120,6 +120,13 @@ class JobRepository:
         )
         return await self._changed(query)
 
+    async def discard_intent(self, job_id: str) -> None:
+        """Delete an intent (and its metadata pairs) whose create never reached the provider."""
+        async with self._engine.begin() as conn:
+            intent = sa.select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.state == INTENT)
+            await conn.execute(job_metadata.delete().where(job_metadata.c.job_id.in_(intent)))
+            await conn.execute(jobs.delete().where(jobs.c.id == job_id, jobs.c.state == INTENT))
+
     async def release_lease(self, job_id: str) -> None:
         await self._changed(jobs.update().where(jobs.c.id == job_id).values(lease_until=None))
 
