@@ -100,3 +100,21 @@ def test_a_create_answered_too_late_is_one_job(
     assert client.fine_tuning.jobs.retrieve(job.id).status == "running"  # found by its tag
     assert [j.id for j in client.fine_tuning.jobs.list(metadata=case)] == [job.id]
     assert upstream.violations == []
+
+
+def test_a_cancel_of_an_unconfirmed_job_is_carried_out_once_it_is_found(
+    upstream: FakeOpenAI, client: openai.OpenAI, tmp_path: Path
+) -> None:
+    training = client.files.create(file=write_training(tmp_path), purpose="fine-tune")
+    before = len(upstream.jobs)
+    upstream.inject("slow", r"/v1/fine_tuning/jobs$", method="POST", times=1, delay=LATE)
+    job = client.fine_tuning.jobs.create(model=MODEL, training_file=training.id)
+    assert job.status == "validating_files"
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"  # accepted, kept
+    deadline = time.monotonic() + 10
+    while len(upstream.jobs) == before and time.monotonic() < deadline:
+        time.sleep(0.05)  # the provider is still making the job
+    (native,) = tagged(upstream, job.id)
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"  # found, then cancelled
+    assert upstream.jobs[native.id].status == "cancelled"
+    assert upstream.violations == []

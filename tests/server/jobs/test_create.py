@@ -295,6 +295,34 @@ async def test_a_create_that_never_reached_the_provider_leaves_no_job(
     assert [j.id for j in listed.data] == [job.id]
 
 
+async def test_a_cancel_of_an_unconfirmed_job_is_kept_and_carried_out_when_it_is_found(
+    jobs: Stub, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider.create_error_after = UpstreamError("connection reset")  # the job exists anyway
+    lookup = provider.find_job_by_tag
+    down = UpstreamError("Could not connect.")
+
+    async def find_while_down(*args: Any, **kwargs: Any) -> Any:
+        provider.calls.append(("find_job_by_tag_failed",))
+        raise down
+
+    monkeypatch.setattr(provider, "find_job_by_tag", find_while_down)
+    job = await jobs.CreateFineTuningJob(create_request(), metadata=ALICE)
+    assert job.status == ft.JOB_STATUS_VALIDATING_FILES  # unconfirmed
+    cancel = ft.CancelFineTuningJobRequest(fine_tuning_job_id=job.id)
+    accepted = await jobs.CancelFineTuningJob(cancel, metadata=ALICE)
+    assert accepted.id == job.id and accepted.status == ft.JOB_STATUS_CANCELLED
+    assert provider.ops("cancel_job") == []  # nothing to cancel yet: the wish is kept
+    (native,) = provider.jobs
+    assert provider.jobs[native]["status"] != "cancelled"
+
+    monkeypatch.setattr(provider, "find_job_by_tag", lookup)  # the provider is back
+    got = await jobs.GetFineTuningJob(ft.GetFineTuningJobRequest(fine_tuning_job_id=job.id), metadata=ALICE)
+    assert got.status == ft.JOB_STATUS_CANCELLED
+    assert [c[1] for c in provider.ops("cancel_job")] == [native]
+    assert provider.jobs[native]["status"] == "cancelled"
+
+
 async def test_reading_a_job_whose_provider_fails_serves_the_stored_job(
     jobs: Stub, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -42,7 +42,8 @@ the intent stays, its lease is released, and the caller is answered the intent i
 and each retry would be a new paid job. An attempted intent is never created again — a replay
 with the same key, the next retrieve or list, and the reconciler only look it up by tag, until
 it is found (`created`, the provider's state) or `abandon_after` passes (`failed`,
-`creation_not_confirmed`).
+`creation_not_confirmed`). A cancel of such an intent is kept on the row (`cancel_requested`,
+shown as `cancelled`) and carried out at the provider by whoever finds the job.
 
 Duplicates with the same key and the same body (hash of the canonical request + account key)
 wait, polling the row, while another request holds the lease, and return its outcome; a
@@ -429,7 +430,7 @@ class JobCreator:
             logger.warning("%s tag lookup for %s failed: %s", record.provider, record.id, _brief(exc))
             return record
         if found is not None:
-            return await self._complete(record, found)
+            return await self._complete_and_cancel(record, found, backend)
         now = self._now()
         leased = record.lease_until is not None and record.lease_until > now
         if now - record.created_at >= self.settings.abandon_after and not leased:
@@ -437,6 +438,28 @@ class JobCreator:
             current = await self._repo.get_any(record.id)
             return record if current is None else current
         return record
+
+    async def _complete_and_cancel(
+        self, record: JobRecord, provider_job: JobObject, backend: Backend
+    ) -> JobRecord:
+        """Complete the intent with the job found by its tag; then carry out a cancel asked for
+        while it was unconfirmed (read back: it may have been asked for during the lookup)."""
+        created = await self._complete(record, provider_job)
+        current = await self._repo.get_any(record.id)
+        if current is None or not current.cancel_requested or created.native_id is None:
+            return created
+        try:
+            cancelled = await backend.provider.cancel_job(backend.account, created.native_id)
+        except TunegateError as exc:
+            logger.warning("%s cancel of %s failed: %s", record.provider, record.id, _brief(exc))
+            return current
+        updated = with_provider_job(current, cancelled)
+        assert updated.snapshot is not None
+        await self._repo.update_snapshot(
+            record.id, status=updated.status, snapshot=updated.snapshot, now=self._now()
+        )
+        logger.info("cancelled %s at %s, as asked while it was unconfirmed", record.id, record.provider)
+        return updated
 
     async def reconcile(self) -> ReconcileReport:
         """One pass over intents older than `reconcile_grace` whose account can be rebuilt:

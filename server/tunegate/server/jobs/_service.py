@@ -14,6 +14,7 @@ usable credential, reads serve the registry's last snapshot and mirrors; mutatio
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -279,6 +280,12 @@ class JobService:
             raise missing_credentials(record, operation)
         backend.require(capability, operation)
         record = await self.creator.resolve(record, backend)
+        if capability == Capability.CANCEL and record.state == INTENT and record.attempted:
+            # Unconfirmed: keep the wish; whoever finds the job by its tag cancels it.
+            if await self._repo.request_cancel(record.id, now=self._now()):
+                record = dataclasses.replace(record, cancel_requested=True, status="cancelled")
+                return job_message(record)
+            record = await self._repo.get_any(record.id) or record
         if record.state != CREATED or record.native_id is None:
             raise FailedPrecondition(
                 f"Cannot {operation} job {job_id}: the provider has not confirmed it"
