@@ -9,7 +9,7 @@ import grpc
 import grpc.aio
 import pytest
 from tunegate.server import GatewayServer
-from tunegate.server.errors import InvalidArgument, ProviderUnreachable, UpstreamError
+from tunegate.server.errors import InvalidArgument, ProviderUnreachable, ResourceExhausted, UpstreamError
 from tunegate.v1 import files_pb2, files_pb2_grpc, fine_tuning_pb2_grpc
 from tunegate.v1 import fine_tuning_pb2 as ft
 
@@ -279,13 +279,20 @@ async def test_an_unknown_outcome_answers_the_intent_and_is_never_created_again(
     assert provider.jobs == {}
 
 
-async def test_a_create_that_never_reached_the_provider_leaves_no_job(
-    jobs: Stub, provider: FakeProvider
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ProviderUnreachable("Could not connect to the 'openai' provider."), grpc.StatusCode.UNAVAILABLE),
+        (ResourceExhausted("Rate limit reached.", retry_after=1.0), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ],
+)
+async def test_a_create_that_made_nothing_leaves_no_job(
+    jobs: Stub, provider: FakeProvider, error: Exception, code: grpc.StatusCode
 ) -> None:
-    provider.create_error = ProviderUnreachable("Could not connect to the 'openai' provider.")
+    provider.create_error = error  # never reached the provider, or refused for now
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await jobs.CreateFineTuningJob(create_request(request_id="k"), metadata=ALICE)
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # retryable
+    assert info.value.code() == code  # both retryable
     listed = await jobs.ListFineTuningJobs(ft.ListFineTuningJobsRequest(), metadata=ALICE_BARE)
     assert list(listed.data) == []
     provider.create_error = None

@@ -4,7 +4,7 @@ Theory of operation. Each create becomes a row in `jobs` whose `state` moves::
 
     intent ──provider confirmed (answer, or found by tag)──▶ created
        ├────provider refused it definitely (a 4xx)────────▶ failed_to_create   (error stored)
-       ├────the request never reached the provider────────▶ (row deleted)
+       ├────nothing created (unreachable, 429/409)────────▶ (row deleted)
        └────never confirmed within `abandon_after`────────▶ failed             (creation_not_confirmed)
 
 1. *Intent first.* After validation (no provider cost yet) the row is inserted as `intent`
@@ -31,10 +31,10 @@ tag before the provider is asked to create again.
 
 Failures of `create_job`: a definite refusal (400/401/403/404) marks `failed_to_create` and is
 replayed to retries with the same key (AIP-155: the key names one outcome; the SDK does not
-retry 4xx anyway). 429/409 are definite but transient: the lease is released so a retry may
-try again. A failure before any create could have reached the provider — in steps 1–3, or a
-`ProviderUnreachable` (DNS, connect, TLS) from the first create of a fresh intent — deletes the
-row: nothing exists anywhere, the caller gets the (retryable) error and a retry starts afresh.
+retry 4xx anyway). A create is sent at most once per row, so when nothing was created — a
+failure in steps 1–3, a `ProviderUnreachable` (DNS, connect, TLS: the request never left), or a
+429/409 (definite but transient refusals) — the row is deleted: no job exists anywhere, the
+caller gets the (retryable) error and a retry starts afresh.
 Anything else (read timeout, a connection reset after the request was sent, 5xx) is
 *ambiguous*: the row is looked up by tag at once; found → completed and returned; not found →
 the intent stays, its lease is released, and the caller is answered the intent itself
@@ -330,14 +330,10 @@ class JobCreator:
         except _DEFINITE as exc:
             await self._repo.fail(record.id, state=FAILED_TO_CREATE, error=error_record(exc), now=self._now())
             raise
-        except _TRANSIENT_REFUSALS:
-            await self._release(record)
-            raise
-        except ProviderUnreachable:
-            if fresh:  # this intent's only create never left the gateway
-                await self._discard(record)
-            else:
-                await self._release(record)
+        except (ProviderUnreachable, *_TRANSIENT_REFUSALS):
+            # Nothing was created, and this was the intent's only create (an attempted intent
+            # that is not fresh only ever looks, above): no job anywhere, a retry starts afresh.
+            await self._discard(record)
             raise
         except Exception as exc:
             logger.warning(
