@@ -191,10 +191,11 @@ def test_provider_faults(stack: ProviderStack, client: openai.OpenAI, tmp_path: 
     assert client.fine_tuning.jobs.retrieve(job.id).id == job.id  # retried by the gateway (idempotent GET)
     stack.openai.inject("500", jobs_path, method="GET", times=1)
     assert client.fine_tuning.jobs.retrieve(job.id).id == job.id
+    # A provider that keeps failing: the stored job, after one provider call (no retries).
     stack.openai.inject("500", jobs_path, method="GET", times=10)
-    with pytest.raises(openai.InternalServerError) as err:
-        client.fine_tuning.jobs.retrieve(job.id)
-    assert err.value.status_code == 502 and err.value.response.headers["x-should-retry"] == "true"
+    before = len(stack.openai.requests)
+    assert client.fine_tuning.jobs.retrieve(job.id).id == job.id
+    assert [r.method for r in stack.openai.requests[before:]] == ["GET"]
     stack.openai.call(stack.openai.faults.clear)
 
     # A create whose answer is lost after the provider made the job: found again by its tag.
@@ -205,6 +206,26 @@ def test_provider_faults(stack: ProviderStack, client: openai.OpenAI, tmp_path: 
     except openai.APIStatusError:
         dropped = client.fine_tuning.jobs.create(model=MODEL, training_file=training.id, extra_headers=key)
     assert len(provider_jobs_for(stack, dropped.id)) == 1
+
+
+def test_a_lost_create_answer_with_the_sdks_default_retries_is_one_job(
+    stack: ProviderStack, api_key: str, tmp_path: Path
+) -> None:
+    """The provider makes the job and the answer is lost, every time: the SDK (default retries,
+    no idempotency key) gets one answer, and there is one provider job and one gateway job."""
+    client = openai_client(stack.gateway.base_url, api_key, default_headers={"x-portkey-provider": "openai"})
+    training = client.files.create(file=write_training(tmp_path), purpose="fine-tune")
+    before = len(stack.openai.jobs)
+    stack.openai.inject("drop_after_create", r"/v1/fine_tuning/jobs$", method="POST", times=3)
+    tag = {"case": "lost-" + tmp_path.name}
+    job = client.fine_tuning.jobs.create(model=MODEL, training_file=training.id, metadata=tag)
+    stack.openai.call(stack.openai.faults.clear)
+    assert len(stack.openai.jobs) == before + 1
+    (native,) = provider_jobs_for(stack, job.id)
+    stack.openai.advance(native.id, to="running")
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
+    mine = list(client.fine_tuning.jobs.list(metadata=tag))
+    assert [j.id for j in mine] == [job.id]
 
 
 def test_routing_errors_name_the_header(stack: ProviderStack, api_key: str) -> None:

@@ -9,7 +9,9 @@ every provider route (not the ``/_fake/…`` control routes) and, in order:
    answer a provider-shaped server error, ``429`` a rate-limit error with ``Retry-After``,
    ``timeout`` sleeps ``delay`` seconds and then drops the connection (the operation is *not*
    performed), ``disconnect`` drops it at once, ``drop_after_create`` runs the handler (the
-   operation *is* performed) and then drops the connection without a response;
+   operation *is* performed) and then drops the connection without a response, ``slow`` sleeps
+   ``delay`` seconds and then performs the operation and answers (a client that gave up earlier
+   never hears of it);
 3. runs the handler; an :class:`ApiError` it raises becomes the provider's error envelope, and when
    the error says the request broke the provider's contract (``violation=True``) it is appended to
    ``fake.violations`` too — so a test ends with ``assert fake.violations == []``.
@@ -57,7 +59,7 @@ __all__ = [
     "run_cli",
 ]
 
-FaultKind = Literal["500", "503", "429", "timeout", "disconnect", "drop_after_create"]
+FaultKind = Literal["500", "503", "429", "timeout", "disconnect", "drop_after_create", "slow"]
 _FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 _SECRET_HEADERS = frozenset({"authorization", "api-key"})
 
@@ -104,7 +106,8 @@ RECORD = web.RequestKey("record", RecordedRequest)
 class Fault:
     """The next ``times`` requests matching ``method`` (``"*"`` = any) and ``path`` (a regex searched
     in the request path) fail as ``kind``. ``retry_after`` is the ``429`` header in seconds;
-    ``delay`` is how long ``timeout`` waits before dropping the connection."""
+    ``delay`` is how long ``timeout`` waits before dropping the connection, and ``slow`` before
+    it performs the request."""
 
     kind: FaultKind
     path: str = ".*"
@@ -381,6 +384,9 @@ class FakeServer:
         try:
             if request.content_type == "application/json" and request.can_read_body:
                 record.json = await self._read_json(request)
+            if fault is not None and fault.kind == "slow":
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), fault.delay)
             response = await handler(request)
         except ApiError as error:
             if error.violation:

@@ -16,6 +16,7 @@ maps to OpenAI's `{"error": {message, type, param, code}}` through one table::
     ├── Aborted                        ABORTED              409
     ├── Unavailable                    UNAVAILABLE          503  (+ RetryInfo)
     │   └── UpstreamError              UNAVAILABLE          502  a provider's 5xx (retryable)
+    │       └── ProviderUnreachable    UNAVAILABLE          502  nothing reached the provider
     ├── DeadlineExceeded               DEADLINE_EXCEEDED    504  (also a provider timeout)
     └── Internal                       INTERNAL             500
 
@@ -51,6 +52,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
+    "ProviderUnreachable",
     "ResourceExhausted",
     "TunegateError",
     "Unauthenticated",
@@ -193,6 +195,13 @@ class UpstreamError(Unavailable):
 
     def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message, code=code, type="server_error", http_status=502, retry_after=retry_after)
+
+
+class ProviderUnreachable(UpstreamError):
+    """No byte of the request reached the provider (DNS, connect refused or timed out, TLS): the
+    provider did nothing, so a paid operation may be sent again safely."""
+
+    default_code = "provider_unreachable"
 
 
 class Aborted(TunegateError):

@@ -9,7 +9,7 @@ import grpc
 import grpc.aio
 import pytest
 from tunegate.server import GatewayServer
-from tunegate.server.errors import InvalidArgument, UpstreamError
+from tunegate.server.errors import InvalidArgument, ProviderUnreachable, ResourceExhausted, UpstreamError
 from tunegate.v1 import files_pb2, files_pb2_grpc, fine_tuning_pb2_grpc
 from tunegate.v1 import fine_tuning_pb2 as ft
 
@@ -262,22 +262,87 @@ async def test_ambiguous_failure_is_resolved_by_tag(jobs: Stub, provider: FakePr
     assert again.id == job.id and len(provider.jobs) == 1
 
 
-async def test_ambiguous_failure_not_found_is_retryable_and_the_retry_looks_first(
+async def test_an_unknown_outcome_answers_the_intent_and_is_never_created_again(
     jobs: Stub, provider: FakeProvider
 ) -> None:
-    provider.create_error = UpstreamError("502 from upstream")  # no job was made
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await jobs.CreateFineTuningJob(create_request(request_id="k"), metadata=ALICE)
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    provider.create_error = None
+    provider.create_error = UpstreamError("502 from upstream")  # no job was made, as far as we know
     job = await jobs.CreateFineTuningJob(create_request(request_id="k"), metadata=ALICE)
+    assert job.status == ft.JOB_STATUS_VALIDATING_FILES  # an answer, not an error the SDK retries
+    provider.create_error = None
+    again = await jobs.CreateFineTuningJob(create_request(request_id="k"), metadata=ALICE)
+    assert again.id == job.id and again.status == ft.JOB_STATUS_VALIDATING_FILES
     assert [c[0] for c in provider.calls if c[0] in ("create_job", "find_job_by_tag")] == [
         "create_job",
         "find_job_by_tag",  # after the ambiguous failure
-        "find_job_by_tag",  # the retry looks before it creates anew
-        "create_job",
+        "find_job_by_tag",  # the retry only looks: the first create may still land
     ]
-    assert len(provider.jobs) == 1 and provider.ops("create_job")[1][3] == job.id
+    assert provider.jobs == {}
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ProviderUnreachable("Could not connect to the 'openai' provider."), grpc.StatusCode.UNAVAILABLE),
+        (ResourceExhausted("Rate limit reached.", retry_after=1.0), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ],
+)
+async def test_a_create_that_made_nothing_leaves_no_job(
+    jobs: Stub, provider: FakeProvider, error: Exception, code: grpc.StatusCode
+) -> None:
+    provider.create_error = error  # never reached the provider, or refused for now
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await jobs.CreateFineTuningJob(create_request(request_id="k"), metadata=ALICE)
+    assert info.value.code() == code  # both retryable
+    listed = await jobs.ListFineTuningJobs(ft.ListFineTuningJobsRequest(), metadata=ALICE_BARE)
+    assert list(listed.data) == []
+    provider.create_error = None
+    job = await jobs.CreateFineTuningJob(create_request(request_id="k"), metadata=ALICE)  # a clean retry
+    assert job.status != ft.JOB_STATUS_FAILED and len(provider.jobs) == 1
+    listed = await jobs.ListFineTuningJobs(ft.ListFineTuningJobsRequest(), metadata=ALICE_BARE)
+    assert [j.id for j in listed.data] == [job.id]
+
+
+async def test_a_cancel_of_an_unconfirmed_job_is_kept_and_carried_out_when_it_is_found(
+    jobs: Stub, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider.create_error_after = UpstreamError("connection reset")  # the job exists anyway
+    lookup = provider.find_job_by_tag
+    down = UpstreamError("Could not connect.")
+
+    async def find_while_down(*args: Any, **kwargs: Any) -> Any:
+        provider.calls.append(("find_job_by_tag_failed",))
+        raise down
+
+    monkeypatch.setattr(provider, "find_job_by_tag", find_while_down)
+    job = await jobs.CreateFineTuningJob(create_request(), metadata=ALICE)
+    assert job.status == ft.JOB_STATUS_VALIDATING_FILES  # unconfirmed
+    cancel = ft.CancelFineTuningJobRequest(fine_tuning_job_id=job.id)
+    accepted = await jobs.CancelFineTuningJob(cancel, metadata=ALICE)
+    assert accepted.id == job.id and accepted.status == ft.JOB_STATUS_CANCELLED
+    assert provider.ops("cancel_job") == []  # nothing to cancel yet: the wish is kept
+    (native,) = provider.jobs
+    assert provider.jobs[native]["status"] != "cancelled"
+
+    monkeypatch.setattr(provider, "find_job_by_tag", lookup)  # the provider is back
+    got = await jobs.GetFineTuningJob(ft.GetFineTuningJobRequest(fine_tuning_job_id=job.id), metadata=ALICE)
+    assert got.status == ft.JOB_STATUS_CANCELLED
+    assert [c[1] for c in provider.ops("cancel_job")] == [native]
+    assert provider.jobs[native]["status"] == "cancelled"
+
+
+async def test_reading_a_job_whose_provider_fails_serves_the_stored_job(
+    jobs: Stub, provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = await jobs.CreateFineTuningJob(create_request(), metadata=ALICE)
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        provider.calls.append(("get_job_failed",))
+        raise UpstreamError("Could not connect.")
+
+    monkeypatch.setattr(provider, "get_job", down)
+    got = await jobs.GetFineTuningJob(ft.GetFineTuningJobRequest(fine_tuning_job_id=job.id), metadata=ALICE)
+    assert got.id == job.id and got.status == job.status
+    assert provider.ops("get_job_failed") == [("get_job_failed",)]
 
 
 async def test_unknown_ids_and_other_owners_jobs_are_not_found(jobs: Stub, gateway: GatewayServer) -> None:

@@ -122,13 +122,39 @@ async def test_per_request_credentials_are_resolved_by_the_next_call_carrying_th
     assert row.state == "created" and len(provider.jobs) == 1
 
 
+@pytest.mark.usefixtures("crash")
+async def test_a_provider_down_at_restart_is_one_warning_per_intent_without_a_traceback(
+    gateway: GatewayServer,
+    provider: FakeProvider,
+    router: StubRouter,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job_id = await crash_create(gateway, TEAM, monkeypatch)
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise UpstreamError("The connection to the 'openai' provider failed (ConnectError).")
+
+    monkeypatch.setattr(provider, "find_job_by_tag", down)
+    clock.advance(31)
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="tunegate"):
+        for _ in range(2):  # two restarts
+            assert await restart(gateway, provider, router, clock).reconcile() == ReconcileReport(pending=1)
+    records = [r for r in caplog.records if r.name.startswith("tunegate")]
+    assert [r.exc_info for r in records if r.exc_info] == []
+    warnings = [r.getMessage() for r in records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and all(job_id in w and "\n" not in w for w in warnings)
+
+
 async def test_an_intent_never_found_is_given_up(
     gateway: GatewayServer, provider: FakeProvider, clock: FakeClock
 ) -> None:
     provider.create_error = UpstreamError("gateway timeout")
     owner = owner_from_metadata(TEAM)
-    with pytest.raises(UpstreamError):
-        await gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k")
+    intent = await gateway.jobs.create(owner, BODY, metadata=dict(TEAM), request_id="k")
+    assert intent.status == ft.JOB_STATUS_VALIDATING_FILES
     clock.advance(60)
     assert await gateway.jobs.reconcile() == ReconcileReport(pending=1)
     clock.advance(900)

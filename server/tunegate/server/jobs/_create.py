@@ -4,6 +4,7 @@ Theory of operation. Each create becomes a row in `jobs` whose `state` moves::
 
     intent ──provider confirmed (answer, or found by tag)──▶ created
        ├────provider refused it definitely (a 4xx)────────▶ failed_to_create   (error stored)
+       ├────nothing created (unreachable, 429/409)────────▶ (row deleted)
        └────never confirmed within `abandon_after`────────▶ failed             (creation_not_confirmed)
 
 1. *Intent first.* After validation (no provider cost yet) the row is inserted as `intent`
@@ -30,17 +31,25 @@ tag before the provider is asked to create again.
 
 Failures of `create_job`: a definite refusal (400/401/403/404) marks `failed_to_create` and is
 replayed to retries with the same key (AIP-155: the key names one outcome; the SDK does not
-retry 4xx anyway). 429/409 are definite but transient: the lease is released so a retry may
-try again. Anything else (timeout, dropped connection, 5xx) is *ambiguous*: the row is looked
-up by tag at once; found → completed and returned; not found → the intent stays, the lease is
-released, and the caller gets a retryable error — the retry looks up by tag again before it
-ever creates anew.
+retry 4xx anyway). A create is sent at most once per row, so when nothing was created — a
+failure in steps 1–3, a `ProviderUnreachable` (DNS, connect, TLS: the request never left), or a
+429/409 (definite but transient refusals) — the row is deleted: no job exists anywhere, the
+caller gets the (retryable) error and a retry starts afresh.
+Anything else (read timeout, a connection reset after the request was sent, 5xx) is
+*ambiguous*: the row is looked up by tag at once; found → completed and returned; not found →
+the intent stays, its lease is released, and the caller is answered the intent itself
+(`validating_files`), not an error: the official SDK retries errors without an idempotency key,
+and each retry would be a new paid job. An attempted intent is never created again — a replay
+with the same key, the next retrieve or list, and the reconciler only look it up by tag, until
+it is found (`created`, the provider's state) or `abandon_after` passes (`failed`,
+`creation_not_confirmed`). A cancel of such an intent is kept on the row (`cancel_requested`,
+shown as `cancelled`) and carried out at the provider by whoever finds the job.
 
 Duplicates with the same key and the same body (hash of the canonical request + account key)
 wait, polling the row, while another request holds the lease, and return its outcome; a
 different body is `Conflict` (409, not retried). A duplicate that finds the lease free (the
 first request failed transiently, or its process died and the lease expired) drives the intent
-itself, starting with the tag lookup.
+itself: an attempted one only by the tag lookup.
 
 Fault injection: with `TUNEGATE_FAULT_CRASH_AFTER_PROVIDER_CREATE=1` in the environment (read
 at call time) the process exits with status 70 right after `create_job` returns — the crash
@@ -61,7 +70,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunegate.server import errors
-from tunegate.server.errors import Conflict, TunegateError, Unavailable, UpstreamError
+from tunegate.server.errors import Conflict, ProviderUnreachable, TunegateError, Unavailable
 from tunegate.server.files import Clock
 from tunegate.server.ids import FILE_PREFIX, is_well_formed, new_id
 from tunegate.server.jobs._backends import Backend, Backends
@@ -164,6 +173,20 @@ def stored_error(data: Mapping[str, Any]) -> TunegateError:
     )
 
 
+def _not_reached() -> Unavailable:
+    return Unavailable(
+        "The first request with this idempotency key did not reach the provider; retry.",
+        code="creation_pending",
+        retry_after=1.0,
+    )
+
+
+def _brief(exc: BaseException) -> str:
+    """One line for a log: the error's class and message, never a traceback."""
+    message = exc.message if isinstance(exc, TunegateError) else str(exc)
+    return f"{type(exc).__name__}: {message}"
+
+
 def _crash_point() -> None:
     if os.environ.get(FAULT_CRASH_AFTER_PROVIDER_CREATE) == "1":
         logger.critical("fault injection: exiting between the provider's answer and the commit")
@@ -234,7 +257,8 @@ class JobCreator:
         except DuplicateRequestId:
             assert request_id is not None
             previous = await self._repo.get_by_request_id(owner, request_id)
-            assert previous is not None  # intents are never deleted
+            if previous is None:  # the other request never reached the provider and gave up
+                raise _not_reached() from None
             return await self._replay(previous, record, backend)
         return await self._drive(record, backend, fresh=True)
 
@@ -250,7 +274,8 @@ class JobCreator:
         saw_driver = False
         current: JobRecord | None = previous
         while True:
-            assert current is not None
+            if current is None:  # deleted: the request we waited for never reached the provider
+                raise _not_reached()
             if current.state == FAILED_TO_CREATE:
                 raise stored_error(current.error or {})
             if current.state != INTENT:
@@ -259,8 +284,10 @@ class JobCreator:
             if current.lease_until is not None and current.lease_until > now:
                 saw_driver = True
             elif saw_driver:
-                # The request we waited for gave up without an outcome (a transient failure):
-                # answer like it did, retryably, rather than hammering the provider once per waiter.
+                # The request we waited for ended without an outcome: answer like it did (the
+                # intent, or its transient error) rather than calling the provider once per waiter.
+                if current.attempted:
+                    return current
                 raise Unavailable(
                     "The first request with this idempotency key could not confirm the job; retry.",
                     code="creation_pending",
@@ -281,11 +308,13 @@ class JobCreator:
         """Take a leased intent to an outcome (see the module docstring, steps 2–5). `fresh`: this
         request inserted it just now, so no provider can hold its job yet."""
         provider, account = backend.provider, backend.account
+        if record.attempted and not fresh:
+            # A create may have reached the provider: look, never create again.
+            try:
+                return await self.resolve(record, backend)
+            finally:
+                await self._release(record)
         try:
-            if record.attempted and not fresh:
-                found = await self._find(record, backend)
-                if found is not None:
-                    return await self._complete(record, found)
             native = await self._native_request(record, backend)
             if not record.attempted:
                 await self._repo.mark_attempted(record.id, now=self._now())
@@ -293,32 +322,30 @@ class JobCreator:
         except _DEFINITE as exc:  # e.g. the provider could not process a file: nothing was paid
             await self._repo.fail(record.id, state=FAILED_TO_CREATE, error=error_record(exc), now=self._now())
             raise
-        except BaseException:
-            await self._release(record)
+        except BaseException:  # no create was sent: nothing exists at the provider
+            await self._discard(record)
             raise
         try:
             job = await provider.create_job(account, native, tag=record.id)
         except _DEFINITE as exc:
             await self._repo.fail(record.id, state=FAILED_TO_CREATE, error=error_record(exc), now=self._now())
             raise
-        except _TRANSIENT_REFUSALS:
-            await self._release(record)
+        except (ProviderUnreachable, *_TRANSIENT_REFUSALS):
+            # Nothing was created, and this was the intent's only create (an attempted intent
+            # that is not fresh only ever looks, above): no job anywhere, a retry starts afresh.
+            await self._discard(record)
             raise
         except Exception as exc:
-            logger.warning("ambiguous failure creating %s on %s: %r", record.id, account.key, exc)
+            logger.warning(
+                "%s create_job for %s: outcome unknown (%s); answering the intent",
+                provider.name,
+                record.id,
+                _brief(exc),
+            )
             try:
-                found = await self._find(record, backend)
-            except Exception:
-                logger.exception("tag lookup after an ambiguous create failed for %s", record.id)
-                found = None
-            if found is not None:
-                return await self._complete(record, found)
-            await self._release(record)
-            if isinstance(exc, TunegateError):
-                raise
-            raise UpstreamError(
-                f"{provider.name} did not confirm the job; retry with the same Idempotency-Key."
-            ) from exc
+                return await self.resolve(record, backend)
+            finally:
+                await self._release(record)
         except BaseException:  # cancelled mid-call: the job may exist; let a retry look for it
             await self._release(record)
             raise
@@ -334,6 +361,10 @@ class JobCreator:
     async def _release(self, record: JobRecord) -> None:
         # Shielded: this runs while a cancellation unwinds and must still reach the database.
         await asyncio.shield(self._repo.release_lease(record.id))
+
+    async def _discard(self, record: JobRecord) -> None:
+        """Delete an intent whose create never reached the provider (shielded like `_release`)."""
+        await asyncio.shield(self._repo.discard_intent(record.id))
 
     async def _native_request(self, record: JobRecord, backend: Backend) -> dict[str, Any]:
         body = dict(record.request)
@@ -383,15 +414,48 @@ class JobCreator:
 
     async def resolve(self, record: JobRecord, backend: Backend | None) -> JobRecord:
         """Complete an attempted intent if its job is found by tag (lazy resolution by a call
-        that carries the credential). Other rows are returned unchanged."""
+        that carries the credential); mark it `failed` when it is not found `abandon_after`
+        after its creation and no request holds its lease. Other rows are returned unchanged.
+        A provider that cannot be asked (an expected upstream failure) leaves the row as it is,
+        with one WARNING line."""
         if record.state != INTENT or not record.attempted or backend is None:
             return record
         try:
             found = await self._find(record, backend)
-        except Exception:
-            logger.exception("tag lookup for %s failed", record.id)
+        except TunegateError as exc:
+            logger.warning("%s tag lookup for %s failed: %s", record.provider, record.id, _brief(exc))
             return record
-        return record if found is None else await self._complete(record, found)
+        if found is not None:
+            return await self._complete_and_cancel(record, found, backend)
+        now = self._now()
+        leased = record.lease_until is not None and record.lease_until > now
+        if now - record.created_at >= self.settings.abandon_after and not leased:
+            await self._abandon(record, now)
+            current = await self._repo.get_any(record.id)
+            return record if current is None else current
+        return record
+
+    async def _complete_and_cancel(
+        self, record: JobRecord, provider_job: JobObject, backend: Backend
+    ) -> JobRecord:
+        """Complete the intent with the job found by its tag; then carry out a cancel asked for
+        while it was unconfirmed (read back: it may have been asked for during the lookup)."""
+        created = await self._complete(record, provider_job)
+        current = await self._repo.get_any(record.id)
+        if current is None or not current.cancel_requested or created.native_id is None:
+            return created
+        try:
+            cancelled = await backend.provider.cancel_job(backend.account, created.native_id)
+        except TunegateError as exc:
+            logger.warning("%s cancel of %s failed: %s", record.provider, record.id, _brief(exc))
+            return current
+        updated = with_provider_job(current, cancelled)
+        assert updated.snapshot is not None
+        await self._repo.update_snapshot(
+            record.id, status=updated.status, snapshot=updated.snapshot, now=self._now()
+        )
+        logger.info("cancelled %s at %s, as asked while it was unconfirmed", record.id, record.provider)
+        return updated
 
     async def reconcile(self) -> ReconcileReport:
         """One pass over intents older than `reconcile_grace` whose account can be rebuilt:
@@ -405,7 +469,10 @@ class JobCreator:
                 if backend is None:
                     report = dataclasses.replace(report, pending=report.pending + 1)
                     continue  # per-request credentials: resolved lazily by the next call
-                resolved = await self.resolve(record, backend)
+                if not record.attempted:  # its request died before any create: nothing to find
+                    resolved = await self._abandon_unsent(record, now)
+                else:
+                    resolved = await self.resolve(record, backend)
             except Exception:
                 logger.exception("reconciling %s failed", record.id)
                 report = dataclasses.replace(report, pending=report.pending + 1)
@@ -415,14 +482,18 @@ class JobCreator:
                     "reconciled %s: found at %s as %s", record.id, record.provider, resolved.native_id
                 )
                 report = dataclasses.replace(report, completed=report.completed + 1)
-                continue
-            leased = record.lease_until is not None and record.lease_until > now
-            if now - record.created_at >= self.settings.abandon_after and not leased:
-                await self._abandon(record, now)
+            elif resolved.state == FAILED:
                 report = dataclasses.replace(report, failed=report.failed + 1)
             else:
                 report = dataclasses.replace(report, pending=report.pending + 1)
         return report
+
+    async def _abandon_unsent(self, record: JobRecord, now: int) -> JobRecord:
+        leased = record.lease_until is not None and record.lease_until > now
+        if now - record.created_at >= self.settings.abandon_after and not leased:
+            await self._abandon(record, now)
+            return dataclasses.replace(record, state=FAILED)
+        return record
 
     async def _abandon(self, record: JobRecord, now: int) -> None:
         error = {

@@ -14,6 +14,7 @@ usable credential, reads serve the registry's last snapshot and mirrors; mutatio
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -58,6 +59,7 @@ from tunegate.server.jobs._render import (
 )
 from tunegate.server.jobs._result_files import ResultFileImporter
 from tunegate.server.jobs._validation import check_create_request, check_metadata
+from tunegate.server.providers import no_retries
 from tunegate.server.providers.interface import Account, Capability, JobObject, Provider, unsupported
 from tunegate.server.store import Database, JobRecord
 from tunegate.v1 import fine_tuning_pb2 as ft
@@ -203,11 +205,23 @@ class JobService:
             foreign = self._foreign(job_id, metadata, Capability.RETRIEVE, "retrieving jobs")
             return foreign_job(await foreign.provider.get_job(foreign.account, job_id))
         backend = self.backends.for_job(record, metadata)
-        record = await self.creator.resolve(record, backend)
-        if record.state == CREATED and backend is not None and backend.can(Capability.RETRIEVE):
-            assert record.native_id is not None
-            fresh = await backend.provider.get_job(backend.account, record.native_id)
-            record = await self._store(record, fresh, backend)
+        # The registry has an answer: the provider is asked once, and a provider that fails
+        # (down, slow, erroring) is one WARNING line, not a wait — the stored job is served.
+        with no_retries():
+            record = await self.creator.resolve(record, backend)
+            if record.state == CREATED and backend is not None and backend.can(Capability.RETRIEVE):
+                assert record.native_id is not None
+                try:
+                    fresh = await backend.provider.get_job(backend.account, record.native_id)
+                except (Unavailable, DeadlineExceeded) as exc:
+                    logger.warning(
+                        "%s get_job for %s failed, serving the stored job: %s",
+                        record.provider,
+                        record.id,
+                        exc,
+                    )
+                else:
+                    record = await self._store(record, fresh, backend)
         return job_message(record)
 
     async def list(
@@ -266,6 +280,12 @@ class JobService:
             raise missing_credentials(record, operation)
         backend.require(capability, operation)
         record = await self.creator.resolve(record, backend)
+        if capability == Capability.CANCEL and record.state == INTENT and record.attempted:
+            # Unconfirmed: keep the wish; whoever finds the job by its tag cancels it.
+            if await self._repo.request_cancel(record.id, now=self._now()):
+                record = dataclasses.replace(record, cancel_requested=True, status="cancelled")
+                return job_message(record)
+            record = await self._repo.get_any(record.id) or record
         if record.state != CREATED or record.native_id is None:
             raise FailedPrecondition(
                 f"Cannot {operation} job {job_id}: the provider has not confirmed it"

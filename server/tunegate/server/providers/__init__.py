@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import httpx
 from tunegate.server.errors import InvalidArgument
 from tunegate.server.providers._azure import AzureOpenAIProvider
-from tunegate.server.providers._http import HttpSettings, Sleep
+from tunegate.server.providers._http import HttpSettings, Sleep, no_retries
 from tunegate.server.providers._openai import TAG_KEY, OpenAIProvider
 from tunegate.server.providers.interface import (
     Account,
@@ -44,6 +44,7 @@ __all__ = [
     "ProviderSet",
     "SchedulerSettings",
     "capabilities_for",
+    "no_retries",
     "unsupported",
 ]
 

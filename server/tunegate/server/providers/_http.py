@@ -34,8 +34,13 @@ Contract:
   `retry_after_max_seconds` is not waited out: the error is raised at once, carrying the hint;
 - a 2xx answer is returned; anything else raises a `tunegate.server.errors.TunegateError`:
   a 4xx keeps its status, message, code and param (`error_for_http_status`), a 5xx becomes a
-  retryable 502 `UpstreamError`, a timeout a `DeadlineExceeded` (504), a failure to connect or a
-  broken connection an `UpstreamError` — while a streamed body is read too.
+  retryable 502 `UpstreamError`, a timeout a `DeadlineExceeded` (504), a broken connection an
+  `UpstreamError` — while a streamed body is read too; a failure to reach the provider at all
+  (DNS, connect refused or timed out, TLS handshake, no free pooled connection) is a
+  `ProviderUnreachable` (an `UpstreamError` saying the request was never sent);
+- `no_retries()` (a context manager) turns guessed retries off for the calls made inside it: a
+  read that has a stored answer to fall back on asks the provider once, and again only when the
+  provider answered with a `Retry-After` hint (it is up and said when to come back).
 
 Credentials travel in headers only; they are never logged and never put into error messages.
 """
@@ -44,19 +49,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import email.utils
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
-from tunegate.server.errors import DeadlineExceeded, TunegateError, UpstreamError, error_for_http_status
+from tunegate.server.errors import (
+    DeadlineExceeded,
+    ProviderUnreachable,
+    TunegateError,
+    UpstreamError,
+    error_for_http_status,
+)
 
-__all__ = ["Endpoint", "HttpClient", "HttpSettings", "Sleep", "retry_after_seconds"]
+__all__ = ["Endpoint", "HttpClient", "HttpSettings", "Sleep", "no_retries", "retry_after_seconds"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +81,18 @@ Body = bytes | AsyncIterator[bytes]
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _USER_AGENT = "tunegate"
+_RETRIES = contextvars.ContextVar("tunegate_provider_retries", default=True)
+
+
+@contextlib.contextmanager
+def no_retries() -> Iterator[None]:
+    """Calls to providers made inside this block (in this task) are not retried without the
+    provider's own `Retry-After` hint."""
+    token = _RETRIES.set(False)
+    try:
+        yield
+    finally:
+        _RETRIES.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +243,8 @@ class HttpClient:
                     raise error
                 cause = error
             delay = self._delay(attempt, hint)
-            if not retryable or attempt >= self.settings.max_retries or delay is None:
+            unhinted = hint is None and not _RETRIES.get()
+            if not retryable or unhinted or attempt >= self.settings.max_retries or delay is None:
                 raise error from (None if cause is error else cause)
             log.info(
                 "%s %s failed (%s); retry %d/%d in %.2f s",
@@ -281,9 +306,13 @@ class HttpClient:
             await response.aclose()
 
     def _transport_error(self, exc: httpx.RequestError) -> TunegateError:
-        if isinstance(exc, httpx.ConnectTimeout):
+        if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
             # Nothing reached the provider: a connection failure, not a slow answer.
-            return UpstreamError(f"Could not connect to the '{self.provider}' provider (timed out).")
+            return ProviderUnreachable(f"Could not connect to the '{self.provider}' provider (timed out).")
+        if isinstance(exc, httpx.ConnectError):  # DNS, refused, TLS handshake: nothing was sent
+            return ProviderUnreachable(
+                f"Could not connect to the '{self.provider}' provider ({type(exc).__name__})."
+            )
         if isinstance(exc, httpx.TimeoutException):
             return DeadlineExceeded(
                 f"The '{self.provider}' provider did not answer in time "

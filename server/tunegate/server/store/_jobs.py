@@ -72,6 +72,7 @@ def _record(row: sa.Row[Any]) -> JobRecord:
         raw = values[name]
         values[name] = None if raw is None else orjson.loads(raw)
     values["attempted"] = bool(values["attempted"])
+    values["cancel_requested"] = bool(values["cancel_requested"])
     return JobRecord(**values)
 
 
@@ -117,6 +118,22 @@ class JobRepository:
                 sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until <= now),
             )
             .values(lease_until=until, updated_at=now)
+        )
+        return await self._changed(query)
+
+    async def discard_intent(self, job_id: str) -> None:
+        """Delete an intent (and its metadata pairs) whose create never reached the provider."""
+        async with self._engine.begin() as conn:
+            intent = sa.select(jobs.c.id).where(jobs.c.id == job_id, jobs.c.state == INTENT)
+            await conn.execute(job_metadata.delete().where(job_metadata.c.job_id.in_(intent)))
+            await conn.execute(jobs.delete().where(jobs.c.id == job_id, jobs.c.state == INTENT))
+
+    async def request_cancel(self, job_id: str, *, now: int) -> bool:
+        """Keep a cancel for an intent (shown as `cancelled`); False if it is no longer one."""
+        query = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.state == INTENT)
+            .values(cancel_requested=True, status="cancelled", updated_at=now)
         )
         return await self._changed(query)
 

@@ -73,7 +73,8 @@ class JobRecord:
     `state` is the registry's creation state (`intent`, `created`, `failed_to_create`,
     `failed`; see `tunegate.server.jobs`); `status` OpenAI's job status as last seen. `request` is the
     create body as OpenAI JSON with the caller's file ids; `snapshot` the latest job object
-    rendered with gateway ids (None while an intent); `error` a stored creation error."""
+    rendered with gateway ids (None while an intent); `error` a stored creation error;
+    `cancel_requested` a cancel asked for while an intent, carried out once the job is found."""
 
     id: str
     owner: str
@@ -93,6 +94,7 @@ class JobRecord:
     error: dict[str, Any] | None = None
     attempted: bool = False
     lease_until: int | None = None
+    cancel_requested: bool = False
     seq: int | None = None
 
 

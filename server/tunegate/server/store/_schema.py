@@ -98,6 +98,8 @@ jobs = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("attempted", sa.Boolean, nullable=False, default=False),
     sa.Column("lease_until", sa.BigInteger, nullable=True),
+    # Migration 0006: a cancel asked for before the provider confirmed the job.
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.Index("ix_jobs_owner_seq", "owner", "seq"),
