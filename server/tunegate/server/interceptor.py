@@ -5,7 +5,12 @@ Every handler, whatever its cardinality, is wrapped in a handler of the same car
 - a raised `TunegateError` aborts the call with `to_status(err)` (code, message, details);
 - any other exception is logged with its traceback and aborts with a generic INTERNAL status
   (code `internal_error`); the stack never leaves the process;
-- `asyncio.CancelledError` (client gone, server stopping) and grpc's own abort propagate.
+- `asyncio.CancelledError` (client gone, server stopping) and grpc's own abort propagate;
+- a single request message that cannot be decoded (protobuf refuses messages nested more than
+  100 levels deep) or whose open-ended JSON (`Struct`/`Value` fields) nests deeper than
+  `tunegate.openai_json.MAX_JSON_DEPTH` is refused with INVALID_ARGUMENT naming the field,
+  before the servicer sees it. (grpc itself would answer a request its deserializer cannot
+  read with INTERNAL.)
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import grpc.aio
-from tunegate.server.errors import Internal, TunegateError, to_status
+from google.protobuf.message import DecodeError
+from tunegate.openai_json import MAX_JSON_DEPTH, too_deep_field
+from tunegate.server.errors import Internal, InvalidArgument, TunegateError, to_status
 
 __all__ = ["ErrorInterceptor", "wrap_handler"]
 
@@ -48,9 +55,44 @@ async def _abort_for(context: _Context, method: str, exc: Exception) -> NoReturn
     await _abort(context, Internal("The server had an error while processing your request."))
 
 
+class _Undecodable:
+    """What a request deserializer hands the behaviour instead of raising (see `_decoding`)."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _decoding(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return _Undecodable(exc)
+
+    return decode
+
+
+def _check_request(request: Any) -> None:
+    """Raises InvalidArgument for an undecodable request or one nested too deeply."""
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(f"The request could not be decoded: {request.error}")
+    if hasattr(request, "ListFields"):
+        path = too_deep_field(request)
+        if path is not None:
+            raise InvalidArgument(
+                f"Invalid value for '{path}': objects and arrays may be nested at most "
+                f"{MAX_JSON_DEPTH} levels deep.",
+                param=path,
+            )
+
+
 def _wrap_unary_response(behavior: _Behavior, method: str) -> _Behavior:
     async def wrapper(request: Any, context: _Context) -> Any:
         try:
+            _check_request(request)  # a no-op for a request stream
             return await behavior(request, context)
         except grpc.aio.AbortError:
             raise
@@ -65,6 +107,7 @@ def _wrap_stream_response(behavior: _Behavior, method: str) -> _Behavior:
 
         async def generator(request: Any, context: _Context) -> AsyncIterator[Any]:
             try:
+                _check_request(request)
                 async for response in behavior(request, context):
                     yield response
             except grpc.aio.AbortError:
@@ -92,9 +135,12 @@ def wrap_handler(handler: _Handler, method: str) -> _Handler:
     for attribute, make, wrap in _CARDINALITIES:
         behavior = getattr(handler, attribute)
         if behavior is not None:
+            unary_request = attribute.startswith("unary_")
             return make(
                 wrap(behavior, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=(
+                    _decoding(handler.request_deserializer) if unary_request else handler.request_deserializer
+                ),
                 response_serializer=handler.response_serializer,
             )
     return handler

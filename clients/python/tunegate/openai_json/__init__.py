@@ -18,13 +18,17 @@ from tunegate.openai_json._codec import (
     from_query,
     to_openai,
 )
+from tunegate.openai_json._scalars import MAX_JSON_DEPTH, nested_deeper_than, too_deep_field
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "CodecError",
     "apply_form_field",
     "apply_headers",
     "apply_path_params",
     "from_openai",
     "from_query",
+    "nested_deeper_than",
     "to_openai",
+    "too_deep_field",
 ]

@@ -24,10 +24,12 @@ from tunegate.openai_json import _options as opts
 from tunegate.openai_json._scalars import (
     FLOAT_TYPES,
     INT_RANGES,
+    MAX_JSON_DEPTH,
     CodecError,
     coerce_text,
     decode_base64,
     is_number,
+    nested_deeper_than,
     out_of_range,
     type_error,
     unknown_enum,
@@ -324,9 +326,11 @@ def _message_converter(desc: Descriptor, strict: bool) -> _Convert:
         name, convert_inner = inner.name, _value_converter(inner, strict)
         return lambda value: {name: convert_inner(value)}
     if desc.full_name == _STRUCT:
-        return _typed(dict, "an object")  # the constructor turns the JSON object into a Struct
+        as_object = _typed(dict, "an object")  # the constructor turns the JSON object into a Struct
+        return lambda value: as_object(_shallow(value))
     if desc.file.package == "google.protobuf":
-        return _well_known(desc)
+        well_known = _well_known(desc)
+        return lambda value: well_known(_shallow(value))
     return _object_parser(desc, strict)  # which checks for an object
 
 
@@ -348,6 +352,21 @@ def _auto_or_number(auto_name: str, number_field: FieldDescriptor) -> _Convert:
         return {number_name: number(value)}
 
     return convert
+
+
+def _shallow(value: Any) -> Any:
+    """`value` itself, unless it nests deeper than `MAX_JSON_DEPTH`: protobuf's Struct, JSON
+    reader and decoder all recurse, so depth is checked before any of them sees the value."""
+    if nested_deeper_than(value, MAX_JSON_DEPTH):
+        raise _Misfit(_too_deep)
+    return value
+
+
+def _too_deep(path: str) -> CodecError:
+    return CodecError(
+        f"Invalid value for '{path}': objects and arrays may be nested at most {MAX_JSON_DEPTH} levels deep.",
+        path,
+    )
 
 
 def _well_known(desc: Descriptor) -> _Convert:

@@ -7,12 +7,15 @@ import binascii
 import math
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from tunegate.openai_json import _options as opts
 
 __all__ = [
     "FLOAT_TYPES",
     "INT_RANGES",
+    "MAX_JSON_DEPTH",
     "CodecError",
     "check_range",
     "coerce_text",
@@ -20,10 +23,69 @@ __all__ = [
     "enum_number",
     "is_number",
     "json_type",
+    "nested_deeper_than",
     "out_of_range",
+    "too_deep_field",
     "type_error",
     "unknown_enum",
 ]
+
+MAX_JSON_DEPTH = 32
+"""The deepest nesting of objects and arrays an open-ended JSON value (`Struct`, `Value`,
+`ListValue` fields: `portkey_options`, `method.reinforcement.grader`, …) may have. Inside a
+message each JSON level is three protobuf levels (Struct, map entry, Value), and protobuf refuses
+to decode a message nested more than 100 levels deep: 32 JSON levels is the most the deepest
+open-ended field (`method.reinforcement.grader`) can carry and still cross gRPC."""
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether the JSON `value` nests objects/arrays more than `limit` levels deep (a scalar is
+    level 0, `{}` level 1). Iterative: a value of any depth is measured without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth + 1 > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+_OPEN_ENDED = frozenset({"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"})
+
+
+def too_deep_field(message: Message, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """The path (``method.reinforcement.grader``) of the first open-ended field of `message`
+    whose JSON nests deeper than `limit`, or None. For messages that did not come from JSON (a
+    gRPC caller's): the JSON parser applies the same limit as it reads."""
+    stack: list[tuple[Message, str]] = [(message, "")]
+    while stack:
+        current, prefix = stack.pop()
+        for field, value in current.ListFields():
+            kind = field.message_type
+            if kind is None:
+                continue
+            path = prefix + field.name
+            if kind.GetOptions().map_entry:
+                value_field = kind.fields_by_name["value"]
+                if value_field.message_type is None:
+                    continue
+                items: list[Message] = list(value.values())
+            else:
+                items = list(value) if field.is_repeated else [value]
+            for item in items:
+                if kind.full_name in _OPEN_ENDED or item.DESCRIPTOR.full_name in _OPEN_ENDED:
+                    if nested_deeper_than(json_format.MessageToDict(item), limit):
+                        return path
+                else:
+                    stack.append((item, path + "."))
+    return None
+
 
 _FD = FieldDescriptor
 INT_RANGES: dict[int, tuple[int, int]] = {
