@@ -194,7 +194,9 @@ class GatewayServer:
             services: tuple[tuple[Callable[[Any, Any], None], object], ...] = (
                 (
                     files_pb2_grpc.add_FilesServicer_to_server,
-                    FilesServicer(files, after_store=jobs.schedule_file_copy),
+                    FilesServicer(
+                        files, after_store=jobs.schedule_file_copy, check_route=jobs.check_upload_route
+                    ),
                 ),
                 (uploads_pb2_grpc.add_UploadsServicer_to_server, UploadsServicer(uploads)),
                 (fine_tuning_pb2_grpc.add_FineTuningServicer_to_server, FineTuningServicer(jobs)),

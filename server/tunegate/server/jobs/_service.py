@@ -378,6 +378,11 @@ class JobService:
         """Copy a gateway file to a provider account now; returns the provider's file id."""
         return await self.copier.copy_to_provider(owner, file_id, account)
 
+    def check_upload_route(self, metadata: Mapping[str, str]) -> None:
+        """Raises the routing error (a 400 naming the header) of an upload whose call names a
+        provider that cannot be resolved, before its body is stored."""
+        self._router.resolve(metadata)
+
     def schedule_file_copy(self, owner: str, file_id: str, metadata: Mapping[str, str]) -> bool:
         """After an upload whose call names a provider: copy the file there in the background.
         Returns whether a copy was scheduled; routing errors are logged, not raised."""

@@ -87,6 +87,8 @@ def content_disposition(filename: str) -> str:
 
 
 AfterStore = Callable[[str, str, Mapping[str, str]], object]
+CheckRoute = Callable[[Mapping[str, str]], object]
+"""Raises the routing error of an upload whose call names a provider it cannot reach."""
 """Called with (owner, file id, call metadata) once an uploaded file is stored; must not block
 (the job service schedules a background copy when the upload names a provider)."""
 
@@ -100,19 +102,28 @@ class FilesServicer(files_pb2_grpc.FilesServicer):
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         after_store: AfterStore | None = None,
+        check_route: CheckRoute | None = None,
     ) -> None:
         self._files = files
         self._chunk_size = chunk_size
         self._after_store = after_store
+        self._check_route = check_route
 
     async def CreateFile(
         self, request_iterator: AsyncIterator[files_pb2.CreateFileRequest], context: Context
     ) -> files_pb2.File:
         events = _file_events(request_iterator, idempotency_key(context))
         owner = caller(context)
-        created = await answer_after_stream(self._files.create(owner, events), request_iterator)
+        metadata = call_metadata(context)
+
+        async def store() -> FileRecord:
+            if self._check_route is not None:
+                self._check_route(metadata)  # a route that does not resolve refuses the upload first
+            return await self._files.create(owner, events)
+
+        created = await answer_after_stream(store(), request_iterator)
         if self._after_store is not None:
-            self._after_store(owner, created.id, call_metadata(context))
+            self._after_store(owner, created.id, metadata)
         return file_message(created)
 
     async def ListFiles(
