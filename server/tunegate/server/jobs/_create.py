@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunegate.server import errors
-from tunegate.server.errors import Conflict, TunegateError, Unavailable, UpstreamError
+from tunegate.server.errors import Conflict, TunegateError, Unavailable, UpstreamError, log_failure
 from tunegate.server.files import Clock
 from tunegate.server.ids import FILE_PREFIX, is_well_formed, new_id
 from tunegate.server.jobs._backends import Backend, Backends
@@ -308,8 +308,8 @@ class JobCreator:
             logger.warning("ambiguous failure creating %s on %s: %r", record.id, account.key, exc)
             try:
                 found = await self._find(record, backend)
-            except Exception:
-                logger.exception("tag lookup after an ambiguous create failed for %s", record.id)
+            except Exception as lookup_error:
+                log_failure(logger, lookup_error, f"tag lookup after an ambiguous create of {record.id}")
                 found = None
             if found is not None:
                 return await self._complete(record, found)
@@ -388,8 +388,8 @@ class JobCreator:
             return record
         try:
             found = await self._find(record, backend)
-        except Exception:
-            logger.exception("tag lookup for %s failed", record.id)
+        except Exception as exc:
+            log_failure(logger, exc, f"tag lookup for {record.id}")
             return record
         return record if found is None else await self._complete(record, found)
 
@@ -406,8 +406,8 @@ class JobCreator:
                     report = dataclasses.replace(report, pending=report.pending + 1)
                     continue  # per-request credentials: resolved lazily by the next call
                 resolved = await self.resolve(record, backend)
-            except Exception:
-                logger.exception("reconciling %s failed", record.id)
+            except Exception as exc:
+                log_failure(logger, exc, f"reconciling {record.id}")
                 report = dataclasses.replace(report, pending=report.pending + 1)
                 continue
             if resolved.state == CREATED:
