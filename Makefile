@@ -10,6 +10,7 @@ BUF      = node_modules/.bin/buf
 .PHONY: install proto lint test run bench clean
 
 $(BIN)/tunegate: pyproject.toml
+	@echo "installing tunegate and its dependencies (PyTorch CPU included) into $(VENV); this takes a minute or two"
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,local]'
@@ -36,6 +37,7 @@ test: lint
 	$(BIN)/pytest
 
 run: install
+	@echo "starting tunegate: REST http://127.0.0.1:8787/v1, gRPC 127.0.0.1:50051, data ./data"
 	$(BIN)/tunegate run
 
 bench: install

@@ -33,6 +33,7 @@ is OpenAI's `param`.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from typing import Any, ClassVar
@@ -61,6 +62,7 @@ __all__ = [
     "Unsupported",
     "UpstreamError",
     "error_for_http_status",
+    "log_failure",
     "to_status",
 ]
 
@@ -80,6 +82,9 @@ class TunegateError(Exception):
 
     status_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
     default_code: ClassVar[str] = "error"
+    provider: str | None = None
+    """The provider whose answer (or failed connection) this error reports; None when the
+    gateway itself raised it. An error with a provider is expected: logged as one line."""
 
     def __init__(
         self,
@@ -239,6 +244,26 @@ def error_for_http_status(
     if status == 429:
         return ResourceExhausted(message, retry_after=retry_after, **kwargs)
     return _BY_HTTP_STATUS.get(status, InvalidArgument)(message, **kwargs)
+
+
+def log_failure(
+    logger: logging.Logger, exc: BaseException, operation: str, request_id: str | None = None
+) -> None:
+    """Log `exc`, which ended `operation`. An expected provider failure (a `TunegateError` with a
+    `provider`) is one WARNING line — provider, operation, the status the caller gets, request id,
+    message — without a traceback; anything else is a bug and is logged at ERROR with its own."""
+    if isinstance(exc, TunegateError) and exc.provider is not None:
+        status = exc.http_status if exc.http_status is not None else exc.status_code.name
+        logger.warning(
+            "provider %s failed %s: %s %s (request %s)",
+            exc.provider,
+            operation,
+            status,
+            exc.message,
+            request_id or "-",
+        )
+    else:
+        logger.error("%s failed", operation, exc_info=exc)
 
 
 def _snake_code(code: str | None) -> str | None:

@@ -2,7 +2,9 @@
 
 Every handler, whatever its cardinality, is wrapped in a handler of the same cardinality so that:
 
-- a raised `TunegateError` aborts the call with `to_status(err)` (code, message, details);
+- a raised `TunegateError` aborts the call with `to_status(err)` (code, message, details); one
+  that reports a provider's failure (`err.provider` set) is first logged as one WARNING line
+  (provider, operation, status, request id), without a traceback;
 - any other exception is logged with its traceback and aborts with a generic INTERNAL status
   (code `internal_error`); the stack never leaves the process;
 - `asyncio.CancelledError` (client gone, server stopping) and grpc's own abort propagate;
@@ -24,7 +26,7 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
 from tunegate.openai_json import MAX_JSON_DEPTH, too_deep_field
-from tunegate.server.errors import Internal, InvalidArgument, TunegateError, to_status
+from tunegate.server.errors import Internal, InvalidArgument, TunegateError, log_failure, to_status
 
 __all__ = ["ErrorInterceptor", "wrap_handler"]
 
@@ -50,9 +52,18 @@ async def _abort(context: _Context, err: TunegateError) -> NoReturn:
 
 async def _abort_for(context: _Context, method: str, exc: Exception) -> NoReturn:
     if isinstance(exc, TunegateError):
+        if exc.provider is not None:
+            log_failure(logger, exc, method, _request_id(context))
         await _abort(context, exc)
     logger.error("unhandled exception in %s", method, exc_info=exc)
     await _abort(context, Internal("The server had an error while processing your request."))
+
+
+def _request_id(context: _Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            return value if isinstance(value, str) else value.decode("ascii", "replace")
+    return None
 
 
 class _Undecodable:

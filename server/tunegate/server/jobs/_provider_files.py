@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from tunegate.server.errors import DeadlineExceeded, InvalidArgument, NotFound
+from tunegate.server.errors import DeadlineExceeded, InvalidArgument, NotFound, log_failure
 from tunegate.server.files import Clock, FileService
 from tunegate.server.ids import FILE_PREFIX, is_well_formed
 from tunegate.server.jobs._backends import Backend, ProviderLookup
@@ -152,8 +152,8 @@ class ProviderFileCopier:
     async def _copy_logged(self, owner: str, file_id: str, account: Account) -> None:
         try:
             native = await self.copy_to_provider(owner, file_id, account)
-        except Exception:
-            logger.exception("background copy of %s to %s failed", file_id, account.key)
+        except Exception as exc:
+            log_failure(logger, exc, f"background copy of {file_id} to {account.key}")
         else:
             logger.info("copied %s to %s as %s", file_id, account.key, native)
 

@@ -306,22 +306,26 @@ class HttpClient:
             await response.aclose()
 
     def _transport_error(self, exc: httpx.RequestError) -> TunegateError:
+        error: TunegateError
         if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
             # Nothing reached the provider: a connection failure, not a slow answer.
-            return ProviderUnreachable(f"Could not connect to the '{self.provider}' provider (timed out).")
-        if isinstance(exc, httpx.ConnectError):  # DNS, refused, TLS handshake: nothing was sent
-            return ProviderUnreachable(
+            error = ProviderUnreachable(f"Could not connect to the '{self.provider}' provider (timed out).")
+        elif isinstance(exc, httpx.ConnectError):  # DNS, refused, TLS handshake: nothing was sent
+            error = ProviderUnreachable(
                 f"Could not connect to the '{self.provider}' provider ({type(exc).__name__})."
             )
-        if isinstance(exc, httpx.TimeoutException):
-            return DeadlineExceeded(
+        elif isinstance(exc, httpx.TimeoutException):
+            error = DeadlineExceeded(
                 f"The '{self.provider}' provider did not answer in time "
                 f"({self.settings.timeout_seconds:g} s).",
                 http_status=504,
             )
-        return UpstreamError(
-            f"The connection to the '{self.provider}' provider failed ({type(exc).__name__})."
-        )
+        else:
+            error = UpstreamError(
+                f"The connection to the '{self.provider}' provider failed ({type(exc).__name__})."
+            )
+        error.provider = self.provider
+        return error
 
     def _delay(self, attempt: int, hint: float | None) -> float | None:
         """Seconds to wait before retry `attempt + 1`, or None when a hint is too long to wait."""
@@ -337,7 +341,7 @@ class HttpClient:
         message = fields.get("message") or f"HTTP {status} {response.reason_phrase}".rstrip()
         if status >= 500:
             message = f"The '{self.provider}' provider failed: {message}"
-        return error_for_http_status(
+        error = error_for_http_status(
             status,
             message,
             code=fields.get("code"),
@@ -345,6 +349,8 @@ class HttpClient:
             type=fields.get("type"),
             retry_after=retry_after,
         )
+        error.provider = self.provider
+        return error
 
 
 def _json(response: httpx.Response) -> Any:
