@@ -12,6 +12,15 @@ or `await serve(config)` to run until SIGTERM/SIGINT.
 
 from __future__ import annotations
 
+import os
+
+# The server starts its training workers as subprocesses; under uvloop a spawn is a real fork(),
+# and grpc's fork handlers (read when grpc is first imported, which is below) then print
+# "Other threads are currently calling into gRPC, skipping fork() handlers" for each. The
+# workers exec a fresh interpreter and never use the parent's gRPC state, so the handlers have
+# nothing to do. An operator's own setting wins.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from tunegate.server.app import SERVICE_NAMES, GatewayServer, serve
 from tunegate.server.blobs import BlobStore, BlobWriter, LocalBlobStore
 from tunegate.server.config import ServerConfig, grpc_server_options
