@@ -14,6 +14,10 @@ a head is trickling in meanwhile. `EdgeConnection` adds a shorter bound on the h
 * when it fires while the connection waits for that head, the connection answers a 408 through
   aiohttp's own error path and closes.
 
+Shutdown: aiohttp's `close` and `shutdown` stop reading a connection at once, which would stall
+a request whose body is still arriving (an upload) until its body timeout; here such a body is
+read to its end, the request answered, and the connection closed after it.
+
 Closing rules: a client's half-close (``shutdown(SHUT_WR)``) once its request is all sent still
 gets the answer in flight (aiohttp alone would close at once), while an end of stream in the
 middle of a body is a client gone; an answer that closes the connection skips aiohttp's lingering
@@ -58,6 +62,23 @@ class EdgeConnection(RequestHandler):
         self._last_payload: StreamReader = EMPTY_PAYLOAD
 
     def data_received(self, data: bytes) -> None:
+        if (self._close or self._force_close) and self._body_arriving():
+            # Shutting down (aiohttp's `close`/`shutdown`), aiohttp would drop these bytes and
+            # the request in flight would stall until its body timeout. Its body is read to the
+            # end; the connection still closes after its answer.
+            closing = (self._close, self._force_close)
+            self._close = self._force_close = False
+            try:
+                self._receive(data)
+            finally:
+                self._close, self._force_close = closing
+            return
+        self._receive(data)
+
+    def _body_arriving(self) -> bool:
+        return bool(self._request_in_progress or self._messages) and not self._last_payload.is_eof()
+
+    def _receive(self, data: bytes) -> None:
         parsed = self._request_count
         super().data_received(data)
         if self._request_count != parsed:  # a head (or a refusal) is complete
