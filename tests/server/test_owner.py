@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from tunegate.server.errors import InvalidArgument
 from tunegate.server.owner import (
     DEFAULT_OWNER,
     credential_from_authorization,
@@ -36,7 +37,6 @@ TENANT = "tenant:" + fingerprint("pk-1")
         ([("x-portkey-api-key", "pk-1"), ("authorization", "Bearer sk-1")], TENANT),  # the tenant wins
         ([("x-portkey-api-key", ""), ("authorization", "Bearer sk-1")], KEY),  # Portkey's SDK default
         ([("x-portkey-api-key", "  "), ("x-portkey-provider", "openai")], DEFAULT_OWNER),
-        ([("x-portkey-api-key", b"pk-1"), ("authorization", "Bearer sk-1")], KEY),  # binary: not text
         ([("authorization", "Bearer sk-1"), ("authorization", "Bearer sk-2")], KEY),  # first wins
         ([], DEFAULT_OWNER),
         (None, DEFAULT_OWNER),
@@ -44,6 +44,27 @@ TENANT = "tenant:" + fingerprint("pk-1")
 )
 def test_owner_from_metadata(metadata: list[tuple[str, str | bytes]] | None, owner: str) -> None:
     assert owner_from_metadata(metadata) == owner
+
+
+@pytest.mark.parametrize(
+    ("metadata", "param"),
+    [
+        ([("x-portkey-api-key", "pk-\u00e9")], "x-portkey-api-key"),
+        ([("x-portkey-api-key", "pk-\u00e9"), ("authorization", "Bearer sk-X")], "x-portkey-api-key"),
+        ([("authorization", "Bearer sk-\u00e9")], "authorization"),
+        ([("api-key", "sk-\x01")], "api-key"),
+        ([("x-portkey-virtual-key", "vk-\u00e9")], "x-portkey-virtual-key"),
+        ([("x-portkey-aws-secret-access-key", "s\u00e9")], "x-portkey-aws-secret-access-key"),
+        ([("x-portkey-api-key", b"pk-1"), ("authorization", "Bearer sk-1")], "x-portkey-api-key"),
+        ([("authorization-bin", b"Bearer sk-1")], "authorization"),
+        ([("x-portkey-vertex-service-account-json-bin", b"{}")], "x-portkey-vertex-service-account-json"),
+    ],
+)
+def test_unreadable_credential_is_refused(metadata: list[tuple[str, str | bytes]], param: str) -> None:
+    """Never the anonymous scope, never another credential's: an InvalidArgument naming the key."""
+    with pytest.raises(InvalidArgument) as raised:
+        owner_from_metadata(metadata)
+    assert raised.value.param == param
 
 
 def test_fingerprints_hide_secrets() -> None:

@@ -28,16 +28,19 @@ from tunegate.edge._headers import (
     request_id_from,
     response_headers,
 )
+from tunegate.edge._redact import REDACTED, RedactingFilter, install_redaction, redact
 from tunegate.edge._routes import Cardinality, Route, RouteError, UploadShape, build_routes, default_services
 
 __all__ = [
     "HTTP_STATUS",
+    "REDACTED",
     "REQUEST_ID",
     "Cardinality",
     "EdgeConfig",
     "EdgeHandler",
     "EdgeServer",
     "ErrorResponse",
+    "RedactingFilter",
     "Route",
     "RouteError",
     "UploadShape",
@@ -50,7 +53,9 @@ __all__ = [
     "error_response",
     "forward_metadata",
     "http_status",
+    "install_redaction",
     "new_request_id",
+    "redact",
     "request_id_from",
     "response_headers",
     "serve",

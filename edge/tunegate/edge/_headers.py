@@ -25,7 +25,9 @@ from collections.abc import Iterable, Mapping
 
 __all__ = [
     "REQUEST_ID",
+    "UnreadableCredential",
     "forward_metadata",
+    "is_credential_header",
     "new_request_id",
     "request_id_from",
     "response_headers",
@@ -46,6 +48,23 @@ _CONTENT_LENGTH_ALIAS = "x-content-length"
 _GRPC_KEY = re.compile(r"[0-9a-z_.-]+")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}")
+_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key"})
+_CREDENTIAL_PORTKEY = re.compile(r"x-portkey-(?:.*-key|.*-secret.*|.*-token|.*-service-account-json)")
+
+
+class UnreadableCredential(ValueError):
+    """A credential header whose value is not printable ASCII: the call cannot be scoped, so it
+    is refused (never run anonymously or under another credential). ``name`` is the header."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def is_credential_header(name: str) -> bool:
+    """Whether ``name`` (lower case) carries a credential: ``authorization``, ``api-key`` and
+    every ``x-portkey-*-key`` / ``*-secret*`` / ``*-token`` / ``*-service-account-json``."""
+    return name in _CREDENTIAL_HEADERS or _CREDENTIAL_PORTKEY.fullmatch(name) is not None
 
 
 def new_request_id() -> str:
@@ -77,7 +96,8 @@ def forward_metadata(
     """gRPC metadata for a request with these headers (every ``(name, value)`` pair, repeats kept).
 
     ``x-request-id`` is always ``request_id`` (the client's value is replaced, not doubled).
-    ``x-forwarded-for`` is the client's chain with ``peer`` appended.
+    ``x-forwarded-for`` is the client's chain with ``peer`` appended. Other values that are not
+    printable ASCII are dropped, except a credential's: raises `UnreadableCredential`.
     """
     metadata: list[tuple[str, str]] = []
     forwarded_for: list[str] = []
@@ -85,6 +105,8 @@ def forward_metadata(
         name = raw_name.lower()
         value = raw_value.strip()
         if not _PRINTABLE.fullmatch(value):
+            if is_credential_header(name):
+                raise UnreadableCredential(name)
             continue
         if name == "x-forwarded-for":
             forwarded_for.extend(hop.strip() for hop in value.split(",") if hop.strip())

@@ -19,7 +19,7 @@ from aiohttp.streams import StreamReader
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 from tunegate.edge._errors import ErrorResponse, error_from_code, error_from_status, error_response
-from tunegate.edge._headers import REQUEST_ID, forward_metadata
+from tunegate.edge._headers import REQUEST_ID, UnreadableCredential, forward_metadata
 from tunegate.edge._routes import Route
 from tunegate.openai_json import apply_headers, from_openai, from_query
 
@@ -126,7 +126,17 @@ class Reply:
 
 def call_context(headers: Mapping[str, str], remote: str | None, request_id: str) -> CallContext:
     """The request id and the allow-listed metadata for a request with these headers."""
-    metadata = forward_metadata(headers.items(), request_id=request_id, peer=remote)
+    try:
+        metadata = forward_metadata(headers.items(), request_id=request_id, peer=remote)
+    except UnreadableCredential as exc:
+        raise ErrorAnswer(
+            error_response(
+                400,
+                f"The {exc.name} header could not be read: credentials must be printable ASCII.",
+                param=exc.name,
+                code="invalid_header",
+            )
+        ) from None
     return CallContext(request_id=request_id, metadata=metadata)
 
 

@@ -40,6 +40,7 @@ from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from tunegate.edge._errors import error_response
 from tunegate.edge._headers import new_request_id
 from tunegate.edge._http import error_json, web_response
+from tunegate.edge._redact import redact
 
 __all__ = ["EdgeConnection", "EdgeHTTPServer", "HeadTimeout"]
 
@@ -137,12 +138,14 @@ class EdgeConnection(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         """The answer to a request aiohttp refused (or a handler failure aiohttp caught): the
-        error envelope; the connection closes after it."""
+        error envelope; the connection closes after it. A refusal's text (which may quote a raw
+        header line) is redacted before it is logged or answered; the body is never logged."""
         if status >= 500:
             logger.error("request from %s failed", request.remote, exc_info=exc)
             message = HTTPStatus(status).phrase
         else:
-            logger.debug("refused a request from %s: %s", request.remote, message or exc)
+            message = redact(str(message or exc or HTTPStatus(status).phrase))
+            logger.debug("refused a request from %s: %s", request.remote, message)
         if request.writer.output_size > 0:
             raise ConnectionError("the answer was under way; the connection is broken")
         reply = error_json(error_response(status, message or HTTPStatus(status).phrase), new_request_id())

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import grpc.aio
-from tunegate.edge import EdgeConfig, EdgeServer
+from tunegate.edge import EdgeConfig, EdgeServer, install_redaction
 from tunegate.server.app import GatewayServer
 from tunegate.server.config import ServerConfig
 from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, RoutingConfig, VirtualKey
@@ -292,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_redaction()  # credentials never reach a log line, ours or a library's
     settings = load_settings(args)
     runner = {"run": _run_both, "server": _run_server, "edge": _run_edge}[args.command]
     try:

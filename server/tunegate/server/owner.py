@@ -11,19 +11,25 @@ Rules, first match wins:
 3. otherwise the `"default"` scope.
 
 Other `authorization` schemes (`Basic …`) are not credentials here. The first text value of
-each metadata key counts. Secrets are never stored or logged, only these fingerprints. Every
-stored row carries the scope and every read filters by it, so another owner's object is
+each metadata key counts. A credential that cannot be read — a value that is not printable
+ASCII, or a binary `-bin` variant of a credential key — is an `InvalidArgument` naming the key,
+never the anonymous scope (`check_credentials`). Secrets are never stored or logged, only these
+fingerprints. Every stored row carries the scope and every read filters by it, so another owner's object is
 indistinguishable from a missing one.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
+
+from tunegate.server.errors import InvalidArgument
 
 __all__ = [
     "DEFAULT_OWNER",
     "GATEWAY_KEY_HEADER",
+    "check_credentials",
     "credential_from_authorization",
     "owner_from_metadata",
     "owner_from_tenant_key",
@@ -32,6 +38,29 @@ __all__ = [
 
 DEFAULT_OWNER = "default"
 GATEWAY_KEY_HEADER = "x-portkey-api-key"
+_CREDENTIAL_KEYS = frozenset({"authorization", "api-key"})
+_CREDENTIAL_PORTKEY = re.compile(r"x-portkey-(?:.*-key|.*-secret.*|.*-token|.*-service-account-json)")
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
+
+
+def _is_credential(key: str) -> bool:
+    return key in _CREDENTIAL_KEYS or _CREDENTIAL_PORTKEY.fullmatch(key) is not None
+
+
+def check_credentials(metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
+    """Raises `InvalidArgument` (param = the key) for a credential that cannot be read: a value
+    that is not printable ASCII, or a binary `<credential>-bin` key."""
+    for raw_key, value in metadata or ():
+        key = raw_key.lower()
+        base = key.removesuffix("-bin")
+        if not _is_credential(base):
+            continue
+        if key != base or not isinstance(value, str) or not _PRINTABLE.fullmatch(value):
+            raise InvalidArgument(
+                f"The {base} header could not be read: credentials must be printable ASCII.",
+                code="invalid_header",
+                param=base,
+            )
 
 
 def _fingerprint(secret: str) -> str:
@@ -63,7 +92,9 @@ def credential_from_authorization(value: str) -> str | None:
 
 
 def owner_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
-    """The scope of a call, from its invocation metadata (keys are lower case on the wire)."""
+    """The scope of a call, from its invocation metadata (keys are lower case on the wire).
+    Raises `InvalidArgument` for an unreadable credential (`check_credentials`)."""
+    check_credentials(metadata)
     first: dict[str, str] = {}
     for key, value in metadata or ():
         if isinstance(value, str):

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.descriptor import EnumDescriptor
-from tunegate.server.owner import owner_from_metadata
+from tunegate.server.owner import check_credentials, owner_from_metadata
 from tunegate.v1 import options_pb2
 
 if TYPE_CHECKING:
@@ -59,7 +59,8 @@ def caller(context: Context) -> str:
 
 def call_metadata(context: Context) -> dict[str, str]:
     """The call's metadata as a dict for routing: lower-case keys, the first text value of each
-    (binary `-bin` values skipped)."""
+    (binary `-bin` values skipped). Raises `InvalidArgument` for an unreadable credential."""
+    check_credentials(_metadata(context))
     result: dict[str, str] = {}
     for key, value in _metadata(context):
         if isinstance(value, str):
