@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from tunegate.edge import EdgeConfig, EdgeServer, _upload
 from tunegate.edge._http import ErrorAnswer
+from tunegate.metadata import ACCEPTED_KEY
 from tunegate.v1 import files_pb2, files_pb2_grpc
 
 from tests.openapi_schema import validate
@@ -55,6 +56,7 @@ class FakeFiles(files_pb2_grpc.FilesServicer):
     async def CreateFile(self, request_iterator: Any, context: Any) -> files_pb2.File:
         upload = Upload(invocation=dict(context.invocation_metadata()))
         self.uploads.append(upload)
+        await context.send_initial_metadata(((ACCEPTED_KEY, "true"),))  # as the real servicer does
         try:
             async for message in request_iterator:
                 if message.HasField("metadata"):

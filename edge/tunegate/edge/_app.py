@@ -14,7 +14,8 @@ arrived behind such a request when it does not switch protocols (``h2c``): reque
 after it would otherwise wait for the keep-alive timeout, unanswered.
 
 A routed request that has a body and sends ``Expect: 100-continue`` gets its ``100 Continue``
-(curl waits for it before a large upload).
+(curl waits for it before a large upload); an upload gets it once the server has accepted the
+call, so a refused upload's body is never sent.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from tunegate.edge._download import handle_download
 from tunegate.edge._errors import ErrorResponse, error_response
 from tunegate.edge._headers import REQUEST_ID, request_id_from
 from tunegate.edge._http import (
-    BodyStalled,
     ErrorAnswer,
     Incoming,
     Reply,
@@ -100,6 +100,9 @@ class _Endpoint:
     unary: UnaryHandler | None = None
     stream: StreamHandler | None = None
     reads_body: bool = False
+    expects: bool = True
+    """Whether ``Expect: 100-continue`` is answered before the handler runs (an upload's
+    handler answers it itself, once the server has accepted the call)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +170,8 @@ class EdgeHandler:
             if route.cardinality is Cardinality.UNARY:
                 endpoint = _Endpoint(unary=self._unary(route), reads_body=route.body == "*")
             else:
-                endpoint = _Endpoint(stream=self._streaming(route))
+                uploads = route.cardinality is Cardinality.CLIENT_STREAMING
+                endpoint = _Endpoint(stream=self._streaming(route), expects=not uploads)
             self._table.add(route.verb, route.path, endpoint)
 
     def resolve(self, method: str, path_safe: str) -> Resolution:
@@ -180,7 +184,8 @@ class EdgeHandler:
             return await self._serve(request, request_id)
         except Exception as exc:
             response = web_response(self._failure(exc, request.method, request.path, request_id))
-            if isinstance(exc, BodyStalled) or request.method == "CONNECT" or _asks_upgrade(request.headers):
+            closes = isinstance(exc, ErrorAnswer) and exc.close
+            if closes or request.method == "CONNECT" or _asks_upgrade(request.headers):
                 response.force_close()  # the rest of what the client sent cannot be framed (or was lost)
             return response
 
@@ -196,7 +201,8 @@ class EdgeHandler:
             raise resolution.miss
         endpoint = resolution.endpoint
         assert endpoint is not None
-        if (endpoint.stream is not None or endpoint.reads_body) and "Expect" in request.headers:
+        takes_body = endpoint.stream is not None or endpoint.reads_body
+        if takes_body and endpoint.expects and "Expect" in request.headers:
             # aiohttp's own (web.Application's): `100 Continue`, or a 417 for another expectation.
             await _default_expect_handler(cast(web.Request, request))
         if endpoint.stream is not None:

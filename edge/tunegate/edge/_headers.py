@@ -23,11 +23,12 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 
+from tunegate.metadata import is_credential_key
+
 __all__ = [
     "REQUEST_ID",
     "UnreadableCredential",
     "forward_metadata",
-    "is_credential_header",
     "new_request_id",
     "request_id_from",
     "response_headers",
@@ -48,8 +49,6 @@ _CONTENT_LENGTH_ALIAS = "x-content-length"
 _GRPC_KEY = re.compile(r"[0-9a-z_.-]+")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+=-]{0,127}")
-_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key"})
-_CREDENTIAL_PORTKEY = re.compile(r"x-portkey-(?:.*-key|.*-secret.*|.*-token|.*-service-account-json)")
 
 
 class UnreadableCredential(ValueError):
@@ -59,12 +58,6 @@ class UnreadableCredential(ValueError):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.name = name
-
-
-def is_credential_header(name: str) -> bool:
-    """Whether ``name`` (lower case) carries a credential: ``authorization``, ``api-key`` and
-    every ``x-portkey-*-key`` / ``*-secret*`` / ``*-token`` / ``*-service-account-json``."""
-    return name in _CREDENTIAL_HEADERS or _CREDENTIAL_PORTKEY.fullmatch(name) is not None
 
 
 def new_request_id() -> str:
@@ -105,7 +98,7 @@ def forward_metadata(
         name = raw_name.lower()
         value = raw_value.strip()
         if not _PRINTABLE.fullmatch(value):
-            if is_credential_header(name):
+            if is_credential_key(name):
                 raise UnreadableCredential(name)
             continue
         if name == "x-forwarded-for":

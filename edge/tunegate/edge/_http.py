@@ -47,11 +47,14 @@ _JSON = "application/json"
 
 
 class ErrorAnswer(Exception):
-    """Raised by a handler to answer with ``error`` (rendered by the edge middleware)."""
+    """Raised by a handler to answer with ``error`` (rendered by the edge middleware); with
+    ``close``, the connection closes after the answer (what the client sends next cannot be
+    framed, or it waits to send a body that is not wanted)."""
 
-    def __init__(self, error: ErrorResponse) -> None:
+    def __init__(self, error: ErrorResponse, *, close: bool = False) -> None:
         super().__init__(error.body["error"]["message"])
         self.error = error
+        self.close = close
 
 
 class BodyStalled(ErrorAnswer):
@@ -62,7 +65,8 @@ class BodyStalled(ErrorAnswer):
         super().__init__(
             error_response(
                 408, f"The request body stalled: no bytes for {seconds:g} seconds.", code="request_timeout"
-            )
+            ),
+            close=True,
         )
 
 

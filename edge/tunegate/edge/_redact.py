@@ -19,15 +19,15 @@ from __future__ import annotations
 import logging
 import re
 
+from tunegate.metadata import CREDENTIAL_KEY_PATTERN
+
 __all__ = ["REDACTED", "RedactingFilter", "install_redaction", "redact"]
 
 REDACTED = "[REDACTED]"
 
-_HEADER_NAME = (
-    r"authorization|api-key|"
-    r"x-portkey-[a-z0-9-]*?(?:-key|-secret[a-z0-9-]*|-token|-service-account-json)"
+_HEADER_PAIR = re.compile(
+    rf"(?i)\b({CREDENTIAL_KEY_PATTERN})(['\"]?\s*[:=]\s*b?['\"]?)((?:(?!\\r|\\n)[^'\"\r\n])+)"
 )
-_HEADER_PAIR = re.compile(rf"(?i)\b({_HEADER_NAME})(['\"]?\s*[:=]\s*b?['\"]?)((?:(?!\\r|\\n)[^'\"\r\n])+)")
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s'\",;]+")
 _KEY = re.compile(r"\b([sp]k-)[A-Za-z0-9_\-.]+")
 

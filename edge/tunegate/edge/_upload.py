@@ -8,11 +8,17 @@ The HTTP form is read part by part by aiohttp's ``MultipartReader``, never buffe
 step of it (a part's headers, a chunk of its bytes) may wait ``body_timeout`` seconds for bytes,
 and a part must end at a delimiter, not with the body:
 
+0. The gRPC call starts before any body byte is read, and the edge waits for the server's
+   initial metadata: ``x-tunegate-accepted`` (`tunegate.metadata.ACCEPTED_KEY`) means the checks
+   that need no body passed (an upload naming a provider has a route that resolves); a call
+   that ends instead is answered with its error at once, and a client that sent
+   ``Expect: 100-continue`` never gets its ``100 Continue`` (the connection closes after the
+   answer). An accepted call gets its ``100 Continue`` now.
 1. Text parts (capped at 64 KiB each) are parsed into a *pending* metadata message; path
    variables and ``(from_header)`` fields fill it too. Unknown names are a 400 naming them.
-2. The binary part (``shape.part``: ``file`` or ``data``) starts the gRPC call. Its filename
-   and content type join the pending metadata, which is written first; then the part's bytes
-   are written as ``chunk`` messages of ≥ 256 KiB, counted against the part's byte limit.
+2. At the binary part (``shape.part``: ``file`` or ``data``), its filename and content type
+   join the pending metadata, which is written first; then the part's bytes are written as
+   ``chunk`` messages of ≥ 256 KiB, counted against the part's byte limit.
 3. Text parts after the binary part (curl sends fields in command-line order) go into a fresh
    pending message, written once the form ends, together with the part's byte count (the
    metadata's ``bytes``). The server merges metadata messages and stores nothing unless that
@@ -37,17 +43,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import BodyPartReader, MultipartReader
+from aiohttp.web_urldispatcher import _default_expect_handler
 from google.protobuf.message import Message
 from tunegate.edge._config import EdgeConfig
 from tunegate.edge._errors import error_response
 from tunegate.edge._http import BodyStalled, CallContext, ErrorAnswer, ok_json, rpc_error
 from tunegate.edge._routes import Route, UploadShape
+from tunegate.metadata import ACCEPTED_KEY
 from tunegate.openai_json import apply_form_field, apply_headers, apply_path_params, to_openai
 
 __all__ = ["handle_upload"]
@@ -140,6 +148,14 @@ async def handle_upload(
             reader = MultipartReader(request.headers, request.content)
         except ValueError as exc:
             raise _malformed(exc) from None
+        call = rpc(None, metadata=ctx.metadata, timeout=config.stream_timeout)  # write() style
+        server_status = _ServerStatus(call) if isinstance(call, grpc.aio.Call) else None
+        if ACCEPTED_KEY not in await call.initial_metadata():
+            await _refused(call, server_status, expects="Expect" in request.headers)
+        if "Expect" in request.headers:
+            # aiohttp's own (web.Application's): `100 Continue`, or a 417 for another expectation.
+            await _default_expect_handler(cast(web.Request, request))
+        binary_seen = False
         stall = config.body_timeout
         while True:
             part = await _step(reader.next(), stall)
@@ -153,11 +169,10 @@ async def handle_upload(
             if name != shape.part:
                 apply_form_field(pending, name, await _read_text(part, name, stall))
                 continue
-            if call is not None:
+            if binary_seen:
                 raise _bad_request(f"Only one '{name}' part is allowed.", param=name)
+            binary_seen = True
             _describe_binary(pending, part, name)
-            call = rpc(None, metadata=ctx.metadata, timeout=config.stream_timeout)  # write() style
-            server_status = _ServerStatus(call) if isinstance(call, grpc.aio.Call) else None
             await _write(call, route.request_cls(**{shape.metadata_field: pending}))
             pending = shape.metadata_cls()
             sent = await _stream_part(call, route, shape, part, config)
@@ -165,7 +180,7 @@ async def handle_upload(
                 # The end-of-part marker: the server stores nothing unless exactly this many
                 # bytes arrived, so a call cut short by a cancel can never commit a truncated file.
                 pending.bytes = sent  # type: ignore[attr-defined]
-        if call is None:
+        if not binary_seen:
             raise _bad_request(
                 f"Missing required parameter: '{shape.part}'.",
                 param=shape.part,
@@ -183,6 +198,17 @@ async def handle_upload(
         if call is not None and not call.done():
             call.cancel()
     return ok_json(to_openai(result))
+
+
+async def _refused(call: Any, server_status: _ServerStatus | None, *, expects: bool) -> None:
+    """Raises the answer to a call the server ended on its metadata alone, before any body byte
+    was read. A client waiting for ``100 Continue`` never gets it: the connection closes after
+    the answer. Otherwise aiohttp reads and discards the body the client is sending anyway."""
+    try:
+        await _outcome(call, server_status)
+    except ErrorAnswer as refusal:
+        raise ErrorAnswer(refusal.error, close=expects) from None
+    raise ErrorAnswer(error_response(502, "The server ended the upload without accepting or refusing it."))
 
 
 async def _outcome(call: Any, server_status: _ServerStatus | None) -> Message:

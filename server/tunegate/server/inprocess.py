@@ -257,12 +257,15 @@ async def _answer(
     metadata: _Pairs,
     seconds: float | None,
     response_deserializer: _Convert,
+    on_initial_metadata: Callable[[_Pairs], None] | None = None,
 ) -> Any:
     """Run a single-response behaviour (unary or client-streaming) and return its response as
     the caller receives it, or raise the `AioRpcError` the network path would."""
     if handler is None or behavior is None:
         raise _rpc_error(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
     context = _Context(metadata, _deadline(seconds))
+    if on_initial_metadata is not None:
+        context.on_initial_metadata = on_initial_metadata
     try:
         async with asyncio.timeout(seconds):
             response = await behavior(request, context)
@@ -375,8 +378,8 @@ class _UnaryStreamCall:
 
 
 class _StreamUnaryCall:
-    """The client-streaming call object: `write()`, `done_writing()`, `await call`, `done()`,
-    `cancel()`."""
+    """The client-streaming call object: `initial_metadata()`, `write()`, `done_writing()`,
+    `await call`, `done()`, `cancel()`."""
 
     def __init__(
         self,
@@ -388,11 +391,18 @@ class _StreamUnaryCall:
         self._request_serializer, self._response_deserializer = serializers
         self._request_deserializer = None if handler is None else handler.request_deserializer
         self._requests = _Pipe()
-        self._task = asyncio.get_running_loop().create_task(self._run(handler, metadata, timeout))
+        loop = asyncio.get_running_loop()
+        self._initial: asyncio.Future[grpc.aio.Metadata] = loop.create_future()
+        self._task = loop.create_task(self._run(handler, metadata, timeout))
         self._task.add_done_callback(self._finished)
+
+    def _send_initial(self, metadata: _Pairs = ()) -> None:
+        if not self._initial.done():
+            self._initial.set_result(grpc.aio.Metadata(*metadata))
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         _retrieve(task)
+        self._send_initial()  # a call that ends before sending any has empty initial metadata
         self._requests.end()  # wakes a writer waiting for room; its write then fails
 
     async def _incoming(self) -> AsyncIterator[Any]:
@@ -401,9 +411,11 @@ class _StreamUnaryCall:
 
     async def _run(self, handler: _Handler | None, metadata: _Pairs, seconds: float | None) -> Any:
         behavior = None if handler is None else handler.stream_unary
-        return await _answer(
-            handler, behavior, self._incoming(), metadata, seconds, self._response_deserializer
-        )
+        incoming, deserializer = self._incoming(), self._response_deserializer
+        return await _answer(handler, behavior, incoming, metadata, seconds, deserializer, self._send_initial)
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return await self._initial
 
     async def write(self, message: Any) -> None:
         if self._requests.ended or self._task.done():

@@ -21,9 +21,9 @@ indistinguishable from a missing one.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable
 
+from tunegate.metadata import is_credential_key, is_printable
 from tunegate.server.errors import InvalidArgument
 
 __all__ = [
@@ -38,13 +38,6 @@ __all__ = [
 
 DEFAULT_OWNER = "default"
 GATEWAY_KEY_HEADER = "x-portkey-api-key"
-_CREDENTIAL_KEYS = frozenset({"authorization", "api-key"})
-_CREDENTIAL_PORTKEY = re.compile(r"x-portkey-(?:.*-key|.*-secret.*|.*-token|.*-service-account-json)")
-_PRINTABLE = re.compile(r"[\x20-\x7e]*")
-
-
-def _is_credential(key: str) -> bool:
-    return key in _CREDENTIAL_KEYS or _CREDENTIAL_PORTKEY.fullmatch(key) is not None
 
 
 def check_credentials(metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
@@ -53,9 +46,9 @@ def check_credentials(metadata: Iterable[tuple[str, str | bytes]] | None) -> Non
     for raw_key, value in metadata or ():
         key = raw_key.lower()
         base = key.removesuffix("-bin")
-        if not _is_credential(base):
+        if not is_credential_key(base):
             continue
-        if key != base or not isinstance(value, str) or not _PRINTABLE.fullmatch(value):
+        if key != base or not isinstance(value, str) or not is_printable(value):
             raise InvalidArgument(
                 f"The {base} header could not be read: credentials must be printable ASCII.",
                 code="invalid_header",

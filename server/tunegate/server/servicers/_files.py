@@ -11,6 +11,7 @@ from tunegate.server.blobs import DEFAULT_CHUNK_SIZE
 from tunegate.server.files import ExpiresAfter, FileEvent, FileMetadataUpdate, FileService, not_found
 from tunegate.server.servicers._wire import (
     Context,
+    accept_stream,
     answer_after_stream,
     call_metadata,
     caller,
@@ -115,13 +116,10 @@ class FilesServicer(files_pb2_grpc.FilesServicer):
         events = _file_events(request_iterator, idempotency_key(context))
         owner = caller(context)
         metadata = call_metadata(context)
-
-        async def store() -> FileRecord:
-            if self._check_route is not None:
-                self._check_route(metadata)  # a route that does not resolve refuses the upload first
-            return await self._files.create(owner, events)
-
-        created = await answer_after_stream(store(), request_iterator)
+        if self._check_route is not None:
+            self._check_route(metadata)  # a route that does not resolve refuses the call at once
+        await accept_stream(context)
+        created = await answer_after_stream(self._files.create(owner, events), request_iterator)
         if self._after_store is not None:
             self._after_store(owner, created.id, metadata)
         return file_message(created)

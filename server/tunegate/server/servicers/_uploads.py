@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from tunegate.server.servicers._files import expires_after, file_message
 from tunegate.server.servicers._wire import (
     Context,
+    accept_stream,
     answer_after_stream,
     caller,
     from_wire,
@@ -69,6 +70,7 @@ class UploadsServicer(uploads_pb2_grpc.UploadsServicer):
     async def AddUploadPart(
         self, request_iterator: AsyncIterator[uploads_pb2.AddUploadPartRequest], context: Context
     ) -> uploads_pb2.UploadPart:
+        await accept_stream(context)
         part = await answer_after_stream(
             self._uploads.add_part(caller(context), _part_events(request_iterator)), request_iterator
         )

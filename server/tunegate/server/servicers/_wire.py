@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.descriptor import EnumDescriptor
+from tunegate.metadata import ACCEPTED_KEY
 from tunegate.server.owner import check_credentials, owner_from_metadata
 from tunegate.v1 import options_pb2
 
@@ -74,6 +75,14 @@ def idempotency_key(context: Context) -> str | None:
         if key == IDEMPOTENCY_KEY and isinstance(value, str) and value:
             return value
     return None
+
+
+async def accept_stream(context: Context) -> None:
+    """Sends the initial metadata of a client-streaming call once its checks that need no body
+    have passed. The edge waits for it before it reads the HTTP body (and before it sends
+    `100 Continue`), so a call refused on its metadata alone is answered before any body byte is
+    read; a call refused here ends at once, with no client write in flight."""
+    await context.send_initial_metadata(((ACCEPTED_KEY, "true"),))
 
 
 async def answer_after_stream(outcome: Awaitable[T], requests: AsyncIterator[Any]) -> T:
