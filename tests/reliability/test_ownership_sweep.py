@@ -50,7 +50,14 @@ from tests.e2e.test_unreadable_credentials import UNREADABLE, raw
 
 MODEL = "tunegate-tiny"
 LINES = "".join(
-    json.dumps({"messages": [{"role": "user", "content": f"Say w{i % 3}."}, {"role": "assistant", "content": f"w{i % 3}"}]})
+    json.dumps(
+        {
+            "messages": [
+                {"role": "user", "content": f"Say w{i % 3}."},
+                {"role": "assistant", "content": f"w{i % 3}"},
+            ]
+        }
+    )
     + "\n"
     for i in range(12)
 ).encode()
@@ -166,7 +173,9 @@ def _snapshot(world: World) -> dict[str, Any]:
         "succeeded": (succeeded.status, succeeded.fine_tuned_model, succeeded.result_files),
         "paused": jobs[world.paused_job].status,
         "events": [e.id for e in client.fine_tuning.jobs.list_events(world.succeeded_job, limit=100)],
-        "checkpoints": [c.id for c in client.fine_tuning.jobs.checkpoints.list(world.succeeded_job, limit=100)],
+        "checkpoints": [
+            c.id for c in client.fine_tuning.jobs.checkpoints.list(world.succeeded_job, limit=100)
+        ],
     }
 
 
@@ -182,7 +191,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         # Enough steps that the running job is still running when the sweeps end.
         big_file = client.files.create(file=("big.jsonl", LINES * 40), purpose="fine-tune").id
 
-        upload = client.uploads.create(bytes=6, filename="done.jsonl", mime_type="text/jsonl", purpose="batch")
+        upload = client.uploads.create(
+            bytes=6, filename="done.jsonl", mime_type="text/jsonl", purpose="batch"
+        )
         done_part = client.uploads.parts.create(upload.id, data=b"{}\n{}\n").id
         completed = client.uploads.complete(upload.id, part_ids=[done_part])
         assert completed.file is not None
@@ -206,7 +217,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             model=MODEL, training_file=file_id, hyperparameters={"n_epochs": 50, "batch_size": 1}
         )
         _wait(client, paused.id, ("queued",))
-        assert client.fine_tuning.jobs.pause(paused.id).status == "paused"
+        pause_status: str = client.fine_tuning.jobs.pause(paused.id).status  # newer than the SDK's enum
+        assert pause_status == "paused"
         _wait(client, running.id, ("running",))
         world = World(
             gateway=gateway,
@@ -270,7 +282,9 @@ class Attempt:
     def body(self) -> tuple[bytes, str | None]:
         if self.json is None and self.form is None and self.files is None:
             return (b"{}", "application/json") if self.method == "POST" else (b"", None)
-        request = httpx.Request(self.method, "http://127.0.0.1/", json=self.json, data=self.form, files=self.files)
+        request = httpx.Request(
+            self.method, "http://127.0.0.1/", json=self.json, data=self.form, files=self.files
+        )
         return request.read(), request.headers.get("content-type")
 
 
@@ -298,7 +312,11 @@ def _own_file(world: World, headers: dict[str, str] | None) -> str:
         return world.file_id
     files = {"file": ("own.jsonl", LINES)}
     response = httpx.post(
-        world.gateway.base_url + "/files", data={"purpose": "fine-tune"}, files=files, headers=headers, timeout=30
+        world.gateway.base_url + "/files",
+        data={"purpose": "fine-tune"},
+        files=files,
+        headers=headers,
+        timeout=30,
     )
     return str(response.json()["id"]) if response.status_code == 200 else world.file_id
 
@@ -309,7 +327,14 @@ def _chat(model: str, **extra: Any) -> dict[str, Any]:
 
 REST_CASES: Cases = {
     ("POST", "/v1/files"): lambda w, h: [
-        Attempt("POST", "/files", form={"purpose": "fine-tune"}, files={"file": ("b.jsonl", LINES)}, touches_a=False, allowed=OK)
+        Attempt(
+            "POST",
+            "/files",
+            form={"purpose": "fine-tune"},
+            files={"file": ("b.jsonl", LINES)},
+            touches_a=False,
+            allowed=OK,
+        )
     ],
     ("GET", "/v1/files"): lambda w, h: [
         Attempt("GET", "/files", touches_a=False, allowed=OK),
@@ -318,7 +343,9 @@ REST_CASES: Cases = {
     ],
     ("GET", "/v1/files/{file_id}"): lambda w, h: [Attempt("GET", f"/files/{f}") for f in w.files],
     ("DELETE", "/v1/files/{file_id}"): lambda w, h: [Attempt("DELETE", f"/files/{f}") for f in w.files],
-    ("GET", "/v1/files/{file_id}/content"): lambda w, h: [Attempt("GET", f"/files/{f}/content") for f in w.files],
+    ("GET", "/v1/files/{file_id}/content"): lambda w, h: [
+        Attempt("GET", f"/files/{f}/content") for f in w.files
+    ],
     ("POST", "/v1/uploads"): lambda w, h: [
         Attempt(
             "POST",
@@ -329,28 +356,51 @@ REST_CASES: Cases = {
         )
     ],
     ("POST", "/v1/uploads/{upload_id}/parts"): lambda w, h: [
-        Attempt("POST", f"/uploads/{u}/parts", files={"data": ("blob", b"{}\n")}) for u in (w.pending_upload, w.done_upload)
+        Attempt("POST", f"/uploads/{u}/parts", files={"data": ("blob", b"{}\n")})
+        for u in (w.pending_upload, w.done_upload)
     ],
     ("POST", "/v1/uploads/{upload_id}/complete"): lambda w, h: [
         Attempt("POST", f"/uploads/{w.pending_upload}/complete", json={"part_ids": [w.pending_part]}),
         Attempt("POST", f"/uploads/{w.done_upload}/complete", json={"part_ids": [w.done_part]}),
         # The caller's own upload assembled from A's parts.
-        Attempt("POST", f"/uploads/{_own_upload(w, h)}/complete", json={"part_ids": [w.pending_part]}, allowed=REFUSED),
-        Attempt("POST", f"/uploads/{_own_upload(w, h)}/complete", json={"part_ids": [w.done_part]}, allowed=REFUSED),
+        Attempt(
+            "POST",
+            f"/uploads/{_own_upload(w, h)}/complete",
+            json={"part_ids": [w.pending_part]},
+            allowed=REFUSED,
+        ),
+        Attempt(
+            "POST",
+            f"/uploads/{_own_upload(w, h)}/complete",
+            json={"part_ids": [w.done_part]},
+            allowed=REFUSED,
+        ),
     ],
     ("POST", "/v1/uploads/{upload_id}/cancel"): lambda w, h: [
         Attempt("POST", f"/uploads/{u}/cancel") for u in (w.pending_upload, w.done_upload)
     ],
     ("POST", "/v1/fine_tuning/jobs"): lambda w, h: [
-        Attempt("POST", "/fine_tuning/jobs", json={"model": MODEL, "training_file": w.file_id}, allowed=REFUSED),
-        Attempt("POST", "/fine_tuning/jobs", json={"model": MODEL, "training_file": w.result_file}, allowed=REFUSED),
+        Attempt(
+            "POST", "/fine_tuning/jobs", json={"model": MODEL, "training_file": w.file_id}, allowed=REFUSED
+        ),
+        Attempt(
+            "POST",
+            "/fine_tuning/jobs",
+            json={"model": MODEL, "training_file": w.result_file},
+            allowed=REFUSED,
+        ),
         Attempt(
             "POST",
             "/fine_tuning/jobs",
             json={"model": MODEL, "training_file": _own_file(w, h), "validation_file": w.file_id},
             allowed=REFUSED,
         ),
-        Attempt("POST", "/fine_tuning/jobs", json={"model": w.model, "training_file": _own_file(w, h)}, allowed=REFUSED),
+        Attempt(
+            "POST",
+            "/fine_tuning/jobs",
+            json={"model": w.model, "training_file": _own_file(w, h)},
+            allowed=REFUSED,
+        ),
     ],
     ("GET", "/v1/fine_tuning/jobs"): lambda w, h: [
         Attempt("GET", "/fine_tuning/jobs?limit=100", touches_a=False, allowed=OK),
@@ -399,7 +449,9 @@ def rest_callers(world: World) -> list[tuple[str, list[tuple[str, bytes]], str |
     for header, value in UNREADABLE:
         callers.append((f"unreadable {header}={value!r}", [(header, value)], header))
         if header != "authorization":
-            callers.append((f"unreadable {header}={value!r} + A's Bearer", [(header, value), a_bearer], header))
+            callers.append(
+                (f"unreadable {header}={value!r} + A's Bearer", [(header, value), a_bearer], header)
+            )
     return callers
 
 
@@ -464,7 +516,9 @@ GRPC_PURPOSE = files_pb2.FilePurpose.Value("FILE_PURPOSE_BATCH")
 def _stream_file(channel: grpc.Channel, md: Metadata) -> Any:
     requests = iter(
         [
-            files_pb2.CreateFileRequest(metadata=files_pb2.FileMetadata(filename="b.jsonl", purpose=GRPC_PURPOSE, bytes=3)),
+            files_pb2.CreateFileRequest(
+                metadata=files_pb2.FileMetadata(filename="b.jsonl", purpose=GRPC_PURPOSE, bytes=3)
+            ),
             files_pb2.CreateFileRequest(chunk=b"{}\n"),
         ]
     )
@@ -474,7 +528,9 @@ def _stream_file(channel: grpc.Channel, md: Metadata) -> Any:
 def _content(file_id: str) -> Call:
     def call(channel: grpc.Channel, md: Metadata) -> Any:
         stub = files_pb2_grpc.FilesStub(channel)
-        return list(stub.GetFileContent(files_pb2.GetFileContentRequest(file_id=file_id), metadata=md, timeout=30))
+        return list(
+            stub.GetFileContent(files_pb2.GetFileContentRequest(file_id=file_id), metadata=md, timeout=30)
+        )
 
     return call
 
@@ -483,7 +539,9 @@ def _part(upload_id: str) -> Call:
     def call(channel: grpc.Channel, md: Metadata) -> Any:
         requests = iter(
             [
-                uploads_pb2.AddUploadPartRequest(metadata=uploads_pb2.UploadPartMetadata(upload_id=upload_id)),
+                uploads_pb2.AddUploadPartRequest(
+                    metadata=uploads_pb2.UploadPartMetadata(upload_id=upload_id)
+                ),
                 uploads_pb2.AddUploadPartRequest(chunk=b"{}\n"),
             ]
         )
@@ -518,8 +576,18 @@ class RpcAttempt:
 
 RPC_OK = frozenset({grpc.StatusCode.OK})
 RPC_REFUSED = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT})
-Files, Uploads, Jobs = files_pb2_grpc.FilesStub, uploads_pb2_grpc.UploadsStub, fine_tuning_pb2_grpc.FineTuningStub
+Files, Uploads, Jobs = (
+    files_pb2_grpc.FilesStub,
+    uploads_pb2_grpc.UploadsStub,
+    fine_tuning_pb2_grpc.FineTuningStub,
+)
 F, U, J = files_pb2, uploads_pb2, fine_tuning_pb2
+
+
+def _per_job(rpc: str, request: Callable[..., Message]) -> Callable[[World], list[RpcAttempt]]:
+    """`rpc` on each of A's jobs."""
+    return lambda w: [RpcAttempt(_unary(Jobs, rpc, request(fine_tuning_job_id=j))) for j in w.jobs]
+
 
 GRPC_CASES: dict[str, Callable[[World], list[RpcAttempt]]] = {
     "/tunegate.v1.Files/CreateFile": lambda w: [RpcAttempt(_stream_file, touches_a=False, allowed=RPC_OK)],
@@ -535,34 +603,45 @@ GRPC_CASES: dict[str, Callable[[World], list[RpcAttempt]]] = {
     "/tunegate.v1.Files/GetFileContent": lambda w: [RpcAttempt(_content(f)) for f in w.files],
     "/tunegate.v1.Uploads/CreateUpload": lambda w: [
         RpcAttempt(
-            _unary(Uploads, "CreateUpload", U.CreateUploadRequest(filename="b", purpose=GRPC_PURPOSE, bytes=3, mime_type="text/jsonl")),
+            _unary(
+                Uploads,
+                "CreateUpload",
+                U.CreateUploadRequest(filename="b", purpose=GRPC_PURPOSE, bytes=3, mime_type="text/jsonl"),
+            ),
             touches_a=False,
             allowed=RPC_OK,
         )
     ],
-    "/tunegate.v1.Uploads/AddUploadPart": lambda w: [RpcAttempt(_part(u)) for u in (w.pending_upload, w.done_upload)],
+    "/tunegate.v1.Uploads/AddUploadPart": lambda w: [
+        RpcAttempt(_part(u)) for u in (w.pending_upload, w.done_upload)
+    ],
     "/tunegate.v1.Uploads/CompleteUpload": lambda w: [
         RpcAttempt(_unary(Uploads, "CompleteUpload", U.CompleteUploadRequest(upload_id=u, part_ids=[p])))
         for u, p in ((w.pending_upload, w.pending_part), (w.done_upload, w.done_part))
     ],
     "/tunegate.v1.Uploads/CancelUpload": lambda w: [
-        RpcAttempt(_unary(Uploads, "CancelUpload", U.CancelUploadRequest(upload_id=u))) for u in (w.pending_upload, w.done_upload)
+        RpcAttempt(_unary(Uploads, "CancelUpload", U.CancelUploadRequest(upload_id=u)))
+        for u in (w.pending_upload, w.done_upload)
     ],
     "/tunegate.v1.FineTuning/CreateFineTuningJob": lambda w: [
         RpcAttempt(
-            _unary(Jobs, "CreateFineTuningJob", J.CreateFineTuningJobRequest(model=MODEL, training_file=w.file_id)),
+            _unary(
+                Jobs,
+                "CreateFineTuningJob",
+                J.CreateFineTuningJobRequest(model=MODEL, training_file=w.file_id),
+            ),
             allowed=RPC_REFUSED,
         )
     ],
     "/tunegate.v1.FineTuning/ListFineTuningJobs": lambda w: [
-        RpcAttempt(_unary(Jobs, "ListFineTuningJobs", J.ListFineTuningJobsRequest(limit=100)), touches_a=False, allowed=RPC_OK)
+        RpcAttempt(
+            _unary(Jobs, "ListFineTuningJobs", J.ListFineTuningJobsRequest(limit=100)),
+            touches_a=False,
+            allowed=RPC_OK,
+        )
     ],
     **{
-        f"/tunegate.v1.FineTuning/{rpc}": (
-            lambda w, rpc=rpc, request=request: [  # type: ignore[misc]
-                RpcAttempt(_unary(Jobs, rpc, request(fine_tuning_job_id=j))) for j in w.jobs
-            ]
-        )
+        f"/tunegate.v1.FineTuning/{rpc}": _per_job(rpc, request)
         for rpc, request in [
             ("GetFineTuningJob", J.GetFineTuningJobRequest),
             ("CancelFineTuningJob", J.CancelFineTuningJobRequest),
@@ -589,10 +668,22 @@ def grpc_callers(world: World) -> list[tuple[str, Metadata, str | None]]:
         ("tenant with A's token as gateway key", (("x-portkey-api-key", world.token),), None),
         ("tenant B next to A's Bearer", (("x-portkey-api-key", "pk-tenantB"), a_bearer), None),
         ("anonymous", (), None),
-        ("unreadable authorization-bin", (("authorization-bin", f"Bearer {world.token}".encode()),), "authorization"),
-        ("unreadable x-portkey-api-key-bin + A's Bearer", (("x-portkey-api-key-bin", b"pk-1"), a_bearer), "x-portkey-api-key"),
+        (
+            "unreadable authorization-bin",
+            (("authorization-bin", f"Bearer {world.token}".encode()),),
+            "authorization",
+        ),
+        (
+            "unreadable x-portkey-api-key-bin + A's Bearer",
+            (("x-portkey-api-key-bin", b"pk-1"), a_bearer),
+            "x-portkey-api-key",
+        ),
         ("unreadable api-key-bin", (("api-key-bin", world.token.encode()),), "api-key"),
-        ("unreadable x-portkey-virtual-key-bin + A's Bearer", (("x-portkey-virtual-key-bin", b"vk-1"), a_bearer), "x-portkey-virtual-key"),
+        (
+            "unreadable x-portkey-virtual-key-bin + A's Bearer",
+            (("x-portkey-virtual-key-bin", b"vk-1"), a_bearer),
+            "x-portkey-virtual-key",
+        ),
     ]
 
 
@@ -627,11 +718,17 @@ def test_grpc_ownership_sweep(world: World) -> None:
                         reply = attempt.call(channel, metadata)
                     except grpc.RpcError as raised:
                         err = cast(grpc.Call, raised)
-                        code, answer, fields = err.code(), (err.details() or "").encode(), _bad_request_fields(err)
+                        code, answer, fields = (
+                            err.code(),
+                            (err.details() or "").encode(),
+                            _bad_request_fields(err),
+                        )
                     else:
                         code, answer, fields = grpc.StatusCode.OK, _serialized(reply), []
                     where = f"{label}: {method} -> {code.name} {answer[:200]!r}"
-                    leaked = [i for i in world.ids if i.encode() in answer] if code is grpc.StatusCode.OK else []
+                    leaked = (
+                        [i for i in world.ids if i.encode() in answer] if code is grpc.StatusCode.OK else []
+                    )
                     if code is grpc.StatusCode.OK and (attempt.touches_a or leaked):
                         cross_owner_reads += 1
                         unexpected.append("CROSS-OWNER READ " + where)
