@@ -59,11 +59,19 @@ def check_response(response: Any) -> None:
     if schema is None:
         raise SpecViolation(f"no schema known for {response.request.method} {path}")
     body = response.json()
-    if schema == "FineTuningJob" and body.get("status") == "paused":
-        # OpenAI's pause endpoint answers `"status": "paused"` (its own example), a value the
-        # job schema's enum predates: check everything else against the schema.
-        body = {**body, "status": "running"}
+    # OpenAI's pause endpoint answers `"status": "paused"` (its own example), a value the job
+    # schema's enum predates: check everything else against the schema, in lists too.
+    if schema == "FineTuningJob":
+        body = _paused_as_running(body)
+    elif schema == "ListPaginatedFineTuningJobsResponse":
+        body = {**body, "data": [_paused_as_running(job) for job in body.get("data") or []]}
     validate(schema, body)
+
+
+def _paused_as_running(job: Any) -> Any:
+    if isinstance(job, dict) and job.get("status") == "paused":
+        return {**job, "status": "running"}
+    return job
 
 
 def openai_client(base_url: str, api_key: str, **kwargs: Any) -> openai.OpenAI:
