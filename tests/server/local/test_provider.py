@@ -201,3 +201,22 @@ def test_check_request_refuses_unknown_models(tmp_path: Path) -> None:
         with pytest.raises(InvalidArgument) as error:
             provider.check_request(ACCOUNT, {"model": model})
         assert error.value.param == "model"
+
+
+def test_a_base_model_cannot_be_read_from_the_gateways_data_directory(tmp_path: Path) -> None:
+    """Every owner's tuned weights live under the data directory; a `local:` base model there
+    would let one owner train on (and probe) another's model."""
+    data_dir, outside = tmp_path / "data", tmp_path / "models" / "mine"
+    tuned = data_dir / "local" / "jobs" / "ftjob-local-x" / "model"
+    tuned.mkdir(parents=True)
+    outside.mkdir(parents=True)
+    provider = LocalProvider(LocalSettings(root=data_dir / "local"))
+    provider.check_request(ACCOUNT, {"model": f"local:{outside}"})
+    for model in (
+        f"local:{tuned}",
+        f"local:{outside}/../../data/local/jobs/ftjob-local-x/model",
+        f"local:{data_dir}",
+    ):
+        with pytest.raises(InvalidArgument) as error:
+            provider.check_request(ACCOUNT, {"model": model})
+        assert error.value.param == "model" and "data directory" in error.value.message

@@ -189,12 +189,20 @@ class LocalProvider:
     # -- jobs ---------------------------------------------------------------------------------
 
     def check_request(self, account: Account, request: Mapping[str, Any]) -> None:
-        """The base model must be `tunegate-tiny` or `local:<directory>` that exists."""
+        """The base model must be `tunegate-tiny` or `local:<directory>` that exists outside the
+        gateway's data directory (which holds every owner's tuned weights: those are reached
+        through their `ft:` names, by their owner only)."""
         model = str(request.get("model") or "")
         if model == BASE_MODEL:
             return
         if model.startswith("local:"):
             path = Path(model[len("local:") :]).expanduser()
+            if path.resolve().is_relative_to(self.root.parent.resolve()):
+                raise InvalidArgument(
+                    f"Model {model!r}: a base model cannot come from the gateway's data directory.",
+                    code="model_not_available",
+                    param="model",
+                )
             if path.is_dir():
                 return
             raise InvalidArgument(
