@@ -361,7 +361,9 @@ class EdgeServer:
         * idle keep-alive connections close at once (what a client sends on one is never
           answered; it sees the close before any byte of an answer, and HTTP clients retry);
         * requests on new connections are answered 503 (`EdgeHandler.draining`), so a client
-          is told to retry rather than refused;
+          is told to retry rather than refused (a late body is not read: a client still
+          sending one may see a reset instead of the 503); requests pipelined behind one in
+          flight are not answered, their connection closes after it;
         * once the last request in flight is answered, the listener closes and the
           connections made during the drain are closed after their 503.
         """
