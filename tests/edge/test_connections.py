@@ -311,6 +311,56 @@ async def test_stop_lets_the_request_in_flight_finish_and_closes_idle_connection
     await busy.close()
 
 
+async def test_while_stopping_a_late_request_is_told_to_retry_until_the_last_in_flight_is_done(
+    stack: Stack,
+) -> None:
+    idle = await Raw.open(stack)
+    await idle.send(get("/healthz"))
+    assert (await idle.answer()).status == 200
+    busy, fake = await _slow_request(stack)
+    stopping = asyncio.create_task(stack.edge.stop())
+    assert await idle.closed()  # an idle keep-alive connection closes, unanswered
+    for request in (get("/v1/files"), post("/v1/fine_tuning/jobs", b'{"model": "m"}'), get("/healthz")):
+        late = await Raw.open(stack)  # the listener stays open while a request is in flight
+        await late.send(request)
+        answer = await late.answer()
+        assert answer.status == 503, answer.body
+        assert answer.headers["x-should-retry"] == "true" and answer.headers["retry-after"] == "1"
+        assert answer.headers["connection"] == "close" and answer.headers["x-request-id"]
+        assert answer.json() == {
+            "error": {
+                "message": "The gateway is shutting down; retry the request.",
+                "type": "server_error",
+                "param": None,
+                "code": "shutting_down",
+            }
+        }
+        assert await late.closed()
+        await late.close()
+    assert fake.list_requests == [] and not stopping.done()  # no late request reached the server
+    fake.gate.set()
+    assert (await busy.answer()).status == 200
+    await asyncio.wait_for(stopping, 10)
+    with pytest.raises(OSError):
+        await Raw.open(stack)
+    await idle.close()
+    await busy.close()
+
+
+async def test_stop_closes_a_connection_opened_during_the_drain_that_sent_nothing(stack: Stack) -> None:
+    busy, fake = await _slow_request(stack)
+    stopping = asyncio.create_task(stack.edge.stop())
+    await asyncio.sleep(0.05)
+    silent = await Raw.open(stack)
+    await asyncio.sleep(0.05)
+    fake.gate.set()
+    assert (await busy.answer()).status == 200
+    await asyncio.wait_for(stopping, 10)
+    assert await silent.closed()
+    await silent.close()
+    await busy.close()
+
+
 async def test_a_client_that_goes_away_does_not_cancel_its_request(stack: Stack) -> None:
     # A job create must not be abandoned half-way because its client's socket dropped.
     raw, fake = await _slow_request(stack)

@@ -13,6 +13,9 @@ An upgrade request closes the connection because aiohttp's C parser (3.14) drops
 arrived behind such a request when it does not switch protocols (``h2c``): requests pipelined
 after it would otherwise wait for the keep-alive timeout, unanswered.
 
+While the edge drains (`EdgeServer.stop`), every request the handler gets is answered 503 with
+``x-should-retry: true``, ``Retry-After: 1`` and ``Connection: close``, and reaches no server.
+
 A routed request that has a body and sends ``Expect: 100-continue`` gets its ``100 Continue``
 (curl waits for it before a large upload); an upload gets it once the server has accepted the
 call, so a refused upload's body is never sent.
@@ -65,6 +68,10 @@ StreamHandler = Callable[[web.BaseRequest, Mapping[str, str], str], Awaitable[we
 
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _SHUTDOWN_TIMEOUT = 60.0  # seconds in-flight requests get to finish on stop (aiohttp's default)
+_LATE_TIMEOUT = 5.0  # seconds the connections made during the drain get to finish their 503
+_DRAINING = error_response(
+    503, "The gateway is shutting down; retry the request.", code="shutting_down", retry_delay_s=1
+)
 _BACKLOG = 128
 _VARIABLE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
@@ -162,6 +169,9 @@ class EdgeHandler:
     def __init__(self, config: EdgeConfig, channel: grpc.aio.Channel) -> None:
         self.config = config
         self.channel = channel
+        self.draining = False
+        """Set when the edge begins to shut down: from then on every request is answered
+        503 (``_DRAINING``, the connection closing after it) and reaches no server."""
         self._table = _Table()
         health = _Endpoint(unary=self._healthz())
         self._table.add("GET", "/healthz", health)
@@ -180,6 +190,10 @@ class EdgeHandler:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         request_id = request_id_from(request.headers)
+        if self.draining:
+            response = web_response(error_json(_DRAINING, request_id))
+            response.force_close()
+            return response
         try:
             return await self._serve(request, request_id)
         except Exception as exc:
@@ -305,12 +319,14 @@ class EdgeServer:
         self,
         server: asyncio.Server,
         http: EdgeHTTPServer,
+        handler: EdgeHandler,
         config: EdgeConfig,
         port: int,
         owned: grpc.aio.Channel | None,
     ) -> None:
         self._server = server
         self._http = http
+        self._handler = handler
         self._owned = owned
         self.config = config
         self.port = port
@@ -334,16 +350,32 @@ class EdgeServer:
                 await owned.close(grace=None)
             raise
         port = int(server.sockets[0].getsockname()[1])
-        return cls(server, http, config, port, owned)
+        return cls(server, http, handler, config, port, owned)
 
     async def stop(self) -> None:
-        """Stop accepting, close idle connections, let in-flight requests finish (up to a
-        minute), close — aiohttp's own shutdown sequence (``web.BaseRunner.cleanup``)."""
+        """Drain, then close, on aiohttp's own shutdown sequence (``web.Server.pre_shutdown``
+        and each connection's ``shutdown``) with the listener kept open meanwhile:
+
+        * requests whose handler is running finish (up to a minute), uploads included (their
+          bodies are read to the end: `EdgeConnection`); their connections close after them;
+        * idle keep-alive connections close at once (what a client sends on one is never
+          answered; it sees the close before any byte of an answer, and HTTP clients retry);
+        * requests on new connections are answered 503 (`EdgeHandler.draining`), so a client
+          is told to retry rather than refused (a late body is not read: a client still
+          sending one may see a reset instead of the 503); requests pipelined behind one in
+          flight are not answered, their connection closes after it;
+        * once the last request in flight is answered, the listener closes and the
+          connections made during the drain are closed after their 503.
+        """
         try:
-            self._server.close()
             await asyncio.sleep(0)  # requests already received get started first
+            self._handler.draining = True
+            in_flight = self._http.connections
             self._http.pre_shutdown()
-            await self._http.shutdown(_SHUTDOWN_TIMEOUT)
+            await asyncio.gather(*(conn.shutdown(_SHUTDOWN_TIMEOUT) for conn in in_flight))
+            self._server.close()
+            self._http.pre_shutdown()
+            await self._http.shutdown(_LATE_TIMEOUT)
             await self._server.wait_closed()
         finally:
             if self._owned is not None:
