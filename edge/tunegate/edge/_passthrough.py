@@ -41,7 +41,7 @@ from tunegate.edge._headers import REQUEST_ID
 from tunegate.edge._http import CallContext, ErrorAnswer, json_body, read_body, rpc_error
 from tunegate.edge._protocol import on_client_gone
 from tunegate.edge._routes import Route
-from tunegate.openai_json import MAX_JSON_DEPTH, nested_deeper_than
+from tunegate.openai_json import MAX_JSON_DEPTH, too_deep_param
 
 __all__ = ["envelope", "handle_passthrough"]
 
@@ -63,14 +63,14 @@ def envelope(body: bytes) -> tuple[str, bool]:
     document = json_body(body)
     if not isinstance(document, dict):
         raise _bad("The request body must be a JSON object.", None, "invalid_json")
-    for key, value in document.items():
-        if nested_deeper_than(value, MAX_JSON_DEPTH):
-            raise _bad(
-                f"Invalid value for '{key}': objects and arrays may be nested at most "
-                f"{MAX_JSON_DEPTH} levels deep.",
-                key,
-                "invalid_value",
-            )
+    deep = too_deep_param(document)
+    if deep is not None:
+        raise _bad(
+            f"Invalid value for '{deep}': objects and arrays may be nested at most "
+            f"{MAX_JSON_DEPTH} levels deep.",
+            deep,
+            "invalid_value",
+        )
     model = document.get("model", "")
     if not isinstance(model, str):
         raise _bad(

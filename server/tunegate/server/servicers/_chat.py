@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 from google.api import httpbody_pb2
-from tunegate.openai_json import MAX_JSON_DEPTH, nested_deeper_than
+from tunegate.openai_json import MAX_JSON_DEPTH, too_deep_param
 from tunegate.server.chat import ChatService
 from tunegate.server.errors import InvalidArgument
 from tunegate.server.jobs import AccountRouter, ProviderLookup
@@ -53,14 +53,14 @@ def check_body(data: bytes, *, model: str, stream: bool) -> dict[str, Any]:
         ) from None
     if not isinstance(document, dict):
         raise InvalidArgument("The request body must be a JSON object.", code="invalid_json")
-    for key, value in document.items():
-        if nested_deeper_than(value, MAX_JSON_DEPTH):
-            raise InvalidArgument(
-                f"Invalid value for '{key}': objects and arrays may be nested at most "
-                f"{MAX_JSON_DEPTH} levels deep.",
-                code="invalid_value",
-                param=key,
-            )
+    deep = too_deep_param(document)
+    if deep is not None:
+        raise InvalidArgument(
+            f"Invalid value for '{deep}': objects and arrays may be nested at most "
+            f"{MAX_JSON_DEPTH} levels deep.",
+            code="invalid_value",
+            param=deep,
+        )
     named = document.get("model")
     if not isinstance(named, str) or not named:
         if named is None:
