@@ -21,7 +21,9 @@ Theory of operation
    ``data: {"error": {…}}``, the same envelope the status maps to, then the end of the response.
 4. A client that goes away cancels the call (``on_client_gone``; the edge does not cancel
    handlers itself), so the server closes the provider's response or stops generating — also
-   while the handler waits for the next message, not only at its next write.
+   while the handler waits for the next message, not only at its next write. For a stream, the
+   client's end of stream counts as leaving (a half-closed client cannot be told from a closed
+   one without writing to it); a unary call is cancelled only when the connection is lost.
 """
 
 from __future__ import annotations
@@ -183,7 +185,7 @@ async def _streamed(
         gone = True
         call.cancel()
 
-    unregister = on_client_gone(request, cancel)
+    unregister = on_client_gone(request, cancel, eof=True)
     response: web.StreamResponse | None = None
     try:
         try:

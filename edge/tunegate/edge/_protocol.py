@@ -67,7 +67,7 @@ class EdgeConnection(RequestHandler):
         self._head_timeout = head_timeout
         self._head_timer: asyncio.TimerHandle | None = None
         self._last_payload: StreamReader = EMPTY_PAYLOAD
-        self._gone: list[Callable[[], None]] | None = []
+        self._gone: list[tuple[Callable[[], None], bool]] | None = []
 
     def data_received(self, data: bytes) -> None:
         if (self._close or self._force_close) and self._body_arriving():
@@ -98,7 +98,12 @@ class EdgeConnection(RequestHandler):
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio.Protocol's signature
         """A client that half-closes once its request is sent still gets the answer: the
         connection stays half-open while a request whose body is all here is under way, then
-        closes. An end mid-body is a client gone: the connection closes, the reader fails."""
+        closes. An end mid-body is a client gone: the connection closes, the reader fails.
+
+        Callbacks registered with ``eof=True`` (a streamed answer's) run at the end of stream,
+        half-close or not: a client cannot tell one from a close without a write, and a client
+        that closes while a stream is under way has left (nginx treats it the same way)."""
+        self._client_gone(eof_only=True)
         if (self._request_in_progress or self._messages) and self._last_payload.is_eof():
             self.close()
             return True
@@ -118,25 +123,34 @@ class EdgeConnection(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
         super().connection_lost(exc)
-        callbacks, self._gone = self._gone or [], None
-        for callback in callbacks:
+        self._client_gone(eof_only=False)
+
+    def _client_gone(self, *, eof_only: bool) -> None:
+        if self._gone is None:
+            return
+        due = [entry for entry in self._gone if entry[1] or not eof_only]
+        self._gone = [entry for entry in self._gone if entry not in due]
+        if not eof_only:
+            self._gone = None
+        for callback, _ in due:
             try:
                 callback()
             except Exception:
                 logger.exception("a client-gone callback failed")
 
-    def when_gone(self, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback`` once the connection is lost (at once if it already is); returns
-        the function that unregisters it."""
+    def when_gone(self, callback: Callable[[], None], *, eof: bool = False) -> Callable[[], None]:
+        """Call ``callback`` once the connection is lost — with ``eof``, already when the client
+        ends its side of it — or at once if it already is; returns the function that
+        unregisters it."""
         if self._gone is None:
             callback()
             return _nothing
-        self._gone.append(callback)
-        gone = self._gone
+        entry = (callback, eof)
+        self._gone.append(entry)
 
         def unregister() -> None:
-            if callback in gone:
-                gone.remove(callback)
+            if self._gone is not None and entry in self._gone:
+                self._gone.remove(entry)
 
         return unregister
 
@@ -186,12 +200,15 @@ def _nothing() -> None:
     pass
 
 
-def on_client_gone(request: web.BaseRequest, callback: Callable[[], None]) -> Callable[[], None]:
-    """Call ``callback`` when ``request``'s client connection is lost; returns the function that
-    unregisters it (call it once the work it would stop is over)."""
+def on_client_gone(
+    request: web.BaseRequest, callback: Callable[[], None], *, eof: bool = False
+) -> Callable[[], None]:
+    """Call ``callback`` when ``request``'s client connection is lost — with ``eof``, already when
+    the client ends its side of it (see `EdgeConnection.eof_received`); returns the function
+    that unregisters it (call it once the work it would stop is over)."""
     protocol = request.protocol
     if isinstance(protocol, EdgeConnection):
-        return protocol.when_gone(callback)
+        return protocol.when_gone(callback, eof=eof)
     return _nothing
 
 
