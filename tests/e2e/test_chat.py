@@ -92,8 +92,7 @@ class ScriptedChat:
         try:
             yield chunk(model, {"role": "assistant", "content": "Hel"})
             if model == "gated":
-                while not self.release.is_set():
-                    await asyncio.sleep(0.01)
+                await asyncio.to_thread(self.release.wait, WAIT)
             elif model == "hangs":
                 await asyncio.sleep(3600)
             elif model == "breaks":
