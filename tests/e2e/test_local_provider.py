@@ -201,8 +201,8 @@ def test_supervised_job_from_upload_to_chat(gateway: Gateway, client: openai.Ope
         "POST", str(client.base_url) + "chat/completions", json={**request, "stream": True}, headers=headers
     ) as raw:
         assert raw.headers["content-type"].startswith("text/event-stream")
-        events = [line for line in raw.iter_lines() if line]
-    assert events[-1] == "data: [DONE]"
+        lines = [line for line in raw.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
     asyncio.run(_grpc_answers(gateway.grpc_target, client, request, choice.message.content))
 
 

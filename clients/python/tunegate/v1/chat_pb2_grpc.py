@@ -96,6 +96,10 @@ class ChatCompletionsServicer:
         message ends the stream with an error status; the REST edge then writes OpenAI's
         `data: {"error": …}` event and closes the response. A caller that cancels the call
         cancels the provider's request.
+
+        It takes `CreateChatCompletionRequest` on purpose: the same request as its unary twin, so
+        the edge builds one message and picks the RPC by `stream`.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -62,6 +62,10 @@ class ChatCompletionsStub:
     message ends the stream with an error status; the REST edge then writes OpenAI's
     `data: {"error": …}` event and closes the response. A caller that cancels the call
     cancels the provider's request.
+
+    It takes `CreateChatCompletionRequest` on purpose: the same request as its unary twin, so
+    the edge builds one message and picks the RPC by `stream`.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
     """
 
 @_typing.type_check_only
@@ -97,6 +101,10 @@ class ChatCompletionsAsyncStub(ChatCompletionsStub):
     message ends the stream with an error status; the REST edge then writes OpenAI's
     `data: {"error": …}` event and closes the response. A caller that cancels the call
     cancels the provider's request.
+
+    It takes `CreateChatCompletionRequest` on purpose: the same request as its unary twin, so
+    the edge builds one message and picks the RPC by `stream`.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
     """
 
 class ChatCompletionsServicer(metaclass=_abc_1.ABCMeta):
@@ -141,6 +149,10 @@ class ChatCompletionsServicer(metaclass=_abc_1.ABCMeta):
         message ends the stream with an error status; the REST edge then writes OpenAI's
         `data: {"error": …}` event and closes the response. A caller that cancels the call
         cancels the provider's request.
+
+        It takes `CreateChatCompletionRequest` on purpose: the same request as its unary twin, so
+        the edge builds one message and picks the RPC by `stream`.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
         """
 
 def add_ChatCompletionsServicer_to_server(servicer: ChatCompletionsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
