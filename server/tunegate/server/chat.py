@@ -124,7 +124,7 @@ def check_request(body: Mapping[str, Any]) -> _Params:
     messages = []
     for index, message in enumerate(raw_messages):
         role = message.get("role") if isinstance(message, Mapping) else None
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise _invalid(f"Invalid role {role!r}.", f"messages[{index}].role")
         assert isinstance(message, Mapping)
         text = _text(message.get("content"), f"messages[{index}].content")
