@@ -5,6 +5,7 @@ Kept cheap for CI: `tunegate-tiny` (116 k parameters), 12 examples, 1–2 epochs
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -14,8 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
+import httpx
 import openai
 import pytest
+from google.api import httpbody_pb2
+from tunegate.v1 import chat_pb2, chat_pb2_grpc
 
 from tests.conftest import Gateway, start_gateway
 from tests.e2e.sdk import openai_client
@@ -101,7 +106,7 @@ def pid_alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
-def test_supervised_job_from_upload_to_chat(client: openai.OpenAI, tmp_path: Path) -> None:
+def test_supervised_job_from_upload_to_chat(gateway: Gateway, client: openai.OpenAI, tmp_path: Path) -> None:
     training = upload(client, tmp_path, _supervised())
     job = client.fine_tuning.jobs.create(
         model=MODEL,
@@ -182,6 +187,72 @@ def test_supervised_job_from_upload_to_chat(client: openai.OpenAI, tmp_path: Pat
         )
     assert bad.value.body["param"] == "n"  # type: ignore[index]
 
+    # The same model through the async SDK, raw HTTP and gRPC: the same greedy text each way.
+    asyncio.run(_async_sdk_answers(client, job.fine_tuned_model, choice.message.content))
+    request = {
+        "model": job.fine_tuned_model,
+        "messages": [{"role": "user", "content": "Say w1."}],
+        "max_tokens": 8,
+        "temperature": 0,
+        "seed": 1,
+    }
+    headers = {"Authorization": f"Bearer {client.api_key}"}
+    with httpx.stream(
+        "POST", str(client.base_url) + "chat/completions", json={**request, "stream": True}, headers=headers
+    ) as raw:
+        assert raw.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in raw.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    asyncio.run(_grpc_answers(gateway.grpc_target, client, request, choice.message.content))
+
+
+async def _async_sdk_answers(client: openai.OpenAI, model: str, text: str | None) -> None:
+    async with openai.AsyncOpenAI(base_url=client.base_url, api_key=client.api_key, max_retries=0) as aclient:
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": "user", "content": "Say w1."}],
+            "max_tokens": 8,
+            "temperature": 0,
+            "seed": 1,
+        }
+        whole = await aclient.chat.completions.create(**kwargs)
+        assert whole.choices[0].message.content == text
+        stream = await aclient.chat.completions.create(**kwargs, stream=True)
+        assert "".join([c.choices[0].delta.content or "" async for c in stream]) == text
+
+
+async def _grpc_answers(
+    target: str, client: openai.OpenAI, request: dict[str, Any], text: str | None
+) -> None:
+    metadata = (("authorization", f"Bearer {client.api_key}"),)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = chat_pb2_grpc.ChatCompletionsStub(channel)
+        whole = await stub.CreateChatCompletion(
+            chat_pb2.CreateChatCompletionRequest(
+                body=httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps(request).encode())
+            ),
+            metadata=metadata,
+        )
+        assert whole.content_type == "application/json"
+        assert json.loads(whole.data)["choices"][0]["message"]["content"] == text
+        streamed = stub.StreamChatCompletion(
+            chat_pb2.CreateChatCompletionRequest(
+                stream=True,
+                body=httpbody_pb2.HttpBody(
+                    content_type="application/json", data=json.dumps({**request, "stream": True}).encode()
+                ),
+            ),
+            metadata=metadata,
+        )
+        data = b"".join([message.data async for message in streamed])
+    assert data.endswith(b"data: [DONE]\n\n")
+    deltas = [
+        json.loads(event[6:])["choices"][0]["delta"].get("content") or ""
+        for event in data.decode().split("\n\n")
+        if event.startswith("data: {")
+    ]
+    assert "".join(deltas) == text
+
 
 def test_dpo_job(client: openai.OpenAI, tmp_path: Path) -> None:
     training = upload(client, tmp_path, _preference())
@@ -247,6 +318,8 @@ def test_unknown_and_foreign_models_are_not_found(gateway: Gateway, client: open
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
     assert missing.value.body["param"] == "model"  # type: ignore[index]
+    message = missing.value.body["message"]  # type: ignore[index]
+    assert "gateway" in message and "x-portkey-provider" in message  # its own answer, never OpenAI's
     # Another owner's fine-tuned model is just as unknown.
     succeeded = [
         json.loads(p.read_text())

@@ -9,12 +9,12 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
 from tunegate.edge import Cardinality, RouteError, build_routes, default_services
-from tunegate.v1 import files_pb2, uploads_pb2
+from tunegate.v1 import files_pb2, options_pb2, uploads_pb2
 
 EXPECTED = {
     ("POST", "/v1/chat/completions"): (
         "/tunegate.v1.ChatCompletions/CreateChatCompletion",
-        Cardinality.SERVER_STREAMING,
+        Cardinality.UNARY,
     ),
     ("POST", "/v1/files"): ("/tunegate.v1.Files/CreateFile", Cardinality.CLIENT_STREAMING),
     ("GET", "/v1/files"): ("/tunegate.v1.Files/ListFiles", Cardinality.UNARY),
@@ -66,10 +66,14 @@ def test_routes_are_openais_paths() -> None:
 
 
 def test_every_annotated_method_has_a_route_and_every_route_an_annotation() -> None:
-    routes = {r.method_path for r in build_routes()}
+    built = build_routes()
+    routes = {r.method_path for r in built}
+    streamed = {r.streamed_by for r in built if r.streamed_by}
     annotated = set()
     for service in default_services():
         for method in service.methods:
+            if f"/{service.full_name}/{method.name}" in streamed:
+                continue  # reached through its unary twin's route
             assert method.GetOptions().HasExtension(annotations_pb2.http), method.full_name
             annotated.add(f"/{service.full_name}/{method.name}")
     assert routes == annotated
@@ -92,6 +96,10 @@ def test_route_details() -> None:
     assert create.upload.metadata_cls is files_pb2.FileMetadata or (
         create.upload.metadata_cls.DESCRIPTOR.full_name == "tunegate.v1.FileMetadata"
     )
+    chat = by_method["/tunegate.v1.ChatCompletions/CreateChatCompletion"]
+    assert chat.passes_body and chat.body == "body"
+    assert chat.streamed_by == "/tunegate.v1.ChatCompletions/StreamChatCompletion"
+    assert not get.passes_body and not cancel.passes_body and get.streamed_by is None
     parts = by_method["/tunegate.v1.Uploads/AddUploadPart"]
     assert parts.upload is not None and parts.upload.part == "data" and parts.path_fields == ("upload_id",)
     assert (
@@ -148,3 +156,51 @@ def test_unservable_annotations_fail_loudly(path: str, body: str, stream_out: bo
 def test_a_plain_template_is_accepted() -> None:
     routes = build_routes([_service_with("/v1/things/{id}")])
     assert [(r.verb, r.path, r.path_fields) for r in routes] == [("GET", "/v1/things/{id}", ("id",))]
+
+
+def _passthrough_service(
+    *, body_type: str = ".google.api.HttpBody", returns: str = ".google.api.HttpBody", streamed_by: str = ""
+) -> ServiceDescriptor:
+    """A throwaway service: `M` (POST /v1/things, body: "body") and `S`, server-streaming HttpBody."""
+    name = f"routetest{next(_counter)}"
+    f = descriptor_pb2.FileDescriptorProto(name=f"{name}.proto", package=name, syntax="proto3")
+    f.dependency.extend(
+        ["google/api/annotations.proto", "google/api/httpbody.proto", "tunegate/v1/options.proto"]
+    )
+    msg = f.message_type.add(name="Req")
+    msg.field.add(name="model", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING)
+    msg.field.add(
+        name="body", number=2, type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE, type_name=body_type
+    )
+    service = f.service.add(name="S")
+    method = service.method.add(name="M", input_type=f".{name}.Req", output_type=returns)
+    rule = method.options.Extensions[annotations_pb2.http]
+    rule.post = "/v1/things"
+    rule.body = "body"
+    if streamed_by:
+        method.options.Extensions[options_pb2.streamed_by] = streamed_by
+    stream = service.method.add(name="Stream", input_type=f".{name}.Req", output_type=".google.api.HttpBody")
+    stream.server_streaming = True
+    pool = descriptor_pool.Default()
+    pool.Add(f)
+    return pool.FindServiceByName(f"{name}.S")
+
+
+def test_a_pass_through_route_names_its_streaming_twin() -> None:
+    (route,) = build_routes([_passthrough_service(streamed_by="Stream")])
+    assert route.passes_body and route.cardinality is Cardinality.UNARY
+    assert route.streamed_by is not None and route.streamed_by.endswith(".S/Stream")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"body_type": ".google.protobuf.Struct"},  # a named body that is not HttpBody
+        {"returns": ".google.protobuf.Struct"},  # a pass-through answer that is not HttpBody
+        {"streamed_by": "Missing"},
+        {"streamed_by": "M"},  # not server-streaming
+    ],
+)
+def test_unservable_pass_through_routes_fail_loudly(kwargs: dict[str, str]) -> None:
+    with pytest.raises(RouteError):
+        build_routes([_passthrough_service(**kwargs)])

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from google.protobuf import struct_pb2
 from tunegate.openai_json import CodecError, from_openai, to_openai
-from tunegate.v1 import chat_pb2, files_pb2
+from tunegate.v1 import files_pb2
 from tunegate.v1 import fine_tuning_pb2 as ft
 
 # OpenAI's shape, as the shared benchmark's fake upstream answers.
@@ -164,25 +164,26 @@ def test_bytes_are_base64() -> None:
     assert info.value.param == "chunk" and "base64" in info.value.message
 
 
-def test_value_fields_take_any_json() -> None:
-    body = {
-        "model": "m",
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
-            {"role": "assistant", "content": "hello"},
-        ],
+def test_open_ended_fields_take_any_json() -> None:
+    options = {
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
         "stop": ["\n"],
+        "n": 3,
     }
-    request = from_openai(body, chat_pb2.CreateChatCompletionRequest)
-    assert isinstance(request.stop, struct_pb2.Value)
-    rendered = to_openai(request)
-    assert rendered["messages"] == body["messages"] and rendered["stop"] == ["\n"]
+    request = from_openai(
+        {"model": "m", "training_file": "f", "provider_options": options}, ft.CreateFineTuningJobRequest
+    )
+    assert isinstance(request.provider_options, struct_pb2.Struct)
+    assert to_openai(request)["provider_options"] == options
 
 
-def test_a_value_json_cannot_hold_names_its_param() -> None:
+def test_an_open_ended_field_json_cannot_hold_names_its_param() -> None:
     with pytest.raises(CodecError) as info:
-        from_openai({"messages": [{"role": "user", "content": {1, 2}}]}, chat_pb2.CreateChatCompletionRequest)
-    assert info.value.param == "messages[0].content"
+        from_openai(
+            {"model": "m", "training_file": "f", "portkey_options": {1, 2}},
+            ft.CreateFineTuningJobRequest,
+        )
+    assert info.value.param == "portkey_options"
 
 
 @pytest.mark.parametrize(

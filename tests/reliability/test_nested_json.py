@@ -9,8 +9,15 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import struct_pb2
-from tunegate.openai_json import MAX_JSON_DEPTH, CodecError, from_openai, nested_deeper_than, too_deep_field
-from tunegate.v1 import chat_pb2, fine_tuning_pb2, fine_tuning_pb2_grpc
+from tunegate.openai_json import (
+    MAX_JSON_DEPTH,
+    CodecError,
+    from_openai,
+    nested_deeper_than,
+    too_deep_field,
+    too_deep_param,
+)
+from tunegate.v1 import fine_tuning_pb2, fine_tuning_pb2_grpc
 
 from tests.conftest import Gateway
 
@@ -121,10 +128,13 @@ def test_the_codec_refuses_depth_without_recursing() -> None:
     assert nested_deeper_than(deep, MAX_JSON_DEPTH)
     with pytest.raises(CodecError) as raised:
         from_openai(
-            {"model": "m", "messages": [{"role": "user", "content": deep}]},
-            chat_pb2.CreateChatCompletionRequest,
+            {"model": "m", "training_file": "f", "portkey_options": {"x": deep}},
+            fine_tuning_pb2.CreateFineTuningJobRequest,
         )
-    assert raised.value.param == "messages[0].content"
+    assert raised.value.param == "portkey_options"
+    assert too_deep_param({"model": "m", "messages": [{"role": "user", "content": deep}]}) == (
+        "messages[0].content"
+    )
 
 
 def test_the_deepest_grader_still_crosses_grpc() -> None:

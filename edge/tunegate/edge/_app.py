@@ -1,7 +1,8 @@
 """The edge's HTTP server: aiohttp's low-level server (``_protocol``) calling one handler,
 `EdgeHandler`, which routes by the table from ``_routes`` — one generic unary handler, two
 streaming handlers chosen by cardinality, health — and makes every answer, success or error,
-routed or not, carry ``x-request-id`` and the one error envelope.
+routed or not, carry ``x-request-id`` and the one error envelope. A pass-through route (the raw
+body in a ``google.api.HttpBody`` field, OpenAI's chat) is served by ``_passthrough``.
 
 Why not ``web.Application``: its router, middleware chain and per-request app plumbing cost
 ~30 µs a request; the edge needs only a fixed table of templates, resolved here the way
@@ -52,6 +53,7 @@ from tunegate.edge._http import (
     rpc_error,
     web_response,
 )
+from tunegate.edge._passthrough import handle_passthrough
 from tunegate.edge._protocol import EdgeHTTPServer
 from tunegate.edge._routes import Cardinality, Route, build_routes
 from tunegate.edge._upload import handle_upload
@@ -177,7 +179,9 @@ class EdgeHandler:
         self._table.add("GET", "/healthz", health)
         self._table.add("HEAD", "/healthz", health)
         for route in build_routes():
-            if route.cardinality is Cardinality.UNARY:
+            if route.passes_body:
+                endpoint = _Endpoint(stream=self._passthrough(route))
+            elif route.cardinality is Cardinality.UNARY:
                 endpoint = _Endpoint(unary=self._unary(route), reads_body=route.body == "*")
             else:
                 uploads = route.cardinality is Cardinality.CLIENT_STREAMING
@@ -284,6 +288,15 @@ class EdgeHandler:
         ) -> web.StreamResponse:
             ctx = call_context(request.headers, request.remote, request_id)
             return await stream(request, route, params, self.channel, self.config, ctx)
+
+        return handle
+
+    def _passthrough(self, route: Route) -> StreamHandler:
+        async def handle(
+            request: web.BaseRequest, params: Mapping[str, str], request_id: str
+        ) -> web.StreamResponse:
+            ctx = call_context(request.headers, request.remote, request_id)
+            return await handle_passthrough(request, route, params, self.channel, self.config, ctx)
 
         return handle
 

@@ -23,6 +23,11 @@ gets the answer in flight (aiohttp alone would close at once), while an end of s
 middle of a body is a client gone; an answer that closes the connection skips aiohttp's lingering
 read of an unread body (the client of a stalled body is not sending it).
 
+A handler that must stop work when its client goes away (a streamed chat answer's call) registers
+a callback with `on_client_gone`: the edge keeps handlers running when a client leaves
+(``handler_cancellation=False``), so a handler waiting on the server would otherwise learn of it
+only at its next write.
+
 ``handle_error`` renders what aiohttp refuses (parse errors, the 408) as the OpenAI error envelope
 with an ``x-request-id``, like every other answer of the edge.
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -42,7 +48,7 @@ from tunegate.edge._headers import new_request_id
 from tunegate.edge._http import error_json, web_response
 from tunegate.edge._redact import redact
 
-__all__ = ["EdgeConnection", "EdgeHTTPServer", "HeadTimeout"]
+__all__ = ["EdgeConnection", "EdgeHTTPServer", "HeadTimeout", "on_client_gone"]
 
 logger = logging.getLogger("tunegate.edge")
 
@@ -54,13 +60,14 @@ class HeadTimeout(Exception):
 class EdgeConnection(RequestHandler):
     """One client connection: aiohttp's, plus the head timer and the edge's error answers."""
 
-    __slots__ = ("_head_timeout", "_head_timer", "_last_payload")
+    __slots__ = ("_gone", "_head_timeout", "_head_timer", "_last_payload")
 
     def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_timeout = head_timeout
         self._head_timer: asyncio.TimerHandle | None = None
         self._last_payload: StreamReader = EMPTY_PAYLOAD
+        self._gone: list[tuple[Callable[[], None], bool]] | None = []
 
     def data_received(self, data: bytes) -> None:
         if (self._close or self._force_close) and self._body_arriving():
@@ -91,7 +98,12 @@ class EdgeConnection(RequestHandler):
     def eof_received(self) -> bool:  # type: ignore[override]  # asyncio.Protocol's signature
         """A client that half-closes once its request is sent still gets the answer: the
         connection stays half-open while a request whose body is all here is under way, then
-        closes. An end mid-body is a client gone: the connection closes, the reader fails."""
+        closes. An end mid-body is a client gone: the connection closes, the reader fails.
+
+        Callbacks registered with ``eof=True`` (a streamed answer's) run at the end of stream,
+        half-close or not: a client cannot tell one from a close without a write, and a client
+        that closes while a stream is under way has left (nginx treats it the same way)."""
+        self._client_gone(eof_only=True)
         if (self._request_in_progress or self._messages) and self._last_payload.is_eof():
             self.close()
             return True
@@ -111,6 +123,36 @@ class EdgeConnection(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        self._client_gone(eof_only=False)
+
+    def _client_gone(self, *, eof_only: bool) -> None:
+        if self._gone is None:
+            return
+        due = [entry for entry in self._gone if entry[1] or not eof_only]
+        self._gone = [entry for entry in self._gone if entry not in due]
+        if not eof_only:
+            self._gone = None
+        for callback, _ in due:
+            try:
+                callback()
+            except Exception:
+                logger.exception("a client-gone callback failed")
+
+    def when_gone(self, callback: Callable[[], None], *, eof: bool = False) -> Callable[[], None]:
+        """Call ``callback`` once the connection is lost — with ``eof``, already when the client
+        ends its side of it — or at once if it already is; returns the function that
+        unregisters it."""
+        if self._gone is None:
+            callback()
+            return _nothing
+        entry = (callback, eof)
+        self._gone.append(entry)
+
+        def unregister() -> None:
+            if self._gone is not None and entry in self._gone:
+                self._gone.remove(entry)
+
+        return unregister
 
     def _disarm(self) -> None:
         if self._head_timer is not None:
@@ -152,6 +194,22 @@ class EdgeConnection(RequestHandler):
         response = web_response(reply)
         response.force_close()
         return response
+
+
+def _nothing() -> None:
+    pass
+
+
+def on_client_gone(
+    request: web.BaseRequest, callback: Callable[[], None], *, eof: bool = False
+) -> Callable[[], None]:
+    """Call ``callback`` when ``request``'s client connection is lost — with ``eof``, already when
+    the client ends its side of it (see `EdgeConnection.eof_received`); returns the function
+    that unregisters it (call it once the work it would stop is over)."""
+    protocol = request.protocol
+    if isinstance(protocol, EdgeConnection):
+        return protocol.when_gone(callback, eof=eof)
+    return _nothing
 
 
 class EdgeHTTPServer(web.Server):

@@ -1,10 +1,16 @@
 """The route table: ``google.api.http`` annotations of ``tunegate.v1`` → immutable ``Route`` specs.
 
 Sans-IO: reads descriptors only. Built once at start-up; anything the edge cannot serve
-faithfully (template syntax beyond literals and ``{field}``, a named ``body``,
-``response_body``, ``additional_bindings``, bidi streaming, a streaming method of an
-unsupported shape) raises ``RouteError`` so the edge refuses to start rather than serving a
-half-right route.
+faithfully (template syntax beyond literals and ``{field}``, a named ``body`` that is not a
+``google.api.HttpBody`` field, ``response_body``, ``additional_bindings``, bidi streaming, a
+streaming method of an unsupported shape, a ``streamed_by`` that does not name a fitting method)
+raises ``RouteError`` so the edge refuses to start rather than serving a half-right route.
+
+A ``body`` naming a ``google.api.HttpBody`` field (OpenAI's chat: ``body: "body"``) makes a
+*pass-through* route: the request body travels as it was sent, in that field, and the unary
+answer must be an ``HttpBody`` too, written as its bytes. Such a route may carry the
+``(streamed_by)`` option: the server-streaming RPC, of the same service and request type,
+answering ``stream google.api.HttpBody``, that serves a body whose ``stream`` is true.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from tunegate.openai_json import _options as opts
-from tunegate.v1 import chat_pb2, files_pb2, fine_tuning_pb2, uploads_pb2
+from tunegate.v1 import chat_pb2, files_pb2, fine_tuning_pb2, options_pb2, uploads_pb2
 
 __all__ = [
     "Cardinality",
@@ -74,7 +80,8 @@ class Route:
     path_fields: tuple[str, ...]
     """Top-level request fields bound by the path, in order."""
     body: str
-    """``"*"`` (JSON body fills the request) or ``""`` (query string fills it)."""
+    """``"*"`` (JSON body fills the request), ``""`` (query string fills it), or the name of
+    the ``google.api.HttpBody`` field that carries the raw body (a pass-through route)."""
     cardinality: Cardinality
     method_path: str
     """Full gRPC method path, e.g. ``/tunegate.v1.Files/CreateFile``."""
@@ -82,6 +89,14 @@ class Route:
     response_cls: type[Message]
     upload: UploadShape | None = None
     """For client-streaming routes: how multipart maps onto the request stream."""
+    streamed_by: str | None = None
+    """For a pass-through route with ``(streamed_by)``: the full gRPC method path of the
+    server-streaming RPC serving a body whose ``stream`` is true."""
+
+    @property
+    def passes_body(self) -> bool:
+        """Whether the raw request body travels in the ``body`` field (an ``HttpBody``)."""
+        return self.body not in ("", "*")
 
     def __str__(self) -> str:
         return f"{self.verb:<6} {self.path:<55} {self.cardinality.value:<16} {self.method_path}"
@@ -133,12 +148,12 @@ def _route_for(method: MethodDescriptor) -> Route | None:
         raise RouteError(f"{where}: additional_bindings are not supported")
     if rule.response_body:
         raise RouteError(f"{where}: response_body is not supported")
+    request = opts.input_of(method)
     if rule.body not in ("", "*"):
-        raise RouteError(f"{where}: body must be '*' or empty, not {rule.body!r}")
+        _check_body_field(method, request, rule.body)
 
     template = str(getattr(rule, verb))
     path_fields = _parse_template(template, where)
-    request = opts.input_of(method)
     if not method.client_streaming:  # a stream binds path variables into its metadata message
         for name in path_fields:
             _check_path_field(request, name, where)
@@ -154,7 +169,43 @@ def _route_for(method: MethodDescriptor) -> Route | None:
         request_cls=message_factory.GetMessageClass(request),
         response_cls=message_factory.GetMessageClass(opts.output_of(method)),
         upload=upload,
+        streamed_by=_streamed_by(method, passes_body=rule.body not in ("", "*")),
     )
+
+
+def _check_body_field(method: MethodDescriptor, request: Descriptor, name: str) -> None:
+    where = method.full_name
+    field = request.fields_by_name.get(name)
+    message = field.message_type if field is not None else None
+    if field is None or field.is_repeated or message is None or message.full_name != _HTTP_BODY:
+        raise RouteError(f"{where}: body must be '*', empty, or a google.api.HttpBody field, not {name!r}")
+    if method.client_streaming or method.server_streaming:
+        raise RouteError(f"{where}: a pass-through body (body: {name!r}) needs a unary method")
+    if opts.output_of(method).full_name != _HTTP_BODY:
+        raise RouteError(f"{where}: a pass-through route must return google.api.HttpBody")
+
+
+def _streamed_by(method: MethodDescriptor, *, passes_body: bool) -> str | None:
+    name = method.GetOptions().Extensions[options_pb2.streamed_by]
+    if not name:
+        return None
+    where = method.full_name
+    if not passes_body:
+        raise RouteError(f"{where}: (streamed_by) needs a pass-through body (a google.api.HttpBody field)")
+    service = method.containing_service
+    streaming = service.methods_by_name.get(name)
+    if (
+        streaming is None
+        or streaming.client_streaming
+        or not streaming.server_streaming
+        or opts.input_of(streaming).full_name != opts.input_of(method).full_name
+        or opts.output_of(streaming).full_name != _HTTP_BODY
+    ):
+        raise RouteError(
+            f"{where}: (streamed_by) {name!r} must name a method of {service.full_name} taking "
+            f"{opts.input_of(method).full_name} and returning stream google.api.HttpBody"
+        )
+    return f"/{service.full_name}/{streaming.name}"
 
 
 def _parse_template(template: str, where: str) -> tuple[str, ...]:

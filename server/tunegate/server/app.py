@@ -175,10 +175,11 @@ class GatewayServer:
                 job_settings = JobSettings(
                     creation=CreationSettings(reconcile_grace=grace), default_provider=config.default_provider
                 )
+            account_router = router if router is not None else Router(config.routing)
             jobs = JobService(
                 database,
                 files,
-                router if router is not None else Router(config.routing),
+                account_router,
                 provider_set,
                 settings=job_settings,
                 clock=clock,
@@ -200,7 +201,10 @@ class GatewayServer:
                 ),
                 (uploads_pb2_grpc.add_UploadsServicer_to_server, UploadsServicer(uploads)),
                 (fine_tuning_pb2_grpc.add_FineTuningServicer_to_server, FineTuningServicer(jobs)),
-                (chat_pb2_grpc.add_ChatCompletionsServicer_to_server, ChatCompletionsServicer(chat)),
+                (
+                    chat_pb2_grpc.add_ChatCompletionsServicer_to_server,
+                    ChatCompletionsServicer(chat, account_router, provider_set),
+                ),
                 (health_pb2_grpc.add_HealthServicer_to_server, health_servicer),
             )
             for add_to, servicer in services:

@@ -1,16 +1,19 @@
 """Chat completions for the models the gateway serves itself: `ft:` models of succeeded local
 jobs, each answering only its own owner.
 
-Theory of operation. `ChatService.create(owner, body)` checks the request (OpenAI's rules for
+Theory of operation. `ChatService.create(owner, body)` (the parsed JSON request document)
+checks the request (OpenAI's rules for
 the fields the local models honour: `n` must be 1, `stop` at most 4 strings, …), finds the model
 (`LocalProvider.model_dir`) and checks through the job registry that the caller owns the job
 that made it — anything else is 404 `model_not_found`, the same answer as for a model that does
-not exist. Models are loaded once (in a thread) and kept in a small LRU cache. Generation runs
-in a thread pool, never on the event loop; its text pieces cross to the loop through a queue,
+not exist, worded as the gateway's own answer (it names the header that routes a call to a
+provider's models instead). Models are loaded once (in a thread) and kept in a small LRU cache.
+Generation runs in a thread pool, never on the event loop; its text pieces cross to the loop through a queue,
 so a stream is written as it is generated, and a client that goes away stops the generation at
 the next piece.
 
-The answer is a `ChatAnswer`: a content type and an async iterator of byte chunks — one
+The answer is a `ChatReply` (the providers' shape): a content type and an async iterator of
+byte chunks — one
 `chat.completion` JSON document, or server-sent events (`data: <chat.completion.chunk>`: the
 role first, then content deltas, then `finish_reason`, then usage when asked for, then
 `data: [DONE]`).
@@ -32,8 +35,9 @@ from typing import Any, Protocol
 
 from tunegate.server.errors import InvalidArgument, NotFound
 from tunegate.server.files import Clock
+from tunegate.server.providers.interface import ChatReply
 
-__all__ = ["ChatAnswer", "ChatService", "ModelSource", "OwnershipCheck"]
+__all__ = ["ChatService", "ModelSource", "OwnershipCheck", "model_not_found"]
 
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 4096
@@ -56,12 +60,6 @@ class OwnershipCheck(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class ChatAnswer:
-    content_type: str
-    chunks: AsyncIterator[bytes]
-
-
-@dataclass(frozen=True, slots=True)
 class _Params:
     model: str
     messages: list[dict[str, Any]]
@@ -75,8 +73,10 @@ class _Params:
 
 
 def model_not_found(model: str) -> NotFound:
+    """The gateway's own 404 for a model it does not serve to this caller (no provider named)."""
     return NotFound(
-        f"The model '{model}' does not exist or you do not have access to it.",
+        f"The gateway serves no model '{model}' for this caller; to call a provider's model, name "
+        "the provider with the x-portkey-provider header (or a virtual key / config).",
         code="model_not_found",
         param="model",
     )
@@ -101,6 +101,14 @@ def _text(content: Any, where: str) -> str:
     raise _invalid("content must be a string or an array of content parts.", where)
 
 
+def _number(value: Any, default: float, param: str) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(f"{param} must be a number.", param)
+    return float(value)
+
+
 def check_request(body: Mapping[str, Any]) -> _Params:
     """The request's parameters, or `InvalidArgument` naming the offending field."""
     model = body.get("model")
@@ -116,7 +124,7 @@ def check_request(body: Mapping[str, Any]) -> _Params:
     messages = []
     for index, message in enumerate(raw_messages):
         role = message.get("role") if isinstance(message, Mapping) else None
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise _invalid(f"Invalid role {role!r}.", f"messages[{index}].role")
         assert isinstance(message, Mapping)
         text = _text(message.get("content"), f"messages[{index}].content")
@@ -130,14 +138,16 @@ def check_request(body: Mapping[str, Any]) -> _Params:
         max_tokens, param = body.get("max_tokens"), "max_tokens"
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_TOKENS
-    if not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+    if (
+        isinstance(max_tokens, bool)
+        or not isinstance(max_tokens, int)
+        or not 1 <= max_tokens <= MAX_TOKENS_LIMIT
+    ):
         raise _invalid(f"{param} must be between 1 and {MAX_TOKENS_LIMIT}.", param)
-    temperature = body.get("temperature")
-    temperature = 1.0 if temperature is None else float(temperature)
+    temperature = _number(body.get("temperature"), 1.0, "temperature")
     if not 0.0 <= temperature <= 2.0:
         raise _invalid("temperature must be between 0 and 2.", "temperature")
-    top_p = body.get("top_p")
-    top_p = 1.0 if top_p is None else float(top_p)
+    top_p = _number(body.get("top_p"), 1.0, "top_p")
     if not 0.0 < top_p <= 1.0:
         raise _invalid("top_p must be greater than 0 and at most 1.", "top_p")
     stop = body.get("stop")
@@ -145,6 +155,8 @@ def check_request(body: Mapping[str, Any]) -> _Params:
     if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(s, str) and s for s in stops):
         raise _invalid("stop must be a string or an array of up to 4 non-empty strings.", "stop")
     seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise _invalid("seed must be an integer.", "seed")
     options = body.get("stream_options") or {}
     return _Params(
         model=model,
@@ -190,7 +202,7 @@ class ChatService:
         self._loading: dict[Path, asyncio.Lock] = {}
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tunegate-inference")
 
-    async def create(self, owner: str, body: Mapping[str, Any]) -> ChatAnswer:
+    async def create(self, owner: str, body: Mapping[str, Any]) -> ChatReply:
         """Check, resolve and load before answering (errors stay ordinary JSON errors); the
         returned chunks generate lazily."""
         params = check_request(body)
@@ -198,8 +210,8 @@ class ChatService:
         completion_id = "chatcmpl-" + secrets.token_hex(12)
         created = int(self._clock())
         if params.stream:
-            return ChatAnswer("text/event-stream", self._stream(model, params, completion_id, created))
-        return ChatAnswer("application/json", self._whole(model, params, completion_id, created))
+            return ChatReply("text/event-stream", self._stream(model, params, completion_id, created))
+        return ChatReply("application/json", self._whole(model, params, completion_id, created))
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

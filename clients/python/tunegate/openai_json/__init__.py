@@ -18,7 +18,12 @@ from tunegate.openai_json._codec import (
     from_query,
     to_openai,
 )
-from tunegate.openai_json._scalars import MAX_JSON_DEPTH, nested_deeper_than, too_deep_field
+from tunegate.openai_json._scalars import (
+    MAX_JSON_DEPTH,
+    nested_deeper_than,
+    too_deep_field,
+    too_deep_param,
+)
 
 __all__ = [
     "MAX_JSON_DEPTH",
@@ -31,4 +36,5 @@ __all__ = [
     "nested_deeper_than",
     "to_openai",
     "too_deep_field",
+    "too_deep_param",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import json_format
@@ -26,6 +27,7 @@ __all__ = [
     "nested_deeper_than",
     "out_of_range",
     "too_deep_field",
+    "too_deep_param",
     "type_error",
     "unknown_enum",
 ]
@@ -54,6 +56,30 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
             return True
         stack.extend((child, depth + 1) for child in children)
     return False
+
+
+def too_deep_param(document: Mapping[str, Any], limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Where a JSON object passed through as a whole (a chat request) nests too deep: the
+    parameter (``messages[0].content``) of the first top-level value nesting more than `limit`
+    levels, or None. The parameter runs to the innermost object key on the way down (at most
+    four keys), with the array indexes between them. Iterative, like `nested_deeper_than`."""
+    stack: list[tuple[Any, int, str, str, int]] = [(v, 0, str(k), "", 1) for k, v in document.items()]
+    while stack:
+        item, depth, param, pending, keys = stack.pop()
+        if isinstance(item, dict):
+            if depth + 1 > limit:
+                return param
+            for key, child in item.items():
+                if keys < 4:
+                    stack.append((child, depth + 1, f"{param}{pending}.{key}", "", keys + 1))
+                else:
+                    stack.append((child, depth + 1, param, pending, keys))
+        elif isinstance(item, list | tuple):
+            if depth + 1 > limit:
+                return param
+            for index, child in enumerate(item):
+                stack.append((child, depth + 1, param, f"{pending}[{index}]" if keys < 4 else pending, keys))
+    return None
 
 
 _OPEN_ENDED = frozenset({"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"})

@@ -24,26 +24,20 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
-from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from tunegate.v1 import options_pb2 as tunegate_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tunegate/v1/chat.proto\x12\x0btunegate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1cgoogle/protobuf/struct.proto\"`\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\'\n\x07\x63ontent\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x11\n\x04name\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x07\n\x05_name\"\xad\x06\n\x1b\x43reateChatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.tunegate.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\"\n\x15max_completion_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x18\n\x0btemperature\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\x05top_p\x18\x06 \x01(\x01H\x03\x88\x01\x01\x12\x13\n\x06stream\x18\x07 \x01(\x08H\x04\x88\x01\x01\x12/\n\x0estream_options\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\x04seed\x18\t \x01(\x03H\x05\x88\x01\x01\x12\x0e\n\x01n\x18\n \x01(\x05H\x06\x88\x01\x01\x12$\n\x04stop\x18\x0b \x01(\x0b\x32\x16.google.protobuf.Value\x12\x1e\n\x11\x66requency_penalty\x18\x0c \x01(\x01H\x07\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\r \x01(\x01H\x08\x88\x01\x01\x12\x11\n\x04user\x18\x0e \x01(\tH\t\x88\x01\x01\x12H\n\x08metadata\x18\x0f \x03(\x0b\x32\x36.tunegate.v1.CreateChatCompletionRequest.MetadataEntry\x12\x12\n\x05store\x18\x10 \x01(\x08H\n\x88\x01\x01\x12\x30\n\x0fresponse_format\x18\x11 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\nlogit_bias\x18\x12 \x01(\x0b\x32\x17.google.protobuf.Struct\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x18\n\x16_max_completion_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\t\n\x07_streamB\x07\n\x05_seedB\x04\n\x02_nB\x14\n\x12_frequency_penaltyB\x13\n\x11_presence_penaltyB\x07\n\x05_userB\x08\n\x06_store2\x8c\x01\n\x0f\x43hatCompletions\x12y\n\x14\x43reateChatCompletion\x12(.tunegate.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/chat/completions:\x01*0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tunegate/v1/chat.proto\x12\x0btunegate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x19tunegate/v1/options.proto\"\x9f\x02\n\x1b\x43reateChatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x13 \x01(\x08\x12\"\n\x04\x62ody\x18\x14 \x01(\x0b\x32\x14.google.api.HttpBodyJ\x04\x08\x02\x10\x13R\x08messagesR\nmax_tokensR\x15max_completion_tokensR\x0btemperatureR\x05top_pR\x0estream_optionsR\x04seedR\x01nR\x04stopR\x11\x66requency_penaltyR\x10presence_penaltyR\x04userR\x08metadataR\x05storeR\x0fresponse_formatR\nlogit_bias2\x80\x02\n\x0f\x43hatCompletions\x12\x92\x01\n\x14\x43reateChatCompletion\x12(.tunegate.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\":\xf2\xb6\x18\x14StreamChatCompletion\x82\xd3\xe4\x93\x02\x1c\"\x14/v1/chat/completions:\x04\x62ody\x12X\n\x14StreamChatCompletion\x12(.tunegate.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tunegate.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATECHATCOMPLETIONREQUEST_METADATAENTRY']._loaded_options = None
-  _globals['_CREATECHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_CHATCOMPLETIONS'].methods_by_name['CreateChatCompletion']._loaded_options = None
-  _globals['_CHATCOMPLETIONS'].methods_by_name['CreateChatCompletion']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/chat/completions:\001*'
-  _globals['_CHATMESSAGE']._serialized_start=126
-  _globals['_CHATMESSAGE']._serialized_end=222
-  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_start=225
-  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=1038
-  _globals['_CREATECHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_start=836
-  _globals['_CREATECHATCOMPLETIONREQUEST_METADATAENTRY']._serialized_end=883
-  _globals['_CHATCOMPLETIONS']._serialized_start=1041
-  _globals['_CHATCOMPLETIONS']._serialized_end=1181
+  _globals['_CHATCOMPLETIONS'].methods_by_name['CreateChatCompletion']._serialized_options = b'\362\266\030\024StreamChatCompletion\202\323\344\223\002\034\"\024/v1/chat/completions:\004body'
+  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_start=124
+  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=411
+  _globals['_CHATCOMPLETIONS']._serialized_start=414
+  _globals['_CHATCOMPLETIONS']._serialized_end=670
 # @@protoc_insertion_point(module_scope)

@@ -27,8 +27,20 @@ if _version_not_supported:
 
 
 class ChatCompletionsStub:
-    """ChatCompletions: OpenAI's `POST /v1/chat/completions` for the models the gateway serves itself
-    (fine-tuned by the local provider, `ft:…`). Other models answer 404 `model_not_found`.
+    """ChatCompletions: OpenAI's `POST /v1/chat/completions`, on the provider that trained the model.
+
+    Routing is the call's metadata, as for jobs: `x-portkey-provider` with its credentials, a
+    virtual key, `x-portkey-config`, a custom host, Azure's resource / deployment / API version.
+    With no provider named, the gateway's own (local) models answer.
+
+    The contract carries OpenAI's JSON as it is. The request is a typed envelope — `model`, for
+    routing and checks, and `stream` — around `body`, the complete request document as the caller
+    sent it; the answers are the provider's documents as it sent them. Why not typed fields or a
+    `google.protobuf.Struct`: OpenAI adds chat parameters often, and a caller's new parameter must
+    reach the provider unchanged; a Struct keeps every key but not every value (numbers become
+    doubles, so a 64-bit `seed` loses digits and an integer `max_tokens` becomes `100.0`, which
+    OpenAI refuses), and converting each streamed chunk twice costs more than relaying it. gRPC
+    callers build the same JSON an OpenAI SDK sends.
     """
 
     def __init__(self, channel):
@@ -37,23 +49,57 @@ class ChatCompletionsStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.CreateChatCompletion = channel.unary_stream(
+        self.CreateChatCompletion = channel.unary_unary(
                 '/tunegate.v1.ChatCompletions/CreateChatCompletion',
+                request_serializer=tunegate_dot_v1_dot_chat__pb2.CreateChatCompletionRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.StreamChatCompletion = channel.unary_stream(
+                '/tunegate.v1.ChatCompletions/StreamChatCompletion',
                 request_serializer=tunegate_dot_v1_dot_chat__pb2.CreateChatCompletionRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
 
 
 class ChatCompletionsServicer:
-    """ChatCompletions: OpenAI's `POST /v1/chat/completions` for the models the gateway serves itself
-    (fine-tuned by the local provider, `ft:…`). Other models answer 404 `model_not_found`.
+    """ChatCompletions: OpenAI's `POST /v1/chat/completions`, on the provider that trained the model.
+
+    Routing is the call's metadata, as for jobs: `x-portkey-provider` with its credentials, a
+    virtual key, `x-portkey-config`, a custom host, Azure's resource / deployment / API version.
+    With no provider named, the gateway's own (local) models answer.
+
+    The contract carries OpenAI's JSON as it is. The request is a typed envelope — `model`, for
+    routing and checks, and `stream` — around `body`, the complete request document as the caller
+    sent it; the answers are the provider's documents as it sent them. Why not typed fields or a
+    `google.protobuf.Struct`: OpenAI adds chat parameters often, and a caller's new parameter must
+    reach the provider unchanged; a Struct keeps every key but not every value (numbers become
+    doubles, so a 64-bit `seed` loses digits and an integer `max_tokens` becomes `100.0`, which
+    OpenAI refuses), and converting each streamed chunk twice costs more than relaying it. gRPC
+    callers build the same JSON an OpenAI SDK sends.
     """
 
     def CreateChatCompletion(self, request, context):
-        """The answer is a stream of `google.api.HttpBody`: without `stream`, one message of
-        `application/json` (OpenAI's `chat.completion`); with `"stream": true`, `text/event-stream`
-        messages, each one or more server-sent events (`data: <chat.completion.chunk>`), ending with
-        `data: [DONE]`. One RPC serves both, as OpenAI's one path does.
+        """`"stream": false` (or absent): the answer is one `chat.completion` document
+        (`content_type: application/json`), exactly as the provider sent it.
+
+        Over REST, a body with `"stream": true` is served by `StreamChatCompletion` instead
+        (the `streamed_by` option): one path, two RPCs, chosen by the body's `stream` field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamChatCompletion(self, request, context):
+        """`"stream": true`: the answer is the provider's server-sent events, relayed as they arrive —
+        each message `content_type: text/event-stream` and one or more whole events
+        (`data: <chat.completion.chunk>`), ending with `data: [DONE]`. A failure after the first
+        message ends the stream with an error status; the REST edge then writes OpenAI's
+        `data: {"error": …}` event and closes the response. A caller that cancels the call
+        cancels the provider's request.
+
+        It takes `CreateChatCompletionRequest` on purpose: the same request as its unary twin, so
+        the edge builds one message and picks the RPC by `stream`.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -62,8 +108,13 @@ class ChatCompletionsServicer:
 
 def add_ChatCompletionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'CreateChatCompletion': grpc.unary_stream_rpc_method_handler(
+            'CreateChatCompletion': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateChatCompletion,
+                    request_deserializer=tunegate_dot_v1_dot_chat__pb2.CreateChatCompletionRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'StreamChatCompletion': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamChatCompletion,
                     request_deserializer=tunegate_dot_v1_dot_chat__pb2.CreateChatCompletionRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
@@ -76,8 +127,20 @@ def add_ChatCompletionsServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ChatCompletions:
-    """ChatCompletions: OpenAI's `POST /v1/chat/completions` for the models the gateway serves itself
-    (fine-tuned by the local provider, `ft:…`). Other models answer 404 `model_not_found`.
+    """ChatCompletions: OpenAI's `POST /v1/chat/completions`, on the provider that trained the model.
+
+    Routing is the call's metadata, as for jobs: `x-portkey-provider` with its credentials, a
+    virtual key, `x-portkey-config`, a custom host, Azure's resource / deployment / API version.
+    With no provider named, the gateway's own (local) models answer.
+
+    The contract carries OpenAI's JSON as it is. The request is a typed envelope — `model`, for
+    routing and checks, and `stream` — around `body`, the complete request document as the caller
+    sent it; the answers are the provider's documents as it sent them. Why not typed fields or a
+    `google.protobuf.Struct`: OpenAI adds chat parameters often, and a caller's new parameter must
+    reach the provider unchanged; a Struct keeps every key but not every value (numbers become
+    doubles, so a 64-bit `seed` loses digits and an integer `max_tokens` becomes `100.0`, which
+    OpenAI refuses), and converting each streamed chunk twice costs more than relaying it. gRPC
+    callers build the same JSON an OpenAI SDK sends.
     """
 
     @staticmethod
@@ -91,10 +154,37 @@ class ChatCompletions:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
+        return grpc.experimental.unary_unary(
             request,
             target,
             '/tunegate.v1.ChatCompletions/CreateChatCompletion',
+            tunegate_dot_v1_dot_chat__pb2.CreateChatCompletionRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamChatCompletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tunegate.v1.ChatCompletions/StreamChatCompletion',
             tunegate_dot_v1_dot_chat__pb2.CreateChatCompletionRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,

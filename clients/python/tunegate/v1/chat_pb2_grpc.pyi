@@ -28,38 +28,100 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ChatCompletionsStub:
-    """ChatCompletions: OpenAI's `POST /v1/chat/completions` for the models the gateway serves itself
-    (fine-tuned by the local provider, `ft:…`). Other models answer 404 `model_not_found`.
+    """ChatCompletions: OpenAI's `POST /v1/chat/completions`, on the provider that trained the model.
+
+    Routing is the call's metadata, as for jobs: `x-portkey-provider` with its credentials, a
+    virtual key, `x-portkey-config`, a custom host, Azure's resource / deployment / API version.
+    With no provider named, the gateway's own (local) models answer.
+
+    The contract carries OpenAI's JSON as it is. The request is a typed envelope — `model`, for
+    routing and checks, and `stream` — around `body`, the complete request document as the caller
+    sent it; the answers are the provider's documents as it sent them. Why not typed fields or a
+    `google.protobuf.Struct`: OpenAI adds chat parameters often, and a caller's new parameter must
+    reach the provider unchanged; a Struct keeps every key but not every value (numbers become
+    doubles, so a 64-bit `seed` loses digits and an integer `max_tokens` becomes `100.0`, which
+    OpenAI refuses), and converting each streamed chunk twice costs more than relaying it. gRPC
+    callers build the same JSON an OpenAI SDK sends.
     """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ChatCompletionsAsyncStub: ...
-    CreateChatCompletion: _grpc.UnaryStreamMultiCallable[_chat_pb2.CreateChatCompletionRequest, _httpbody_pb2.HttpBody]
-    """The answer is a stream of `google.api.HttpBody`: without `stream`, one message of
-    `application/json` (OpenAI's `chat.completion`); with `"stream": true`, `text/event-stream`
-    messages, each one or more server-sent events (`data: <chat.completion.chunk>`), ending with
-    `data: [DONE]`. One RPC serves both, as OpenAI's one path does.
+    CreateChatCompletion: _grpc.UnaryUnaryMultiCallable[_chat_pb2.CreateChatCompletionRequest, _httpbody_pb2.HttpBody]
+    """`"stream": false` (or absent): the answer is one `chat.completion` document
+    (`content_type: application/json`), exactly as the provider sent it.
+
+    Over REST, a body with `"stream": true` is served by `StreamChatCompletion` instead
+    (the `streamed_by` option): one path, two RPCs, chosen by the body's `stream` field.
+    """
+    StreamChatCompletion: _grpc.UnaryStreamMultiCallable[_chat_pb2.CreateChatCompletionRequest, _httpbody_pb2.HttpBody]
+    """`"stream": true`: the answer is the provider's server-sent events, relayed as they arrive —
+    each message `content_type: text/event-stream` and one or more whole events
+    (`data: <chat.completion.chunk>`), ending with `data: [DONE]`. A failure after the first
+    message ends the stream with an error status; the REST edge then writes OpenAI's
+    `data: {"error": …}` event and closes the response. A caller that cancels the call
+    cancels the provider's request.
+
+    It takes `CreateChatCompletionRequest` on purpose: the same request as its unary twin, so
+    the edge builds one message and picks the RPC by `stream`.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
     """
 
 @_typing.type_check_only
 class ChatCompletionsAsyncStub(ChatCompletionsStub):
-    """ChatCompletions: OpenAI's `POST /v1/chat/completions` for the models the gateway serves itself
-    (fine-tuned by the local provider, `ft:…`). Other models answer 404 `model_not_found`.
+    """ChatCompletions: OpenAI's `POST /v1/chat/completions`, on the provider that trained the model.
+
+    Routing is the call's metadata, as for jobs: `x-portkey-provider` with its credentials, a
+    virtual key, `x-portkey-config`, a custom host, Azure's resource / deployment / API version.
+    With no provider named, the gateway's own (local) models answer.
+
+    The contract carries OpenAI's JSON as it is. The request is a typed envelope — `model`, for
+    routing and checks, and `stream` — around `body`, the complete request document as the caller
+    sent it; the answers are the provider's documents as it sent them. Why not typed fields or a
+    `google.protobuf.Struct`: OpenAI adds chat parameters often, and a caller's new parameter must
+    reach the provider unchanged; a Struct keeps every key but not every value (numbers become
+    doubles, so a 64-bit `seed` loses digits and an integer `max_tokens` becomes `100.0`, which
+    OpenAI refuses), and converting each streamed chunk twice costs more than relaying it. gRPC
+    callers build the same JSON an OpenAI SDK sends.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    CreateChatCompletion: _aio.UnaryStreamMultiCallable[_chat_pb2.CreateChatCompletionRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
-    """The answer is a stream of `google.api.HttpBody`: without `stream`, one message of
-    `application/json` (OpenAI's `chat.completion`); with `"stream": true`, `text/event-stream`
-    messages, each one or more server-sent events (`data: <chat.completion.chunk>`), ending with
-    `data: [DONE]`. One RPC serves both, as OpenAI's one path does.
+    CreateChatCompletion: _aio.UnaryUnaryMultiCallable[_chat_pb2.CreateChatCompletionRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """`"stream": false` (or absent): the answer is one `chat.completion` document
+    (`content_type: application/json`), exactly as the provider sent it.
+
+    Over REST, a body with `"stream": true` is served by `StreamChatCompletion` instead
+    (the `streamed_by` option): one path, two RPCs, chosen by the body's `stream` field.
+    """
+    StreamChatCompletion: _aio.UnaryStreamMultiCallable[_chat_pb2.CreateChatCompletionRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """`"stream": true`: the answer is the provider's server-sent events, relayed as they arrive —
+    each message `content_type: text/event-stream` and one or more whole events
+    (`data: <chat.completion.chunk>`), ending with `data: [DONE]`. A failure after the first
+    message ends the stream with an error status; the REST edge then writes OpenAI's
+    `data: {"error": …}` event and closes the response. A caller that cancels the call
+    cancels the provider's request.
+
+    It takes `CreateChatCompletionRequest` on purpose: the same request as its unary twin, so
+    the edge builds one message and picks the RPC by `stream`.
+    buf:lint:ignore RPC_REQUEST_STANDARD_NAME
     """
 
 class ChatCompletionsServicer(metaclass=_abc_1.ABCMeta):
-    """ChatCompletions: OpenAI's `POST /v1/chat/completions` for the models the gateway serves itself
-    (fine-tuned by the local provider, `ft:…`). Other models answer 404 `model_not_found`.
+    """ChatCompletions: OpenAI's `POST /v1/chat/completions`, on the provider that trained the model.
+
+    Routing is the call's metadata, as for jobs: `x-portkey-provider` with its credentials, a
+    virtual key, `x-portkey-config`, a custom host, Azure's resource / deployment / API version.
+    With no provider named, the gateway's own (local) models answer.
+
+    The contract carries OpenAI's JSON as it is. The request is a typed envelope — `model`, for
+    routing and checks, and `stream` — around `body`, the complete request document as the caller
+    sent it; the answers are the provider's documents as it sent them. Why not typed fields or a
+    `google.protobuf.Struct`: OpenAI adds chat parameters often, and a caller's new parameter must
+    reach the provider unchanged; a Struct keeps every key but not every value (numbers become
+    doubles, so a 64-bit `seed` loses digits and an integer `max_tokens` becomes `100.0`, which
+    OpenAI refuses), and converting each streamed chunk twice costs more than relaying it. gRPC
+    callers build the same JSON an OpenAI SDK sends.
     """
 
     @_abc_1.abstractmethod
@@ -67,11 +129,30 @@ class ChatCompletionsServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _chat_pb2.CreateChatCompletionRequest,
         context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """`"stream": false` (or absent): the answer is one `chat.completion` document
+        (`content_type: application/json`), exactly as the provider sent it.
+
+        Over REST, a body with `"stream": true` is served by `StreamChatCompletion` instead
+        (the `streamed_by` option): one path, two RPCs, chosen by the body's `stream` field.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamChatCompletion(
+        self,
+        request: _chat_pb2.CreateChatCompletionRequest,
+        context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
-        """The answer is a stream of `google.api.HttpBody`: without `stream`, one message of
-        `application/json` (OpenAI's `chat.completion`); with `"stream": true`, `text/event-stream`
-        messages, each one or more server-sent events (`data: <chat.completion.chunk>`), ending with
-        `data: [DONE]`. One RPC serves both, as OpenAI's one path does.
+        """`"stream": true`: the answer is the provider's server-sent events, relayed as they arrive —
+        each message `content_type: text/event-stream` and one or more whole events
+        (`data: <chat.completion.chunk>`), ending with `data: [DONE]`. A failure after the first
+        message ends the stream with an error status; the REST edge then writes OpenAI's
+        `data: {"error": …}` event and closes the response. A caller that cancels the call
+        cancels the provider's request.
+
+        It takes `CreateChatCompletionRequest` on purpose: the same request as its unary twin, so
+        the edge builds one message and picks the RPC by `stream`.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
         """
 
 def add_ChatCompletionsServicer_to_server(servicer: ChatCompletionsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tunegate/v1/options.proto\x12\x0btunegate.v1\x1a google/protobuf/descriptor.proto:6\n\x0bobject_type\x12\x1f.google.protobuf.MessageOptions\x18\xd1\x86\x03 \x01(\t:9\n\x0e\x61uto_or_number\x12\x1f.google.protobuf.MessageOptions\x18\xd2\x86\x03 \x01(\x08:1\n\x06unwrap\x12\x1f.google.protobuf.MessageOptions\x18\xd3\x86\x03 \x01(\t:1\n\x08nullable\x12\x1d.google.protobuf.FieldOptions\x18\xda\x86\x03 \x01(\x08:7\n\x0emultipart_part\x12\x1d.google.protobuf.FieldOptions\x18\xdb\x86\x03 \x01(\t:4\n\x0b\x66rom_header\x12\x1d.google.protobuf.FieldOptions\x18\xdc\x86\x03 \x01(\t:1\n\x04wire\x12!.google.protobuf.EnumValueOptions\x18\xe4\x86\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tunegate/v1/options.proto\x12\x0btunegate.v1\x1a google/protobuf/descriptor.proto:6\n\x0bobject_type\x12\x1f.google.protobuf.MessageOptions\x18\xd1\x86\x03 \x01(\t:9\n\x0e\x61uto_or_number\x12\x1f.google.protobuf.MessageOptions\x18\xd2\x86\x03 \x01(\x08:1\n\x06unwrap\x12\x1f.google.protobuf.MessageOptions\x18\xd3\x86\x03 \x01(\t:1\n\x08nullable\x12\x1d.google.protobuf.FieldOptions\x18\xda\x86\x03 \x01(\x08:7\n\x0emultipart_part\x12\x1d.google.protobuf.FieldOptions\x18\xdb\x86\x03 \x01(\t:4\n\x0b\x66rom_header\x12\x1d.google.protobuf.FieldOptions\x18\xdc\x86\x03 \x01(\t:5\n\x0bstreamed_by\x12\x1e.google.protobuf.MethodOptions\x18\xee\x86\x03 \x01(\t:1\n\x04wire\x12!.google.protobuf.EnumValueOptions\x18\xe4\x86\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -16,6 +16,7 @@ UNWRAP_FIELD_NUMBER: _builtins.int
 NULLABLE_FIELD_NUMBER: _builtins.int
 MULTIPART_PART_FIELD_NUMBER: _builtins.int
 FROM_HEADER_FIELD_NUMBER: _builtins.int
+STREAMED_BY_FIELD_NUMBER: _builtins.int
 WIRE_FIELD_NUMBER: _builtins.int
 object_type: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MessageOptions, _builtins.str]
 """The constant `object` discriminator OpenAI puts on this object ("file", "list", ...)."""
@@ -30,6 +31,11 @@ multipart_part: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldO
 from_header: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.str]
 """On a string field: the value is also taken from this HTTP header when the body lacks it
 (e.g. `request_id` from `Idempotency-Key`).
+"""
+streamed_by: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.str]
+"""On a unary RPC bound to an HTTP path whose body has `"stream": true` for a streamed answer
+(OpenAI's chat): the server-streaming RPC of the same service, taking the same request,
+that the REST edge calls when the body's `stream` is true.
 """
 wire: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.EnumValueOptions, _builtins.str]
 """The exact JSON spelling of this value ("fine-tune", "assistants_output", ...)."""

@@ -23,6 +23,8 @@ from tunegate.server.errors import Unsupported
 __all__ = [
     "Account",
     "Capability",
+    "ChatProvider",
+    "ChatReply",
     "JobObject",
     "Page",
     "Provider",
@@ -52,6 +54,10 @@ class Capability(enum.Enum):
     RESULT_FILES = "result_files"
     """A job's `result_files` can be read back (`download_file`); the registry imports them
     into the gateway's file store under the job's owner, so callers only see gateway ids."""
+    CHAT = "chat"
+    """The adapter serves chat completions on its models (`ChatProvider.chat`)."""
+    MODELS = "models"
+    """The adapter lists the account's models (`ChatProvider.list_models` / `get_model`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,46 @@ class ProviderDownload:
     purpose: str
     content_type: str
     chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatReply:
+    """A provider's answer to a chat completion, as the provider sent it.
+
+    `chunks` is the body as it arrives — for `stream=False` one JSON document (`chat.completion`),
+    for `stream=True` the server-sent events, each item one or more whole events (`data: …\n\n`,
+    the last `data: [DONE]`). Iterate it once, inside `contextlib.aclosing`: closing it early
+    (the caller went away) closes the provider's response, which cancels its request. A failure
+    while it is read raises a `TunegateError` (`UpstreamError` for a broken stream).
+    `headers` are the provider's response headers worth passing back (request id,
+    `openai-processing-ms`, rate-limit headers), lower-case names."""
+
+    content_type: str
+    chunks: AsyncIterator[bytes]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class ChatProvider(Protocol):
+    """What an adapter with `Capability.CHAT` / `Capability.MODELS` adds to `Provider`.
+
+    Chat is paid: a request is never sent twice once any of it may have reached the provider;
+    only a failure to connect may be retried. Errors before the answer's head keep the
+    provider's status and OpenAI error envelope (`TunegateError` with its status, message, code,
+    param, and `retry_after` from `Retry-After`)."""
+
+    async def chat(self, account: Account, body: bytes, *, model: str, stream: bool) -> ChatReply:
+        """Sends `body` — OpenAI's `CreateChatCompletionRequest` JSON exactly as the caller sent it
+        (`model` is its model, `stream` its stream flag) — to the account's chat endpoint, and
+        returns once the provider's answer head has arrived."""
+        ...
+
+    async def list_models(self, account: Account) -> list[JobObject]:
+        """The account's models as OpenAI lists them (`object: model` dicts)."""
+        ...
+
+    async def get_model(self, account: Account, model: str) -> JobObject:
+        """One model (`object: model`), or `NotFound` with code `model_not_found`."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
