@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -403,3 +404,17 @@ async def test_an_azure_deployment_is_the_one_model(
     with pytest.raises(NotFound):
         await azure_provider.get_model(target, "other")
     assert azure.requests == []
+
+
+async def test_a_10_mb_stream_is_relayed_piece_by_piece(fake: FakeOpenAI, openai: OpenAIProvider) -> None:
+    fake.chat.chunks, fake.chat.chunk_size = 8_000, 1_200  # ~10 MB of events
+    reply = await openai.chat(account(fake), streamed(), model="m", stream=True)
+    total, largest, digest = 0, 0, hashlib.sha256()
+    async with contextlib.aclosing(reply.chunks) as chunks:  # type: ignore[type-var]
+        async for item in chunks:
+            assert item.endswith(b"\n\n")
+            total, largest = total + len(item), max(largest, len(item))
+            digest.update(item)
+    call = only_call(fake.chat_calls)
+    assert total == len(call.sent) > 10_000_000 and digest.digest() == hashlib.sha256(call.sent).digest()
+    assert largest < 1_000_000  # never the whole body at once
