@@ -41,6 +41,15 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes import _azure_schemas as dated
+from tests.fakes._chat import (
+    BASE_MODELS,
+    ChatCall,
+    ChatSettings,
+    chat_completion,
+    model_json,
+    model_not_found,
+    read_chat_request,
+)
 from tests.fakes._common import RECORD, ApiError, FakeServer, new_id, run_cli
 from tests.fakes._files import StoredFile, receive_multipart
 from tests.fakes._jobs import JobSimulator, SimJob, inspect_training_data, page
@@ -110,6 +119,26 @@ def _openai(name: str) -> Callable[[Any], None]:
     return functools.partial(validate, name)
 
 
+def _check_models(body: Any) -> None:
+    validate("ListModelsResponse", body)
+
+
+def _check_dated_model(body: Any) -> None:
+    # The dated API's ``Model`` (2024-10-21): ``created_at`` (not ``created``), no ``owned_by``;
+    # ``model``/``fine_tune`` only on fine-tuned models.
+    required = {"id", "object", "created_at", "status", "capabilities", "lifecycle_status", "deprecation"}
+    missing = required - set(body)
+    if missing or body["object"] != "model" or "owned_by" in body or "created" in body:
+        raise ValueError(f"not a dated-API Model: {sorted(missing) or body}")
+
+
+def _check_dated_models(body: Any) -> None:
+    if set(body) != {"object", "data"} or body["object"] != "list":
+        raise ValueError("not a dated-API ModelList")
+    for model in body["data"]:
+        _check_dated_model(model)
+
+
 def _drop_none(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
@@ -139,6 +168,12 @@ class FakeAzureOpenAI(FakeServer):
         self.api_keys = api_keys
         self.api_versions = api_versions
         self.files: dict[str, StoredFile] = {}
+        self.chat = ChatSettings()
+        """How chat completions are answered (``tests.fakes._chat``)."""
+        self.chat_calls: list[ChatCall] = []
+        self.deployments: set[str] | None = None
+        """Deployment names served on the dated chat path (``None`` = any)."""
+        self.base_models: tuple[str, ...] = BASE_MODELS
         self.sim = JobSimulator(
             self.clock,
             org="azure",
@@ -210,7 +245,17 @@ class FakeAzureOpenAI(FakeServer):
                 web.get(prefix + "/fine_tuning/jobs/{id}/events", bind(self.list_events, surface)),
                 web.get(prefix + "/fine_tuning/jobs/{id}/checkpoints", bind(self.list_checkpoints, surface)),
             ]
+            routes += [
+                web.get(f"{prefix}/models", bind(self.list_models, surface)),
+                web.get(prefix + "/models/{model}", bind(self.get_model, surface)),
+            ]
         routes.append(web.delete("/{resource}/openai/fine_tuning/jobs/{id}", self.delete_job))
+        routes.append(
+            web.post(
+                "/{resource}/openai/deployments/{deployment}/chat/completions", self.dated_chat_completion
+            )
+        )
+        routes.append(web.post("/{resource}/openai/v1/chat/completions", self.v1_chat_completion))
         app.add_routes(routes)
 
     def render_error(self, request: web.Request, error: ApiError) -> web.Response:
@@ -261,6 +306,73 @@ class FakeAzureOpenAI(FakeServer):
         resource = request.match_info["resource"]
         version = request.query.get("api-version", "")
         return {"Location": f"{self.base_url(resource)}/{kind}/{object_id}?api-version={version}"}
+
+    # -- chat and models -----------------------------------------------------------------------
+    async def dated_chat_completion(self, request: web.Request) -> web.StreamResponse:
+        """``/deployments/{deployment}/chat/completions?api-version=``: the deployment names the
+        model (a body ``model`` is allowed and ignored, as Azure does)."""
+        self._context(request, "dated", [])
+        deployment = request.match_info["deployment"]
+        if self.deployments is not None and deployment not in self.deployments:
+            raise ApiError(
+                404,
+                "The API deployment for this resource does not exist.",
+                code="DeploymentNotFound",
+            )
+        call, body = await read_chat_request(request, self.chat_calls, default_model=deployment)
+        body = {**body, "model": deployment}
+        return await chat_completion(request, call, body, self.chat, {"apim-request-id": new_id("")})
+
+    async def v1_chat_completion(self, request: web.Request) -> web.StreamResponse:
+        """``/openai/v1/chat/completions``: the body's ``model`` names the deployment."""
+        self._context(request, "v1", [])
+        call, body = await read_chat_request(request, self.chat_calls)
+        return await chat_completion(request, call, body, self.chat, {"apim-request-id": new_id("")})
+
+    def _models(self, resource: str, surface: str) -> list[dict[str, Any]]:
+        models: list[dict[str, Any]] = []
+        for name in self.base_models:
+            models.append({"id": name, "created_at": 1721172741, "base": None, "job": None})
+        for job in self.sim.jobs.values():
+            if job.owner == resource and job.fine_tuned_model:
+                created = job.finished_at or job.created_at
+                models.append(
+                    {"id": job.fine_tuned_model, "created_at": created, "base": job.model, "job": job.id}
+                )
+        out = []
+        for m in models:
+            if surface == "v1":
+                out.append(
+                    model_json(m["id"], m["created_at"], "organization-owner" if m["job"] else "system")
+                )
+                continue
+            item = {
+                "id": m["id"],
+                "object": "model",
+                "created_at": m["created_at"],
+                "status": "succeeded",
+                "lifecycle_status": "generally-available",
+                "capabilities": {"chat_completion": True, "fine_tune": m["job"] is None, "inference": True},
+                "deprecation": {"inference": m["created_at"] + 365 * 86400},
+            }
+            if m["job"]:
+                item |= {"model": m["base"], "fine_tune": m["job"]}
+            out.append(item)
+        return out
+
+    async def list_models(self, surface: str, request: web.Request) -> web.Response:
+        resource = self._context(request, surface, [])["_resource"]
+        body = {"object": "list", "data": self._models(resource, surface)}
+        check = _check_models if surface == "v1" else _check_dated_models
+        return self.emit(request, body, check)
+
+    async def get_model(self, surface: str, request: web.Request) -> web.Response:
+        resource = self._context(request, surface, [])["_resource"]
+        wanted = request.match_info["model"]
+        for model in self._models(resource, surface):
+            if model["id"] == wanted:
+                return self.emit(request, model, _openai("Model") if surface == "v1" else _check_dated_model)
+        raise model_not_found(wanted)
 
     # -- files ---------------------------------------------------------------------------------
     async def create_file(self, surface: str, request: web.Request) -> web.Response:

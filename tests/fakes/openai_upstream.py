@@ -42,6 +42,15 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes._chat import (
+    BASE_MODELS,
+    ChatCall,
+    ChatSettings,
+    chat_completion,
+    model_json,
+    model_not_found,
+    read_chat_request,
+)
 from tests.fakes._common import RECORD, ApiError, FakeServer, new_id, run_cli
 from tests.fakes._files import StoredFile, receive_multipart
 from tests.fakes._jobs import Checkpoint, Event, JobSimulator, SimJob, page
@@ -192,6 +201,10 @@ class FakeOpenAI(FakeServer):
         self.api_keys = api_keys
         self.organization = organization
         self.files: dict[str, StoredFile] = {}
+        self.chat = ChatSettings()
+        """How chat completions are answered (``tests.fakes._chat``)."""
+        self.chat_calls: list[ChatCall] = []
+        self.base_models: tuple[str, ...] = BASE_MODELS
         self.sim = JobSimulator(
             self.clock,
             org="fake-org",
@@ -237,6 +250,9 @@ class FakeOpenAI(FakeServer):
                 web.post("/v1/fine_tuning/jobs/{id}/{action:cancel|pause|resume}", self.job_action),
                 web.get("/v1/fine_tuning/jobs/{id}/events", self.list_events),
                 web.get("/v1/fine_tuning/jobs/{id}/checkpoints", self.list_checkpoints),
+                web.post("/v1/chat/completions", self.chat_completion),
+                web.get("/v1/models", self.list_models),
+                web.get("/v1/models/{model}", self.get_model),
             ]
         )
 
@@ -264,6 +280,36 @@ class FakeOpenAI(FakeServer):
     def _query(self, request: web.Request, path: str, method: str) -> dict[str, Any]:
         parameters = spec()["paths"][path][method].get("parameters", [])
         return check_query(list(request.query.items()), parameters)
+
+    # -- chat and models ---------------------------------------------------------------------
+    async def chat_completion(self, request: web.Request) -> web.StreamResponse:
+        self._owner(request)
+        call, body = await read_chat_request(request, self.chat_calls)
+        return await chat_completion(request, call, body, self.chat, {"x-request-id": new_id("req_")})
+
+    def models(self, owner: str) -> list[dict[str, Any]]:
+        """The base models, then the fine-tuned model of each succeeded job of ``owner``."""
+        models = [model_json(m, 1721172741, "system") for m in self.base_models]
+        for job in self.sim.jobs.values():
+            if job.owner == owner and job.fine_tuned_model:
+                models.append(
+                    model_json(job.fine_tuned_model, job.finished_at or job.created_at, self.organization)
+                )
+        return models
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        owner = self._owner(request)
+        return self.emit(
+            request, {"object": "list", "data": self.models(owner)}, _check("ListModelsResponse")
+        )
+
+    async def get_model(self, request: web.Request) -> web.Response:
+        owner = self._owner(request)
+        wanted = request.match_info["model"]
+        for model in self.models(owner):
+            if model["id"] == wanted:
+                return self.emit(request, model, _check("Model"))
+        raise model_not_found(wanted)
 
     # -- files ---------------------------------------------------------------------------------
     async def create_file(self, request: web.Request) -> web.Response:

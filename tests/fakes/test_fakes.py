@@ -219,7 +219,7 @@ def test_openai_steps_per_get_advances_on_retrieve(oai: httpx.Client, openai_fak
             "file",
         ),
         ("POST", "/files", {"json": {"purpose": "fine-tune"}}, 400, None),
-        ("GET", "/models", {}, 404, None),
+        ("GET", "/assistants", {}, 404, None),
     ],
 )
 def test_openai_rejects_and_records_invalid_requests(
@@ -590,4 +590,69 @@ def test_official_sdks_pass_the_fakes_checks(openai_fake: FakeOpenAI, azure_fake
     azure_job = azure.fine_tuning.jobs.create(model=AZ_MODEL, training_file=azure_file.id)
     assert azure_fake.advance(azure_job.id, to="succeeded") == "succeeded"
     assert azure.fine_tuning.jobs.retrieve(azure_job.id).status == "succeeded"
+    assert azure_fake.violations == []
+
+
+# -- chat completions and models ---------------------------------------------------------------
+
+
+def test_openai_chat_through_the_sdk(openai_fake: FakeOpenAI) -> None:
+    import openai
+
+    openai_fake.reset()
+    client = openai.OpenAI(api_key="sk-chat", base_url=openai_fake.base_url, max_retries=0)
+    messages: Any = [{"role": "user", "content": "Hello!"}]
+    answer = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert answer.choices[0].message.content == "x" * 24 and answer.object == "chat.completion"
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "x" * 24
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert [m.id for m in client.models.list()] == list(openai_fake.base_models)
+    assert client.models.retrieve(openai_fake.base_models[0]).owned_by == "system"
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.models.retrieve("ft:nope")
+    assert raised.value.code == "model_not_found"
+    assert openai_fake.violations == []
+    calls = openai_fake.chat_calls[-2:]
+    assert [c.stream for c in calls] == [False, True] and all(c.completed for c in calls)
+
+
+def test_openai_chat_rejects_requests_against_the_spec(oai: httpx.Client, openai_fake: FakeOpenAI) -> None:
+    openai_fake.reset()
+    for body, param in (
+        ({"messages": [{"role": "user", "content": "x"}]}, None),
+        ({"model": "m", "messages": [{"role": "nobody", "content": "x"}]}, "messages"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
+    ):
+        response = oai.post("/chat/completions", json=body)
+        assert response.status_code == 400, response.text
+        validate("ErrorResponse", response.json())
+        assert response.json()["error"]["param"] == param
+    assert len(openai_fake.violations) == 3
+    openai_fake.reset()
+
+
+def test_azure_chat_through_the_sdk(azure_fake: FakeAzureOpenAI) -> None:
+    import openai
+
+    azure_fake.reset()
+    messages: Any = [{"role": "user", "content": "Hello!"}]
+    dated_client = openai.AzureOpenAI(
+        api_key="k",
+        api_version="2024-10-21",
+        azure_endpoint=azure_fake.endpoint("res"),
+        azure_deployment="my-deployment",
+        max_retries=0,
+    )
+    answer = dated_client.chat.completions.create(model="ignored", messages=messages)
+    assert answer.model == "my-deployment"
+    streamed = list(dated_client.chat.completions.create(model="ignored", messages=messages, stream=True))
+    assert streamed[-1].choices[0].finish_reason == "stop"
+    v1 = openai.OpenAI(api_key="k", base_url=azure_fake.v1_base_url("res"), max_retries=0)
+    assert v1.chat.completions.create(model="dep", messages=messages).model == "dep"
+    assert [m.id for m in v1.models.list()] == list(azure_fake.base_models)
+    paths = [c.path for c in azure_fake.chat_calls[-3:]]
+    assert paths == ["/res/openai/deployments/my-deployment/chat/completions"] * 2 + [
+        "/res/openai/v1/chat/completions"
+    ]
     assert azure_fake.violations == []

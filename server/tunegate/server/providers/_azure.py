@@ -12,6 +12,16 @@
 
 Auth: `api-key: <credential>`, or `Authorization: Bearer <credential>` when
 `account.options["auth"] == "bearer"` (an Entra ID token).
+
+Chat completions and models (a tuned model is called through its deployment):
+
+- v1/preview: `POST {base}/v1/chat/completions`, the deployment named by the body's `model`
+  (Azure's v1 API); `GET {base}/v1/models[/{model}]` as OpenAI's;
+- dated: `POST {base}/deployments/{deployment}/chat/completions?api-version=<date>`, the
+  deployment being `account.options["deployment_id"]` (`x-portkey-azure-deployment-id`), else the
+  body's `model` (as `openai.AzureOpenAI` does without `azure_deployment`). Models: the
+  deployment as the one model when the account names one, else the resource's
+  `GET {base}/models?api-version=<date>` translated to OpenAI's `model` objects.
 """
 
 from __future__ import annotations
@@ -20,10 +30,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tunegate.server.errors import InvalidArgument
+from tunegate.server.errors import InvalidArgument, NotFound
 from tunegate.server.providers import _azure_dated as dated
 from tunegate.server.providers._http import Endpoint
-from tunegate.server.providers._openai import OpenAIProvider
+from tunegate.server.providers._openai import OpenAIProvider, _seg
 from tunegate.server.providers.interface import Account, Capability, JobObject, ProviderFile, unsupported
 
 __all__ = ["AzureOpenAIProvider"]
@@ -135,6 +145,44 @@ class AzureOpenAIProvider(OpenAIProvider):
             raise unsupported(self.name, f"resuming jobs with api-version {api_version(account)} (use v1)")
         return await super().resume_job(account, job_id)
 
+    # -- chat and models -----------------------------------------------------------------------
+
+    def chat_target(self, account: Account, model: str) -> tuple[Endpoint, str]:
+        if not is_dated(account):
+            return super().chat_target(account, model)
+        deployment = account.options.get("deployment_id") or model
+        if not deployment:
+            raise InvalidArgument(
+                "Name the Azure OpenAI deployment to call (x-portkey-azure-deployment-id) or the model.",
+                param="x-portkey-azure-deployment-id",
+            )
+        return self.endpoint(account), f"/deployments/{_seg(deployment)}/chat/completions"
+
+    async def list_models(self, account: Account) -> list[JobObject]:
+        if not is_dated(account):
+            return await super().list_models(account)
+        deployment = account.options.get("deployment_id")
+        if deployment:
+            return [_deployment_model(deployment)]
+        body = await self.http.request_json("GET", self.endpoint(account), "/models")
+        return [_dated_model(m) for m in body.get("data") or [] if isinstance(m, dict)]
+
+    async def get_model(self, account: Account, model: str) -> JobObject:
+        if not is_dated(account):
+            return await super().get_model(account, model)
+        deployment = account.options.get("deployment_id")
+        if deployment:
+            if model != deployment:
+                raise NotFound(
+                    f"The model '{model}' is not the Azure OpenAI deployment '{deployment}' this "
+                    "request names (x-portkey-azure-deployment-id).",
+                    code="model_not_found",
+                    param="model",
+                )
+            return _deployment_model(deployment)
+        found = await self.http.request_json("GET", self.endpoint(account), f"/models/{_seg(model)}")
+        return _dated_model(found)
+
     # -- translation hooks ---------------------------------------------------------------------
 
     def job_from_provider(self, account: Account, job: JobObject) -> JobObject:
@@ -145,3 +193,19 @@ class AzureOpenAIProvider(OpenAIProvider):
 
     def checkpoint_from_provider(self, account: Account, checkpoint: JobObject) -> JobObject:
         return dated.checkpoint_to_openai(checkpoint) if is_dated(account) else checkpoint
+
+
+def _deployment_model(deployment: str) -> JobObject:
+    """A deployment as OpenAI's `model` object (its creation time is not known here: 0)."""
+    return {"id": deployment, "object": "model", "created": 0, "owned_by": "azure-openai"}
+
+
+def _dated_model(model: Mapping[str, Any]) -> JobObject:
+    """A dated-API `Model` (`created_at`, `capabilities`, `lifecycle_status`, `fine_tune` …) as
+    OpenAI's `model` object; a fine-tuned model is owned by the resource's organization."""
+    return {
+        "id": str(model.get("id") or ""),
+        "object": "model",
+        "created": int(model.get("created_at") or 0),
+        "owned_by": "organization-owner" if model.get("fine_tune") or model.get("model") else "system",
+    }

@@ -27,7 +27,9 @@ Contract:
 
 - only idempotent requests are retried: GET, HEAD, PUT, DELETE, OPTIONS by method, a POST only
   when the caller passes `idempotent=True` — a paid POST (create job) is never sent twice by
-  this layer; a body given as an async iterator is never retried, because it cannot be replayed;
+  this layer; a body given as an async iterator is never retried, because it cannot be replayed.
+  A paid POST that was never sent (`ProviderUnreachable`) is retried when the caller passes
+  `retry_unsent=True` (chat completions);
 - retried failures: connection errors, timeouts, HTTP 429/500/502/503/504; at most
   `max_retries` retries, exponential backoff with full jitter, or the provider's
   `retry-after-ms` / `Retry-After` (seconds or HTTP date) when it sends one. A hint longer than
@@ -104,6 +106,9 @@ class HttpSettings:
     """Read, write and pool timeout of each attempt: the longest wait for the provider to accept
     more of a request, send more of an answer, or for a free pooled connection."""
     connect_timeout_seconds: float = 5.0
+    chat_timeout_seconds: float = 600.0
+    """Read timeout of a chat completion: the longest wait for its head or next bytes (a
+    reasoning model may think for minutes before it answers; OpenAI's SDK waits 600 s)."""
     max_retries: int = 2
     """Retries after the first attempt (idempotent requests only)."""
     backoff_base_seconds: float = 0.5
@@ -121,7 +126,12 @@ class HttpSettings:
     environment."""
 
     def __post_init__(self) -> None:
-        for name in ("timeout_seconds", "connect_timeout_seconds", "retry_after_max_seconds"):
+        for name in (
+            "timeout_seconds",
+            "connect_timeout_seconds",
+            "chat_timeout_seconds",
+            "retry_after_max_seconds",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"HttpSettings.{name} must be > 0")
         if self.max_retries < 0:
@@ -201,16 +211,23 @@ class HttpClient:
         content: Body | None = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        retry_unsent: bool = False,
+        read_timeout: float | None = None,
         stream: bool = False,
     ) -> httpx.Response:
         """Sends `method {endpoint.base_url}{path}` and returns the 2xx response, body read —
         or, with `stream`, as soon as its head has arrived (see `open_stream`).
 
-        `params` with a None value are left out. Raises a `TunegateError` as described in the
-        module docstring; exceptions raised by a streaming `content` iterator propagate unchanged.
+        `params` with a None value are left out. `retry_unsent` lets a request that is otherwise
+        never retried (a paid POST) be retried when it was never sent (`ProviderUnreachable`);
+        its `content` must then be bytes. `read_timeout` replaces the settings' read timeout for
+        this request (a chat answer may think for minutes). Raises a `TunegateError` as described
+        in the module docstring; exceptions raised by a streaming `content` iterator propagate
+        unchanged.
         """
         method = method.upper()
         retryable = method in _IDEMPOTENT_METHODS if idempotent is None else idempotent
+        replayable = content is None or isinstance(content, bytes)
         if content is not None and not isinstance(content, bytes):
             retryable = False
         all_headers = {**endpoint.headers, **(headers or {})}
@@ -218,8 +235,13 @@ class HttpClient:
             content = orjson.dumps(json)
             all_headers.setdefault("Content-Type", "application/json")
         query = {k: v for k, v in {**endpoint.params, **(params or {})}.items() if v is not None}
+        extra: dict[str, Any] = {}
+        if read_timeout is not None:
+            t = self.settings.timeout_seconds
+            connect = self.settings.connect_timeout_seconds
+            extra["timeout"] = httpx.Timeout(connect=connect, read=read_timeout, write=t, pool=t)
         request = self.client.build_request(
-            method, endpoint.base_url + path, params=query, content=content, headers=all_headers
+            method, endpoint.base_url + path, params=query, content=content, headers=all_headers, **extra
         )
         attempt = 0
         while True:
@@ -244,7 +266,8 @@ class HttpClient:
                 cause = error
             delay = self._delay(attempt, hint)
             unhinted = hint is None and not _RETRIES.get()
-            if not retryable or unhinted or attempt >= self.settings.max_retries or delay is None:
+            unsent = retry_unsent and replayable and isinstance(error, ProviderUnreachable)
+            if not (retryable or unsent) or unhinted or attempt >= self.settings.max_retries or delay is None:
                 raise error from (None if cause is error else cause)
             log.info(
                 "%s %s failed (%s); retry %d/%d in %.2f s",

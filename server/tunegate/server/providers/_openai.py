@@ -21,11 +21,13 @@ from typing import Any
 
 import httpx
 from tunegate.server.errors import InvalidArgument, NotFound
+from tunegate.server.providers._chat import ResponseChunks, passed_headers
 from tunegate.server.providers._http import Endpoint, HttpClient, HttpSettings, Sleep
 from tunegate.server.providers._multipart import MultipartFile
 from tunegate.server.providers.interface import (
     Account,
     Capability,
+    ChatReply,
     JobObject,
     Page,
     ProviderDownload,
@@ -226,7 +228,54 @@ class OpenAIProvider:
         path = f"/fine_tuning/jobs/{_seg(job_id)}/checkpoints"
         return await self._page(account, path, limit, page_token, self.checkpoint_from_provider)
 
+    # -- chat and models -----------------------------------------------------------------------
+
+    def chat_target(self, account: Account, model: str) -> tuple[Endpoint, str]:
+        """Where `account`'s chat completions are sent: OpenAI's `{base}/chat/completions`."""
+        return self.endpoint(account), "/chat/completions"
+
+    async def chat(self, account: Account, body: bytes, *, model: str, stream: bool) -> ChatReply:
+        """POSTs `body` unchanged to `chat_target`, retried only when it was never sent.
+
+        `stream=False`: returns once the whole answer is read (`chunks` yields it as one item).
+        `stream=True`: returns once the answer's head has arrived; `chunks` relays its events as
+        they arrive (`ResponseChunks`). A non-2xx answer raises before anything is returned."""
+        endpoint, path = self.chat_target(account, model)
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+        }
+        response = await self.http.request(
+            "POST",
+            endpoint,
+            path,
+            content=body,
+            headers=headers,
+            idempotent=False,
+            retry_unsent=True,
+            read_timeout=self.http.settings.chat_timeout_seconds,
+            stream=stream,
+        )
+        content_type = response.headers.get("content-type") or (
+            "text/event-stream" if stream else "application/json"
+        )
+        chunks = ResponseChunks(self.http, response) if stream else _one(response.content)
+        return ChatReply(content_type=content_type, chunks=chunks, headers=passed_headers(response.headers))
+
+    async def list_models(self, account: Account) -> list[JobObject]:
+        """`GET /models`: the models the account can call, as OpenAI lists them."""
+        body = await self.http.request_json("GET", self.endpoint(account), "/models")
+        return [self.model_from_provider(m) for m in body.get("data") or [] if isinstance(m, dict)]
+
+    async def get_model(self, account: Account, model: str) -> JobObject:
+        """`GET /models/{model}` (`NotFound`, code `model_not_found`, when the provider has none)."""
+        found = await self.http.request_json("GET", self.endpoint(account), f"/models/{_seg(model)}")
+        return self.model_from_provider(found)
+
     # -- translation hooks (identity for OpenAI; the dated Azure API overrides them) ------------
+
+    def model_from_provider(self, model: JobObject) -> JobObject:
+        return model
 
     def job_from_provider(self, account: Account, job: JobObject) -> JobObject:
         return without_tag(job)
@@ -266,6 +315,10 @@ class OpenAIProvider:
         data = [item for item in body.get("data") or [] if isinstance(item, dict)]
         has_more = bool(body.get("has_more")) and bool(data)
         return Page(data, has_more, str(data[-1]["id"]) if has_more else None)
+
+
+async def _one(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 def _seg(value: str) -> str:
