@@ -46,16 +46,21 @@ class Gateway:
         self._thread.join(timeout=30)
 
 
-def start_gateway(data_dir: Path, *, in_process: bool = False, **limits: Any) -> Gateway:
+def start_gateway(
+    data_dir: Path, *, in_process: bool = False, providers: Any = None, **limits: Any
+) -> Gateway:
     """Starts server + edge on free loopback ports in a background thread. With `in_process`
     the edge calls the servicers through the server's in-process channel (as `tunegate run`
-    does); otherwise over a gRPC connection to the server's port (as `tunegate edge` does)."""
+    does); otherwise over a gRPC connection to the server's port (as `tunegate edge` does).
+    `providers` replaces the provider set (`GatewayServer.start`'s `providers`)."""
     loop = asyncio.new_event_loop()
     ready: Future[tuple[GatewayServer, EdgeServer]] = Future()
 
     async def boot() -> None:
         try:
-            server = await GatewayServer.start(ServerConfig(data_dir=data_dir, port=0, **limits))
+            server = await GatewayServer.start(
+                ServerConfig(data_dir=data_dir, port=0, **limits), providers=providers
+            )
             edge = await EdgeServer.start(
                 EdgeConfig(
                     grpc_target=f"127.0.0.1:{server.port}",
