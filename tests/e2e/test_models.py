@@ -31,7 +31,7 @@ SLASHES = "accounts/fireworks/models/llama-v3p1-8b-instruct"
 WAIT = 120.0  # an upper bound for a tiny training run, never a speed claim
 
 
-def _training(count: int = 8) -> str:
+def _training(count: int = 10) -> str:
     lines = [
         {
             "messages": [
