@@ -25,6 +25,8 @@ RESPONSE_SCHEMAS: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"/fine_tuning/jobs/[^/]+/events"), "ListFineTuningJobEventsResponse"),
     ("GET", re.compile(r"/fine_tuning/jobs/[^/]+/checkpoints"), "ListFineTuningJobCheckpointsResponse"),
     ("POST", re.compile(r"/chat/completions"), "CreateChatCompletionResponse"),
+    ("GET", re.compile(r"/models"), "ListModelsResponse"),
+    ("GET", re.compile(r"/models/.+"), "Model"),  # a model id may hold a `/` (sent as %2F)
 ]
 
 

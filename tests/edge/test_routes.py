@@ -57,6 +57,8 @@ EXPECTED = {
         "/tunegate.v1.FineTuning/ListFineTuningCheckpoints",
         Cardinality.UNARY,
     ),
+    ("GET", "/v1/models"): ("/tunegate.v1.Models/ListModels", Cardinality.UNARY),
+    ("GET", "/v1/models/{model}"): ("/tunegate.v1.Models/GetModel", Cardinality.UNARY),
 }
 
 

@@ -32,6 +32,7 @@ from tunegate.server.files import Clock, FileService
 from tunegate.server.inprocess import HandlerTable, InProcessChannel
 from tunegate.server.interceptor import ErrorInterceptor
 from tunegate.server.jobs import AccountRouter, CreationSettings, JobService, JobSettings, ProviderLookup
+from tunegate.server.models import ModelService
 from tunegate.server.providers import (
     HttpSettings,
     LocalProvider,
@@ -44,6 +45,7 @@ from tunegate.server.servicers import (
     ChatCompletionsServicer,
     FilesServicer,
     FineTuningServicer,
+    ModelsServicer,
     UploadsServicer,
 )
 from tunegate.server.store import Database
@@ -55,6 +57,8 @@ from tunegate.v1 import (
     files_pb2_grpc,
     fine_tuning_pb2,
     fine_tuning_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
     uploads_pb2,
     uploads_pb2_grpc,
 )
@@ -68,6 +72,7 @@ SERVICE_NAMES = (
     uploads_pb2.DESCRIPTOR.services_by_name["Uploads"].full_name,
     fine_tuning_pb2.DESCRIPTOR.services_by_name["FineTuning"].full_name,
     chat_pb2.DESCRIPTOR.services_by_name["ChatCompletions"].full_name,
+    models_pb2.DESCRIPTOR.services_by_name["Models"].full_name,
 )
 """The full names of the tunegate services (`tunegate.v1.Files`, …)."""
 
@@ -189,7 +194,9 @@ class GatewayServer:
                 options=grpc_server_options(config),
                 maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             )
-            chat = ChatService(_local_of(provider_set), jobs)
+            local = _local_of(provider_set)
+            chat = ChatService(local, jobs)
+            models = ModelService(account_router, provider_set, local, jobs)
             health_servicer = health_aio.HealthServicer()
             handlers = HandlerTable()
             services: tuple[tuple[Callable[[Any, Any], None], object], ...] = (
@@ -205,6 +212,7 @@ class GatewayServer:
                     chat_pb2_grpc.add_ChatCompletionsServicer_to_server,
                     ChatCompletionsServicer(chat, account_router, provider_set),
                 ),
+                (models_pb2_grpc.add_ModelsServicer_to_server, ModelsServicer(models)),
                 (health_pb2_grpc.add_HealthServicer_to_server, health_servicer),
             )
             for add_to, servicer in services:

@@ -372,6 +372,11 @@ class JobService:
         record = await self._repo.by_native_id(owner, provider, native_id)
         return None if record is None or record.state != CREATED else record.id
 
+    async def owned_native_ids(self, owner: str, provider: str) -> tuple[str, ...]:
+        """The native ids of this owner's jobs on `provider`, newest first — how the models a
+        caller may call are found."""
+        return tuple(await self._repo.native_ids(owner, provider))
+
     # -- files, reconciliation, lifecycle ---------------------------------------------------
 
     async def copy_to_provider(self, owner: str, file_id: str, account: Account) -> str:

@@ -5,6 +5,13 @@ from __future__ import annotations
 from tunegate.server.servicers._chat import ChatCompletionsServicer
 from tunegate.server.servicers._files import FilesServicer
 from tunegate.server.servicers._fine_tuning import FineTuningServicer
+from tunegate.server.servicers._models import ModelsServicer
 from tunegate.server.servicers._uploads import UploadsServicer
 
-__all__ = ["ChatCompletionsServicer", "FilesServicer", "FineTuningServicer", "UploadsServicer"]
+__all__ = [
+    "ChatCompletionsServicer",
+    "FilesServicer",
+    "FineTuningServicer",
+    "ModelsServicer",
+    "UploadsServicer",
+]

@@ -224,6 +224,21 @@ class JobRepository:
         )
         return await self._first(query)
 
+    async def native_ids(self, owner: str, provider: str) -> list[str]:
+        """The native ids of this owner's created jobs on `provider`, newest first."""
+        query = (
+            sa.select(jobs.c.native_id)
+            .where(
+                jobs.c.owner == owner,
+                jobs.c.provider == provider,
+                jobs.c.state == "created",
+                jobs.c.native_id.is_not(None),
+            )
+            .order_by(jobs.c.seq.desc())
+        )
+        async with self._engine.connect() as conn:
+            return [str(native_id) for native_id in (await conn.execute(query)).scalars()]
+
     async def page(
         self,
         owner: str,

@@ -47,6 +47,10 @@ from tunegate.server.providers.local._state import NATIVE_JOB_PREFIX, JobTable, 
 __all__ = ["LocalProvider", "LocalSettings"]
 
 BASE_MODEL = "tunegate-tiny"
+BASE_MODEL_CREATED = 1795324477
+"""When `tunegate-tiny` was defined (its weights are built deterministically from that
+definition), in Unix seconds: the `created` of its `model` object."""
+BASE_MODEL_OWNER = "tunegate"
 FILE_PREFIX = "file-local-"
 _ALPHABET = string.ascii_letters + string.digits
 _CHUNK = 256 * 1024
@@ -335,6 +339,27 @@ class LocalProvider:
         if job is None or job.get("status") != "succeeded" or job.get("fine_tuned_model") != fine_tuned_model:
             return None
         return job_id, self._table.dir(job_id).model
+
+    def base_models(self) -> list[JobObject]:
+        """The models `create_job` fine-tunes by name, as OpenAI `model` objects
+        (`local:<directory>` models are named by path and not listed)."""
+        return [
+            {"id": BASE_MODEL, "object": "model", "created": BASE_MODEL_CREATED, "owned_by": BASE_MODEL_OWNER}
+        ]
+
+    async def fine_tuned_model(self, job_id: str) -> JobObject | None:
+        """The `model` object of native job `job_id`'s `ft:` model if the job succeeded, else
+        None. `owned_by` is the organization segment of the name (the job's `organization_id`)."""
+        await self.start()
+        job = self._table.peek(job_id)
+        if job is None or job.get("status") != "succeeded" or not job.get("fine_tuned_model"):
+            return None
+        return {
+            "id": str(job["fine_tuned_model"]),
+            "object": "model",
+            "created": int(job.get("finished_at") or job["created_at"]),
+            "owned_by": str(job.get("organization_id") or "local"),
+        }
 
 
 def _invalid_state(job: JobObject, operation: str) -> FailedPrecondition:
