@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from tunegate.server.errors import InvalidArgument, NotFound
+from tunegate.server.errors import InvalidArgument, gateway_model_not_found
 from tunegate.server.files import Clock
 from tunegate.server.providers.interface import ChatReply
 
-__all__ = ["ChatService", "ModelSource", "OwnershipCheck", "model_not_found"]
+__all__ = ["ChatService", "ModelSource", "OwnershipCheck"]
 
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 4096
@@ -70,16 +70,6 @@ class _Params:
     stop: list[str]
     stream: bool
     include_usage: bool
-
-
-def model_not_found(model: str) -> NotFound:
-    """The gateway's own 404 for a model it does not serve to this caller (no provider named)."""
-    return NotFound(
-        f"The gateway serves no model '{model}' for this caller; to call a provider's model, name "
-        "the provider with the x-portkey-provider header (or a virtual key / config).",
-        code="model_not_found",
-        param="model",
-    )
 
 
 def _invalid(message: str, param: str) -> InvalidArgument:
@@ -221,11 +211,11 @@ class ChatService:
     async def _model_dir(self, owner: str, name: str) -> Path:
         found = None if self._source is None else await self._source.model_dir(name)
         if found is None:
-            raise model_not_found(name)
+            raise gateway_model_not_found(name)
         native_id, path = found
         assert self._source is not None
         if await self._jobs.owned_native_job(owner, self._source.name, native_id) is None:
-            raise model_not_found(name)  # another owner's model: indistinguishable from none
+            raise gateway_model_not_found(name)  # another owner's model: indistinguishable from none
         return path
 
     async def _load(self, path: Path) -> Any:

@@ -62,6 +62,7 @@ __all__ = [
     "Unsupported",
     "UpstreamError",
     "error_for_http_status",
+    "gateway_model_not_found",
     "log_failure",
     "to_status",
 ]
@@ -130,6 +131,18 @@ class FailedPrecondition(TunegateError):
 class NotFound(TunegateError):
     status_code = grpc.StatusCode.NOT_FOUND
     default_code = "not_found"
+
+
+def gateway_model_not_found(model: str) -> NotFound:
+    """The gateway's own 404 for a model it does not serve to this caller (no provider named):
+    worded as the gateway's answer, naming the header that routes to a provider."""
+    return NotFound(
+        f"The gateway has no model '{model}' for this caller: without a provider it serves its "
+        "local base models and the caller's own fine-tuned models. To reach a provider's models, "
+        "send the 'x-portkey-provider' header with that provider's credentials (or a virtual key).",
+        code="model_not_found",
+        param="model",
+    )
 
 
 class Conflict(TunegateError):

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from tunegate.server.errors import InvalidArgument, NotFound
+from tunegate.server.errors import InvalidArgument, gateway_model_not_found
 from tunegate.server.jobs import AccountRouter, Backend, ProviderLookup
 from tunegate.server.providers.interface import Capability, ChatProvider, JobObject
 from tunegate.v1 import models_pb2
@@ -47,17 +47,6 @@ class OwnedJobs(Protocol):
     async def owned_native_ids(self, owner: str, provider: str) -> tuple[str, ...]: ...
 
     async def owned_native_job(self, owner: str, provider: str, native_id: str) -> str | None: ...
-
-
-def gateway_model_not_found(model: str) -> NotFound:
-    """The gateway's own 404 for a model it does not serve to this caller."""
-    return NotFound(
-        f"The gateway has no model '{model}' for this caller: without a provider it serves its "
-        "local base models and the caller's own fine-tuned models. To reach a provider's models, "
-        "send the 'x-portkey-provider' header with that provider's credentials (or a virtual key).",
-        code="model_not_found",
-        param="model",
-    )
 
 
 def model_message(body: Mapping[str, Any]) -> models_pb2.Model:
