@@ -118,8 +118,9 @@ def test_a_streamed_answer_is_relayed_byte_for_byte_with_unknown_fields(
 def test_curl_n_prints_the_events_as_they_come(stack: ProviderStack, api_key: str) -> None:
     body = json.dumps({"model": TUNED, "messages": HELLO, "stream": True})
     done = subprocess.run(
-        ["curl", "-sN", stack.gateway.base_url + "/chat/completions", "-H", f"Authorization: Bearer {api_key}",
-         "-H", "x-portkey-provider: openai", "-H", "Content-Type: application/json", "-d", body],
+        ["curl", "-sN", stack.gateway.base_url + "/chat/completions", "-d", body,
+         "-H", f"Authorization: Bearer {api_key}", "-H", "x-portkey-provider: openai",
+         "-H", "Content-Type: application/json"],
         capture_output=True, timeout=30, check=True,
     )  # fmt: skip
     events = [line for line in done.stdout.decode().split("\n\n") if line]
