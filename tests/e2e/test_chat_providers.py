@@ -193,3 +193,26 @@ def test_a_stream_cut_by_the_provider_ends_with_an_error_event(stack: ProviderSt
             model=TUNED, messages=HELLO, stream=True
         ):
             pass
+
+
+def test_a_virtual_key_routes_chat_like_jobs(stack: ProviderStack, api_key: str) -> None:
+    client = openai_client(
+        stack.gateway.base_url,
+        api_key,
+        max_retries=0,
+        default_headers={"x-portkey-virtual-key": "team-openai"},
+    )
+    assert client.chat.completions.create(model=TUNED, messages=HELLO).choices[0].message.content
+    (call,) = stack.openai.chat_calls
+    assert call.path == "/v1/chat/completions"
+
+
+def test_a_custom_host_not_allowed_is_refused_before_any_provider_call(
+    stack: ProviderStack, api_key: str
+) -> None:
+    headers = {"x-portkey-provider": "openai", "x-portkey-custom-host": "http://169.254.169.254/v1"}
+    client = openai_client(stack.gateway.base_url, api_key, max_retries=0, default_headers=headers)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=TUNED, messages=HELLO, stream=True)
+    assert refused.value.param == "x-portkey-custom-host"  # type: ignore[attr-defined]
+    assert stack.openai.chat_calls == []
