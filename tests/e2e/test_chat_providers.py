@@ -11,10 +11,12 @@ import json
 import shutil
 import subprocess
 import time
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from portkey_ai import Portkey
 
 from tests.e2e.providers import ProviderStack, stack
@@ -23,7 +25,7 @@ from tests.e2e.sdk import openai_client
 __all__ = ["stack"]  # the module-scoped fixture
 
 TUNED = "ft:gpt-4o-mini-2024-07-18:org-name:custom-model-v1:abc123"
-HELLO = [{"role": "user", "content": "Hello!"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello!"}]
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +47,7 @@ def test_the_guides_portkey_snippet_calls_the_tuned_model_on_openai(
     stack: ProviderStack, api_key: str
 ) -> None:
     client = Portkey(provider="openai", Authorization=api_key, base_url=stack.gateway.base_url)
-    answer = client.chat.completions.create(model=TUNED, messages=HELLO)
+    answer: Any = client.chat.completions.create(model=TUNED, messages=HELLO)
     assert answer.choices[0].message.content and answer.model == TUNED
     (call,) = stack.openai.chat_calls
     assert call.path == "/v1/chat/completions" and json.loads(call.body)["model"] == TUNED
@@ -214,5 +216,5 @@ def test_a_custom_host_not_allowed_is_refused_before_any_provider_call(
     client = openai_client(stack.gateway.base_url, api_key, max_retries=0, default_headers=headers)
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(model=TUNED, messages=HELLO, stream=True)
-    assert refused.value.param == "x-portkey-custom-host"  # type: ignore[attr-defined]
+    assert refused.value.param == "x-portkey-custom-host"
     assert stack.openai.chat_calls == []
