@@ -21,14 +21,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import quote, unquote
 
 import grpc
 import httpx
 import openai
 import pytest
 import tunegate.v1
-from google.api import annotations_pb2
-from google.protobuf import json_format
+from google.api import annotations_pb2, httpbody_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
@@ -40,6 +40,8 @@ from tunegate.v1 import (
     files_pb2_grpc,
     fine_tuning_pb2,
     fine_tuning_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
     uploads_pb2,
     uploads_pb2_grpc,
 )
@@ -429,6 +431,12 @@ REST_CASES: Cases = {
         Attempt("POST", "/chat/completions", json=_chat(w.model, stream=True)),
         Attempt("POST", "/chat/completions", json=_chat(w.checkpoint_model)),
     ],
+    ("GET", "/v1/models"): lambda w, h: [
+        Attempt("GET", "/models", touches_a=False, allowed=frozenset({200}))
+    ],
+    ("GET", "/v1/models/{model}"): lambda w, h: [
+        Attempt("GET", f"/models/{quote(m, safe='')}") for m in (w.model, w.checkpoint_model)
+    ],
 }
 
 
@@ -479,7 +487,7 @@ def test_rest_ownership_sweep(world: World) -> None:
                 status, answer = raw(world.gateway, attempt.method, attempt.path, sent, body)
                 attempts += 1
                 where = f"{label}: {attempt.method} {attempt.path} -> {status} {answer[:200]!r}"
-                leaked = _leaks(world, answer, attempt.path + body.decode("latin-1"))
+                leaked = _leaks(world, answer, unquote(attempt.path) + body.decode("latin-1"))
                 if 200 <= status < 300 and (attempt.touches_a or leaked):
                     cross_owner_reads += 1
                     unexpected.append("CROSS-OWNER READ " + where)
@@ -558,11 +566,16 @@ def _unary(stub: Callable[[grpc.Channel], Any], rpc: str, request: Message) -> C
 
 
 def _chat_call(model: str, stream: bool) -> Call:
-    request = json_format.ParseDict(_chat(model, stream=stream), chat_pb2.CreateChatCompletionRequest())
+    body = httpbody_pb2.HttpBody(
+        content_type="application/json", data=json.dumps(_chat(model, stream=stream)).encode()
+    )
+    request = chat_pb2.CreateChatCompletionRequest(model=model, stream=stream, body=body)
 
     def call(channel: grpc.Channel, md: Metadata) -> Any:
         stub = chat_pb2_grpc.ChatCompletionsStub(channel)
-        return list(stub.CreateChatCompletion(request, metadata=md, timeout=30))
+        if stream:
+            return list(stub.StreamChatCompletion(request, metadata=md, timeout=30))
+        return stub.CreateChatCompletion(request, metadata=md, timeout=30)
 
     return call
 
@@ -653,8 +666,22 @@ GRPC_CASES: dict[str, Callable[[World], list[RpcAttempt]]] = {
     },
     "/tunegate.v1.ChatCompletions/CreateChatCompletion": lambda w: [
         RpcAttempt(_chat_call(w.model, False)),
-        RpcAttempt(_chat_call(w.model, True)),
         RpcAttempt(_chat_call(w.checkpoint_model, False)),
+    ],
+    "/tunegate.v1.ChatCompletions/StreamChatCompletion": lambda w: [
+        RpcAttempt(_chat_call(w.model, True)),
+        RpcAttempt(_chat_call(w.checkpoint_model, True)),
+    ],
+    "/tunegate.v1.Models/ListModels": lambda w: [
+        RpcAttempt(
+            _unary(models_pb2_grpc.ModelsStub, "ListModels", models_pb2.ListModelsRequest()),
+            touches_a=False,
+            allowed=RPC_OK,
+        )
+    ],
+    "/tunegate.v1.Models/GetModel": lambda w: [
+        RpcAttempt(_unary(models_pb2_grpc.ModelsStub, "GetModel", models_pb2.GetModelRequest(model=m)))
+        for m in (w.model, w.checkpoint_model)
     ],
 }
 
