@@ -19,6 +19,11 @@ from tests.fakes import FakeOpenAI
 __all__ = ["fake"]  # the fixture, imported for this module's tests
 
 
+def _create_received(fake: FakeOpenAI) -> bool:
+    """Whether the fake has read a create's whole body (it records a request as its head arrives)."""
+    return any(request.json is not None for request in fake.requests_to("POST", r"/fine_tuning/jobs$"))
+
+
 def test_kill_9_during_a_slow_provider_create_leaves_one_job(fake: FakeOpenAI, tmp_path: Path) -> None:
     config = tmp_path / "tunegate.toml"
     config.write_text(
@@ -46,7 +51,7 @@ def test_kill_9_during_a_slow_provider_create_leaves_one_job(fake: FakeOpenAI, t
     try:
         caller.start()
         deadline = time.monotonic() + 10
-        while not fake.requests_to("POST", r"/fine_tuning/jobs$") and time.monotonic() < deadline:
+        while not _create_received(fake) and time.monotonic() < deadline:
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)  # the provider is still working on the create
         proc.wait(timeout=10)
