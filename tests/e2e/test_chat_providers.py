@@ -218,3 +218,13 @@ def test_a_custom_host_not_allowed_is_refused_before_any_provider_call(
         client.chat.completions.create(model=TUNED, messages=HELLO, stream=True)
     assert refused.value.param == "x-portkey-custom-host"
     assert stack.openai.chat_calls == []
+
+
+def test_models_list_and_retrieve_ask_the_named_provider(stack: ProviderStack, api_key: str) -> None:
+    client = _client(stack, api_key)
+    listed = {model.id for model in client.models.list()}
+    assert {"gpt-4o-mini-2024-07-18", "gpt-4.1-nano-2025-04-14"} <= listed
+    assert client.models.retrieve("gpt-4o-mini-2024-07-18").id == "gpt-4o-mini-2024-07-18"
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve(TUNED)  # the fake's own 404: the provider's answer, passed on
+    assert missing.value.code == "model_not_found"
