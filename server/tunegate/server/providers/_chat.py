@@ -3,15 +3,18 @@ provider's answer relayed as it arrives, aligned to whole server-sent events.
 
 Why aiohttp here while the control plane (files, jobs, models) uses httpx (`_http.py`): a chat
 completion is the gateway's hot path, and the client's CPU per call is most of what the gateway
-adds. On the loopback fake OpenAI (`bench/chat_provider_cpu.py`, client CPU only), the same chat
-POST cost, per call:
+adds. On the loopback fake OpenAI (`bench/chat_provider_cpu.py`: client CPU only for unary
+calls, the fake in another process; per streamed event the in-process fake's CPU is included;
+ranges over runs on a shared 2-core machine), the same chat POST cost:
 
-    client                                   unary c=1   unary c=16   per streamed event
-    httpx `HttpClient` (pooled AsyncClient)   ~1.2 ms     ~3.2 ms       ~46 µs (incl. fake)
-    this relay (aiohttp)                      ~0.36 ms    ~0.41 ms      ~32 µs (incl. fake)
+    client                                    unary c=1       unary c=16      per streamed event
+    httpx `HttpClient` (pooled AsyncClient)    1.5-1.8 ms      2.1-3.0 ms      110-160 µs
+    this relay (aiohttp)                       0.36 ms         0.43 ms          42-67 µs
+    bare aiohttp session (the floor)           0.35 ms         0.33 ms          30-59 µs
 
-httpx's pool grows more expensive with concurrency (~3.2 ms at c=16), which alone keeps the
-gateway from the issue's "≥ 1.25× Portkey's requests/s at c=16". The control plane keeps httpx:
+httpx's pool grows more expensive with concurrency (2-3 ms per call at c=16), which alone
+keeps the gateway from the issue's "≥ 1.25× Portkey's requests/s at c=16". The control plane
+keeps httpx:
 its calls are few, and it needs HTTP/2, streamed multipart uploads and `httpx.MockTransport`
 unit tests. aiohttp speaks HTTP/1.1 only, so chat to a provider uses one connection per call in
 flight (the pool keeps them alive between calls).

@@ -5,11 +5,12 @@ Every adapter owns one `HttpClient`, which owns one pooled `httpx.AsyncClient` s
 request and account the adapter serves (the pool keeps connections per origin): files, jobs,
 models — everything but the chat relay. Chat completions, the gateway's hot path, go through
 the adapter's `tunegate.server.providers._chat.ChatClient` (one pooled `aiohttp.ClientSession`)
-instead: on the loopback fake (`bench/chat_provider_cpu.py`) this client costs ~1.8–2.7 ms CPU
-per chat POST at c=1 and ~3.2–3.7 ms at c=16, aiohttp ~0.3–0.6 ms, and ~44–60 against ~33 µs
-per streamed event. The chat client shares this module's settings, backoff (`retry_delay`) and
-error mapping (`error_for_answer`, `unreachable`, `read_timed_out`, `connection_failed`). The
-pool is built with:
+instead: on the loopback fake (`bench/chat_provider_cpu.py`) a chat POST through this client
+costs 1.5-1.8 ms CPU at c=1 and 2.1-3.0 ms at c=16, through the aiohttp relay 0.36 and
+0.43 ms, and a streamed event 110-160 against 42-67 µs (the `_chat` docstring has the table).
+The chat client shares this module's settings, backoff (`retry_delay`) and error mapping
+(`error_for_answer`, `unreachable`, `read_timed_out`, `connection_failed`). The pool is built
+with:
 
 - explicit connect/read/write/pool timeouts (`HttpSettings.timeout`), so no call waits forever;
 - `trust_env=True` (`HttpSettings.trust_env`): `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
