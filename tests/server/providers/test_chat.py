@@ -10,12 +10,19 @@ import contextlib
 import hashlib
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
+import aiohttp
 import pytest
-from tunegate.server.errors import NotFound, ProviderUnreachable, ResourceExhausted, UpstreamError
-from tunegate.server.providers import Account, AzureOpenAIProvider, Capability, OpenAIProvider
+from aiohttp import web
+from tunegate.server.errors import (
+    DeadlineExceeded,
+    NotFound,
+    ProviderUnreachable,
+    ResourceExhausted,
+    UpstreamError,
+)
+from tunegate.server.providers import Account, AzureOpenAIProvider, Capability, HttpSettings, OpenAIProvider
 from tunegate.server.providers.interface import ChatProvider, ChatReply
 
 from tests.fakes import FakeAzureOpenAI, FakeOpenAI
@@ -99,6 +106,31 @@ async def eventually(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
+def free_port() -> int:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def offline(base: str) -> Account:
+    return Account(provider="openai", key="k", base_url=f"{base}/v1", credential="c")
+
+
+@contextlib.asynccontextmanager
+async def serve(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """`handler` answering every path on 127.0.0.1 (aiohttp.web); yields the base URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 def only_call(calls: list[ChatCall]) -> ChatCall:
     assert len(calls) == 1, calls
     return calls[0]
@@ -166,25 +198,51 @@ async def test_streamed_chat_relays_whole_events_as_they_arrive(
     assert fake.violations == []
 
 
-async def test_partial_events_are_held_until_they_are_whole() -> None:
-    events = [b'data: {"a":1}\n\n', b'data: {"b":"\\n"}\n\n', b"data: [DONE]\n\n"]
+async def test_partial_events_are_held_until_they_are_whole(openai: OpenAIProvider) -> None:
+    events = [b'data: {"a":1}\n\n', b'data: {"b":"\\n"}\r\n\r\n', b"data: [DONE]\n\n"]
     wire = b"".join(events)
     pieces = [wire[:3], wire[3:16], wire[16:17], wire[17:30], wire[30:]]  # splits inside and between
 
-    async def body() -> AsyncIterator[bytes]:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
         for piece in pieces:
-            yield piece
+            await response.write(piece)
+            await asyncio.sleep(0.02)  # each piece its own read at the client
+        return response
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
-
-    provider = OpenAIProvider(transport=httpx.MockTransport(answer))
-    offline = Account(provider="openai", key="k", base_url="http://upstream.test/v1", credential="c")
-    items = await read_all(await provider.chat(offline, streamed(), model="m", stream=True))
+    async with serve(answer) as base:
+        items = await read_all(await openai.chat(offline(base), streamed(), model="m", stream=True))
     assert b"".join(items) == wire
-    assert all(item.endswith(b"\n\n") for item in items)
+    assert all(item.endswith((b"\n\n", b"\r\n\r\n")) for item in items)
     assert items[0] == events[0]
-    await provider.aclose()
+
+
+async def test_the_events_at_hand_at_a_read_are_one_item(openai: OpenAIProvider) -> None:
+    events = [f'data: {{"n":{n}}}\n\n'.encode() for n in range(5)] + [b"data: [DONE]\n\n"]
+    written, release = asyncio.Event(), asyncio.Event()
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for event in events[:4]:
+            await response.write(event)  # four writes, all at the client before it reads
+        await response.write(events[4][:5])  # and the start of a fifth
+        written.set()
+        await release.wait()
+        await response.write(events[4][5:] + events[5])
+        return response
+
+    async with serve(answer) as base:
+        reply = await openai.chat(offline(base), streamed(), model="m", stream=True)
+        async with contextlib.aclosing(reply.chunks) as chunks:  # type: ignore[type-var]
+            await written.wait()
+            await asyncio.sleep(0.1)  # the client's socket has everything written so far
+            first = await anext(chunks)
+            release.set()
+            rest = [item async for item in chunks]
+    assert first == b"".join(events[:4])  # one item, not four; the partial fifth held back
+    assert b"".join(rest) == events[4] + events[5]
 
 
 async def test_a_bad_request_is_the_providers_400(fake: FakeOpenAI, openai: OpenAIProvider) -> None:
@@ -231,41 +289,147 @@ async def test_a_dropped_connection_after_sending_is_not_retried(
 async def test_a_refused_connection_is_retried_then_unreachable(
     openai: OpenAIProvider, sleeps: Sleeps
 ) -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    closed = Account(provider="openai", key="k", base_url=f"http://127.0.0.1:{port}/v1", credential="c")
+    closed = offline(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(ProviderUnreachable):
         await openai.chat(closed, BODY, model="m", stream=False)
     assert len(sleeps.delays) == openai.http.settings.max_retries
 
 
-async def test_only_a_request_never_sent_is_sent_again(sleeps: Sleeps) -> None:
-    sent: list[bytes] = []
+async def test_only_a_request_never_sent_is_sent_again(fake: FakeOpenAI) -> None:
+    port = free_port()
+    later = FakeOpenAI(steps_per_get=0)
+    delays: list[float] = []
 
-    def flaky(first: Exception) -> Callable[[httpx.Request], httpx.Response]:
-        def answer(request: httpx.Request) -> httpx.Response:
-            sent.append(request.content)
-            if len(sent) == 1:
-                raise first
-            return httpx.Response(200, json={"ok": True})
+    async def start_the_provider(seconds: float) -> None:  # the backoff: the provider comes up
+        delays.append(seconds)
+        if not later.port:
+            await later.start(port)
 
-        return answer
+    provider = OpenAIProvider(sleep=start_the_provider, jitter=lambda: 0.0)
+    try:
+        target = offline(f"http://127.0.0.1:{port}")
+        reply = await provider.chat(target, BODY, model="m", stream=False)
+        received = b"".join(await read_all(reply))
+        assert received == bytes(only_call(later.chat_calls).sent) and len(delays) == 1
 
-    offline = Account(provider="openai", key="k", base_url="http://upstream.test/v1", credential="c")
-    refused = OpenAIProvider(
-        transport=httpx.MockTransport(flaky(httpx.ConnectError("refused"))), sleep=sleeps
-    )
-    reply = await refused.chat(offline, BODY, model="m", stream=False)
-    assert b"".join(await read_all(reply)) == b'{"ok":true}' and sent == [BODY, BODY]
-
-    sent.clear()
-    broken = OpenAIProvider(transport=httpx.MockTransport(flaky(httpx.ReadError("reset"))), sleep=sleeps)
-    with pytest.raises(UpstreamError):
-        await broken.chat(offline, BODY, model="m", stream=False)
-    assert sent == [BODY]
-    for provider in (refused, broken):
+        fake.inject("disconnect", "/chat/completions")  # sent, then the connection drops
+        with pytest.raises(UpstreamError) as raised:
+            await provider.chat(account(fake), BODY, model="m", stream=False)
+        assert not isinstance(raised.value, ProviderUnreachable)
+        assert len(fake.requests_to("POST", "/chat/completions$")) == 1 and len(delays) == 1
+    finally:
         await provider.aclose()
+        await later.stop()
+
+
+async def test_a_slow_provider_is_a_deadline_and_is_not_retried(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+    provider = OpenAIProvider(HttpSettings(chat_timeout_seconds=0.3), sleep=sleeps)
+    try:
+        fake.inject("slow", "/chat/completions", delay=5)  # no head within the read timeout
+        with pytest.raises(DeadlineExceeded) as raised:
+            await provider.chat(account(fake), BODY, model="m", stream=False)
+        assert raised.value.http_status == 504 and "0.3 s" in raised.value.message
+
+        fake.chat.chunks, fake.chat.delay = 3, 5.0  # the head, then nothing within the timeout
+        reply = await provider.chat(account(fake), streamed(), model="m", stream=True)
+        with pytest.raises(DeadlineExceeded):
+            await read_all(reply)
+        assert len(fake.requests_to("POST", "/chat/completions$")) == 2 and sleeps.delays == []
+    finally:
+        await provider.aclose()
+
+
+async def test_no_free_connection_in_time_is_unreachable(fake: FakeOpenAI, sleeps: Sleeps) -> None:
+    settings = HttpSettings(max_connections=1, max_keepalive_connections=1, timeout_seconds=0.2)
+    provider = OpenAIProvider(settings, sleep=sleeps, jitter=lambda: 0.0)
+    try:
+        fake.chat.chunks, fake.chat.delay = 100, 0.05
+        holding = await provider.chat(account(fake), streamed(), model="m", stream=True)
+        with pytest.raises(ProviderUnreachable) as raised:
+            await provider.chat(account(fake), BODY, model="m", stream=False)
+        assert "timed out" in raised.value.message
+        assert len(sleeps.delays) == settings.max_retries  # never sent, so retried
+        assert len(fake.requests_to("POST", "/chat/completions$")) == 1
+        await holding.chunks.aclose()  # type: ignore[attr-defined]
+        fake.chat.delay = 0.0
+        await read_all(await provider.chat(account(fake), BODY, model="m", stream=False))  # freed
+    finally:
+        await provider.aclose()
+
+
+async def test_redirects_are_not_followed(openai: OpenAIProvider) -> None:
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        seen.append(request.path)
+        if request.path.endswith("/chat/completions"):
+            raise web.HTTPTemporaryRedirect("/elsewhere/chat/completions")
+        return web.json_response({"stolen": True})
+
+    async with serve(answer) as base:
+        with pytest.raises(UpstreamError) as raised:
+            await openai.chat(offline(base), BODY, model="m", stream=False)
+    assert "307" in raised.value.message and seen == ["/v1/chat/completions"]
+
+
+async def test_a_compressed_answer_is_relayed_decoded(openai: OpenAIProvider) -> None:
+    body = b'{"id": "chatcmpl-1", "object": "chat.completion", "pad": "' + b"x" * 5000 + b'"}'
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        assert "gzip" in request.headers["Accept-Encoding"]
+        response = web.Response(body=body, content_type="application/json")
+        response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    async with serve(answer) as base:
+        reply = await openai.chat(offline(base), BODY, model="m", stream=False)
+        assert b"".join(await read_all(reply)) == body
+
+
+async def test_proxies_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, sleeps: Sleeps) -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def proxy(request: web.Request) -> web.StreamResponse:
+        seen.append((request.host, request.path))  # a forward proxy gets the absolute URL
+        return web.json_response({"via": "proxy"})
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        for variant in (name, name.upper()):
+            monkeypatch.delenv(variant, raising=False)
+    async with serve(proxy) as proxy_url:
+        monkeypatch.setenv("http_proxy", proxy_url)
+        target = offline("http://upstream.invalid")
+        proxied = OpenAIProvider(sleep=sleeps)
+        try:
+            reply = await proxied.chat(target, BODY, model="m", stream=False)
+            assert b"".join(await read_all(reply)) == b'{"via": "proxy"}'
+            assert seen == [("upstream.invalid", "/v1/chat/completions")]
+        finally:
+            await proxied.aclose()
+
+        monkeypatch.setenv("no_proxy", "upstream.invalid")
+        direct = OpenAIProvider(sleep=sleeps)
+        try:
+            with pytest.raises(ProviderUnreachable):  # not proxied: the name does not resolve
+                await direct.chat(target, BODY, model="m", stream=False)
+            assert len(seen) == 1
+        finally:
+            await direct.aclose()
+
+
+async def test_the_session_is_built_at_first_chat_and_closed_with_the_adapter(fake: FakeOpenAI) -> None:
+    provider = OpenAIProvider()
+
+    def session() -> aiohttp.ClientSession | None:
+        return provider.chat_http._session
+
+    assert session() is None  # nothing built before the first chat (nor outside a loop)
+    await read_all(await provider.chat(account(fake), BODY, model="m", stream=False))
+    built = session()
+    assert built is not None
+    open_before_close = not built.closed
+    await provider.aclose()
+    assert open_before_close and built.closed and session() is None
 
 
 async def test_closing_the_stream_cancels_the_providers_request(

@@ -1,9 +1,16 @@
-"""The one outbound HTTP client of the provider adapters: httpx, with timeouts, bounded retries
-and the gateway's errors.
+"""The control-plane HTTP client of the provider adapters: httpx, with timeouts, bounded
+retries and the gateway's errors.
 
 Every adapter owns one `HttpClient`, which owns one pooled `httpx.AsyncClient` shared by every
-request and account the adapter serves (the pool keeps connections per origin). The pool is
-built with:
+request and account the adapter serves (the pool keeps connections per origin): files, jobs,
+models — everything but the chat relay. Chat completions, the gateway's hot path, go through
+the adapter's `tunegate.server.providers._chat.ChatClient` (one pooled `aiohttp.ClientSession`)
+instead: on the loopback fake (`bench/chat_provider_cpu.py`) a chat POST through this client
+costs 1.5-1.8 ms CPU at c=1 and 2.1-3.0 ms at c=16, through the aiohttp relay 0.36 and
+0.43 ms, and a streamed event 110-160 against 42-67 µs (the `_chat` docstring has the table).
+The chat client shares this module's settings, backoff (`retry_delay`) and error mapping
+(`error_for_answer`, `unreachable`, `read_timed_out`, `connection_failed`). The pool is built
+with:
 
 - explicit connect/read/write/pool timeouts (`HttpSettings.timeout`), so no call waits forever;
 - `trust_env=True` (`HttpSettings.trust_env`): `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
@@ -35,11 +42,11 @@ Contract:
   `retry-after-ms` / `Retry-After` (seconds or HTTP date) when it sends one. A hint longer than
   `retry_after_max_seconds` is not waited out: the error is raised at once, carrying the hint;
 - a 2xx answer is returned; anything else raises a `tunegate.server.errors.TunegateError`:
-  a 4xx keeps its status, message, code and param (`error_for_http_status`), a 5xx becomes a
-  retryable 502 `UpstreamError`, a timeout a `DeadlineExceeded` (504), a broken connection an
-  `UpstreamError` — while a streamed body is read too; a failure to reach the provider at all
-  (DNS, connect refused or timed out, TLS handshake, no free pooled connection) is a
-  `ProviderUnreachable` (an `UpstreamError` saying the request was never sent);
+  a 4xx keeps its status, message, code and param (`error_for_http_status`), a 5xx — or a
+  redirect (3xx) — becomes a retryable 502 `UpstreamError`, a timeout a `DeadlineExceeded`
+  (504), a broken connection an `UpstreamError` — while a streamed body is read too; a failure
+  to reach the provider at all (DNS, connect refused or timed out, TLS handshake, no free
+  pooled connection) is a `ProviderUnreachable` (an `UpstreamError` saying the request was never sent);
 - `no_retries()` (a context manager) turns guessed retries off for the calls made inside it: a
   read that has a stored answer to fall back on asks the provider once, and again only when the
   provider answered with a `Retry-After` hint (it is up and said when to come back).
@@ -70,7 +77,15 @@ from tunegate.server.errors import (
     error_for_http_status,
 )
 
-__all__ = ["Endpoint", "HttpClient", "HttpSettings", "Sleep", "no_retries", "retry_after_seconds"]
+__all__ = [
+    "Endpoint",
+    "HttpClient",
+    "HttpSettings",
+    "Sleep",
+    "no_retries",
+    "retries_enabled",
+    "retry_after_seconds",
+]
 
 log = logging.getLogger(__name__)
 
@@ -259,13 +274,15 @@ class HttpClient:
             else:
                 if response.is_success:
                     return response
+                error = self.error_for_answer(
+                    response.status_code, response.headers, response.content, reason=response.reason_phrase
+                )
                 hint = retry_after_seconds(response.headers)
-                error = self.error_from_response(response, retry_after=hint)
                 if response.status_code not in _RETRY_STATUSES:
                     raise error
                 cause = error
-            delay = self._delay(attempt, hint)
-            unhinted = hint is None and not _RETRIES.get()
+            delay = self.retry_delay(attempt, hint)
+            unhinted = hint is None and not retries_enabled()
             unsent = retry_unsent and replayable and isinstance(error, ProviderUnreachable)
             if not (retryable or unsent) or unhinted or attempt >= self.settings.max_retries or delay is None:
                 raise error from (None if cause is error else cause)
@@ -329,39 +346,42 @@ class HttpClient:
             await response.aclose()
 
     def _transport_error(self, exc: httpx.RequestError) -> TunegateError:
-        error: TunegateError
         if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
             # Nothing reached the provider: a connection failure, not a slow answer.
-            error = ProviderUnreachable(f"Could not connect to the '{self.provider}' provider (timed out).")
-        elif isinstance(exc, httpx.ConnectError):  # DNS, refused, TLS handshake: nothing was sent
-            error = ProviderUnreachable(
-                f"Could not connect to the '{self.provider}' provider ({type(exc).__name__})."
-            )
-        elif isinstance(exc, httpx.TimeoutException):
-            error = DeadlineExceeded(
-                f"The '{self.provider}' provider did not answer in time "
-                f"({self.settings.timeout_seconds:g} s).",
-                http_status=504,
-            )
-        else:
-            error = UpstreamError(
-                f"The connection to the '{self.provider}' provider failed ({type(exc).__name__})."
-            )
-        error.provider = self.provider
-        return error
+            return self.unreachable("timed out")
+        if isinstance(exc, httpx.ConnectError):  # DNS, refused, TLS handshake: nothing was sent
+            return self.unreachable(type(exc).__name__)
+        if isinstance(exc, httpx.TimeoutException):
+            return self.read_timed_out(self.settings.timeout_seconds)
+        return self.connection_failed(type(exc).__name__)
 
-    def _delay(self, attempt: int, hint: float | None) -> float | None:
+    async def sleep(self, seconds: float) -> None:
+        """Waits between attempts (the injected `sleep`)."""
+        await self._sleep(seconds)
+
+    def retry_delay(self, attempt: int, hint: float | None) -> float | None:
         """Seconds to wait before retry `attempt + 1`, or None when a hint is too long to wait."""
         if hint is not None:
             return hint if hint <= self.settings.retry_after_max_seconds else None
         ceiling = min(self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2.0**attempt)
         return self._jitter() * ceiling  # "full jitter": spreads retries of many clients apart
 
-    def error_from_response(self, response: httpx.Response, *, retry_after: float | None) -> TunegateError:
-        """The error for a non-2xx answer, from OpenAI's, Azure's dated or Azure's v1 error body."""
-        status = response.status_code
-        fields = _error_fields(response)
-        message = fields.get("message") or f"HTTP {status} {response.reason_phrase}".rstrip()
+    def error_for_answer(
+        self, status: int, headers: Mapping[str, str], body: bytes, *, reason: str = ""
+    ) -> TunegateError:
+        """The error for a non-2xx answer — its status, headers and (whole, decoded) body — from
+        OpenAI's, Azure's dated or Azure's v1 error body, with `retry_after` from the answer's
+        `retry-after-ms` / `Retry-After`. Every client of the adapters (this one and the chat
+        relay's) maps answers through it."""
+        if status < 400:  # a redirect (never followed) or another answer that is not an error
+            unexpected = UpstreamError(
+                f"The '{self.provider}' provider answered HTTP {status} {reason}".rstrip()
+                + " instead of a result (redirects are not followed)."
+            )
+            unexpected.provider = self.provider
+            return unexpected
+        fields = _error_fields(body)
+        message = fields.get("message") or f"HTTP {status} {reason}".rstrip()
         if status >= 500:
             message = f"The '{self.provider}' provider failed: {message}"
         error = error_for_http_status(
@@ -370,25 +390,54 @@ class HttpClient:
             code=fields.get("code"),
             param=fields.get("param"),
             type=fields.get("type"),
-            retry_after=retry_after,
+            retry_after=retry_after_seconds(headers),
         )
         error.provider = self.provider
         return error
 
+    def unreachable(self, why: str) -> TunegateError:
+        """`ProviderUnreachable`: nothing reached the provider (`why`: the failure's kind)."""
+        error = ProviderUnreachable(f"Could not connect to the '{self.provider}' provider ({why}).")
+        error.provider = self.provider
+        return error
+
+    def read_timed_out(self, seconds: float) -> TunegateError:
+        """`DeadlineExceeded` (504): the provider sent nothing more for `seconds`."""
+        error = DeadlineExceeded(
+            f"The '{self.provider}' provider did not answer in time ({seconds:g} s).", http_status=504
+        )
+        error.provider = self.provider
+        return error
+
+    def connection_failed(self, why: str) -> TunegateError:
+        """`UpstreamError`: the connection broke after the request may have been sent."""
+        error = UpstreamError(f"The connection to the '{self.provider}' provider failed ({why}).")
+        error.provider = self.provider
+        return error
+
+
+def retries_enabled() -> bool:
+    """False inside `no_retries()`: then only a provider's own `Retry-After` hint is retried."""
+    return _RETRIES.get()
+
 
 def _json(response: httpx.Response) -> Any:
     """The body as JSON, or None when it is not JSON."""
+    return _loads(response.content)
+
+
+def _loads(body: bytes) -> Any:
     try:
-        return orjson.loads(response.content)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
 
 
-def _error_fields(response: httpx.Response) -> dict[str, str]:
+def _error_fields(body: bytes) -> dict[str, str]:
     """message/code/param/type from `{"error": {...}}` (OpenAI: message, type, param, code;
     Azure dated: code, message, target, innererror; Azure v1: code, message, param, type)."""
-    body = _json(response)
-    error = body.get("error", body) if isinstance(body, dict) else None
+    parsed = _loads(body)
+    error = parsed.get("error", parsed) if isinstance(parsed, dict) else None
     if isinstance(error, str):
         return {"message": error}
     if not isinstance(error, dict):

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 from tunegate.server.errors import InvalidArgument, NotFound
-from tunegate.server.providers._chat import ResponseChunks, passed_headers
+from tunegate.server.providers._chat import ChatClient, ResponseChunks, one_item, passed_headers
 from tunegate.server.providers._http import Endpoint, HttpClient, HttpSettings, Sleep
 from tunegate.server.providers._multipart import MultipartFile
 from tunegate.server.providers.interface import (
@@ -120,7 +120,10 @@ class OpenAIProvider:
         jitter: Callable[[], float] | None = None,
     ) -> None:
         self.http = HttpClient(self.name, settings, transport=transport, sleep=sleep, jitter=jitter)
-        """The adapter's one pooled client, shared by every account it serves."""
+        """The adapter's pooled control-plane client (files, jobs, models), shared by every
+        account it serves."""
+        self.chat_http = ChatClient(self.http)
+        """The adapter's pooled chat relay client (aiohttp; see `_chat`), shared likewise."""
 
     def capabilities_for(self, account: Account) -> frozenset[Capability]:
         """What this adapter can do for `account` (for OpenAI: everything)."""
@@ -134,7 +137,10 @@ class OpenAIProvider:
         return Endpoint(account.base_url.rstrip("/"), headers, {})
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        try:
+            await self.chat_http.aclose()
+        finally:
+            await self.http.aclose()
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -235,7 +241,8 @@ class OpenAIProvider:
         return self.endpoint(account), "/chat/completions"
 
     async def chat(self, account: Account, body: bytes, *, model: str, stream: bool) -> ChatReply:
-        """POSTs `body` unchanged to `chat_target`, retried only when it was never sent.
+        """POSTs `body` unchanged to `chat_target` through `chat_http`, sent again only when it
+        never left (a failure to connect).
 
         `stream=False`: returns once the whole answer is read (`chunks` yields it as one item).
         `stream=True`: returns once the answer's head has arrived; `chunks` relays its events as
@@ -245,22 +252,16 @@ class OpenAIProvider:
             "Content-Type": "application/json",
             "Accept": "text/event-stream" if stream else "application/json",
         }
-        response = await self.http.request(
-            "POST",
-            endpoint,
-            path,
-            content=body,
-            headers=headers,
-            idempotent=False,
-            retry_unsent=True,
-            read_timeout=self.http.settings.chat_timeout_seconds,
-            stream=stream,
-        )
-        content_type = response.headers.get("content-type") or (
+        response = await self.chat_http.post(endpoint, path, body, headers)
+        content_type = response.headers.get("Content-Type") or (
             "text/event-stream" if stream else "application/json"
         )
-        chunks = ResponseChunks(self.http, response) if stream else _one(response.content)
-        return ChatReply(content_type=content_type, chunks=chunks, headers=passed_headers(response.headers))
+        reply_headers = passed_headers(response.headers)
+        if stream:
+            chunks: AsyncIterator[bytes] = ResponseChunks(self.chat_http, response)
+        else:
+            chunks = one_item(await self.chat_http.read(response))
+        return ChatReply(content_type=content_type, chunks=chunks, headers=reply_headers)
 
     async def list_models(self, account: Account) -> list[JobObject]:
         """`GET /models`: the models the account can call, as OpenAI lists them."""
@@ -315,10 +316,6 @@ class OpenAIProvider:
         data = [item for item in body.get("data") or [] if isinstance(item, dict)]
         has_more = bool(body.get("has_more")) and bool(data)
         return Page(data, has_more, str(data[-1]["id"]) if has_more else None)
-
-
-async def _one(body: bytes) -> AsyncIterator[bytes]:
-    yield body
 
 
 def _seg(value: str) -> str:
