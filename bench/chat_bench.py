@@ -48,7 +48,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -599,15 +599,29 @@ class Bench:
                 return
             print(f"  check  {target.name:9} ok ({target.note})")
             phases = self.args.phases
-            if "ttfb" in phases:
-                await self.ttfb(session, target)
-            if "mem" in phases:
-                await self.mem(session, target, "slow")
-                await self.mem(session, target, "fast")
-            if "cpu" in phases:
-                await self.cpu(session, target)
+            steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+                ("ttfb", lambda: self.ttfb(session, target)),
+                ("mem", lambda: self.mem(session, target, "slow")),
+                ("mem", lambda: self.mem(session, target, "fast")),
+                ("cpu", lambda: self.cpu(session, target)),
+            ]
+            for phase, step in steps:
+                if phase in phases:
+                    try:
+                        await step()
+                    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                        self.failed(target, phase, exc)
         if "rps" in phases:
-            self.rps(target)
+            try:
+                self.rps(target)
+            except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+                self.failed(target, "rps", exc)
+
+    def failed(self, target: Target, phase: str, exc: BaseException) -> None:
+        """Records a phase that could not finish (the gateway died, timed out, ...) and goes on."""
+        problem = f"{type(exc).__name__}: {exc}"
+        self.emit({"kind": "error", "target": target.name, "phase": phase, "problem": problem})
+        print(f"  {phase:6} {target.name:9} FAILED: {problem}")
 
     def run(self) -> None:
         a = self.args
@@ -711,6 +725,9 @@ def table(records: list[dict[str, Any]]) -> str:
         chk = get("check", name)
         if chk is not None and not chk["ok"]:
             lines.append(f"# {name}: check failed: {chk['problem']}")
+    for rec in records:
+        if rec.get("kind") == "error":
+            lines.append(f"# {rec['target']}: {rec['phase']} failed: {rec['problem']}")
     head = f"{'metric':34} {'direct':>9} {'portkey':>9} {'tunegate':>9} {'tg/pk':>7} {'target':>8}  result"
     lines += [head, "-" * len(head)]
 
