@@ -568,13 +568,27 @@ class Bench:
         upstream_port = self.upstream.rsplit(":", 1)[1]
         config = data_dir / "bench.toml"
         config.write_text(f'[routing]\nallowed_custom_hosts = ["127.0.0.1:{upstream_port}"]\n')
-        cmd = [*taskset(a.gateway_cpus or all_cpus()), str(exe), "run", "--config", str(config)]
-        cmd += ["--data-dir", str(data_dir), "--grpc-port", str(grpc_port), "--http-port", str(port)]
-        cmd += ["--log-level", "WARNING"]
-        with (logs / "tunegate.log").open("wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        self.started.append(proc.pid)
-        wait_http(f"http://127.0.0.1:{port}/healthz", pid=proc.pid)
+        pin = taskset(a.gateway_cpus or all_cpus())
+        common = ["--config", str(config), "--data-dir", str(data_dir), "--grpc-port", str(grpc_port)]
+        common += ["--log-level", "WARNING"]
+        http = ["--http-port", str(port)]
+        if a.tunegate_mode == "split":
+            cmds = [
+                ("tunegate-server", [*pin, str(exe), "server", *common]),
+                (
+                    "tunegate-edge",
+                    [*pin, str(exe), "edge", *common, *http, "--grpc-target", f"127.0.0.1:{grpc_port}"],
+                ),
+            ]
+        else:
+            cmds = [("tunegate", [*pin, str(exe), "run", *common, *http])]
+        pids: list[int] = []
+        for name, cmd in cmds:
+            with (logs / f"{name}.log").open("wb") as log:
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+            self.started.append(proc.pid)
+            pids.append(proc.pid)
+        wait_http(f"http://127.0.0.1:{port}/healthz", pid=pids[-1])
         repo = exe.resolve().parents[2] if exe.parent.name == "bin" else exe.parent
         rev = subprocess.run(
             ["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True, text=True
@@ -583,7 +597,11 @@ class Bench:
             ["git", "-C", str(repo), "rev-parse", "--abbrev-ref", "HEAD"], capture_output=True, text=True
         ).stdout.strip()
         return Target(
-            "tunegate", self.upstream, f"http://127.0.0.1:{port}", [proc.pid], note=f"{exe} {branch} {rev}"
+            "tunegate",
+            self.upstream,
+            f"http://127.0.0.1:{port}",
+            pids,
+            note=f"{exe} {a.tunegate_mode} {branch} {rev}",
         )
 
     # ---------------------------------------------------------- run
@@ -824,6 +842,12 @@ def main() -> None:
     )
     parser.add_argument("--portkey-dir", default=env("PORTKEY_DIR"), help="default $SCRATCH/portkey-bench")
     parser.add_argument("--tunegate", default=env("TUNEGATE", str(ROOT / ".venv" / "bin" / "tunegate")))
+    parser.add_argument(
+        "--tunegate-mode",
+        choices=["run", "split"],
+        default=env("TUNEGATE_MODE", "run"),
+        help="run: one `tunegate run` process; split: `tunegate server` + `tunegate edge` (both measured)",
+    )
     parser.add_argument("--upstream-python", default=env("UPSTREAM_PYTHON", sys.executable))
     parser.add_argument("--gateway-cpus", default=env("GATEWAY_CPUS", "1"))
     parser.add_argument("--upstream-cpus", default=env("UPSTREAM_CPUS", "0"))
