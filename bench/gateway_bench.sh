@@ -9,6 +9,9 @@
 # TUNEGATE_MODE=run (default): one `tunegate run` process, the edge calling the servicers through
 # the in-process channel. split: two processes, the edge calling the server over gRPC.
 #
+# Chat relay (first streamed chunk, CPU per chunk, RSS on a 10 MB stream, non-streamed req/s) has
+# its own script on the same fake upstream: .venv/bin/python bench/chat_bench.py (see its --help).
+#
 # Environment: everything ../shared/bench/run.sh reads (SCRATCH, DURATION, CONC, SCENARIOS, SIZES,
 # REPEAT, GATEWAY_CPUS=1, ...). Results: $OUT (default bench/results/gateway-<time>.jsonl).
 set -euo pipefail
