@@ -1,6 +1,6 @@
 """Schemathesis, driven by OpenAI's OpenAPI spec, against a live gateway on the local provider.
 
-Every generated request to the files, uploads, fine-tuning and chat operations the gateway
+Every generated request to the files, uploads, fine-tuning, models and chat operations the gateway
 serves must get an answer that is not a server error, and every answer whose status the spec
 documents must be valid against the spec's schema for it. `TUNEGATE_FUZZ_EXAMPLES` sets the
 examples per operation (15 by default, within the test suite's budget; a soak sets hundreds).
@@ -46,7 +46,7 @@ def _document() -> dict[str, Any]:
 
 api = (
     schemathesis.openapi.from_dict(_document())
-    .include(path_regex=r"^/(files|uploads|fine_tuning/jobs)")
+    .include(path_regex=r"^/(files|uploads|fine_tuning/jobs|models)")
     .exclude(path_regex=r"^/fine_tuning/checkpoints")
 )
 chat = schemathesis.openapi.from_dict(_document()).include(path="/chat/completions", method="POST")
