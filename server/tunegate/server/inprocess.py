@@ -302,7 +302,21 @@ class _UnaryUnary:
         return await _answer(handler, behavior, request, metadata, seconds, self._response_deserializer)
 
 
-class _UnaryStreamCall:
+class _InitialMetadata:
+    """The server's initial metadata of a call: set once (by the handler, by its first response,
+    or empty when it ends without either), awaited by the caller."""
+
+    _initial: asyncio.Future[grpc.aio.Metadata]
+
+    def _send_initial(self, metadata: _Pairs = ()) -> None:
+        if not self._initial.done():
+            self._initial.set_result(grpc.aio.Metadata(*metadata))
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return await self._initial
+
+
+class _UnaryStreamCall(_InitialMetadata):
     """The server-streaming call object: `initial_metadata()`, `read()`, `done()`, `cancel()`."""
 
     def __init__(
@@ -316,14 +330,10 @@ class _UnaryStreamCall:
         self._request_serializer, self._response_deserializer = serializers
         self._response_serializer = None if handler is None else handler.response_serializer
         loop = asyncio.get_running_loop()
-        self._initial: asyncio.Future[grpc.aio.Metadata] = loop.create_future()
+        self._initial = loop.create_future()
         self._responses = _Pipe()
         self._task = loop.create_task(self._run(handler, request, metadata, timeout))
         self._task.add_done_callback(_retrieve)
-
-    def _send_initial(self, metadata: _Pairs = ()) -> None:
-        if not self._initial.done():
-            self._initial.set_result(grpc.aio.Metadata(*metadata))
 
     async def _emit(self, message: Any) -> None:
         message = _response_crossed(message, self._response_serializer, self._response_deserializer)
@@ -364,9 +374,6 @@ class _UnaryStreamCall:
         self._send_initial()
         self._responses.end(error)
 
-    async def initial_metadata(self) -> grpc.aio.Metadata:
-        return await self._initial
-
     async def read(self) -> Any:
         return await self._responses.get()
 
@@ -377,7 +384,7 @@ class _UnaryStreamCall:
         return self._task.cancel()
 
 
-class _StreamUnaryCall:
+class _StreamUnaryCall(_InitialMetadata):
     """The client-streaming call object: `initial_metadata()`, `write()`, `done_writing()`,
     `await call`, `done()`, `cancel()`."""
 
@@ -392,13 +399,9 @@ class _StreamUnaryCall:
         self._request_deserializer = None if handler is None else handler.request_deserializer
         self._requests = _Pipe()
         loop = asyncio.get_running_loop()
-        self._initial: asyncio.Future[grpc.aio.Metadata] = loop.create_future()
+        self._initial = loop.create_future()
         self._task = loop.create_task(self._run(handler, metadata, timeout))
         self._task.add_done_callback(self._finished)
-
-    def _send_initial(self, metadata: _Pairs = ()) -> None:
-        if not self._initial.done():
-            self._initial.set_result(grpc.aio.Metadata(*metadata))
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
         _retrieve(task)
@@ -413,9 +416,6 @@ class _StreamUnaryCall:
         behavior = None if handler is None else handler.stream_unary
         incoming, deserializer = self._incoming(), self._response_deserializer
         return await _answer(handler, behavior, incoming, metadata, seconds, deserializer, self._send_initial)
-
-    async def initial_metadata(self) -> grpc.aio.Metadata:
-        return await self._initial
 
     async def write(self, message: Any) -> None:
         if self._requests.ended or self._task.done():
