@@ -1,0 +1,575 @@
+"""OpenAI chat-format training data → the data format of a Bedrock base model's family.
+
+Pure and self-contained: no AWS calls, no I/O. Three parts:
+
+- `FAMILIES`, the one table of Bedrock base-model families: which model ids belong to a family
+  (`fnmatch` patterns over the model id, an ARN's `…/model-id` tail included), the family's data
+  format, its supported fine-tuning methods and its hyperparameters (Bedrock names, ranges and
+  defaults as the references give them; `HyperParameter.source` says where a value is a guess).
+  `family_for(model_id)` looks a model up, `require_method(family, method)` refuses a method the
+  family lacks (an `Unsupported`, i.e. a 400, raised before anything is uploaded).
+- `Converter`: a push converter fed byte chunks of an OpenAI chat JSONL file, returning converted
+  JSONL bytes per chunk. Memory is bounded by the chunk size plus the longest line
+  (`max_line_bytes`); the file is never held whole.
+- `convert_chunks` / `aconvert_chunks`: the same over a sync / async iterator of chunks.
+
+Conversion is lossless or refused. Every message text is kept exactly (orjson parses and
+writes it; unicode is written as UTF-8, escapes as JSON requires). A line that cannot be
+converted without losing or changing content is recorded with its 1-based line number and a
+reason; conversion goes on to the end of the file, and `finish()` raises one `ConversionError`
+listing every offending line. Once a line has been refused, no more output is produced (the
+upload it feeds is going to be aborted anyway); the remaining lines are still checked.
+
+Rules, for every family:
+
+- A line is one JSON object with a non-empty `messages` list and no other key; `tools`,
+  `functions` and `parallel_tool_calls` are refused (tool use is not supported by these
+  formats), as is any other key (nothing is dropped silently).
+- A message has `role` and `content` and optionally `weight` (only `1` is accepted: Bedrock has
+  no per-turn weights, so `weight: 0` would train a turn the file excludes). `name`,
+  `tool_calls`, `function_call`, `refusal`, `audio` and any other key are refused; so are the
+  roles `tool` and `function`.
+- `content` is a string or a list of `{"type": "text", "text": …}` parts; an image, audio, file
+  or any other part is refused.
+- `developer` is treated as `system`. System messages must come before the first user message.
+- Blank lines (only whitespace) are skipped: they carry nothing and are not counted as refused.
+  They still count for line numbers. A trailing `\\r` (CRLF files) is whitespace too. The last
+  line needs no trailing newline.
+
+`bedrock-conversation-2024` (Nova): system messages become one `{"text": …}` block each in
+`system` (omitted when there is none); user / assistant messages become `{"role", "content":
+[{"text": …}, …]}` with one block per text part. Consecutive messages of the same role are merged
+into one message, their blocks kept in order (Bedrock requires strict alternation). The first
+turn must be `user` and the last `assistant`. Nova refuses the strings `User:`, `Bot:`,
+`Assistant:`, `System:`, `<image>`, `<video>` and `[EOS]`; a line containing one in any text is
+refused here rather than failing the job on Bedrock.
+
+`prompt-completion` (Titan Text, Cohere Command, Llama 3.x): exactly one user message and then
+one assistant message, optionally preceded by system messages; anything multi-turn is refused.
+`completion` is the assistant text; `prompt` is the user text, preceded by each system text and
+`SYSTEM_SEPARATOR` (these formats have no system field). Text parts of one message are joined
+without a separator.
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any, Final, Literal
+
+import orjson
+from tunegate.server.errors import InvalidArgument, Unsupported
+
+__all__ = [
+    "CONVERSATION",
+    "FAMILIES",
+    "PROMPT_COMPLETION",
+    "SYSTEM_SEPARATOR",
+    "ConversionError",
+    "Converter",
+    "DataFormat",
+    "Family",
+    "HyperParameter",
+    "UnknownModel",
+    "aconvert_chunks",
+    "convert_chunks",
+    "family_for",
+    "require_method",
+]
+
+DataFormat = Literal["bedrock-conversation-2024", "prompt-completion"]
+CONVERSATION: Final = "bedrock-conversation-2024"
+PROMPT_COMPLETION: Final = "prompt-completion"
+
+SYSTEM_SEPARATOR: Final = "\n\n"
+"""Between a system text and what follows it in a prompt/completion `prompt`."""
+
+_REFS = "providers.md §5.6 / providers-2026-12.md"
+
+
+@dataclass(frozen=True)
+class HyperParameter:
+    """One Bedrock `hyperParameters` key of a family (sent as a string)."""
+
+    name: str
+    """Bedrock's key, e.g. `epochCount`."""
+    openai: str | None
+    """The OpenAI hyperparameter it comes from (`learning_rate_multiplier` × `default` for
+    `learningRate`), or None when OpenAI has no equivalent."""
+    minimum: float
+    maximum: float
+    default: float
+    integer: bool
+    source: str = _REFS
+
+
+@dataclass(frozen=True)
+class Family:
+    """A Bedrock base-model family: the models in it, their data format, methods and knobs."""
+
+    name: str
+    patterns: tuple[str, ...]
+    """`fnmatch` patterns (case-sensitive) over the bare model id."""
+    data_format: DataFormat
+    methods: frozenset[str]
+    """OpenAI `method.type`s the family can be fine-tuned with."""
+    hyperparameters: Mapping[str, HyperParameter] = field(default_factory=dict)
+    """By Bedrock key. Empty when the references give none: nothing is checked here then."""
+    note: str = ""
+
+
+def _hp(*params: HyperParameter) -> Mapping[str, HyperParameter]:
+    return {p.name: p for p in params}
+
+
+_SUPERVISED = frozenset({"supervised"})
+
+FAMILIES: Final[tuple[Family, ...]] = (
+    Family(
+        name="amazon-nova",
+        patterns=("amazon.nova-micro-*", "amazon.nova-lite-*", "amazon.nova-pro-*"),
+        data_format=CONVERSATION,
+        methods=_SUPERVISED,
+        hyperparameters=_hp(
+            HyperParameter("epochCount", "n_epochs", 1, 5, 2, integer=True),
+            HyperParameter("learningRate", "learning_rate_multiplier", 1e-6, 1e-4, 1e-5, integer=False),
+            HyperParameter("learningRateWarmupSteps", None, 0, 100, 10, integer=True),
+        ),
+        note="Nova Micro/Lite/Pro; no batchSize. Other Nova models (Canvas, Reel, Premier, Nova 2) "
+        "are not in the references and are not listed.",
+    ),
+    # Premier before the other Titan Text models: the first matching family wins.
+    Family(
+        name="amazon-titan-text-premier",
+        patterns=("amazon.titan-text-premier-*",),
+        data_format=PROMPT_COMPLETION,
+        methods=_SUPERVISED,
+        hyperparameters=_hp(
+            HyperParameter("epochCount", "n_epochs", 1, 5, 2, integer=True),
+            HyperParameter("batchSize", "batch_size", 1, 1, 1, integer=True),
+            HyperParameter("learningRate", "learning_rate_multiplier", 1e-7, 1e-5, 1e-6, integer=False),
+            HyperParameter("learningRateWarmupSteps", None, 0, 20, 5, integer=True),
+        ),
+    ),
+    Family(
+        name="amazon-titan-text",
+        patterns=("amazon.titan-text-express-*", "amazon.titan-text-lite-*"),
+        data_format=PROMPT_COMPLETION,
+        methods=_SUPERVISED,
+        hyperparameters=_hp(
+            HyperParameter("epochCount", "n_epochs", 1, 10, 5, integer=True),
+            HyperParameter("batchSize", "batch_size", 1, 64, 1, integer=True),
+            HyperParameter("learningRate", "learning_rate_multiplier", 0, 1, 1e-5, integer=False),
+            HyperParameter("learningRateWarmupSteps", None, 0, 250, 5, integer=True),
+        ),
+        note="Titan Text G1 Express / Lite.",
+    ),
+    Family(
+        name="cohere-command",
+        patterns=("cohere.command-text-*", "cohere.command-light-text-*"),
+        data_format=PROMPT_COMPLETION,
+        methods=_SUPERVISED,
+        note="Command and Command Light. The references give no hyperparameter ranges or "
+        "defaults for Cohere; none are checked here (Bedrock validates them).",
+    ),
+    Family(
+        name="meta-llama3",
+        patterns=("meta.llama3*",),
+        data_format=PROMPT_COMPLETION,
+        methods=_SUPERVISED,
+        hyperparameters=_hp(
+            HyperParameter("epochCount", "n_epochs", 1, 10, 5, integer=True),
+            HyperParameter("batchSize", "batch_size", 1, 1, 1, integer=True),
+            HyperParameter("learningRate", "learning_rate_multiplier", 5e-6, 0.1, 1e-4, integer=False),
+        ),
+        note="The references give ranges for Llama 3.1 / 3.2 and the prompt/completion format for "
+        "Llama 3.1 Instruct; applying both to every `meta.llama3*` id (3.3 included) is a guess.",
+    ),
+)
+
+
+class UnknownModel(InvalidArgument):
+    """The model id belongs to no Bedrock family in `FAMILIES`."""
+
+    default_code = "model_not_supported"
+
+
+class ConversionError(InvalidArgument):
+    """Lines of a training file that cannot be converted; `problems` lists every one of them."""
+
+    default_code = "invalid_training_file"
+
+    def __init__(self, family: Family, problems: Mapping[str, array[int]], param: str) -> None:
+        self.family = family
+        self.problems: dict[str, list[int]] = {reason: list(lines) for reason, lines in problems.items()}
+        total = sum(len(lines) for lines in self.problems.values())
+        ordered = sorted(self.problems.items(), key=lambda item: item[1][0])
+        details = "; ".join(
+            f"{reason}: line{'s' if len(ls) > 1 else ''} {_ranges(ls)}" for reason, ls in ordered
+        )
+        noun = "line" if total == 1 else "lines"
+        super().__init__(
+            f"{total} {noun} cannot be converted to {family.data_format} for {family.name} "
+            f"without losing content — {details}",
+            param=param,
+        )
+
+    def line_numbers(self) -> list[int]:
+        """Every offending 1-based line number, ascending."""
+        return sorted(n for lines in self.problems.values() for n in lines)
+
+
+def _ranges(lines: list[int]) -> str:
+    out: list[str] = []
+    start = prev = lines[0]
+    for n in lines[1:]:
+        if n == prev + 1:
+            prev = n
+            continue
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = n
+    out.append(str(start) if start == prev else f"{start}-{prev}")
+    return ", ".join(out)
+
+
+def _bare_model_id(model_id: str) -> str:
+    # arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0:128k → the id after "/".
+    if model_id.startswith("arn:"):
+        return model_id.rsplit("/", 1)[-1]
+    return model_id
+
+
+def family_for(model_id: str, *, param: str = "model") -> Family:
+    """The family of a Bedrock model id or foundation-model ARN; `UnknownModel` when none."""
+    bare = _bare_model_id(model_id)
+    for family in FAMILIES:
+        if any(fnmatchcase(bare, pattern) for pattern in family.patterns):
+            return family
+    known = ", ".join(p for f in FAMILIES for p in f.patterns)
+    raise UnknownModel(
+        f"{model_id!r} is not a Bedrock base model this gateway can fine-tune (known: {known})",
+        param=param,
+    )
+
+
+def require_method(family: Family, method: str, *, param: str = "method.type") -> None:
+    """Refuse (`Unsupported`, a 400) a fine-tuning method the family does not support."""
+    if method not in family.methods:
+        supported = ", ".join(sorted(family.methods))
+        raise Unsupported(
+            f"Bedrock {family.name} models cannot be fine-tuned with method {method!r} "
+            f"(supported: {supported})",
+            param=param,
+        )
+
+
+# --- conversion --------------------------------------------------------------------------------
+
+_RESERVED_NOVA_STRINGS = (b"User:", b"Bot:", b"Assistant:", b"System:", b"<image>", b"<video>", b"[EOS]")
+_RESERVED_NOVA = re.compile(b"|".join(re.escape(r) for r in _RESERVED_NOVA_STRINGS))
+_TOOL_KEYS = frozenset({"tools", "functions", "parallel_tool_calls"})
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+_loads = orjson.loads
+_dumps = orjson.dumps
+
+
+class _Refused(Exception):
+    """One line's reason for refusal (internal)."""
+
+
+def _text(content: Any) -> list[str]:
+    """A message's text blocks; refuses anything that is not text."""
+    if type(content) is str:
+        return [content]
+    if type(content) is list and content:
+        texts: list[str] = []
+        for part in content:
+            if type(part) is not dict:
+                raise _Refused("a content part is not an object")
+            kind = part.get("type")
+            if kind != "text":
+                raise _Refused(f"non-text content part {_short(kind)}")
+            text = part.get("text")
+            if type(text) is not str or len(part) != 2:
+                raise _Refused("a text part needs exactly `type` and a string `text`")
+            texts.append(text)
+        return texts
+    if content is None:
+        raise _Refused("a message without content")
+    raise _Refused("content is neither a string nor a list of text parts")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _message(msg: Any) -> tuple[str, list[str]]:
+    """(role, text blocks) of one OpenAI message, refused when it carries more than text."""
+    if type(msg) is not dict:
+        raise _Refused("a message is not an object")
+    n = len(msg)
+    if n != 2:
+        if "tool_calls" in msg or "function_call" in msg:
+            raise _Refused("tool calls are not supported")
+        if "weight" in msg:
+            if msg["weight"] != 1 or type(msg["weight"]) is bool:
+                raise _Refused("a message weight other than 1 (Bedrock has no per-turn weights)")
+            n -= 1
+        if n != 2 or "role" not in msg or "content" not in msg:
+            extra = sorted(set(msg) - {"role", "content", "weight"})
+            if extra:
+                raise _Refused(f"message key{'s' if len(extra) > 1 else ''} {', '.join(extra)} not supported")
+            raise _Refused("a message needs `role` and `content`")
+    role = msg.get("role")
+    if role is None or "content" not in msg:
+        raise _Refused("a message needs `role` and `content`")
+    if role == "user" or role == "assistant":
+        return role, _text(msg["content"])
+    if role in _SYSTEM_ROLES:
+        return "system", _text(msg["content"])
+    if role == "tool" or role == "function":
+        raise _Refused("tool calls are not supported")
+    raise _Refused(f"unknown role {_short(role)}")
+
+
+def _messages(record: Any) -> list[Any]:
+    if type(record) is not dict:
+        raise _Refused("not a JSON object")
+    messages = record.get("messages")
+    if len(record) != 1 or messages is None:
+        if _TOOL_KEYS.intersection(record):
+            raise _Refused("tool definitions are not supported")
+        if "input" in record or "preferred_output" in record:
+            raise _Refused("a preference example, not a supervised chat example")
+        if messages is None:
+            raise _Refused("no `messages`")
+        extra = sorted(k for k in record if k != "messages")
+        raise _Refused(f"unsupported key{'s' if len(extra) > 1 else ''} {', '.join(extra)}")
+    if type(messages) is not list or not messages:
+        raise _Refused("`messages` is not a non-empty list")
+    return messages
+
+
+def _conversation(record: Any) -> dict[str, Any]:
+    system: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
+    last_role = None
+    for msg in _messages(record):
+        role, texts = _message(msg)
+        if role == "system":
+            if turns:
+                raise _Refused("a system message after the conversation started")
+            system.extend({"text": t} for t in texts)
+            continue
+        if role == last_role:
+            turns[-1]["content"].extend({"text": t} for t in texts)
+        else:
+            if last_role is None and role != "user":
+                raise _Refused("the conversation must start with a user message")
+            turns.append({"role": role, "content": [{"text": t} for t in texts]})
+            last_role = role
+    if last_role != "assistant":
+        has_assistant = any(turn["role"] == "assistant" for turn in turns)
+        raise _Refused(
+            "the last message must be the assistant's" if has_assistant else "no assistant message"
+        )
+    out: dict[str, Any] = {"schemaVersion": CONVERSATION}
+    if system:
+        out["system"] = system
+    out["messages"] = turns
+    return out
+
+
+def _reserved_in(line: bytes) -> bytes | None:
+    """The first Nova-reserved string in an output line (orjson escapes only `"`, `\\` and
+    control characters, and no key or fixed value contains one, so a match is in message text)."""
+    found = _RESERVED_NOVA.search(line)
+    return found.group() if found is not None else None
+
+
+def _prompt_completion(record: Any) -> dict[str, Any]:
+    messages = _messages(record)
+    system: list[str] = []
+    user: str | None = None
+    completion: str | None = None
+    for msg in messages:
+        role, texts = _message(msg)
+        if completion is not None:
+            raise _Refused("a multi-turn conversation (this format has one prompt and one completion)")
+        if role == "system":
+            if user is not None:
+                raise _Refused("a system message after the conversation started")
+            system.append("".join(texts))
+        elif role == "user":
+            if user is not None:
+                raise _Refused("a multi-turn conversation (this format has one prompt and one completion)")
+            user = "".join(texts)
+        elif user is None:
+            raise _Refused("the conversation must start with a user message")
+        else:
+            completion = "".join(texts)
+    if completion is None or user is None:
+        raise _Refused("no assistant message")
+    prompt = SYSTEM_SEPARATOR.join([*system, user]) if system else user
+    return {"prompt": prompt, "completion": completion}
+
+
+_DEFAULT_MAX_LINE = 64 << 20
+
+
+class Converter:
+    """Push converter: `feed(chunk)` returns converted bytes, `finish()` the rest or raises.
+
+    Output is whole JSONL lines (each ending in `\\n`), possibly empty bytes. `finish()` raises
+    `ConversionError` listing every refused line of the whole input.
+    """
+
+    def __init__(
+        self,
+        family: Family,
+        *,
+        param: str = "training_file",
+        max_line_bytes: int = _DEFAULT_MAX_LINE,
+    ) -> None:
+        self.family = family
+        self._param = param
+        if family.data_format == CONVERSATION:
+            self._convert: Callable[[Any], dict[str, Any]] = _conversation
+            self._separator, self._newline = b'},{"schemaVersion":', b'}\n{"schemaVersion":'
+        else:
+            self._convert = _prompt_completion
+            self._separator, self._newline = b'},{"prompt":', b'}\n{"prompt":'
+        self._max_line = max_line_bytes
+        self._tail = b""
+        self._line = 0  # lines completed so far
+        self._skipping = False  # inside an over-long line, discarding to its end
+        self._problems: dict[str, array[int]] = {}
+        self.lines_out = 0
+
+    @property
+    def failed(self) -> bool:
+        return bool(self._problems)
+
+    def _refuse(self, line: int, reason: str) -> None:
+        lines = self._problems.get(reason)
+        if lines is None:
+            lines = self._problems[reason] = array("q")
+        lines.append(line)
+
+    def feed(self, chunk: bytes) -> bytes:
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            if self._skipping:
+                return b""
+            self._tail += chunk
+            if len(self._tail) > self._max_line:
+                self._too_long()
+            return b""
+        if self._skipping:
+            # The over-long line ends at the first newline of this chunk.
+            first = chunk.find(b"\n")
+            self._skipping = False
+            self._line += 1
+            data = chunk[first + 1 : end]
+            if first == end:
+                self._tail = chunk[end + 1 :]
+                return b""
+        else:
+            data = self._tail + chunk[:end] if self._tail else chunk[:end]
+        self._tail = chunk[end + 1 :]
+        out = self._lines(data.split(b"\n"))
+        if len(self._tail) > self._max_line:
+            self._too_long()
+        return out
+
+    def _too_long(self) -> None:
+        self._refuse(self._line + 1, f"a line longer than {self._max_line} bytes")
+        self._tail = b""
+        self._skipping = True
+
+    def finish(self) -> bytes:
+        out = b""
+        if self._skipping:
+            self._line += 1
+            self._skipping = False
+        elif self._tail:
+            out = self._lines([self._tail])
+            self._tail = b""
+        if self._problems:
+            raise ConversionError(self.family, self._problems, self._param)
+        return out
+
+    def _lines(self, lines: list[bytes]) -> bytes:
+        base = self._line
+        self._line += len(lines)
+        convert = self._convert
+        out: list[dict[str, Any]] = []
+        numbers: list[int] = []
+        for i, raw in enumerate(lines, base + 1):
+            try:
+                record = _loads(raw)
+            except orjson.JSONDecodeError:
+                if raw.strip():
+                    self._refuse(i, "invalid JSON")
+                continue
+            try:
+                out.append(convert(record))
+            except _Refused as e:
+                self._refuse(i, str(e))
+            else:
+                numbers.append(i)
+        if not out:
+            return b""
+        # One dumps for the batch, split into lines at the separators between its elements: the
+        # separator cannot occur inside a string, where every `"` is written as `\"`.
+        blob = _dumps(out)[1:-1]
+        if self._convert is _conversation and any(r in blob for r in _RESERVED_NOVA_STRINGS):
+            for i, record in zip(numbers, out, strict=True):
+                found = _reserved_in(_dumps(record))
+                if found is not None:
+                    self._refuse(i, f"contains {found.decode()!r}, which Nova does not allow")
+        if self._problems:
+            return b""
+        self.lines_out += len(out)
+        return blob.replace(self._separator, self._newline) + b"\n"
+
+
+def convert_chunks(
+    chunks: Iterable[bytes],
+    family: Family,
+    *,
+    param: str = "training_file",
+    max_line_bytes: int = _DEFAULT_MAX_LINE,
+) -> Iterator[bytes]:
+    """Converted JSONL for an iterable of input chunks; raises `ConversionError` at the end."""
+    conv = Converter(family, param=param, max_line_bytes=max_line_bytes)
+    for chunk in chunks:
+        out = conv.feed(chunk)
+        if out:
+            yield out
+    out = conv.finish()
+    if out:
+        yield out
+
+
+async def aconvert_chunks(
+    chunks: AsyncIterable[bytes],
+    family: Family,
+    *,
+    param: str = "training_file",
+    max_line_bytes: int = _DEFAULT_MAX_LINE,
+) -> AsyncIterator[bytes]:
+    """`convert_chunks` over an async iterable (CPU-bound per chunk: keep chunks ≤ a few MB)."""
+    conv = Converter(family, param=param, max_line_bytes=max_line_bytes)
+    async for chunk in chunks:
+        out = conv.feed(chunk)
+        if out:
+            yield out
+    out = conv.finish()
+    if out:
+        yield out
