@@ -11,6 +11,7 @@ an abort on any failure, so no parts are left behind.
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
 import logging
 import re
@@ -487,7 +488,9 @@ async def upload_stream(
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=body,
+                # A file body is sent in pieces (the transport never buffers a whole part again)
+                # and is rewound by botocore for a retry.
+                Body=io.BytesIO(body),
                 ChecksumAlgorithm="CRC32",
             )
         finally:
