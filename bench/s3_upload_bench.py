@@ -79,7 +79,10 @@ def reset_peak() -> None:
 
 
 async def generated(size: int, chunk: int) -> AsyncIterator[bytes]:
-    line = b'{"schemaVersion":"bedrock-conversation-2024","messages":[{"role":"user","content":[{"text":"q"}]}]}\n'
+    line = (
+        b'{"schemaVersion":"bedrock-conversation-2024",'
+        b'"messages":[{"role":"user","content":[{"text":"q"}]}]}\n'
+    )
     block = line * (chunk // len(line) + 1)
     sent = 0
     while sent < size:
