@@ -2,21 +2,19 @@
 jobs, each answering only its own owner.
 
 Theory of operation. `ChatService.create(owner, body)` (the parsed JSON request document)
-checks the request (OpenAI's rules for
-the fields the local models honour: `n` must be 1, `stop` at most 4 strings, …), finds the model
-(`LocalProvider.model_dir`) and checks through the job registry that the caller owns the job
-that made it — anything else is 404 `model_not_found`, the same answer as for a model that does
-not exist, worded as the gateway's own answer (it names the header that routes a call to a
-provider's models instead). Models are loaded once (in a thread) and kept in a small LRU cache.
-Generation runs in a thread pool, never on the event loop; its text pieces cross to the loop through a queue,
-so a stream is written as it is generated, and a client that goes away stops the generation at
-the next piece.
+checks the request (OpenAI's rules for the fields the local models honour: `n` must be 1, `stop`
+at most 4 strings, …), finds the model (`LocalProvider.model_dir`) and checks through the job
+registry that the caller owns the job that made it — anything else is 404 `model_not_found`, the
+same answer as for a model that does not exist, worded as the gateway's own answer (it names the
+header that routes a call to a provider's models instead). Models are loaded once (in a thread)
+and kept in a small LRU cache. Generation runs in a thread pool, never on the event loop; its
+text pieces cross to the loop through a queue, so a stream is written as it is generated, and a
+client that goes away stops the generation at the next piece.
 
 The answer is a `ChatReply` (the providers' shape): a content type and an async iterator of
-byte chunks — one
-`chat.completion` JSON document, or server-sent events (`data: <chat.completion.chunk>`: the
-role first, then content deltas, then `finish_reason`, then usage when asked for, then
-`data: [DONE]`).
+byte chunks — one `chat.completion` JSON document, or server-sent events
+(`data: <chat.completion.chunk>`: the role first, then content deltas, then `finish_reason`,
+then usage when asked for, then `data: [DONE]`).
 """
 
 from __future__ import annotations
