@@ -145,7 +145,7 @@ def test_routing_defaults_and_env_override(tmp_path: Path) -> None:
         ('[virtual_keys.k]\napi_key_env = "K"\n', "needs provider"),
         ('[virtual_keys.k]\nprovider = "openai"\n', "api_key_env is required"),
         ('[virtual_keys.k]\nprovider = "openai"\napi_key_env = "K"\napi_key = "sk"\n', "unknown option"),
-        ('[virtual_keys.k]\nprovider = "bedrock"\napi_key_env = "K"\n', "unknown provider"),
+        ('[virtual_keys.k]\nprovider = "vertex-ai"\napi_key_env = "K"\n', "unknown provider"),
         ("[server]\nrouting = {}\n", "unknown key(s) in [server]: routing"),
         ("[server]\nreconcile_grace_seconds = -1\n", "reconcile_grace_seconds"),
     ],

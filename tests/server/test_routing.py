@@ -275,7 +275,8 @@ ROUTES: list[tuple[str, dict[str, str], dict[str, Any] | None, dict[str, Any]]] 
         "bedrock-region",
         {
             "x-portkey-provider": "bedrock",
-            "authorization": "Bearer br-1",
+            "x-portkey-aws-access-key-id": "AKIAEXAMPLE0000000",
+            "x-portkey-aws-secret-access-key": "br-1",
             "x-portkey-aws-region": "us-east-1",
         },
         None,
@@ -391,7 +392,11 @@ ERRORS: list[tuple[str, dict[str, str], dict[str, Any] | None, type[TunegateErro
     ),
     (
         "bedrock-without-region",
-        {"x-portkey-provider": "bedrock", "authorization": "Bearer b"},
+        {
+            "x-portkey-provider": "bedrock",
+            "x-portkey-aws-access-key-id": "AKIAEXAMPLE0000000",
+            "x-portkey-aws-secret-access-key": "b",
+        },
         None,
         InvalidArgument,
         "missing_provider_option",
@@ -811,7 +816,7 @@ def test_nothing_is_allowed_by_default() -> None:
     with pytest.raises(InvalidArgument) as caught:
         router.resolve({**OPENAI, "x-portkey-custom-host": "http://127.0.0.1:8000/v1"})
     assert caught.value.code == "custom_host_not_allowed"
-    assert RoutingConfig().provider_names == {"openai", "azure-openai", "local"}
+    assert RoutingConfig().provider_names == {"openai", "azure-openai", "bedrock", "local"}
 
 
 def test_metadata_dict() -> None:
@@ -847,7 +852,7 @@ def test_metadata_dict() -> None:
         (lambda: VirtualKey(name="bad name", provider="openai", api_key_env="A"), "name"),
         (
             lambda: RoutingConfig(
-                virtual_keys={"k": VirtualKey(name="k", provider="bedrock", api_key_env="A")}
+                virtual_keys={"k": VirtualKey(name="k", provider="vertex-ai", api_key_env="A")}
             ),
             "unknown provider",
         ),

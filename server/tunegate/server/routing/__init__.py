@@ -14,7 +14,12 @@ header, lower-cased) and, for a create, the body's `portkey_options` / `provider
   spellings (`provider`, `api_key`, `virtual_key`, `custom_host`, `azure_resource_name`, …);
 - `x-portkey-custom-host` replaces the provider's base URL, only for allow-listed hosts;
 - provider headers: `x-portkey-azure-{resource-name,deployment-id,api-version}`,
-  `openai-{organization,project}`, `x-portkey-{aws,vertex}-region`, … become `Account.options`.
+  `openai-{organization,project}`, `x-portkey-{aws,vertex}-region`, … become `Account.options`;
+- Bedrock is signed with AWS credentials instead of a bearer key: `x-portkey-aws-access-key-id`
+  and `-secret-access-key` (+ `-session-token`), optionally `-auth-type: assumedRole` with
+  `-role-arn` and `-external-id`; the per-call settings `-s3-bucket`, `-s3-object-key`,
+  `-bedrock-model` and `x-portkey-amz-server-side-encryption[-aws-kms-key-id]` are options that
+  do not change the account key (`BEDROCK_CALL_OPTIONS`).
 
 Every source is merged field by field; two sources disagreeing is a 400 (`conflicting_route`),
 never silently resolved. `x-portkey-api-key` is the *gateway* key (see `tunegate.server.owner`), not a
@@ -26,6 +31,9 @@ from __future__ import annotations
 
 from tunegate.server.routing._config import (
     AZURE_DEFAULT_API_VERSION,
+    BEDROCK,
+    BEDROCK_CALL_OPTIONS,
+    BEDROCK_SETTINGS,
     DEFAULT_PROVIDERS,
     LOCAL_PROVIDER,
     PROVIDER_OPTIONS,
@@ -33,11 +41,16 @@ from tunegate.server.routing._config import (
     RoutingConfig,
     VirtualKey,
     canonical_provider,
+    decode_aws_secret,
+    encode_aws_secret,
 )
 from tunegate.server.routing._router import Router, metadata_dict
 
 __all__ = [
     "AZURE_DEFAULT_API_VERSION",
+    "BEDROCK",
+    "BEDROCK_CALL_OPTIONS",
+    "BEDROCK_SETTINGS",
     "DEFAULT_PROVIDERS",
     "LOCAL_PROVIDER",
     "PROVIDER_OPTIONS",
@@ -46,5 +59,7 @@ __all__ = [
     "RoutingConfig",
     "VirtualKey",
     "canonical_provider",
+    "decode_aws_secret",
+    "encode_aws_secret",
     "metadata_dict",
 ]

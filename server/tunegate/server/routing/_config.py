@@ -16,6 +16,9 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "AZURE_DEFAULT_API_VERSION",
+    "BEDROCK",
+    "BEDROCK_CALL_OPTIONS",
+    "BEDROCK_SETTINGS",
     "DEFAULT_PROVIDERS",
     "LOCAL_PROVIDER",
     "PROVIDER_OPTIONS",
@@ -24,11 +27,16 @@ __all__ = [
     "VirtualKey",
     "canonical_provider",
     "check_option",
+    "decode_aws_secret",
+    "encode_aws_secret",
     "parse_allowed_host",
 ]
 
 LOCAL_PROVIDER = "local"
 """The on-machine trainer: always routable, needs no credential."""
+
+BEDROCK = "bedrock"
+"""AWS Bedrock: signed with AWS credentials (`x-portkey-aws-*`), not a bearer key."""
 
 AZURE_DEFAULT_API_VERSION = "v1"
 """Azure's GA `/openai/v1` surface: OpenAI's shapes (``"auto"`` hyperparameters, `method`,
@@ -57,6 +65,18 @@ _OPTION_PATTERNS: Mapping[str, re.Pattern[str]] = {
     "project": _TOKEN,
     "project_id": _TOKEN,
     "account_id": _TOKEN,
+    # Bedrock. Names that end up in a URL (bucket, key, region) are checked again, with AWS's
+    # full rules and a precise message, by `tunegate.server.providers.bedrock._s3`.
+    "aws_access_key_id": re.compile(r"[A-Z0-9]{16,128}"),
+    "auth_type": re.compile(r"assumedRole|accessKey"),
+    "aws_role_arn": re.compile(r"arn:aws(?:-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}"),
+    "job_role_arn": re.compile(r"arn:aws(?:-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}"),
+    "external_id": re.compile(r"[\w+=,.@:/-]{2,1224}"),
+    "s3_bucket": re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"),
+    "s3_object_key": re.compile(r"[-!_*'().a-zA-Z0-9/]{1,1024}"),
+    "bedrock_model": re.compile(r"[-a-zA-Z0-9.:/_]{1,2048}"),
+    "server_side_encryption": re.compile(r"aws:kms|AES256"),
+    "kms_key_id": re.compile(r"[-a-zA-Z0-9:/_]{1,2048}"),
 }
 
 PROVIDER_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
@@ -65,10 +85,37 @@ PROVIDER_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
         "azure-openai": frozenset({"resource_name", "deployment_id", "api_version", "auth"}),
         "vertex-ai": frozenset({"project_id"}),
         "fireworks-ai": frozenset({"account_id"}),
+        BEDROCK: frozenset({"aws_access_key_id", "auth_type", "aws_role_arn", "external_id", "job_role_arn"}),
     }
 )
 """The `Account.options` each provider understands. Azure's `auth` is `api_key` (send the
-credential as `api-key`) or `bearer` (send it as `Authorization: Bearer`, an Entra ID token)."""
+credential as `api-key`) or `bearer` (send it as `Authorization: Bearer`, an Entra ID token).
+Bedrock's `auth_type: assumedRole` makes the gateway assume `aws_role_arn` (with `external_id`)
+through STS before its calls; `job_role_arn` is the role Bedrock runs jobs as."""
+
+BEDROCK_SETTINGS: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {"upload_part_size_mib": (5, 5120), "upload_concurrency": (1, 16)}
+)
+"""Adapter settings in `[providers.bedrock] options`, with their ranges."""
+
+BEDROCK_CALL_OPTIONS: frozenset[str] = frozenset(
+    {"s3_bucket", "s3_object_key", "bedrock_model", "server_side_encryption", "kms_key_id"}
+)
+"""Bedrock options that are settings of a call rather than of the account: where training data
+goes, which model to submit, how objects are encrypted. They do not change the account's key,
+and a request may add them to a virtual key that leaves them unset."""
+
+
+def encode_aws_secret(secret_access_key: str, session_token: str | None) -> str:
+    """A Bedrock `Account.credential`: the secret access key, and the session token of temporary
+    credentials after a newline (neither can contain one: both arrive as header values)."""
+    return secret_access_key if not session_token else f"{secret_access_key}\n{session_token}"
+
+
+def decode_aws_secret(credential: str) -> tuple[str, str | None]:
+    """`(secret_access_key, session_token or None)` from `encode_aws_secret`'s string."""
+    secret, _, token = credential.partition("\n")
+    return secret, token or None
 
 
 def canonical_provider(name: str) -> str:
@@ -129,6 +176,10 @@ class ProviderSettings:
     timeout_seconds: float = 60.0
     max_retries: int = 2
     api_version: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+    """Provider-specific defaults, checked by `RoutingConfig`. Bedrock: the per-call options
+    (`BEDROCK_CALL_OPTIONS`) and `job_role_arn` used when a call gives none, and the upload's
+    `upload_part_size_mib` (≥ 5) and `upload_concurrency` (1–16)."""
 
     def __post_init__(self) -> None:
         _check_url(self.base_url, "base_url", template=True)
@@ -139,6 +190,26 @@ class ProviderSettings:
             raise ValueError("max_retries must not be negative")
         if self.api_version is not None and not check_option("api_version", self.api_version):
             raise ValueError(f"api_version: invalid value {self.api_version!r}")
+        object.__setattr__(self, "options", MappingProxyType({k: str(v) for k, v in self.options.items()}))
+
+    def check_options(self, provider: str) -> None:
+        """Raises `ValueError` for an option `provider` does not take or a malformed value."""
+        if provider != BEDROCK:
+            if self.options:
+                raise ValueError(f"providers.{provider}: the {provider} provider takes no options")
+            return
+        for key, value in self.options.items():
+            if key in BEDROCK_SETTINGS:
+                low, high = BEDROCK_SETTINGS[key]
+                if not value.isdigit() or not low <= int(value) <= high:
+                    raise ValueError(
+                        f"providers.{provider}.options.{key} must be {low}-{high}, got {value!r}"
+                    )
+            elif key in BEDROCK_CALL_OPTIONS or key == "job_role_arn":
+                if not check_option(key, value):
+                    raise ValueError(f"providers.{provider}.options.{key}: invalid value {value!r}")
+            else:
+                raise ValueError(f"providers.{provider}.options: unknown option {key!r}")
 
 
 DEFAULT_PROVIDERS: Mapping[str, ProviderSettings] = MappingProxyType(
@@ -147,6 +218,7 @@ DEFAULT_PROVIDERS: Mapping[str, ProviderSettings] = MappingProxyType(
         "azure-openai": ProviderSettings(
             base_url="https://{resource_name}.openai.azure.com/openai", api_version=AZURE_DEFAULT_API_VERSION
         ),
+        BEDROCK: ProviderSettings(base_url="https://bedrock.{region}.amazonaws.com"),
     }
 )
 """Used when the configuration names no providers; a configured provider of the same name
@@ -157,7 +229,10 @@ replaces its default entirely (the CLI merges a partial `[providers.<name>]` tab
 class VirtualKey:
     """Named credentials held by the gateway (`x-portkey-virtual-key: <name>`).
 
-    `api_key_env` names the environment variable holding the secret (None only for `local`).
+    `api_key_env` names the environment variable holding the secret (None only for `local`, and
+    for `bedrock`, where it means the gateway's own AWS credentials: botocore's default chain of
+    environment, profile and instance role). A Bedrock key with `api_key_env` (the secret access
+    key) names its `aws_access_key_id` in `options`.
     `base_url` replaces the provider's; `options` are provider options (`PROVIDER_OPTIONS`),
     e.g. Azure's `resource_name`, `api_version`, `deployment_id`, `auth`.
     A virtual key fixes its backend completely: a request naming it may repeat these settings
@@ -180,7 +255,7 @@ class VirtualKey:
             raise ValueError(f"{what}: invalid provider {self.provider!r}")
         object.__setattr__(self, "provider", provider)
         if self.api_key_env is None:
-            if provider != LOCAL_PROVIDER:
+            if provider not in (LOCAL_PROVIDER, BEDROCK):
                 raise ValueError(f"{what}: api_key_env is required")
         elif not _ENV_NAME.fullmatch(self.api_key_env):
             raise ValueError(f"{what}: api_key_env must be an environment variable name")
@@ -190,6 +265,10 @@ class VirtualKey:
         if self.region is not None and not check_option("region", self.region):
             raise ValueError(f"{what}: invalid region {self.region!r}")
         allowed = PROVIDER_OPTIONS.get(provider, frozenset())
+        if provider == BEDROCK:
+            allowed |= BEDROCK_CALL_OPTIONS
+            if self.api_key_env is not None and "aws_access_key_id" not in self.options:
+                raise ValueError(f"{what}: a bedrock key with api_key_env needs options.aws_access_key_id")
         for key, value in self.options.items():
             if key not in allowed:
                 known = ", ".join(sorted(allowed)) or "none"
@@ -225,6 +304,7 @@ class RoutingConfig:
                 raise ValueError(f"providers: invalid provider name {name!r}")
             if not isinstance(settings, ProviderSettings):
                 raise ValueError(f"providers: {name!r} must be ProviderSettings")
+            settings.check_options(name)
             providers[name] = settings
         object.__setattr__(self, "providers", MappingProxyType(providers))
         keys: dict[str, VirtualKey] = {}

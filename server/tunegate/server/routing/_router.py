@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ from tunegate.server.owner import credential_from_authorization
 from tunegate.server.providers.interface import Account
 from tunegate.server.routing._config import (
     AZURE_DEFAULT_API_VERSION,
+    BEDROCK,
+    BEDROCK_CALL_OPTIONS,
     LOCAL_PROVIDER,
     PROVIDER_OPTIONS,
     ProviderSettings,
@@ -24,6 +27,7 @@ from tunegate.server.routing._config import (
     VirtualKey,
     canonical_provider,
     check_option,
+    encode_aws_secret,
     parse_allowed_host,
 )
 
@@ -47,6 +51,17 @@ _FIELD_HEADERS: Mapping[str, tuple[str, ...]] = {
     "region": ("x-portkey-aws-region", "x-portkey-vertex-region"),
     "project_id": ("x-portkey-vertex-project-id",),
     "account_id": ("x-portkey-fireworks-account-id",),
+    "aws_access_key_id": ("x-portkey-aws-access-key-id",),
+    "aws_secret_access_key": ("x-portkey-aws-secret-access-key",),
+    "aws_session_token": ("x-portkey-aws-session-token",),
+    "auth_type": ("x-portkey-aws-auth-type",),
+    "aws_role_arn": ("x-portkey-aws-role-arn",),
+    "external_id": ("x-portkey-aws-external-id",),
+    "s3_bucket": ("x-portkey-aws-s3-bucket",),
+    "s3_object_key": ("x-portkey-aws-s3-object-key",),
+    "bedrock_model": ("x-portkey-aws-bedrock-model",),
+    "server_side_encryption": ("x-portkey-amz-server-side-encryption",),
+    "kms_key_id": ("x-portkey-amz-server-side-encryption-aws-kms-key-id",),
 }
 _KEY_ALIASES: Mapping[str, str] = {
     "azure_resource_name": "resource_name",
@@ -58,13 +73,25 @@ _KEY_ALIASES: Mapping[str, str] = {
     "vertex_region": "region",
     "vertex_project_id": "project_id",
     "fireworks_account_id": "account_id",
+    # Portkey's config spellings of the AWS fields (camelCase, snake_cased first).
+    "aws_auth_type": "auth_type",
+    "aws_external_id": "external_id",
+    "aws_s3_bucket": "s3_bucket",
+    "aws_s3_object_key": "s3_object_key",
+    "aws_bedrock_model": "bedrock_model",
+    "amz_server_side_encryption": "server_side_encryption",
+    "amz_server_side_encryption_kms_key_id": "kms_key_id",
+    "amz_server_side_encryption_kmskey_id": "kms_key_id",
+    "amz_server_side_encryption_aws_kms_key_id": "kms_key_id",
 }
+# Fields holding a secret: never checked against a pattern or shown in an error.
+_SECRET_FIELDS = frozenset({"api_key", "aws_secret_access_key", "aws_session_token"})
 # Portkey config keys that would route a call somewhere this gateway cannot follow.
 _UNSUPPORTED_CONFIG_KEYS = ("targets", "strategy")
 # Sent by OpenAI's SDK from the environment (`OPENAI_ORG_ID`): ignored where they do not apply.
 _LENIENT = frozenset({"organization", "project", "region"})
 # Options that do not change which backend (and which of its accounts) serves a call.
-_NOT_IDENTITY = frozenset({"deployment_id", "auth"})
+_NOT_IDENTITY = frozenset({"deployment_id", "auth"}) | BEDROCK_CALL_OPTIONS
 _BACKEND_FIELDS = (
     "resource_name",
     "deployment_id",
@@ -73,6 +100,10 @@ _BACKEND_FIELDS = (
     "project",
     "project_id",
     "account_id",
+    "aws_access_key_id",
+    "auth_type",
+    "aws_role_arn",
+    "external_id",
 )
 _REGION_PARAM = {"bedrock": "x-portkey-aws-region", "vertex-ai": "x-portkey-vertex-region"}
 _ROUTE_HEADERS = tuple(header for headers in _FIELD_HEADERS.values() for header in headers)
@@ -123,7 +154,7 @@ class _Route:
             value = canonical_provider(value)
         elif name == "custom_host":
             value = value.rstrip("/")
-        elif name not in ("api_key", "virtual_key") and not check_option(name, value):
+        elif name not in _SECRET_FIELDS and name != "virtual_key" and not check_option(name, value):
             raise InvalidArgument(
                 f"{source}: invalid {name} {value!r}.", code="invalid_provider_option", param=source
             )
@@ -131,7 +162,7 @@ class _Route:
         if previous is None:
             self.fields[name] = _Value(value, source)
         elif previous.value != value:
-            shown = "" if name == "api_key" else f" ({previous.value!r} vs {value!r})"
+            shown = "" if name in _SECRET_FIELDS else f" ({previous.value!r} vs {value!r})"
             raise InvalidArgument(
                 f"{previous.source} and {source} name different {name.replace('_', ' ')}s{shown}.",
                 code="conflicting_route",
@@ -296,8 +327,10 @@ class Router:
         return shape.account(credential)
 
     def _remember(self, key: tuple[object, ...], account: Account | None) -> None:
-        if account is not None and (account.from_virtual_key or account.key == LOCAL_PROVIDER):
-            return
+        if account is not None and (
+            account.from_virtual_key or account.key == LOCAL_PROVIDER or account.provider == BEDROCK
+        ):
+            return  # (Bedrock's credential is not in the headers a shape reads)
         if len(self._shapes) >= _SHAPES:
             del self._shapes[next(iter(self._shapes))]  # the oldest
         self._shapes[key] = None if account is None else _Shape(account)
@@ -342,7 +375,7 @@ class Router:
         provider = route.get("provider")
         if provider is None:
             hint = canonical_provider(provider_hint) if provider_hint else None
-            given = sorted(name for name in route.fields if name not in _LENIENT | {"api_key"})
+            given = sorted(name for name in route.fields if name not in _LENIENT | _SECRET_FIELDS)
             if hint == LOCAL_PROVIDER and not given:
                 return self._local()  # needs no credential
             if self._credential(metadata, route, hint)[0] is not None and hint in self.config.provider_names:
@@ -366,7 +399,11 @@ class Router:
 
         if provider == LOCAL_PROVIDER:
             return self._local()
-        credential, auth = self._credential(metadata, route, provider)
+        credential: str | None
+        if provider == BEDROCK:
+            credential, auth = self._aws_credential(route), "aws"
+        else:
+            credential, auth = self._credential(metadata, route, provider)
         if credential is None:
             raise InvalidArgument(
                 f"No credentials for {provider}: send 'Authorization: Bearer <{provider} key>' "
@@ -379,6 +416,9 @@ class Router:
         if provider == AZURE:
             options.setdefault("api_version", settings.api_version or AZURE_DEFAULT_API_VERSION)
             options["auth"] = auth
+        elif provider == BEDROCK:
+            options = {**settings.options, **options}
+            self._check_aws_auth(options)
         region = route.get("region")
         custom_host = route.get("custom_host")
         if custom_host is not None:
@@ -445,10 +485,39 @@ class Router:
             return explicit, "api_key"
         return _header_credential(*_credential_headers(metadata), provider)
 
+    @staticmethod
+    def _aws_credential(route: _Route) -> str:
+        """A Bedrock call's own AWS credential (`encode_aws_secret`): an access key id and secret
+        access key, and a session token for temporary credentials. One without the other is a 400
+        naming the missing header."""
+        key_id = route.get("aws_access_key_id")
+        secret = route.get("aws_secret_access_key")
+        if key_id is None or secret is None:
+            missing = "aws_secret_access_key" if key_id is not None else "aws_access_key_id"
+            raise InvalidArgument(
+                f"No AWS credentials for bedrock: send '{_field_param('aws_access_key_id')}' and "
+                f"'{_field_param('aws_secret_access_key')}' (and '{_field_param('aws_session_token')}' "
+                "for temporary credentials), or use a virtual key.",
+                code="missing_credentials",
+                param=_field_param(missing),
+            )
+        return encode_aws_secret(secret, route.get("aws_session_token"))
+
+    @staticmethod
+    def _check_aws_auth(options: Mapping[str, str]) -> None:
+        if options.get("auth_type") == "assumedRole" and not options.get("aws_role_arn"):
+            raise InvalidArgument(
+                "x-portkey-aws-auth-type 'assumedRole' needs the role to assume in x-portkey-aws-role-arn.",
+                code="missing_provider_option",
+                param="x-portkey-aws-role-arn",
+            )
+
     def _options(self, provider: str, route: _Route) -> dict[str, str]:
         allowed = PROVIDER_OPTIONS.get(provider, frozenset())
+        if provider == BEDROCK:
+            allowed |= BEDROCK_CALL_OPTIONS
         options: dict[str, str] = {}
-        for name in _BACKEND_FIELDS:
+        for name in (*_BACKEND_FIELDS, *sorted(BEDROCK_CALL_OPTIONS)):
             value = route.get(name)
             if value is None:
                 continue
@@ -527,13 +596,14 @@ class Router:
                 code="conflicting_route",
                 param="x-portkey-provider",
             )
-        if route.get("api_key") is not None:
-            raise InvalidArgument(
-                f"{route.source('api_key')} gives an api_key, but virtual key {key.name!r} "
-                "carries its own credential.",
-                code="conflicting_route",
-                param="x-portkey-virtual-key",
-            )
+        for secret in sorted(_SECRET_FIELDS):
+            if route.get(secret) is not None:
+                raise InvalidArgument(
+                    f"{route.source(secret)} gives a credential, but virtual key {key.name!r} "
+                    "carries its own.",
+                    code="conflicting_route",
+                    param="x-portkey-virtual-key",
+                )
         account = self._virtual_key_account(key)
         # The virtual key fixes the backend, so `vk:<name>` alone rebuilds it later: a request
         # may repeat its settings but not change them.
@@ -552,6 +622,30 @@ class Router:
                 code="conflicting_route",
                 param=route.source(name),
             )
+        if key.provider == BEDROCK:
+            # Per-call settings (bucket, key prefix, model, encryption) the key leaves unset.
+            added = {
+                name: value
+                for name in sorted(BEDROCK_CALL_OPTIONS)
+                if (value := route.get(name)) is not None and name not in key.options
+            }
+            conflicting = [
+                name
+                for name in sorted(BEDROCK_CALL_OPTIONS)
+                if route.get(name) is not None
+                and name in key.options
+                and route.get(name) != key.options[name]
+            ]
+            if conflicting:
+                name = conflicting[0]
+                raise InvalidArgument(
+                    f"{route.source(name)} conflicts with virtual key {key.name!r}, which fixes "
+                    f"{name.replace('_', ' ')} to {key.options[name]!r}.",
+                    code="conflicting_route",
+                    param=route.source(name),
+                )
+            if added:
+                account = dataclasses.replace(account, options={**account.options, **added})
         return account
 
     def _virtual_key_account(self, key: VirtualKey) -> Account:
@@ -564,16 +658,21 @@ class Router:
                 credential="",
                 from_virtual_key=True,
             )
-        assert key.api_key_env is not None  # VirtualKey guarantees it for every other provider
-        credential = self._env.get(key.api_key_env, "").strip()
-        if not credential:
+        settings = self.config.providers[key.provider]
+        if key.api_key_env is None:
+            assert key.provider == BEDROCK  # VirtualKey guarantees it for every other provider
+            credential = ""  # the gateway's own AWS credentials (botocore's default chain)
+        else:
+            credential = self._env.get(key.api_key_env, "").strip()
+        if not credential and key.api_key_env is not None:
             raise FailedPrecondition(
                 f"Virtual key {key.name!r} is misconfigured: environment variable "
                 f"{key.api_key_env} is not set on the gateway.",
                 code="virtual_key_misconfigured",
             )
-        settings = self.config.providers[key.provider]
         options = dict(key.options)
+        if key.provider == BEDROCK:
+            options = {**settings.options, **options}
         if key.provider == AZURE:
             options.setdefault("api_version", settings.api_version or AZURE_DEFAULT_API_VERSION)
             options.setdefault("auth", "api_key")
