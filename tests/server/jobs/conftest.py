@@ -37,7 +37,7 @@ def provider() -> FakeProvider:
 
 @pytest.fixture
 def azure() -> FakeProvider:
-    no_pause = frozenset(Capability) - {Capability.PAUSE, Capability.RESUME}
+    no_pause = frozenset(Capability) - {Capability.PAUSE, Capability.RESUME, Capability.STAGED_FILES}
     return FakeProvider("azure-openai", no_pause)
 
 

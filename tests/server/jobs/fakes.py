@@ -35,7 +35,7 @@ class FakeProvider:
     def __init__(
         self,
         name: str = "openai",
-        capabilities: frozenset[Capability] = frozenset(Capability),
+        capabilities: frozenset[Capability] = frozenset(Capability) - {Capability.STAGED_FILES},
         *,
         pages_by_id: bool = False,
     ) -> None:

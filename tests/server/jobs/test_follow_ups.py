@@ -266,7 +266,7 @@ async def test_checkpoints_are_mirrored_under_gateway_ids(jobs: Stub, provider: 
 
 async def test_events_on_a_provider_without_them_are_unsupported(jobs: Stub, provider: FakeProvider) -> None:
     job = await jobs.CreateFineTuningJob(create_request(), metadata=ALICE)
-    provider.capabilities = frozenset(Capability) - {Capability.EVENTS}
+    provider.capabilities = frozenset(Capability) - {Capability.EVENTS, Capability.STAGED_FILES}
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await jobs.ListFineTuningEvents(
             ft.ListFineTuningEventsRequest(fine_tuning_job_id=job.id), metadata=ALICE

@@ -52,7 +52,8 @@ def dated_job(job_id: str = "ftjob-az1", **fields: Any) -> dict[str, Any]:
 def test_conforms_to_the_protocol() -> None:
     adapter: Provider = AzureOpenAIProvider()
     assert adapter.name == "azure-openai" and adapter.capabilities == frozenset(Capability) - {
-        Capability.RESULT_FILES
+        Capability.RESULT_FILES,
+        Capability.STAGED_FILES,
     }
 
 
@@ -65,9 +66,13 @@ def test_capabilities_depend_on_the_api_version() -> None:
         and Capability.TAG_LOOKUP not in dated
     )
     assert Capability.CREATE in dated and Capability.CHECKPOINTS in dated
-    assert capabilities_for(adapter, azure_account("v1")) == frozenset(Capability) - {Capability.RESULT_FILES}
+    assert capabilities_for(adapter, azure_account("v1")) == frozenset(Capability) - {
+        Capability.RESULT_FILES,
+        Capability.STAGED_FILES,
+    }
     assert adapter.capabilities_for(azure_account("preview")) == frozenset(Capability) - {
-        Capability.RESULT_FILES
+        Capability.RESULT_FILES,
+        Capability.STAGED_FILES,
     }
 
 

@@ -38,7 +38,8 @@ def echo_job(request: httpx.Request) -> httpx.Response:
 def test_conforms_to_the_protocol() -> None:
     adapter: Provider = OpenAIProvider()
     assert adapter.name == "openai" and adapter.capabilities == frozenset(Capability) - {
-        Capability.RESULT_FILES
+        Capability.RESULT_FILES,
+        Capability.STAGED_FILES,
     }
 
 

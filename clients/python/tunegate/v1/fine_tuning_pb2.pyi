@@ -672,6 +672,7 @@ class CreateFineTuningJobRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PORTKEY_OPTIONS_FIELD_NUMBER: _builtins.int
     PROVIDER_OPTIONS_FIELD_NUMBER: _builtins.int
+    ROLE_ARN_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     training_file: _builtins.str
     suffix: _builtins.str
@@ -679,6 +680,10 @@ class CreateFineTuningJobRequest(_message.Message):
     seed: _builtins.int
     request_id: _builtins.str
     """Idempotency key (AIP-155): the same key with the same body returns the first job."""
+    role_arn: _builtins.str
+    """AWS Bedrock: the IAM role the customization job runs as (where Portkey reads it; also
+    `provider_options.role_arn`). Other providers refuse it.
+    """
     @_builtins.property
     def hyperparameters(self) -> Global___Hyperparameters:
         """Deprecated by OpenAI in favour of `method`."""
@@ -710,17 +715,22 @@ class CreateFineTuningJobRequest(_message.Message):
         request_id: _builtins.str = ...,
         portkey_options: _struct_pb2.Struct | None = ...,
         provider_options: _struct_pb2.Struct | None = ...,
+        role_arn: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_suffix", b"_suffix", "_validation_file", b"_validation_file", "hyperparameters", b"hyperparameters", "integrations", b"integrations", "metadata", b"metadata", "method", b"method", "portkey_options", b"portkey_options", "provider_options", b"provider_options", "seed", b"seed", "suffix", b"suffix", "validation_file", b"validation_file"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_role_arn", b"_role_arn", "_seed", b"_seed", "_suffix", b"_suffix", "_validation_file", b"_validation_file", "hyperparameters", b"hyperparameters", "integrations", b"integrations", "metadata", b"metadata", "method", b"method", "portkey_options", b"portkey_options", "provider_options", b"provider_options", "role_arn", b"role_arn", "seed", b"seed", "suffix", b"suffix", "validation_file", b"validation_file"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_suffix", b"_suffix", "_validation_file", b"_validation_file", "hyperparameters", b"hyperparameters", "integrations", b"integrations", "metadata", b"metadata", "method", b"method", "model", b"model", "portkey_options", b"portkey_options", "provider_options", b"provider_options", "request_id", b"request_id", "seed", b"seed", "suffix", b"suffix", "training_file", b"training_file", "validation_file", b"validation_file"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_role_arn", b"_role_arn", "_seed", b"_seed", "_suffix", b"_suffix", "_validation_file", b"_validation_file", "hyperparameters", b"hyperparameters", "integrations", b"integrations", "metadata", b"metadata", "method", b"method", "model", b"model", "portkey_options", b"portkey_options", "provider_options", b"provider_options", "request_id", b"request_id", "role_arn", b"role_arn", "seed", b"seed", "suffix", b"suffix", "training_file", b"training_file", "validation_file", b"validation_file"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__role_arn: _TypeAlias = _typing.Literal["role_arn"]  # noqa: Y015
+    _WhichOneofArgType__role_arn: _TypeAlias = _typing.Literal["_role_arn", b"_role_arn"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__suffix: _TypeAlias = _typing.Literal["suffix"]  # noqa: Y015
     _WhichOneofArgType__suffix: _TypeAlias = _typing.Literal["_suffix", b"_suffix"]  # noqa: Y015
     _WhichOneofReturnType__validation_file: _TypeAlias = _typing.Literal["validation_file"]  # noqa: Y015
     _WhichOneofArgType__validation_file: _TypeAlias = _typing.Literal["_validation_file", b"_validation_file"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__role_arn) -> _WhichOneofReturnType__role_arn | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
     @_typing.overload

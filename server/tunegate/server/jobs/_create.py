@@ -51,6 +51,19 @@ different body is `Conflict` (409, not retried). A duplicate that finds the leas
 first request failed transiently, or its process died and the lease expired) drives the intent
 itself: an attempted one only by the tag lookup.
 
+Background creation. An adapter that stages files per job (`Capability.STAGED_FILES`: Bedrock
+converts and uploads a whole training file first) would hold the caller for minutes in step 2.
+There the create answers the intent at once (`validating_files`, lease held) and a background
+task runs steps 2–5. It differs from the foreground protocol in what a failure leaves: the
+caller already holds the job id, so an error before the provider's create (a line that cannot
+be converted, S3 refusing the bucket) or a definite refusal of the create marks the row `failed`
+with that error, visible on retrieve and list, instead of deleting it or hiding it as
+`failed_to_create`. A cancel asked for while the files are staged is kept on the intent; the
+task checks for it before the create (the row ends `cancelled`, nothing created) and again after
+it (the new job is cancelled at the provider). A retry with the same idempotency key is answered
+the intent while the task holds its lease. If the process stops mid-staging, the task marks the
+row `failed` (`gateway_stopped`: nothing was created at the provider) as it is cancelled.
+
 Fault injection: with `TUNEGATE_FAULT_CRASH_AFTER_PROVIDER_CREATE=1` in the environment (read
 at call time) the process exits with status 70 right after `create_job` returns — the crash
 window above, for end-to-end tests.
@@ -210,6 +223,7 @@ class JobCreator:
         self._backends = backends
         self.settings = settings or CreationSettings()
         self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _now(self) -> int:
         return int(self._clock())
@@ -222,12 +236,15 @@ class JobCreator:
         *,
         request_id: str | None,
         copies_files: bool = True,
+        background: bool = False,
     ) -> JobRecord:
         """Create (or, for a repeated idempotency key, replay) a validated request on `backend`.
 
         `copies_files`: whether the request names gateway files, to be copied to the provider
         before the create. Without any, nothing stands between the intent and the provider's
-        create, so the intent is stored `attempted` at once (steps 1 and 3 in one write)."""
+        create, so the intent is stored `attempted` at once (steps 1 and 3 in one write).
+        `background`: answer the intent at once and run the rest in a task (see "Background
+        creation" in the module docstring)."""
         now = self._now()
         account = backend.account
         metadata = body.get("metadata")
@@ -251,7 +268,7 @@ class JobCreator:
         if request_id is not None:
             previous = await self._repo.get_by_request_id(owner, request_id)
             if previous is not None:
-                return await self._replay(previous, record, backend)
+                return await self._replay(previous, record, backend, background=background)
         try:
             record = await self._repo.insert_intent(record)
         except DuplicateRequestId:
@@ -259,10 +276,38 @@ class JobCreator:
             previous = await self._repo.get_by_request_id(owner, request_id)
             if previous is None:  # the other request never reached the provider and gave up
                 raise _not_reached() from None
-            return await self._replay(previous, record, backend)
+            return await self._replay(previous, record, backend, background=background)
+        if background:
+            self._spawn(record, backend)
+            return record
         return await self._drive(record, backend, fresh=True)
 
-    async def _replay(self, previous: JobRecord, attempt: JobRecord, backend: Backend) -> JobRecord:
+    def _spawn(self, record: JobRecord, backend: Backend) -> None:
+        """Runs `_drive` for a leased intent in a task referenced until done (`aclose` ends it)."""
+        task = asyncio.create_task(self._drive_in_background(record, backend), name=f"create-{record.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drive_in_background(self, record: JobRecord, backend: Backend) -> None:
+        try:
+            await self._drive(record, backend, fresh=not record.attempted, background=True)
+        except TunegateError as exc:  # kept on the row by `_drive`
+            logger.warning("creating %s on %s failed: %s", record.id, backend.provider.name, _brief(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("creating %s on %s failed", record.id, backend.provider.name)
+
+    async def aclose(self) -> None:
+        """Stops background creations (each marks its row as `_drive` describes) and waits."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _replay(
+        self, previous: JobRecord, attempt: JobRecord, backend: Backend, *, background: bool = False
+    ) -> JobRecord:
         if previous.request_hash != attempt.request_hash:
             raise Conflict(
                 "This idempotency key was already used with a different request.",
@@ -281,7 +326,19 @@ class JobCreator:
             if current.state != INTENT:
                 return current
             now = self._now()
-            if current.lease_until is not None and current.lease_until > now:
+            leased = current.lease_until is not None and current.lease_until > now
+            if background and leased:
+                return current  # a background task drives it; the intent is the answer
+            # A background intent whose task ended without an outcome (its process stopped):
+            # drive it again.
+            if (
+                background
+                and not current.attempted
+                and await self._repo.acquire_lease(current.id, now=now, until=now + int(self.settings.lease))
+            ):
+                self._spawn(current, backend)
+                return current
+            if leased:
                 saw_driver = True
             elif saw_driver:
                 # The request we waited for ended without an outcome: answer like it did (the
@@ -304,9 +361,12 @@ class JobCreator:
             await asyncio.sleep(self.settings.poll_interval)
             current = await self._repo.get_any(current.id)
 
-    async def _drive(self, record: JobRecord, backend: Backend, *, fresh: bool = False) -> JobRecord:
+    async def _drive(
+        self, record: JobRecord, backend: Backend, *, fresh: bool = False, background: bool = False
+    ) -> JobRecord:
         """Take a leased intent to an outcome (see the module docstring, steps 2–5). `fresh`: this
-        request inserted it just now, so no provider can hold its job yet."""
+        request inserted it just now, so no provider can hold its job yet. `background`: the
+        caller already has the intent, so failures are kept on it (`_fail_visibly`)."""
         provider, account = backend.provider, backend.account
         if record.attempted and not fresh:
             # A create may have reached the provider: look, never create again.
@@ -316,24 +376,36 @@ class JobCreator:
                 await self._release(record)
         try:
             native = await self._native_request(record, backend)
+            if background and await self._cancelled_before_create(record):
+                return await self._repo.get_any(record.id) or record
             if not record.attempted:
                 await self._repo.mark_attempted(record.id, now=self._now())
                 record = dataclasses.replace(record, attempted=True)
-        except _DEFINITE as exc:  # e.g. the provider could not process a file: nothing was paid
-            await self._repo.fail(record.id, state=FAILED_TO_CREATE, error=error_record(exc), now=self._now())
-            raise
-        except BaseException:  # no create was sent: nothing exists at the provider
-            await self._discard(record)
+        except BaseException as exc:  # no create was sent: nothing exists at the provider
+            if background:
+                await self._fail_visibly(record, exc)
+            elif isinstance(exc, _DEFINITE):  # e.g. the provider could not process a file
+                await self._repo.fail(
+                    record.id, state=FAILED_TO_CREATE, error=error_record(exc), now=self._now()
+                )
+            else:
+                await self._discard(record)
             raise
         try:
             job = await provider.create_job(account, native, tag=record.id)
-        except _DEFINITE as exc:
-            await self._repo.fail(record.id, state=FAILED_TO_CREATE, error=error_record(exc), now=self._now())
-            raise
-        except (ProviderUnreachable, *_TRANSIENT_REFUSALS):
+        except (*_DEFINITE, ProviderUnreachable, *_TRANSIENT_REFUSALS) as exc:
             # Nothing was created, and this was the intent's only create (an attempted intent
-            # that is not fresh only ever looks, above): no job anywhere, a retry starts afresh.
-            await self._discard(record)
+            # that is not fresh only ever looks, above): no job anywhere. A definite refusal is
+            # kept for replays; otherwise a retry starts afresh (in the background: the row
+            # fails visibly, since its caller already holds the id).
+            if background:
+                await self._fail_visibly(record, exc)
+            elif isinstance(exc, _DEFINITE):
+                await self._repo.fail(
+                    record.id, state=FAILED_TO_CREATE, error=error_record(exc), now=self._now()
+                )
+            else:
+                await self._discard(record)
             raise
         except Exception as exc:
             logger.warning(
@@ -351,12 +423,47 @@ class JobCreator:
             raise
         _crash_point()
         try:
+            if background:
+                return await self._complete_and_cancel(record, job, backend)
             return await self._complete(record, job)
         except BaseException:
             # The job exists, tagged, and its intent is attempted: the reconciler (or a retry
             # with the same key, which looks by tag first) completes the row.
             await self._release(record)
             raise
+
+    async def _cancelled_before_create(self, record: JobRecord) -> bool:
+        """Whether a cancel was asked for while the intent's files were staged; if so the row
+        ends `cancelled` with nothing created."""
+        current = await self._repo.get_any(record.id)
+        if current is None or not current.cancel_requested:
+            return False
+        error = {"class": "Cancelled", "code": "cancelled", "message": "Cancelled before it was created."}
+        await self._repo.fail(record.id, state=FAILED, error=error, now=self._now(), status="cancelled")
+        logger.info("%s was cancelled while its files were staged: not created", record.id)
+        return True
+
+    async def _fail_visibly(self, record: JobRecord, exc: BaseException) -> None:
+        """Marks a background intent `failed` with `exc` (no create reached the provider)."""
+        if isinstance(exc, TunegateError):
+            error = error_record(exc)
+        elif isinstance(exc, asyncio.CancelledError):
+            error = {
+                "class": "Unavailable",
+                "code": "gateway_stopped",
+                "message": f"The gateway stopped before the job was submitted to {record.provider}; "
+                "nothing was created there. Create the job again.",
+                "param": None,
+            }
+        else:
+            error = {
+                "class": "Internal",
+                "code": "internal_error",
+                "message": "The job could not be submitted (an internal error; see the gateway's log).",
+                "param": None,
+            }
+        # Shielded: this runs while a cancellation unwinds and must still reach the database.
+        await asyncio.shield(self._repo.fail(record.id, state=FAILED, error=error, now=self._now()))
 
     async def _release(self, record: JobRecord) -> None:
         # Shielded: this runs while a cancellation unwinds and must still reach the database.
@@ -372,7 +479,7 @@ class JobCreator:
             file_id = body.get(param)
             if file_id and await self._copier.is_gateway_file(record.owner, file_id):
                 body[param] = await self._copier.native_file_id(
-                    record.owner, file_id, backend, param=param, wait=True
+                    record.owner, file_id, backend, param=param, wait=True, request=record.request
                 )
         return body
 

@@ -1,6 +1,9 @@
 """Gateway files at providers: each file is copied to a provider account once, on first use,
 streamed from the blob store, and the provider's file id is remembered per (file, account).
 
+An adapter with `Capability.STAGED_FILES` (Bedrock) stages a file per job instead: converted to
+what the job's model reads, once per (file, `staging_key`), through `stage_file`.
+
 Azure imports files asynchronously (`uploaded` until `processed`); a job can only be created from
 a `processed` file, so `native_file_id(wait=True)` polls the provider with exponential backoff,
 bounded by `ready_timeout`. A provider-side `error` forgets the copy (the next use copies again)
@@ -13,14 +16,15 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any, cast
 
 from tunegate.server.errors import DeadlineExceeded, InvalidArgument, NotFound, log_failure
 from tunegate.server.files import Clock, FileService
 from tunegate.server.ids import FILE_PREFIX, is_well_formed
 from tunegate.server.jobs._backends import Backend, ProviderLookup
-from tunegate.server.providers.interface import Account, Capability
+from tunegate.server.providers.interface import Account, Capability, StagingProvider
 from tunegate.server.store import FileRecord, FileRepository, ProviderFileRecord, ProviderFileRepository
 
 __all__ = ["FileCopySettings", "ProviderFileCopier"]
@@ -120,11 +124,19 @@ class ProviderFileCopier:
         return None if record is None else record.native_id
 
     async def native_file_id(
-        self, owner: str, file_id: str, backend: Backend, *, param: str, wait: bool
+        self,
+        owner: str,
+        file_id: str,
+        backend: Backend,
+        *,
+        param: str,
+        wait: bool,
+        request: Mapping[str, Any] | None = None,
     ) -> str:
         """The provider's id for a gateway file on `backend`'s account, copying it on first use;
-        with `wait`, only once the provider reports it `processed`."""
-        record = await self._copy(owner, file_id, backend, param)
+        with `wait`, only once the provider reports it `processed`. `request` (the create body)
+        is what a staging adapter stages for (`Capability.STAGED_FILES`)."""
+        record = await self._copy(owner, file_id, backend, param, request)
         if wait:
             record = await self._await_processed(record, backend, param)
         return record.native_id
@@ -135,12 +147,17 @@ class ProviderFileCopier:
         backend = Backend(self._providers.get(account.provider), account)
         return await self.native_file_id(owner, file_id, backend, param="file", wait=False)
 
-    def schedule_copy(self, owner: str, file_id: str, account: Account) -> None:
+    def schedule_copy(self, owner: str, file_id: str, account: Account) -> bool:
         """`copy_to_provider` in the background: failures are logged, never raised. The task is
-        referenced until done (so it is not garbage-collected) and cancelled by `aclose`."""
+        referenced until done (so it is not garbage-collected) and cancelled by `aclose`.
+        Returns False (and copies nothing) for an adapter that stages files per job instead."""
+        backend = Backend(self._providers.get(account.provider), account)
+        if not backend.can(Capability.FILES):
+            return False
         task = asyncio.create_task(self._copy_logged(owner, file_id, account), name=f"copy-{file_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
 
     async def aclose(self) -> None:
         """Cancel background copies and wait for them to finish."""
@@ -157,32 +174,54 @@ class ProviderFileCopier:
         else:
             logger.info("copied %s to %s as %s", file_id, account.key, native)
 
-    async def _copy(self, owner: str, file_id: str, backend: Backend, param: str) -> ProviderFileRecord:
+    async def _copy(
+        self, owner: str, file_id: str, backend: Backend, param: str, request: Mapping[str, Any] | None
+    ) -> ProviderFileRecord:
         account = backend.account
-        key = (file_id, account.key)
+        stager: StagingProvider | None = None
+        copy_key = account.key
+        if backend.can(Capability.STAGED_FILES):
+            if request is None:
+                raise ValueError("a staging adapter stages files for a create request")
+            stager = cast(StagingProvider, backend.provider)
+            copy_key = stager.staging_key(account, request)
+        key = (file_id, copy_key)
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
         async with lock:
-            existing = await self._repo.get(file_id, account.key)
+            existing = await self._repo.get(file_id, copy_key)
             if existing is not None:
                 return existing
-            backend.require(Capability.FILES, "file uploads")
+            if stager is None:
+                backend.require(Capability.FILES, "file uploads")
             try:
                 content = await self._files.open_content(owner, file_id, chunk_size=COPY_CHUNK_SIZE)
             except NotFound:
                 raise file_not_found(file_id, param) from None
-            uploaded = await backend.provider.upload_file(
-                account,
-                filename=content.record.filename,
-                purpose=content.record.purpose,
-                size=content.record.bytes,
-                chunks=content.chunks,
-            )
+            if stager is not None:
+                assert request is not None
+                uploaded = await stager.stage_file(
+                    account,
+                    request,
+                    file_id=file_id,
+                    filename=content.record.filename,
+                    size=content.record.bytes,
+                    chunks=content.chunks,
+                    param=param,
+                )
+            else:
+                uploaded = await backend.provider.upload_file(
+                    account,
+                    filename=content.record.filename,
+                    purpose=content.record.purpose,
+                    size=content.record.bytes,
+                    chunks=content.chunks,
+                )
             return await self._repo.put(
                 ProviderFileRecord(
                     file_id=file_id,
-                    account_key=account.key,
+                    account_key=copy_key,
                     provider=account.provider,
                     native_id=uploaded.id,
                     status=uploaded.status,

@@ -61,6 +61,7 @@ from tunegate.server.jobs._result_files import ResultFileImporter
 from tunegate.server.jobs._validation import check_create_request, check_metadata
 from tunegate.server.providers import no_retries
 from tunegate.server.providers.interface import Account, Capability, JobObject, Provider, unsupported
+from tunegate.server.routing import BEDROCK, non_route_options
 from tunegate.server.store import Database, JobRecord
 from tunegate.v1 import fine_tuning_pb2 as ft
 
@@ -99,13 +100,15 @@ def _limit(limit: int | None, default: int, maximum: int = MAX_JOBS_LIMIT) -> in
     return limit
 
 
-def _body_options(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """The create body's routing options (`portkey_options` wins on a shared key)."""
+def _body_options(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str, dict[str, Any]]:
+    """The create body's routing options (`portkey_options` wins on a shared key), and the
+    `provider_options` routing does not read (the adapter's settings)."""
     portkey = body.pop("portkey_options", None) or {}
     provider = body.pop("provider_options", None) or {}
+    adapter = non_route_options(provider)
     if not portkey and not provider:
-        return None, "provider_options"
-    return {**provider, **portkey}, "portkey_options" if portkey else "provider_options"
+        return None, "provider_options", adapter
+    return {**provider, **portkey}, "portkey_options" if portkey else "provider_options", adapter
 
 
 class JobService:
@@ -176,22 +179,36 @@ class JobService:
         gateway files (owner's, purpose `fine-tune`) — all before any provider cost; then the
         creation protocol of `tunegate.server.jobs._create`."""
         request = dict(body)
-        options, body_param = _body_options(request)
+        options, body_param, adapter_options = _body_options(request)
         request_id = request.pop("request_id", None) or request_id or None
         check_create_request(request)
         if request_id is not None and len(request_id) > MAX_REQUEST_ID:
             raise InvalidArgument("request_id is too long.", code="invalid_value", param="request_id")
         backend = self.backends.for_create(metadata, options, body_param=body_param)
+        if request.get("role_arn") is not None and backend.account.provider != BEDROCK:
+            raise InvalidArgument(
+                "role_arn applies to the bedrock provider only.", code="invalid_value", param="role_arn"
+            )
+        if adapter_options:
+            # What the adapter reads (Bedrock's `model`, `role_arn`, …); never a credential.
+            request["provider_options"] = adapter_options
         backend.provider.check_request(backend.account, request)
         backend.require(Capability.CREATE, "fine-tuning jobs")
+        stages = backend.can(Capability.STAGED_FILES)
         copies_files = False
         for param in FILE_PARAMS:
             file_id = request.get(param)
             if file_id and await self.copier.check_file(owner, file_id, backend, param=param) is not None:
-                backend.require(Capability.FILES, "file uploads")
+                if not stages:
+                    backend.require(Capability.FILES, "file uploads")
                 copies_files = True
         record = await self.creator.create(
-            owner, request, backend, request_id=request_id, copies_files=copies_files
+            owner,
+            request,
+            backend,
+            request_id=request_id,
+            copies_files=copies_files,
+            background=copies_files and stages,
         )
         return job_message(record)
 
@@ -280,8 +297,13 @@ class JobService:
             raise missing_credentials(record, operation)
         backend.require(capability, operation)
         record = await self.creator.resolve(record, backend)
-        if capability == Capability.CANCEL and record.state == INTENT and record.attempted:
-            # Unconfirmed: keep the wish; whoever finds the job by its tag cancels it.
+        if (
+            capability == Capability.CANCEL
+            and record.state == INTENT
+            and (record.attempted or backend.can(Capability.STAGED_FILES))
+        ):
+            # Unconfirmed (or its files are still being staged): keep the wish; whoever finds
+            # the job by its tag, or the staging task before it creates it, carries it out.
             if await self._repo.request_cancel(record.id, now=self._now()):
                 record = dataclasses.replace(record, cancel_requested=True, status="cancelled")
                 return job_message(record)
@@ -398,16 +420,18 @@ class JobService:
             return False
         if account is None:
             return False
-        self.copier.schedule_copy(owner, file_id, account)
-        return True
+        return self.copier.schedule_copy(owner, file_id, account)
 
     async def reconcile(self) -> ReconcileReport:
         """Resolve stale create intents (see `tunegate.server.jobs._create`)."""
         return await self.creator.reconcile()
 
     async def aclose(self) -> None:
-        """Cancel background work (file copies)."""
-        await self.copier.aclose()
+        """Cancel background work (creations staging files, file copies)."""
+        try:
+            await self.creator.aclose()
+        finally:
+            await self.copier.aclose()
 
     # -- plumbing ---------------------------------------------------------------------------
 

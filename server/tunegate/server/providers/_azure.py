@@ -46,6 +46,7 @@ _DATED_CAPABILITIES = frozenset(Capability) - {
     Capability.RESUME,
     Capability.TAG_LOOKUP,
     Capability.RESULT_FILES,
+    Capability.STAGED_FILES,
 }
 _TAG_SEARCH_PAGE = 100
 _TAG_SEARCH_MAX_PAGES = 50
@@ -71,7 +72,10 @@ class AzureOpenAIProvider(OpenAIProvider):
     `capabilities_for(account)` for what a given account's api-version supports."""
 
     name: str = "azure-openai"
-    capabilities: frozenset[Capability] = frozenset(Capability) - {Capability.RESULT_FILES}
+    capabilities: frozenset[Capability] = frozenset(Capability) - {
+        Capability.RESULT_FILES,
+        Capability.STAGED_FILES,
+    }
     filters_by_metadata: bool = False
 
     def capabilities_for(self, account: Account) -> frozenset[Capability]:

@@ -106,7 +106,10 @@ class OpenAIProvider:
     name: str = "openai"
     # `download_file` streams a file's content, but result files are not imported from OpenAI:
     # without `RESULT_FILES` they pass through under OpenAI's ids.
-    capabilities: frozenset[Capability] = frozenset(Capability) - {Capability.RESULT_FILES}
+    capabilities: frozenset[Capability] = frozenset(Capability) - {
+        Capability.RESULT_FILES,
+        Capability.STAGED_FILES,
+    }
     pages_by_id = True
     filters_by_metadata: bool = True
     """Whether `GET /fine_tuning/jobs` takes `metadata[k]=v` (OpenAI yes, Azure v1 no)."""

@@ -30,6 +30,7 @@ __all__ = [
     "Provider",
     "ProviderDownload",
     "ProviderFile",
+    "StagingProvider",
     "unsupported",
 ]
 
@@ -58,6 +59,11 @@ class Capability(enum.Enum):
     """The adapter serves chat completions on its models (`ChatProvider.chat`)."""
     MODELS = "models"
     """The adapter lists the account's models (`ChatProvider.list_models` / `get_model`)."""
+    STAGED_FILES = "staged_files"
+    """Gateway files are staged per job (`StagingProvider`): converted to what the job's model
+    reads and written where the provider reads them, once per `staging_key`, instead of uploaded
+    once per account. A create that stages files answers at once, in `validating_files`; the
+    staging and the provider's create run in the background, and a failure fails the job."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +145,33 @@ class ChatProvider(Protocol):
 
     async def get_model(self, account: Account, model: str) -> JobObject:
         """One model (`object: model`), or `NotFound` with code `model_not_found`."""
+        ...
+
+
+class StagingProvider(Protocol):
+    """What an adapter with `Capability.STAGED_FILES` adds to `Provider`."""
+
+    def staging_key(self, account: Account, request: Mapping[str, Any]) -> str:
+        """Where a gateway file staged for `request` lives, as a secret-free key: two requests
+        with the same key reuse one staged copy (e.g. Bedrock: model family, bucket, prefix).
+        Raises `InvalidArgument` when the request lacks what staging needs."""
+        ...
+
+    async def stage_file(
+        self,
+        account: Account,
+        request: Mapping[str, Any],
+        *,
+        file_id: str,
+        filename: str,
+        size: int,
+        chunks: AsyncIterator[bytes],
+        param: str,
+    ) -> ProviderFile:
+        """Converts and writes one gateway file (streamed, flat memory); returns its native
+        reference (e.g. an `s3://` URI) as a `processed` file. A file that cannot be converted
+        raises `InvalidArgument` naming `param` and every offending line; nothing is left
+        behind on failure."""
         ...
 
 

@@ -44,7 +44,7 @@ from tunegate.server.routing._config import (
     decode_aws_secret,
     encode_aws_secret,
 )
-from tunegate.server.routing._router import Router, metadata_dict
+from tunegate.server.routing._router import Router, metadata_dict, non_route_options
 
 __all__ = [
     "AZURE_DEFAULT_API_VERSION",
@@ -62,4 +62,5 @@ __all__ = [
     "decode_aws_secret",
     "encode_aws_secret",
     "metadata_dict",
+    "non_route_options",
 ]

@@ -31,7 +31,7 @@ from tunegate.server.routing._config import (
     parse_allowed_host,
 )
 
-__all__ = ["Router", "metadata_dict"]
+__all__ = ["Router", "metadata_dict", "non_route_options"]
 
 AZURE = "azure-openai"
 CONFIG_HEADER = "x-portkey-config"
@@ -126,6 +126,18 @@ def metadata_dict(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[st
 def _normalise_key(key: str) -> str:
     snake = _CAMEL.sub("_", key.strip()).lower().replace("-", "_")
     return _KEY_ALIASES.get(snake, snake)
+
+
+def non_route_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A create body's `provider_options` without what routing reads (provider, credentials,
+    regions, buckets, …): the settings left for the adapter, e.g. Bedrock's `model` and
+    `role_arn`, under snake_case keys."""
+    kept: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        name = _normalise_key(str(key))
+        if name not in _FIELD_HEADERS and name not in _UNSUPPORTED_CONFIG_KEYS:
+            kept[name] = value
+    return kept
 
 
 @dataclass(frozen=True, slots=True)

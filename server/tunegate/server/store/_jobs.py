@@ -166,14 +166,16 @@ class JobRepository:
         error: Mapping[str, Any],
         now: int,
         snapshot: Mapping[str, Any] | None = None,
+        status: str = "failed",
     ) -> bool:
-        """`intent → state` (`failed_to_create` or `failed`) with the error kept."""
+        """`intent → state` (`failed_to_create` or `failed`) with the error kept, shown with
+        `status` (`cancelled` for an intent cancelled before it was created)."""
         query = (
             jobs.update()
             .where(jobs.c.id == job_id, jobs.c.state == INTENT)
             .values(
                 state=state,
-                status="failed",
+                status=status,
                 error=_dumps(dict(error)),
                 snapshot=None if snapshot is None else _dumps(dict(snapshot)),
                 lease_until=None,
