@@ -671,9 +671,12 @@ async def test_fake_refuses_requests_outside_the_service_model(fake: FakeBedrock
         "messages": [{"role": "user", "content": [{"text": "hi", "image": {}}]}],
         "inferenceConfig": {"maxTokens": 0},
     }
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{fake.url}/model/m/converse", json=bad, headers={"Authorization": "Bearer k"}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{fake.url}/model/m/converse", json=bad, headers={"Authorization": "Bearer k"}
+        ) as response,
+    ):
         assert response.status == 400
         assert response.headers["x-amzn-ErrorType"] == "ValidationException"
         message = (await response.json())["message"]

@@ -74,6 +74,7 @@ from tunegate.server.errors import (
     TunegateError,
     UpstreamError,
 )
+from tunegate.server.providers._chat import one_item
 from tunegate.server.providers.bedrock._s3 import PROVIDER, _aws_error
 from tunegate.server.providers.interface import ChatReply
 
@@ -581,7 +582,7 @@ async def converse_chat(client: Any, body: bytes, *, model_id: str, stream: bool
             answer, model=model, completion_id=completion_id, created=created
         )
         return ChatReply(
-            content_type="application/json", chunks=_one(orjson.dumps(completion)), headers=headers
+            content_type="application/json", chunks=one_item(orjson.dumps(completion)), headers=headers
         )
     options = request.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -609,10 +610,6 @@ def _chat_error(exc: BaseException, doing: str) -> TunegateError:
 def _headers(answer: Mapping[str, Any]) -> dict[str, str]:
     request_id = (answer.get("ResponseMetadata") or {}).get("RequestId")
     return {"x-request-id": request_id} if isinstance(request_id, str) and request_id else {}
-
-
-async def _one(body: bytes) -> AsyncIterator[bytes]:
-    yield body
 
 
 async def _events(stream: Any, doing: str) -> AsyncGenerator[Mapping[str, Any], None]:
@@ -667,10 +664,7 @@ class _StreamChunks:
             raise StopAsyncIteration
         try:
             return await anext(self._chunks)
-        except StopAsyncIteration:
-            await self.aclose()
-            raise
-        except BaseException:
+        except BaseException:  # the end, a failure or a cancellation: the response is done with
             await self.aclose()
             raise
 
