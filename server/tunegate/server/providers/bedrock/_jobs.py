@@ -138,19 +138,16 @@ def _knob(family: Family, knob: str) -> HyperParameter | None:
 
 
 def _number(value: Any, *, integer: bool, param: str, family: Family) -> float:
-    """`value` as a number, refusing booleans, strings and (for integers) fractions."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    """`value` as a number, refusing booleans, strings, non-finite values and (for integers)
+    fractions."""
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    if not math.isfinite(number) or (integer and not float(number).is_integer()):
         kind = "an integer" if integer else "a number"
         raise InvalidArgument(
             f'{param} must be {kind} or "auto" for Bedrock {family.name} models (got {value!r})',
             param=param,
         )
-    if integer and not float(value).is_integer():
-        raise InvalidArgument(
-            f'{param} must be an integer or "auto" for Bedrock {family.name} models (got {value!r})',
-            param=param,
-        )
-    return float(value)
+    return float(number)
 
 
 def _g(value: float) -> str:
@@ -162,10 +159,10 @@ def hyperparameters_for(family: Family, request: Mapping[str, Any]) -> tuple[dic
 
     Reads `request["method"]["supervised"]["hyperparameters"]`, else the deprecated top-level
     `request["hyperparameters"]` (both at once only when the values they set, other than `"auto"`
-    and null, agree). Raises `InvalidArgument`
-    whose `param` is the path the caller used (e.g. `method.supervised.hyperparameters.n_epochs`)
-    for a value of the wrong type, outside the family's range (the message gives the range), a
-    knob the family lacks (`batch_size` on Nova) or a key that is not a supervised hyperparameter.
+    and null, agree). Raises `InvalidArgument` whose `param` is the path the caller used (e.g.
+    `method.supervised.hyperparameters.n_epochs`) for a value of the wrong type, outside the
+    family's range (the message gives the range), a knob the family lacks (`batch_size` on Nova)
+    or a key that is not a supervised hyperparameter.
     """
     requested, path = _requested(request)
     out: dict[str, str] = {}
