@@ -34,13 +34,14 @@ from tunegate.server.interceptor import ErrorInterceptor
 from tunegate.server.jobs import AccountRouter, CreationSettings, JobService, JobSettings, ProviderLookup
 from tunegate.server.models import ModelService
 from tunegate.server.providers import (
+    BedrockSettings,
     HttpSettings,
     LocalProvider,
     LocalSettings,
     ProviderSet,
     SchedulerSettings,
 )
-from tunegate.server.routing import Router
+from tunegate.server.routing import BEDROCK, Router
 from tunegate.server.servicers import (
     ChatCompletionsServicer,
     FilesServicer,
@@ -154,7 +155,9 @@ class GatewayServer:
         database = await Database.open(config.resolved_database_url)
         owns_providers = providers is None
         provider_set: ProviderLookup = (
-            ProviderSet.default(_http_settings(config), local=_local_provider(config))
+            ProviderSet.default(
+                _http_settings(config), local=_local_provider(config), bedrock=_bedrock_settings(config)
+            )
             if providers is None
             else providers
         )
@@ -307,6 +310,11 @@ def _local_provider(config: ServerConfig) -> LocalProvider:
     env = {} if threads is None else {"OMP_NUM_THREADS": str(threads), "TUNEGATE_TRAIN_THREADS": str(threads)}
     scheduler = SchedulerSettings(concurrency=config.local_concurrency, env=env)
     return LocalProvider(LocalSettings(root=config.data_dir / "local", scheduler=scheduler))
+
+
+def _bedrock_settings(config: ServerConfig) -> BedrockSettings:
+    settings = config.routing.providers.get(BEDROCK)
+    return BedrockSettings.from_options(settings.options if settings else {})
 
 
 def _local_of(providers: ProviderLookup) -> LocalProvider | None:

@@ -15,6 +15,7 @@ from tunegate.server.errors import InvalidArgument
 from tunegate.server.providers._azure import AzureOpenAIProvider
 from tunegate.server.providers._http import HttpSettings, Sleep, no_retries
 from tunegate.server.providers._openai import TAG_KEY, OpenAIProvider
+from tunegate.server.providers.bedrock import BedrockProvider, BedrockSettings
 from tunegate.server.providers.interface import (
     Account,
     Capability,
@@ -31,6 +32,8 @@ __all__ = [
     "TAG_KEY",
     "Account",
     "AzureOpenAIProvider",
+    "BedrockProvider",
+    "BedrockSettings",
     "Capability",
     "HttpSettings",
     "JobObject",
@@ -79,9 +82,11 @@ class ProviderSet:
         sleep: Sleep | None = None,
         jitter: Callable[[], float] | None = None,
         local: LocalProvider | None = None,
+        bedrock: BedrockSettings | None = None,
     ) -> ProviderSet:
-        """Every HTTP adapter built into the gateway (OpenAI, Azure OpenAI), plus `local` (the
-        on-machine trainer, which needs its data directory) when given.
+        """Every adapter built into the gateway (OpenAI, Azure OpenAI, Bedrock with `bedrock`'s
+        upload settings), plus `local` (the on-machine trainer, which needs its data directory)
+        when given.
 
         `settings` is one `HttpSettings` for every adapter, or one per routing name (a name it
         lacks gets the defaults). `transport`, `sleep` and `jitter` are for tests (see
@@ -96,6 +101,7 @@ class ProviderSet:
             adapter(settings_of(adapter.name), transport=transport, sleep=sleep, jitter=jitter)
             for adapter in (OpenAIProvider, AzureOpenAIProvider)
         ]
+        providers.append(BedrockProvider(bedrock))
         if local is not None:
             providers.append(local)
         return cls(providers)

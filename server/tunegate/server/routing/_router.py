@@ -390,7 +390,11 @@ class Router:
             given = sorted(name for name in route.fields if name not in _LENIENT | _SECRET_FIELDS)
             if hint == LOCAL_PROVIDER and not given:
                 return self._local()  # needs no credential
-            if self._credential(metadata, route, hint)[0] is not None and hint in self.config.provider_names:
+            if hint == BEDROCK:
+                has_credential = route.get("aws_access_key_id") is not None
+            else:
+                has_credential = self._credential(metadata, route, hint)[0] is not None
+            if has_credential and hint in self.config.provider_names:
                 provider = hint
             else:
                 if given:

@@ -1,5 +1,6 @@
-"""AWS Bedrock provider. `_convert` holds the base-model family table and the training-data
-converter (OpenAI chat JSONL → the family's format)."""
+"""AWS Bedrock provider (`BedrockProvider`, in `_provider`). `_convert` holds the base-model
+family table and the training-data converter (OpenAI chat JSONL → the family's format), `_s3`
+the S3/STS plumbing and streamed uploads, `_jobs` the job translations, `_converse` chat."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from tunegate.server.providers.bedrock._convert import (
     family_for,
     require_method,
 )
+from tunegate.server.providers.bedrock._provider import BedrockProvider, BedrockSettings
 
 __all__ = [
+    "BedrockProvider",
+    "BedrockSettings",
     "ConversionError",
     "Converter",
     "Family",

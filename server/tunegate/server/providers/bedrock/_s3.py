@@ -280,24 +280,26 @@ async def s3_client(
 
 @asynccontextmanager
 async def sts_client(
-    credentials: AwsCredentials, *, region: str, endpoint_url: str | None = None
+    credentials: AwsCredentials | None, *, region: str, endpoint_url: str | None = None
 ) -> AsyncIterator[STSClient]:
-    """An aiobotocore STS client (the regional endpoint of `region`, or `endpoint_url`)."""
+    """An aiobotocore STS client (the regional endpoint of `region`, or `endpoint_url`), signing
+    with `credentials` or, when None, botocore's default chain (environment, profile, instance
+    role)."""
     validate_region(region)
     async with _get_session().create_client(
         "sts",
         region_name=region,
         endpoint_url=endpoint_url,
-        aws_access_key_id=credentials.access_key_id,
-        aws_secret_access_key=credentials.secret_access_key,
-        aws_session_token=credentials.session_token,
+        aws_access_key_id=credentials.access_key_id if credentials else None,
+        aws_secret_access_key=credentials.secret_access_key if credentials else None,
+        aws_session_token=credentials.session_token if credentials else None,
         config=_config(path_style=False, max_pool_connections=2, max_attempts=MAX_ATTEMPTS),
     ) as client:
         yield client
 
 
 async def assume_role(
-    credentials: AwsCredentials,
+    credentials: AwsCredentials | None,
     *,
     region: str,
     role_arn: str,
@@ -307,7 +309,7 @@ async def assume_role(
     endpoint_url: str | None = None,
 ) -> AwsCredentials:
     """Temporary credentials for `role_arn` (STS AssumeRole with `external_id`), signed with
-    `credentials`. STS's refusals keep their status, with the role named."""
+    `credentials` (None: the default chain). STS's refusals keep their status, with the role named."""
     if not _ROLE_ARN.fullmatch(role_arn):
         raise _refuse(
             HEADER_ROLE_ARN, "IAM role ARN", role_arn, "expected arn:aws:iam::<account>:role/<name>"
