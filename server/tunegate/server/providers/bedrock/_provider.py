@@ -81,6 +81,8 @@ _OPTION_KEYS = frozenset(
 )
 """The `provider_options` a Bedrock create reads (routing's own keys are removed before)."""
 _CUSTOMIZATION_TYPES = frozenset({"FINE_TUNING", "CONTINUED_PRE_TRAINING", "DISTILLATION"})
+_NAME_TAKEN = frozenset({"ConflictException", "ResourceInUseException"})
+"""Bedrock's error codes for a job name already in use (moto answers the second)."""
 _ROLE_REFRESH = 300.0
 """Assumed-role credentials are renewed this many seconds before they expire."""
 
@@ -387,10 +389,15 @@ class BedrockProvider:
                 account, "bedrock", "create_model_customization_job", "creating the job", **params
             )
         except TunegateError as exc:
-            # The same name again is this job, created by an earlier attempt (Bedrock also
-            # answers a repeated clientRequestToken with the first job).
-            if exc.http_status != 409:
+            # A job of this name exists: an earlier attempt of this create reached Bedrock (e.g.
+            # botocore resent it after the connection dropped). It is this job if it carries the
+            # tag (Bedrock also answers a repeated clientRequestToken with the first job).
+            if exc.code not in _NAME_TAKEN:
                 raise
+            found = await self.find_job_by_tag(account, tag, created_after=0)
+            if found is None:
+                raise
+            return found
         return await self.get_job(account, params["jobName"])
 
     async def find_job_by_tag(self, account: Account, tag: str, *, created_after: int) -> JobObject | None:
