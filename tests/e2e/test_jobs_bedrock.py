@@ -371,3 +371,87 @@ def test_custom_host_must_be_allowed(bedrock: BedrockStack) -> None:  # noqa: F8
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.fine_tuning.jobs.list()
     assert caught.value.body["param"] == "x-portkey-custom-host"  # type: ignore[index]
+
+
+def test_provider_listing_pages_with_bedrock_tokens(bedrock: BedrockStack) -> None:  # noqa: F811
+    sdk = client(bedrock)
+    file_id = upload(sdk, jsonl([chat_line(0)]))
+    ids = [
+        settled(
+            sdk,
+            sdk.fine_tuning.jobs.create(
+                model="amazon.nova-micro-v1:0", training_file=file_id, extra_body={"role_arn": JOB_ROLE}
+            ).id,
+        ).id
+        for _ in range(3)
+    ]
+    seen: list[str] = []
+    page = sdk.fine_tuning.jobs.list(limit=2)
+    while True:
+        assert len(page.data) <= 2
+        seen.extend(j.id for j in page.data)
+        if not page.has_more:
+            break
+        page = sdk.fine_tuning.jobs.list(limit=2, after=page.data[-1].id)
+    assert len(seen) == len(set(seen)) == len(bedrock.jobs())  # every Bedrock job once
+    assert set(ids) <= set(seen)  # registry jobs under their gateway ids
+    assert not any(i.startswith("s3://") or "nextToken" in i for i in seen)
+
+
+def test_result_file_from_the_step_wise_metrics(bedrock: BedrockStack) -> None:  # noqa: F811
+    sdk = client(bedrock)
+    file_id = upload(sdk, jsonl([chat_line(0)]))
+    job = settled(
+        sdk,
+        sdk.fine_tuning.jobs.create(
+            model="amazon.nova-micro-v1:0", training_file=file_id, extra_body={"role_arn": JOB_ROLE}
+        ).id,
+    )
+    native = bedrock.job_for(job.id)
+    bucket, _, prefix = native.output_data_config["s3Uri"].removeprefix("s3://").partition("/")
+    folder = f"{prefix.rstrip('/')}/model-customization-job-{native.job_arn.rsplit('/', 1)[-1]}"
+    bedrock.s3().put_object(
+        Bucket=bucket,
+        Key=f"{folder}/training_artifacts/step_wise_training_metrics.csv",
+        Body=b"step_number,epoch_number,training_loss,perplexity\n0,0,2.5,12.1\n1,0,1.75,5.7\n2,1,0.5,1.6\n",
+    )
+    native.status = "Completed"
+    done = sdk.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded" and len(done.result_files) == 1
+    rows = list(csv.reader(io.StringIO(sdk.files.content(done.result_files[0]).text)))
+    assert rows[0] == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+    assert [(r[0], r[1]) for r in rows[1:]] == [("1", "2.5"), ("2", "1.75"), ("3", "0.5")]
+    assert sdk.files.retrieve(done.result_files[0]).purpose == "fine-tune-results"
+
+
+async def test_grpc_metadata_routes_alike(bedrock: BedrockStack) -> None:  # noqa: F811
+    import grpc
+    from tunegate.v1 import fine_tuning_pb2, fine_tuning_pb2_grpc
+
+    sdk = client(bedrock)
+    file_id = upload(sdk, jsonl([chat_line(0)]))
+    metadata = tuple((k, v) for k, v in {**TENANT, **AWS_HEADERS}.items() if k != "authorization")
+    async with grpc.aio.insecure_channel(bedrock.gateway.grpc_target) as channel:
+        stub = fine_tuning_pb2_grpc.FineTuningStub(channel)
+        job = await stub.CreateFineTuningJob(
+            fine_tuning_pb2.CreateFineTuningJobRequest(
+                model="amazon.nova-micro-v1:0",
+                training_file=file_id,
+                role_arn=JOB_ROLE,
+                request_id="grpc-bedrock",
+            ),
+            metadata=metadata,
+        )
+        assert job.id.startswith("ftjob-") and job.status == fine_tuning_pb2.JobStatus.Value(
+            "JOB_STATUS_VALIDATING_FILES"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.CreateFineTuningJob(
+                fine_tuning_pb2.CreateFineTuningJobRequest(
+                    model="amazon.nova-micro-v1:0", training_file=file_id
+                ),
+                metadata=tuple((k, v) for k, v in metadata if k != "x-portkey-aws-secret-access-key"),
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "x-portkey-aws-secret-access-key" in (err.value.details() or "")
+    wait_for(lambda: sdk.fine_tuning.jobs.retrieve(job.id).status == "running", what="the gRPC job")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import httpx
 import pytest
 from tunegate.server.errors import InvalidArgument
-from tunegate.server.providers import AzureOpenAIProvider, HttpSettings, OpenAIProvider, ProviderSet
+from tunegate.server.providers import (
+    AzureOpenAIProvider,
+    BedrockProvider,
+    HttpSettings,
+    OpenAIProvider,
+    ProviderSet,
+)
 
 from .support import Upstream, openai_account, openai_job
 
@@ -13,7 +19,8 @@ from .support import Upstream, openai_account, openai_job
 async def test_lookup_and_close() -> None:
     upstream = Upstream().on("GET", "/v1/fine_tuning/jobs/ftjob-abc", httpx.Response(200, json=openai_job()))
     providers = ProviderSet.default()
-    assert list(providers) == ["azure-openai", "openai"] and "openai" in providers
+    assert list(providers) == ["azure-openai", "bedrock", "openai"] and "openai" in providers
+    assert isinstance(providers.get("bedrock"), BedrockProvider)
     assert isinstance(providers.get("openai"), OpenAIProvider)
     assert isinstance(providers.get("azure-openai"), AzureOpenAIProvider)
     assert providers.get("openai") is providers.get("openai")  # one shared instance (and pool)
