@@ -351,6 +351,7 @@ def test_virtual_key_and_portkey_sdk(bedrock: BedrockStack) -> None:  # noqa: F8
         aws_s3_bucket=BUCKET,
     )
     file_id = portkey.files.create(file=("p.jsonl", jsonl([chat_line(0)])), purpose="fine-tune").id
+    assert file_id is not None
     # Portkey's SDK puts extra keyword arguments in the body, where Portkey reads `role_arn`.
     job = portkey.fine_tuning.jobs.create(
         model="amazon.nova-micro-v1:0", training_file=file_id, role_arn=JOB_ROLE

@@ -40,6 +40,16 @@ TENANT = "tenant:" + fingerprint("pk-1")
         ([("authorization", "Bearer sk-1"), ("authorization", "Bearer sk-2")], KEY),  # first wins
         ([], DEFAULT_OWNER),
         (None, DEFAULT_OWNER),
+        # A Bedrock call: the AWS credential, not the OpenAI SDK's placeholder `authorization`.
+        (
+            [
+                ("authorization", "Bearer sk-1"),
+                ("x-portkey-aws-access-key-id", "AKIA1"),
+                ("x-portkey-aws-secret-access-key", "s3cret"),
+            ],
+            "aws:" + fingerprint("AKIA1\ns3cret"),
+        ),
+        ([("x-portkey-api-key", "pk-1"), ("x-portkey-aws-secret-access-key", "s3cret")], TENANT),
     ],
 )
 def test_owner_from_metadata(metadata: list[tuple[str, str | bytes]] | None, owner: str) -> None:

@@ -5,10 +5,15 @@ Rules, first match wins:
 1. a non-empty `x-portkey-api-key` (a gateway key) scopes to `"tenant:" + sha256(key)[:32 hex]`
    — the tenant, whatever provider credentials the call carries. Portkey's SDK always sends
    this header, empty when no Portkey key is configured; an empty value is ignored;
-2. a provider credential — `authorization: Bearer <token>`, a bare `authorization: <token>`,
+2. AWS credentials (a Bedrock call) — `x-portkey-aws-secret-access-key` with
+   `x-portkey-aws-access-key-id` — scope to `"aws:" + sha256(key id, secret)[:32 hex]`: such a
+   call's `authorization` is whatever placeholder the OpenAI SDK was given, shared by unrelated
+   callers. (Temporary credentials change with every session: send a gateway key to keep one
+   scope across them.);
+3. a provider credential — `authorization: Bearer <token>`, a bare `authorization: <token>`,
    or `api-key: <token>` — scopes to `"key:" + sha256(token)[:32 hex]` (the format existing
    rows carry, so it must not change);
-3. otherwise the `"default"` scope.
+4. otherwise the `"default"` scope.
 
 Other `authorization` schemes (`Basic …`) are not credentials here. The first text value of
 each metadata key counts. A credential that cannot be read — a value that is not printable
@@ -38,6 +43,8 @@ __all__ = [
 
 DEFAULT_OWNER = "default"
 GATEWAY_KEY_HEADER = "x-portkey-api-key"
+AWS_KEY_ID_HEADER = "x-portkey-aws-access-key-id"
+AWS_SECRET_HEADER = "x-portkey-aws-secret-access-key"
 
 
 def check_credentials(metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
@@ -95,6 +102,9 @@ def owner_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> s
     gateway_key = first.get(GATEWAY_KEY_HEADER, "").strip()
     if gateway_key:
         return owner_from_tenant_key(gateway_key)
+    aws_secret = first.get(AWS_SECRET_HEADER, "").strip()
+    if aws_secret:
+        return "aws:" + _fingerprint(f"{first.get(AWS_KEY_ID_HEADER, '').strip()}\n{aws_secret}")
     token = credential_from_authorization(first.get("authorization", ""))
     if token is None:
         token = first.get("api-key", "").strip() or None
