@@ -57,13 +57,16 @@ class BedrockStack:
         return jobs
 
     def job_for(self, gateway_id: str) -> Any:
-        found = [
-            j
-            for j in self.jobs().values()
-            if {"key": "tunegate_job_id", "value": gateway_id} in (j.job_tags or [])
-        ]
+        found = tagged_jobs(gateway_id)
         assert len(found) <= 1, found
         return found[0] if found else None
+
+
+def tagged_jobs(gateway_id: str) -> list[Any]:
+    """moto's jobs tagged with a gateway job id."""
+    backend = get_backend("bedrock")[ACCOUNT][REGION]
+    tag = {"key": "tunegate_job_id", "value": gateway_id}
+    return [j for j in backend.model_customization_jobs.values() if tag in (j.job_tags or [])]
 
 
 @pytest.fixture(scope="module")

@@ -11,23 +11,21 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from moto.backends import get_backend
 
 from tests.conftest import start_gateway
 from tests.e2e.bedrock import (
-    ACCOUNT,
     AWS_HEADERS,
     BUCKET,
     JOB_ROLE,
-    REGION,
     SECRET,
     BedrockStack,
     bedrock_routing,
     moto_url,  # noqa: F401  (fixture)
+    tagged_jobs,
     wait_for,
 )
 from tests.e2e.test_crash_recovery import free_port, start, stop
-from tests.e2e.test_jobs_bedrock import TENANT, chat_line, jsonl, settled, upload
+from tests.e2e.test_jobs_bedrock import TENANT, chat_line, create_settled, jsonl, settled, upload
 from tests.fakes.aws_proxy import AwsProxy, start_aws_proxy_in_thread
 
 
@@ -74,12 +72,7 @@ def test_s3_failing_mid_upload_aborts_it_and_fails_the_job(stack: BedrockStack, 
     # was created, so it must be aborted.
     fault = proxy.inject("500", rf"/{BUCKET}/midway/.*", method="PUT", times=1000)
     try:
-        job = settled(
-            sdk,
-            sdk.fine_tuning.jobs.create(
-                model="amazon.titan-text-express-v1", training_file=file_id, extra_body={"role_arn": JOB_ROLE}
-            ).id,
-        )
+        job = create_settled(sdk, file_id, "amazon.titan-text-express-v1")
     finally:
         proxy.call(lambda: proxy.faults.remove(fault) if fault in proxy.faults else None)
     assert job.status == "failed"
@@ -99,12 +92,7 @@ def test_a_missing_bucket_fails_the_job_naming_the_header(stack: BedrockStack) -
         max_retries=0,
     )
     file_id = upload(sdk, jsonl([chat_line(0)]))
-    job = settled(
-        sdk,
-        sdk.fine_tuning.jobs.create(
-            model="amazon.nova-micro-v1:0", training_file=file_id, extra_body={"role_arn": JOB_ROLE}
-        ).id,
-    )
+    job = create_settled(sdk, file_id, "amazon.nova-micro-v1:0")
     assert job.status == "failed" and job.error is not None
     assert job.error.param == "x-portkey-aws-s3-bucket" and "NoSuchBucket" in job.error.message
 
@@ -143,12 +131,7 @@ def test_a_lost_create_answer_is_found_by_tag(stack: BedrockStack, proxy: AwsPro
     file_id = upload(sdk, jsonl([chat_line(1)]))
     proxy.inject("drop_after_create", "/model-customization-jobs", method="POST")
     before = len(stack.jobs())
-    job = settled(
-        sdk,
-        sdk.fine_tuning.jobs.create(
-            model="amazon.nova-micro-v1:0", training_file=file_id, extra_body={"role_arn": JOB_ROLE}
-        ).id,
-    )
+    job = create_settled(sdk, file_id, "amazon.nova-micro-v1:0")
     assert job.status == "running"
     assert len(stack.jobs()) == before + 1
 
@@ -198,12 +181,7 @@ job_role_arn = "{JOB_ROLE}"
         assert proc.wait(timeout=60) == 70  # died right after Bedrock answered
     finally:
         stop(proc)
-    tagged = [
-        j
-        for j in get_backend("bedrock")[ACCOUNT][REGION].model_customization_jobs.values()
-        if {"key": "tunegate_job_id", "value": created["id"]} in (j.job_tags or [])
-    ]
-    assert len(tagged) == 1
+    assert len(tagged_jobs(created["id"])) == 1
     proc = start(tmp_path, config, http_port, grpc_port, **env)
     try:
         job = wait_for(
@@ -221,9 +199,4 @@ job_role_arn = "{JOB_ROLE}"
         assert job["id"] == created["id"]
     finally:
         stop(proc)
-    tagged_after = [
-        j
-        for j in get_backend("bedrock")[ACCOUNT][REGION].model_customization_jobs.values()
-        if {"key": "tunegate_job_id", "value": created["id"]} in (j.job_tags or [])
-    ]
-    assert len(tagged_after) == 1
+    assert len(tagged_jobs(created["id"])) == 1

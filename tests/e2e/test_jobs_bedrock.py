@@ -71,6 +71,12 @@ def settled(sdk: openai.OpenAI, job_id: str) -> Any:
     )
 
 
+def create_settled(sdk: openai.OpenAI, file_id: str, model: str = "amazon.nova-micro-v1:0") -> Any:
+    """A job created with the test role, once its file is staged and Bedrock has it."""
+    job = sdk.fine_tuning.jobs.create(model=model, training_file=file_id, extra_body={"role_arn": JOB_ROLE})
+    return settled(sdk, job.id)
+
+
 def test_guide_example_titan_prompt_completion(bedrock: BedrockStack) -> None:  # noqa: F811
     sdk = client(bedrock)
     lines = [chat_line(i) for i in range(20)]
@@ -110,18 +116,8 @@ def test_nova_conversation_multi_turn_and_reuse(bedrock: BedrockStack) -> None: 
     sdk = client(bedrock, **{"x-portkey-aws-s3-object-key": "nova-runs"})
     lines = [chat_line(i, turns=2) for i in range(5)] + [chat_line(9, system=False)]
     file_id = upload(sdk, jsonl(lines))
-    first = settled(
-        sdk,
-        sdk.fine_tuning.jobs.create(
-            model="amazon.nova-micro-v1:0:128k", training_file=file_id, extra_body={"role_arn": JOB_ROLE}
-        ).id,
-    )
-    second = settled(
-        sdk,
-        sdk.fine_tuning.jobs.create(
-            model="amazon.nova-micro-v1:0:128k", training_file=file_id, extra_body={"role_arn": JOB_ROLE}
-        ).id,
-    )
+    first = create_settled(sdk, file_id, "amazon.nova-micro-v1:0:128k")
+    second = create_settled(sdk, file_id, "amazon.nova-micro-v1:0:128k")
     assert first.status == second.status == "running"
     uri = bedrock.job_for(first.id).training_data_config["s3Uri"]
     # Converted once per (file, family, bucket, prefix): the second job reuses the object.
@@ -183,12 +179,7 @@ def test_multipart_upload_with_sse_kms(bedrock: BedrockStack) -> None:  # noqa: 
     data = jsonl(lines)
     assert len(data) > 11 * 1024 * 1024  # three 5 MiB parts at least
     file_id = upload(sdk, data)
-    job = settled(
-        sdk,
-        sdk.fine_tuning.jobs.create(
-            model="meta.llama3-1-8b-instruct-v1:0", training_file=file_id, extra_body={"role_arn": JOB_ROLE}
-        ).id,
-    )
+    job = create_settled(sdk, file_id, "meta.llama3-1-8b-instruct-v1:0")
     assert job.status == "running", job.error
     uri = bedrock.job_for(job.id).training_data_config["s3Uri"]
     bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -308,12 +299,7 @@ def test_follow_a_job_to_the_end(bedrock: BedrockStack) -> None:  # noqa: F811
 def test_cancel_stops_the_bedrock_job(bedrock: BedrockStack) -> None:  # noqa: F811
     sdk = client(bedrock)
     file_id = upload(sdk, jsonl([chat_line(0)]))
-    job = settled(
-        sdk,
-        sdk.fine_tuning.jobs.create(
-            model="amazon.nova-lite-v1:0:300k", training_file=file_id, extra_body={"role_arn": JOB_ROLE}
-        ).id,
-    )
+    job = create_settled(sdk, file_id, "amazon.nova-lite-v1:0:300k")
     cancelled = sdk.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled" and cancelled.id == job.id
     assert bedrock.job_for(job.id).status == "Stopped"
@@ -377,15 +363,7 @@ def test_custom_host_must_be_allowed(bedrock: BedrockStack) -> None:  # noqa: F8
 def test_provider_listing_pages_with_bedrock_tokens(bedrock: BedrockStack) -> None:  # noqa: F811
     sdk = client(bedrock)
     file_id = upload(sdk, jsonl([chat_line(0)]))
-    ids = [
-        settled(
-            sdk,
-            sdk.fine_tuning.jobs.create(
-                model="amazon.nova-micro-v1:0", training_file=file_id, extra_body={"role_arn": JOB_ROLE}
-            ).id,
-        ).id
-        for _ in range(3)
-    ]
+    ids = [create_settled(sdk, file_id, "amazon.nova-micro-v1:0").id for _ in range(3)]
     seen: list[str] = []
     page = sdk.fine_tuning.jobs.list(limit=2)
     while True:
@@ -402,12 +380,7 @@ def test_provider_listing_pages_with_bedrock_tokens(bedrock: BedrockStack) -> No
 def test_result_file_from_the_step_wise_metrics(bedrock: BedrockStack) -> None:  # noqa: F811
     sdk = client(bedrock)
     file_id = upload(sdk, jsonl([chat_line(0)]))
-    job = settled(
-        sdk,
-        sdk.fine_tuning.jobs.create(
-            model="amazon.nova-micro-v1:0", training_file=file_id, extra_body={"role_arn": JOB_ROLE}
-        ).id,
-    )
+    job = create_settled(sdk, file_id, "amazon.nova-micro-v1:0")
     native = bedrock.job_for(job.id)
     bucket, _, prefix = native.output_data_config["s3Uri"].removeprefix("s3://").partition("/")
     folder = f"{prefix.rstrip('/')}/model-customization-job-{native.job_arn.rsplit('/', 1)[-1]}"
