@@ -1,0 +1,1 @@
+"""Google Vertex AI provider (Gemini tuning): being built; its modules are not wired yet."""
