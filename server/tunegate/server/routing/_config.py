@@ -19,9 +19,13 @@ __all__ = [
     "BEDROCK",
     "BEDROCK_CALL_OPTIONS",
     "BEDROCK_SETTINGS",
+    "CALL_OPTIONS",
     "DEFAULT_PROVIDERS",
     "LOCAL_PROVIDER",
     "PROVIDER_OPTIONS",
+    "VERTEX",
+    "VERTEX_DEFAULT_BASE_URL",
+    "VERTEX_GLOBAL_BASE_URL",
     "ProviderSettings",
     "RoutingConfig",
     "VirtualKey",
@@ -38,13 +42,17 @@ LOCAL_PROVIDER = "local"
 BEDROCK = "bedrock"
 """AWS Bedrock: signed with AWS credentials (`x-portkey-aws-*`), not a bearer key."""
 
+VERTEX = "vertex-ai"
+"""Google Vertex AI: a service-account key file (`x-portkey-vertex-service-account-json`, from
+which the gateway mints access tokens) or an access token as `Authorization: Bearer`."""
+
 AZURE_DEFAULT_API_VERSION = "v1"
 """Azure's GA `/openai/v1` surface: OpenAI's shapes (``"auto"`` hyperparameters, `method`,
 `metadata`, pause/resume) and no version churn. A caller pins a dated version (e.g.
 `2024-10-21`) with `x-portkey-azure-api-version`, a virtual key's `api_version`, or
 `[providers.azure-openai] api_version`."""
 
-_PROVIDER_ALIASES = {"azure": "azure-openai"}
+_PROVIDER_ALIASES = {"azure": "azure-openai", "google-vertex-ai": VERTEX}
 
 _PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -60,7 +68,7 @@ _OPTION_PATTERNS: Mapping[str, re.Pattern[str]] = {
     "resource_name": _DNS_LABEL,
     "deployment_id": _TOKEN,
     "api_version": _TOKEN,
-    "auth": re.compile(r"api_key|bearer"),
+    "auth": re.compile(r"api_key|bearer|service_account"),
     "organization": _TOKEN,
     "project": _TOKEN,
     "project_id": _TOKEN,
@@ -77,13 +85,15 @@ _OPTION_PATTERNS: Mapping[str, re.Pattern[str]] = {
     "bedrock_model": re.compile(r"[-a-zA-Z0-9.:/_]{1,2048}"),
     "server_side_encryption": re.compile(r"aws:kms|AES256"),
     "kms_key_id": re.compile(r"[-a-zA-Z0-9:/_]{1,2048}"),
+    # Vertex: a GCS bucket (3-63 characters; dotted names up to 222).
+    "storage_bucket": re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]"),
 }
 
 PROVIDER_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "openai": frozenset({"organization", "project"}),
         "azure-openai": frozenset({"resource_name", "deployment_id", "api_version", "auth"}),
-        "vertex-ai": frozenset({"project_id"}),
+        VERTEX: frozenset({"project_id", "auth"}),
         "fireworks-ai": frozenset({"account_id"}),
         BEDROCK: frozenset({"aws_access_key_id", "auth_type", "aws_role_arn", "external_id", "job_role_arn"}),
     }
@@ -104,6 +114,12 @@ BEDROCK_CALL_OPTIONS: frozenset[str] = frozenset(
 """Bedrock options that are settings of a call rather than of the account: where training data
 goes, which model to submit, how objects are encrypted. They do not change the account's key,
 and a request may add them to a virtual key that leaves them unset."""
+
+CALL_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {BEDROCK: BEDROCK_CALL_OPTIONS, VERTEX: frozenset({"storage_bucket"})}
+)
+"""Each provider's per-call options (see `BEDROCK_CALL_OPTIONS`); Vertex: the GCS bucket for
+training data."""
 
 
 def encode_aws_secret(secret_access_key: str, session_token: str | None) -> str:
@@ -194,6 +210,11 @@ class ProviderSettings:
 
     def check_options(self, provider: str) -> None:
         """Raises `ValueError` for an option `provider` does not take or a malformed value."""
+        if provider == VERTEX:
+            for key, value in self.options.items():
+                if key not in CALL_OPTIONS[VERTEX] or not check_option(key, value):
+                    raise ValueError(f"providers.{provider}.options: invalid option {key!r} = {value!r}")
+            return
         if provider != BEDROCK:
             if self.options:
                 raise ValueError(f"providers.{provider}: the {provider} provider takes no options")
@@ -211,6 +232,10 @@ class ProviderSettings:
             else:
                 raise ValueError(f"providers.{provider}.options: unknown option {key!r}")
 
+
+VERTEX_DEFAULT_BASE_URL = "https://{region}-aiplatform.googleapis.com"
+VERTEX_GLOBAL_BASE_URL = "https://aiplatform.googleapis.com"
+"""Vertex's host for the `global` location (every other location has its regional host)."""
 
 DEFAULT_PROVIDERS: Mapping[str, ProviderSettings] = MappingProxyType(
     {
@@ -264,11 +289,9 @@ class VirtualKey:
             object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
         if self.region is not None and not check_option("region", self.region):
             raise ValueError(f"{what}: invalid region {self.region!r}")
-        allowed = PROVIDER_OPTIONS.get(provider, frozenset())
-        if provider == BEDROCK:
-            allowed |= BEDROCK_CALL_OPTIONS
-            if self.api_key_env is not None and "aws_access_key_id" not in self.options:
-                raise ValueError(f"{what}: a bedrock key with api_key_env needs options.aws_access_key_id")
+        allowed = PROVIDER_OPTIONS.get(provider, frozenset()) | CALL_OPTIONS.get(provider, frozenset())
+        if provider == BEDROCK and self.api_key_env is not None and "aws_access_key_id" not in self.options:
+            raise ValueError(f"{what}: a bedrock key with api_key_env needs options.aws_access_key_id")
         for key, value in self.options.items():
             if key not in allowed:
                 known = ", ".join(sorted(allowed)) or "none"

@@ -19,9 +19,12 @@ from tunegate.server.providers.interface import Account
 from tunegate.server.routing._config import (
     AZURE_DEFAULT_API_VERSION,
     BEDROCK,
-    BEDROCK_CALL_OPTIONS,
+    CALL_OPTIONS,
     LOCAL_PROVIDER,
     PROVIDER_OPTIONS,
+    VERTEX,
+    VERTEX_DEFAULT_BASE_URL,
+    VERTEX_GLOBAL_BASE_URL,
     ProviderSettings,
     RoutingConfig,
     VirtualKey,
@@ -62,6 +65,8 @@ _FIELD_HEADERS: Mapping[str, tuple[str, ...]] = {
     "bedrock_model": ("x-portkey-aws-bedrock-model",),
     "server_side_encryption": ("x-portkey-amz-server-side-encryption",),
     "kms_key_id": ("x-portkey-amz-server-side-encryption-aws-kms-key-id",),
+    "storage_bucket": ("x-portkey-vertex-storage-bucket-name",),
+    "service_account_json": ("x-portkey-vertex-service-account-json",),
 }
 _KEY_ALIASES: Mapping[str, str] = {
     "azure_resource_name": "resource_name",
@@ -83,15 +88,18 @@ _KEY_ALIASES: Mapping[str, str] = {
     "amz_server_side_encryption_kms_key_id": "kms_key_id",
     "amz_server_side_encryption_kmskey_id": "kms_key_id",
     "amz_server_side_encryption_aws_kms_key_id": "kms_key_id",
+    "vertex_storage_bucket_name": "storage_bucket",
+    "vertex_service_account_json": "service_account_json",
 }
 # Fields holding a secret: never checked against a pattern or shown in an error.
-_SECRET_FIELDS = frozenset({"api_key", "aws_secret_access_key", "aws_session_token"})
+_SECRET_FIELDS = frozenset({"api_key", "aws_secret_access_key", "aws_session_token", "service_account_json"})
 # Portkey config keys that would route a call somewhere this gateway cannot follow.
 _UNSUPPORTED_CONFIG_KEYS = ("targets", "strategy")
 # Sent by OpenAI's SDK from the environment (`OPENAI_ORG_ID`): ignored where they do not apply.
 _LENIENT = frozenset({"organization", "project", "region"})
 # Options that do not change which backend (and which of its accounts) serves a call.
-_NOT_IDENTITY = frozenset({"deployment_id", "auth"}) | BEDROCK_CALL_OPTIONS
+_ALL_CALL_OPTIONS = frozenset().union(*CALL_OPTIONS.values())
+_NOT_IDENTITY = frozenset({"deployment_id", "auth"}) | _ALL_CALL_OPTIONS
 _BACKEND_FIELDS = (
     "resource_name",
     "deployment_id",
@@ -157,6 +165,8 @@ class _Route:
     def add(self, name: str, raw: object, source: str) -> None:
         if raw is None:
             return
+        if name == "service_account_json" and isinstance(raw, dict):
+            raw = json.dumps(raw)  # Portkey's config carries the key file as an object
         if not isinstance(raw, str):
             raise InvalidArgument(f"{source}: '{name}' must be a string.", param=source)
         value = raw.strip()
@@ -340,9 +350,9 @@ class Router:
 
     def _remember(self, key: tuple[object, ...], account: Account | None) -> None:
         if account is not None and (
-            account.from_virtual_key or account.key == LOCAL_PROVIDER or account.provider == BEDROCK
+            account.from_virtual_key or account.key == LOCAL_PROVIDER or account.provider in (BEDROCK, VERTEX)
         ):
-            return  # (Bedrock's credential is not in the headers a shape reads)
+            return  # (their credentials are not (only) in the headers a shape reads)
         if len(self._shapes) >= _SHAPES:
             del self._shapes[next(iter(self._shapes))]  # the oldest
         self._shapes[key] = None if account is None else _Shape(account)
@@ -392,6 +402,8 @@ class Router:
                 return self._local()  # needs no credential
             if hint == BEDROCK:
                 has_credential = route.get("aws_access_key_id") is not None
+            elif hint == VERTEX and route.get("service_account_json") is not None:
+                has_credential = True
             else:
                 has_credential = self._credential(metadata, route, hint)[0] is not None
             if has_credential and hint in self.config.provider_names:
@@ -416,8 +428,12 @@ class Router:
         if provider == LOCAL_PROVIDER:
             return self._local()
         credential: str | None
+        vertex_project: str | None = None
         if provider == BEDROCK:
             credential, auth = self._aws_credential(route), "aws"
+        elif provider == VERTEX and route.get("service_account_json") is not None:
+            credential, vertex_project = self._service_account(route)
+            auth = "service_account"
         else:
             credential, auth = self._credential(metadata, route, provider)
         if credential is None:
@@ -435,6 +451,17 @@ class Router:
         elif provider == BEDROCK:
             options = {**settings.options, **options}
             self._check_aws_auth(options)
+        elif provider == VERTEX:
+            options = {**settings.options, **options, "auth": auth if auth == "service_account" else "bearer"}
+            if "project_id" not in options:
+                if vertex_project is None:
+                    raise InvalidArgument(
+                        "The vertex-ai provider needs a project: x-portkey-vertex-project-id, or a "
+                        "service account key file that names one.",
+                        code="missing_provider_option",
+                        param="x-portkey-vertex-project-id",
+                    )
+                options["project_id"] = vertex_project
         region = route.get("region")
         custom_host = route.get("custom_host")
         if custom_host is not None:
@@ -520,6 +547,27 @@ class Router:
         return encode_aws_secret(secret, route.get("aws_session_token"))
 
     @staticmethod
+    def _service_account(route: _Route) -> tuple[str, str | None]:
+        """The Vertex key file a call carries (its JSON text, checked to be an object; the
+        provider checks its fields) and the project it names."""
+        raw = route.get("service_account_json")
+        assert raw is not None
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            raise InvalidArgument(
+                f"{route.source('service_account_json')} is not a service account key file (a JSON object).",
+                code="invalid_service_account",
+                param=route.source("service_account_json"),
+            )
+        project = document.get("project_id")
+        if isinstance(project, str) and project.strip() and check_option("project_id", project.strip()):
+            return raw, project.strip()
+        return raw, None
+
+    @staticmethod
     def _check_aws_auth(options: Mapping[str, str]) -> None:
         if options.get("auth_type") == "assumedRole" and not options.get("aws_role_arn"):
             raise InvalidArgument(
@@ -529,11 +577,9 @@ class Router:
             )
 
     def _options(self, provider: str, route: _Route) -> dict[str, str]:
-        allowed = PROVIDER_OPTIONS.get(provider, frozenset())
-        if provider == BEDROCK:
-            allowed |= BEDROCK_CALL_OPTIONS
+        allowed = PROVIDER_OPTIONS.get(provider, frozenset()) | CALL_OPTIONS.get(provider, frozenset())
         options: dict[str, str] = {}
-        for name in (*_BACKEND_FIELDS, *sorted(BEDROCK_CALL_OPTIONS)):
+        for name in (*_BACKEND_FIELDS, *sorted(_ALL_CALL_OPTIONS)):
             value = route.get(name)
             if value is None:
                 continue
@@ -552,6 +598,8 @@ class Router:
     def _base_url(
         self, provider: str, settings: ProviderSettings, resource_name: str | None, region: str | None
     ) -> str:
+        if provider == VERTEX and region == "global" and settings.base_url == VERTEX_DEFAULT_BASE_URL:
+            return VERTEX_GLOBAL_BASE_URL
         base_url = _expand(settings.base_url, {"resource_name": resource_name, "region": region})
         if base_url is not None:
             return base_url
@@ -638,16 +686,17 @@ class Router:
                 code="conflicting_route",
                 param=route.source(name),
             )
-        if key.provider == BEDROCK:
+        call_options = CALL_OPTIONS.get(key.provider, frozenset())
+        if call_options:
             # Per-call settings (bucket, key prefix, model, encryption) the key leaves unset.
             added = {
                 name: value
-                for name in sorted(BEDROCK_CALL_OPTIONS)
+                for name in sorted(call_options)
                 if (value := route.get(name)) is not None and name not in key.options
             }
             conflicting = [
                 name
-                for name in sorted(BEDROCK_CALL_OPTIONS)
+                for name in sorted(call_options)
                 if route.get(name) is not None
                 and name in key.options
                 and route.get(name) != key.options[name]
@@ -687,8 +736,10 @@ class Router:
                 code="virtual_key_misconfigured",
             )
         options = dict(key.options)
-        if key.provider == BEDROCK:
+        if key.provider in (BEDROCK, VERTEX):
             options = {**settings.options, **options}
+        if key.provider == VERTEX:
+            options.setdefault("auth", "service_account" if credential.lstrip().startswith("{") else "bearer")
         if key.provider == AZURE:
             options.setdefault("api_version", settings.api_version or AZURE_DEFAULT_API_VERSION)
             options.setdefault("auth", "api_key")
