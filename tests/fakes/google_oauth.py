@@ -3,7 +3,8 @@
 It accepts `POST /token` with `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer` and an
 `assertion`, verifies the assertion's RS256 signature with the public key of the service account
 it was given (google-auth's own JWT verification), its issuer, audience (Google's token URL,
-which google-auth always signs for, whatever `token_uri` it posts to) and scope, counts the grants, and answers `{"access_token", "expires_in", "token_type"}`.
+which google-auth always signs for, whatever `token_uri` it posts to) and scope,
+counts the grants, and answers `{"access_token", "expires_in", "token_type"}`.
 `expires_in` is scriptable so a test can make tokens expire; `fail_next` answers errors.
 """
 
@@ -60,12 +61,12 @@ class FakeGoogleOAuth:
         assertion = form.get("assertion")
         if not isinstance(assertion, str):
             return self._refuse("no assertion")
-        unverified = jwt.decode(assertion, verify=False)
+        unverified = jwt.decode(assertion, verify=False)  # type: ignore[no-untyped-call]
         key = self.accounts.get(str(unverified.get("iss")))
         if key is None:
             return self._refuse(f"unknown issuer {unverified.get('iss')!r}")
         try:
-            claims = jwt.decode(assertion, certs=key, audience=GOOGLE_TOKEN_URL)
+            claims = jwt.decode(assertion, certs=key, audience=GOOGLE_TOKEN_URL)  # type: ignore[no-untyped-call]
         except ValueError as exc:
             return self._refuse(f"Invalid JWT Signature: {exc}")
         if claims.get("scope") != "https://www.googleapis.com/auth/cloud-platform":
