@@ -82,17 +82,25 @@ import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing
 from typing import Any
 
 import orjson
-from tunegate.server.errors import InvalidArgument, NotFound, UpstreamError
+from tunegate.server.errors import NotFound, UpstreamError
 from tunegate.server.providers._chat import (
     ChatClient,
-    ChatResponse,
     ResponseChunks,
     one_item,
     passed_headers,
+)
+from tunegate.server.providers._chat_translation import (
+    DONE,
+    IGNORED_FIELDS,
+    NEUTRAL_VALUES,
+    ChunkWriter,
+    OpenAIChatReader,
+    TranslatedChunks,
+    is_int,
+    parse_chat_body,
 )
 from tunegate.server.providers._http import Endpoint
 from tunegate.server.providers.interface import ChatReply
@@ -109,31 +117,8 @@ __all__ = [
 ]
 
 PROVIDER = "vertex-ai"
+"""The provider named in errors (as in `_auth` and `_gcs`)."""
 
-IGNORED_FIELDS = frozenset(
-    {
-        "model",
-        "stream",
-        "stream_options",
-        "user",
-        "safety_identifier",
-        "metadata",
-        "store",
-        "prompt_cache_key",
-        "prompt_cache_retention",
-    }
-)
-"""Request fields that do not change Gemini's answer and are left out of the request."""
-
-# Fields Gemini has no equivalent for, accepted only at the value that means "off".
-_NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "logprobs": (False,),
-    "top_logprobs": (0,),
-    "logit_bias": ({},),
-    "modalities": (["text"],),
-    "parallel_tool_calls": (True,),
-    "service_tier": ("auto", "default"),
-}
 _TRANSLATED = frozenset(
     {
         "messages",
@@ -158,7 +143,6 @@ _NUMBERS = (
     ("presence_penalty", "presencePenalty", -2, 2),
     ("frequency_penalty", "frequencyPenalty", -2, 2),
 )
-_INT32 = (-(2**31), 2**31 - 1)
 
 _FILTERED = frozenset(
     {
@@ -177,7 +161,7 @@ _RESOURCE = re.compile(
     r"projects/[^/?#:]+/locations/[^/?#:]+/"
     r"(?:endpoints/[^/?#:]+|publishers/[^/?#:]+/models/[^/?#:]+|tunedModels/[^/?#:]+)"
 )
-_DONE = b"data: [DONE]\n\n"
+_READER = OpenAIChatReader("Vertex AI's Gemini API")
 _LINE = re.compile(rb"\r\n|\r|\n")
 
 
@@ -188,13 +172,7 @@ _LINE = re.compile(rb"\r\n|\r|\n")
 def gemini_request(body: Mapping[str, Any]) -> dict[str, Any]:
     """The `GenerateContentRequest` for the OpenAI chat `body` (see the module docstring);
     `InvalidArgument` naming the OpenAI `param` for anything Gemini cannot express."""
-    for name, value in body.items():
-        if value is None or name in IGNORED_FIELDS or name in _TRANSLATED:
-            continue
-        if name in _NEUTRAL and _is_neutral(value, _NEUTRAL[name]):
-            continue
-        raise _refuse(name, f"'{name}' cannot be expressed in Vertex AI's Gemini API")
-
+    _READER.check_fields(body, translated=_TRANSLATED, ignored=IGNORED_FIELDS, neutral=NEUTRAL_VALUES)
     system: list[dict[str, Any]] = []
     request: dict[str, Any] = {"contents": _contents(body.get("messages"), system)}
     if system:
@@ -202,64 +180,48 @@ def gemini_request(body: Mapping[str, Any]) -> dict[str, Any]:
     config = _generation_config(body)
     if config:
         request["generationConfig"] = config
-    tools = _tools(body.get("tools"), body.get("tool_choice"))
-    if tools is not None:
-        request["tools"], tool_config = tools
-        if tool_config is not None:
-            request["toolConfig"] = tool_config
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    if tools is None or tools == []:
+        if choice is not None and choice != "none":
+            raise _READER.invalid("tool_choice", "'tool_choice' needs 'tools'")
+        return request
+    request["tools"] = [{"functionDeclarations": _declarations(tools)}]
+    calling = _function_calling(choice)
+    if calling is not None:
+        request["toolConfig"] = {"functionCallingConfig": calling}
     return request
 
 
-def _is_neutral(value: Any, allowed: tuple[Any, ...]) -> bool:
-    # `True == 1` and `0 == False` in Python: the JSON type must match too.
-    return any(value == a and (type(value) is type(a) or _both_numbers(value, a)) for a in allowed)
-
-
-def _both_numbers(a: Any, b: Any) -> bool:
-    return all(_is_number(x) for x in (a, b))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _refuse(param: str, message: str) -> InvalidArgument:
-    return InvalidArgument(f"{message}.", code="unsupported_parameter", param=param)
-
-
-def _invalid(param: str, message: str) -> InvalidArgument:
-    return InvalidArgument(f"{message}.", param=param)
-
-
 def _contents(raw: Any, system: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    read = _READER
     if not isinstance(raw, list) or not raw:
-        raise _invalid("messages", "'messages' must be a non-empty array")
+        raise read.invalid("messages", "'messages' must be a non-empty array")
     turns: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}  # tool call id → function name, from earlier assistant turns
     for i, message in enumerate(raw):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise _invalid(where, f"'{where}' must be an object")
+            raise read.invalid(where, f"'{where}' must be an object")
         role = message.get("role")
         if role in ("system", "developer"):
-            system.extend({"text": text} for text in _texts(message.get("content"), where))
+            system.extend({"text": text} for text in read.texts(message.get("content"), where))
             continue
         if role == "user":
             if message.get("content") is None:
-                raise _invalid(f"{where}.content", f"'{where}.content' is required")
-            parts: list[dict[str, Any]] = [{"text": t} for t in _texts(message["content"], where)]
+                raise read.invalid(f"{where}.content", f"'{where}.content' is required")
+            parts: list[dict[str, Any]] = [{"text": t} for t in read.texts(message["content"], where)]
         elif role == "assistant":
-            parts = _model_parts(message, where, call_names)
+            parts = [{"text": t} for t in read.texts(message.get("content"), where, refusals=True)]
+            for call in read.tool_calls(message, where):
+                call_names[call.id] = call.name
+                parts.append({"functionCall": {"name": call.name, "args": call.arguments}})
             role = "model"
         elif role == "tool":
             parts = [_function_response(message, where, call_names)]
             role = "user"
         else:
-            raise _refuse(f"{where}.role", f"The role {role!r} cannot be expressed in Vertex AI's Gemini API")
+            raise read.refuse(f"{where}.role", f"The role {role!r} cannot be expressed in {read.api}")
         if not parts:
             continue
         if turns and turns[-1]["role"] == role:
@@ -267,126 +229,49 @@ def _contents(raw: Any, system: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             turns.append({"role": role, "parts": parts})
     if not turns:
-        raise _invalid("messages", "'messages' needs at least one user or assistant message with content")
+        raise read.invalid("messages", "'messages' needs at least one user or assistant message with content")
     return turns
-
-
-def _texts(content: Any, where: str, *, refusals: bool = False) -> list[str]:
-    """The non-empty texts of a message's `content`: a string or an array of text parts."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content] if content else []
-    if not isinstance(content, list):
-        raise _invalid(f"{where}.content", f"'{where}.content' must be a string or an array of content parts")
-    texts: list[str] = []
-    for j, part in enumerate(content):
-        at = f"{where}.content[{j}]"
-        if not isinstance(part, dict):
-            raise _invalid(at, f"'{at}' must be an object")
-        kind = part.get("type")
-        field = "text" if kind == "text" else "refusal" if refusals and kind == "refusal" else None
-        if field is None:
-            raise _refuse(
-                f"{at}.type",
-                f"Content parts of type {kind!r} cannot be expressed in Vertex AI's Gemini API here: "
-                "only text is supported",
-            )
-        text = part.get(field)
-        if not isinstance(text, str):
-            raise _invalid(f"{at}.{field}", f"'{at}.{field}' must be a string")
-        if text:
-            texts.append(text)
-    return texts
-
-
-def _model_parts(message: Mapping[str, Any], where: str, call_names: dict[str, str]) -> list[dict[str, Any]]:
-    for name in ("audio", "function_call"):
-        if message.get(name) is not None:
-            raise _refuse(
-                f"{where}.{name}", f"An assistant's '{name}' cannot be expressed in Vertex AI's Gemini API"
-            )
-    parts: list[dict[str, Any]] = [{"text": t} for t in _texts(message.get("content"), where, refusals=True)]
-    calls = message.get("tool_calls")
-    if calls is None:
-        return parts
-    if not isinstance(calls, list):
-        raise _invalid(f"{where}.tool_calls", f"'{where}.tool_calls' must be an array")
-    for k, call in enumerate(calls):
-        at = f"{where}.tool_calls[{k}]"
-        if not isinstance(call, dict) or call.get("type", "function") != "function":
-            raise _refuse(f"{at}.type", "Only function tool calls can be expressed in Vertex AI's Gemini API")
-        function = call.get("function")
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise _invalid(f"{at}.function.name", f"'{at}.function.name' must be a string")
-        if not isinstance(call.get("id"), str):
-            raise _invalid(f"{at}.id", f"'{at}.id' must be a string")
-        arguments = function.get("arguments")
-        try:
-            parsed = orjson.loads(arguments) if arguments else {}
-        except (orjson.JSONDecodeError, TypeError) as exc:
-            raise _invalid(
-                f"{at}.function.arguments", f"'{at}.function.arguments' is not JSON: {exc}"
-            ) from exc
-        if not isinstance(parsed, dict):
-            raise _invalid(f"{at}.function.arguments", f"'{at}.function.arguments' must be a JSON object")
-        call_names[call["id"]] = function["name"]
-        parts.append({"functionCall": {"name": function["name"], "args": parsed}})
-    return parts
 
 
 def _function_response(
     message: Mapping[str, Any], where: str, call_names: Mapping[str, str]
 ) -> dict[str, Any]:
-    call_id = message.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise _invalid(f"{where}.tool_call_id", f"'{where}.tool_call_id' must be a non-empty string")
+    call_id = _READER.tool_call_id(message, where)
     name = call_names.get(call_id)
     if name is None:
-        raise _invalid(
+        raise _READER.invalid(
             f"{where}.tool_call_id",
             f"'{where}.tool_call_id' {call_id!r} answers no earlier assistant tool call (Gemini needs "
             "the function's name)",
         )
-    output = "".join(_texts(message.get("content"), where))
+    output = "".join(_READER.texts(message.get("content"), where))
     return {"functionResponse": {"name": name, "response": {"output": output}}}
 
 
 def _generation_config(body: Mapping[str, Any]) -> dict[str, Any]:
+    read = _READER
     config: dict[str, Any] = {}
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if value is None:
-            continue
-        if not _is_int(value) or not 1 <= value <= _INT32[1]:
-            raise _invalid(name, f"'{name}' must be an integer of at least 1")
-        config["maxOutputTokens"] = value
-        break
+    max_tokens = read.max_tokens(body)
+    if max_tokens is not None:
+        config["maxOutputTokens"] = max_tokens
     for name, key, low, high in _NUMBERS:
-        value = body.get(name)
-        if value is None:
-            continue
-        if not _is_number(value) or not low <= value <= high:
-            raise _invalid(name, f"'{name}' must be a number from {low} to {high} (got {value!r})")
-        config[key] = value
+        value = read.number(body, name, low, high)
+        if value is not None:
+            config[key] = value
     n = body.get("n")
     if n is not None:
-        if not _is_int(n) or not 1 <= n <= 8:
-            raise _invalid("n", f"'n' must be an integer from 1 to 8 on Vertex AI's Gemini API (got {n!r})")
+        if not is_int(n) or not 1 <= n <= 8:
+            raise read.invalid("n", f"'n' must be an integer from 1 to 8 on {read.api} (got {n!r})")
         if n != 1:
             config["candidateCount"] = n
     seed = body.get("seed")
     if seed is not None:
-        if not _is_int(seed) or not _INT32[0] <= seed <= _INT32[1]:
-            raise _invalid("seed", "'seed' must be a 32-bit integer on Vertex AI's Gemini API")
+        if not is_int(seed) or not -(2**31) <= seed < 2**31:
+            raise read.invalid("seed", f"'seed' must be a 32-bit integer on {read.api}")
         config["seed"] = seed
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        config["stopSequences"] = [stop]
-    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        config["stopSequences"] = list(stop)
-    elif stop is not None:
-        raise _invalid("stop", "'stop' must be a string or an array of strings")
+    stop = read.stop_sequences(body)
+    if stop is not None:
+        config["stopSequences"] = stop
     config.update(_response_format(body.get("response_format")))
     return config
 
@@ -402,68 +287,44 @@ def _response_format(value: Any) -> dict[str, Any]:
     if kind == "json_schema":
         spec = value.get("json_schema")
         if not isinstance(spec, dict):
-            raise _invalid("response_format.json_schema", "'response_format.json_schema' must be an object")
+            raise _READER.invalid(
+                "response_format.json_schema", "'response_format.json_schema' must be an object"
+            )
         schema = spec.get("schema")
         if schema is None:
             return {"responseMimeType": "application/json"}
         if not isinstance(schema, dict):
-            raise _invalid(
+            raise _READER.invalid(
                 "response_format.json_schema.schema", "'response_format.json_schema.schema' must be an object"
             )
         return {"responseMimeType": "application/json", "responseJsonSchema": schema}
-    raise _refuse(
-        "response_format.type",
-        f"A response format of type {kind!r} cannot be expressed in Vertex AI's Gemini API",
+    raise _READER.refuse(
+        "response_format.type", f"A response format of type {kind!r} cannot be expressed in {_READER.api}"
     )
 
 
-def _tools(tools: Any, choice: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None] | None:
-    if tools is None or tools == []:
-        if choice is not None and choice != "none":
-            raise _invalid("tool_choice", "'tool_choice' needs 'tools'")
-        return None
-    if not isinstance(tools, list):
-        raise _invalid("tools", "'tools' must be an array")
+def _declarations(tools: Any) -> list[dict[str, Any]]:
     declarations: list[dict[str, Any]] = []
-    for i, tool in enumerate(tools):
-        at = f"tools[{i}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            raise _refuse(
-                f"{at}.type", f"Tools of type {kind!r} cannot be expressed in Vertex AI's Gemini API"
-            )
-        function = tool.get("function")
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise _invalid(f"{at}.function.name", f"'{at}.function.name' must be a string")
-        declaration: dict[str, Any] = {"name": function["name"]}
-        description = function.get("description")
-        if isinstance(description, str) and description:
-            declaration["description"] = description
-        parameters = function.get("parameters")
-        if parameters is not None:
-            if not isinstance(parameters, dict):
-                raise _invalid(f"{at}.function.parameters", f"'{at}.function.parameters' must be an object")
-            declaration["parametersJsonSchema"] = parameters
+    for tool in _READER.function_tools(tools):  # `strict`: Gemini's calls always fit the schema
+        declaration: dict[str, Any] = {"name": tool.name}
+        if tool.description is not None:
+            declaration["description"] = tool.description
+        if tool.parameters is not None:
+            declaration["parametersJsonSchema"] = tool.parameters
         declarations.append(declaration)
-    mode: dict[str, Any] | None
+    return declarations
+
+
+def _function_calling(choice: Any) -> dict[str, Any] | None:
     if choice is None:
-        mode = None
-    elif choice in ("auto", "required", "none"):
-        mode = {"mode": {"auto": "AUTO", "required": "ANY", "none": "NONE"}[choice]}
-    elif (
-        isinstance(choice, dict)
-        and choice.get("type") == "function"
-        and isinstance(choice.get("function"), dict)
-        and isinstance(choice["function"].get("name"), str)
-    ):
-        mode = {"mode": "ANY", "allowedFunctionNames": [choice["function"]["name"]]}
-    else:
-        raise _refuse(
-            "tool_choice",
-            "'tool_choice' must be 'auto', 'required', 'none' or a function tool on Vertex AI's Gemini API",
-        )
-    return [{"functionDeclarations": declarations}], (
-        None if mode is None else {"functionCallingConfig": mode}
+        return None
+    if choice in ("auto", "required", "none"):
+        return {"mode": {"auto": "AUTO", "required": "ANY", "none": "NONE"}[choice]}
+    named = _READER.named_function(choice)
+    if named is not None:
+        return {"mode": "ANY", "allowedFunctionNames": [named]}
+    raise _READER.refuse(
+        "tool_choice", f"'tool_choice' must be 'auto', 'required', 'none' or a function tool on {_READER.api}"
     )
 
 
@@ -524,7 +385,7 @@ def _candidates(answer: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def _index(candidate: Mapping[str, Any], default: int) -> int:
     index = candidate.get("index")
-    return index if isinstance(index, int) and not isinstance(index, bool) else default
+    return index if isinstance(index, int) and is_int(index) else default
 
 
 def _blocked(answer: Mapping[str, Any]) -> bool:
@@ -617,7 +478,7 @@ def _upstream(message: str, code: str | None = None) -> UpstreamError:
     return err
 
 
-def _stream_error(error: Any) -> UpstreamError:
+def _error_event(error: Any) -> UpstreamError:
     fields = error if isinstance(error, Mapping) else {}
     message = fields.get("message") or "an error event"
     status = fields.get("status")
@@ -626,7 +487,7 @@ def _stream_error(error: Any) -> UpstreamError:
         if isinstance(status, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*[A-Z0-9]", status)
         else None
     )
-    return _upstream(f"Vertex AI's stream failed: {status or fields.get('code') or 'error'}: {message}", code)
+    return _upstream(f"Vertex AI failed: {status or fields.get('code') or 'error'}: {message}", code)
 
 
 class _Choice:
@@ -649,19 +510,18 @@ async def chunks_from_gemini_stream(
     """OpenAI's server-sent events for the `GenerateContentResponse`s of a stream (see the module
     docstring). Raises `UpstreamError` for an error event or a stream that ends before every
     choice finished."""
-    head = b'{"id":' + orjson.dumps(completion_id) + b',"object":"chat.completion.chunk","created":'
-    head += orjson.dumps(created) + b',"model":' + orjson.dumps(model) + b',"choices":'
-    tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
+    writer = ChunkWriter(
+        completion_id=completion_id, created=created, model=model, include_usage=include_usage
+    )
 
     def chunk(index: int, delta: Mapping[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + head + orjson.dumps([choice]) + tail
+        return writer.chunk(delta, finish, index=index)
 
     choices: dict[int, _Choice] = {}
     usage: dict[str, Any] | None = None
     async for response in responses:
         if "error" in response:
-            raise _stream_error(response["error"])
+            raise _error_event(response["error"])
         if isinstance(response.get("usageMetadata"), Mapping):
             usage = _usage(response["usageMetadata"])
         candidates = _candidates(response)
@@ -693,8 +553,8 @@ async def chunks_from_gemini_stream(
     if not choices or not all(state.finished for state in choices.values()):
         raise _upstream("Vertex AI's stream ended before the answer was complete (no finishReason)")
     if include_usage and usage is not None:
-        yield b"data: " + head + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n"
-    yield _DONE
+        yield writer.usage(usage)
+    yield DONE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -727,12 +587,7 @@ async def gemini_chat(
     request); Vertex's error answers as the module docstring says (404 → `NotFound` code
     `model_not_found`, param `model`); a failure while the answer is read → `UpstreamError`
     (`DeadlineExceeded` for a read timeout)."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"The request body is not valid JSON: {exc}.") from exc
-    if not isinstance(parsed, dict):
-        raise InvalidArgument("The request body must be a JSON object.")
+    parsed = parse_chat_body(body)
     request = gemini_request(parsed)
     path = gemini_path(resource, stream=stream)
     model = parsed["model"] if isinstance(parsed.get("model"), str) else resource
@@ -754,70 +609,17 @@ async def gemini_chat(
         )
     options = parsed.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    chunks = _StreamChunks(
-        client,
-        response,
-        model=model,
-        completion_id=completion_id,
-        created=created,
-        include_usage=include_usage,
+    body_chunks = ResponseChunks(client, response)
+    events = sse_data(body_chunks)
+    translation = chunks_from_gemini_stream(
+        events, model=model, completion_id=completion_id, created=created, include_usage=include_usage
     )
+    chunks = TranslatedChunks(translation, events, body_chunks.aclose)
     return ChatReply(content_type="text/event-stream", chunks=chunks, headers=headers)
 
 
 def _payload_or_error(data: bytes) -> Mapping[str, Any]:
     answer = _payload(data)
     if "error" in answer:
-        raise _stream_error(answer["error"])
+        raise _error_event(answer["error"])
     return answer
-
-
-class _StreamChunks:
-    """`ChatReply.chunks` of a `streamGenerateContent` answer: iterate once; `aclose()` (also
-    before the first item) stops the translation and closes Vertex's response."""
-
-    __slots__ = ("_body", "_chunks", "_closed", "_events")
-
-    def __init__(
-        self,
-        client: ChatClient,
-        response: ChatResponse,
-        *,
-        model: str,
-        completion_id: str,
-        created: int,
-        include_usage: bool,
-    ) -> None:
-        self._body = ResponseChunks(client, response)
-        self._events = sse_data(self._body)
-        self._chunks = chunks_from_gemini_stream(
-            self._events,
-            model=model,
-            completion_id=completion_id,
-            created=created,
-            include_usage=include_usage,
-        )
-        self._closed = False
-
-    def __aiter__(self) -> _StreamChunks:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._closed:
-            raise StopAsyncIteration
-        try:
-            return await anext(self._chunks)
-        except BaseException:  # the end, a failure or a cancellation: the response is done with
-            await self.aclose()
-            raise
-
-    async def aclose(self) -> None:
-        """Stops reading and closes Vertex's response (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            async with aclosing(self._events):
-                await self._chunks.aclose()
-        finally:
-            await self._body.aclose()  # closes the connection (a no-op once the body was read whole)
