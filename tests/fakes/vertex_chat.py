@@ -412,7 +412,7 @@ class FakeVertexChat(FakeServer):
                         await self._fail(request, response, call)
                         return response
                     if script.hold_after is not None and texts == script.hold_after:
-                        await self._hold(request, call)
+                        call.cancelled = await self.hold(request)
                         return response
                     texts += 1
                 _check_response(event)
@@ -439,15 +439,6 @@ class FakeVertexChat(FakeServer):
         await response.write(frame)
         call.sent += frame
         call.events_sent += 1
-
-    async def _hold(self, request: web.Request, call: GeminiCall) -> None:
-        """Waits until the client closes the connection (or the fake stops)."""
-        while not self._stopping.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                call.cancelled = True
-                return
-            await asyncio.sleep(0.01)
 
 
 def main(argv: list[str] | None = None) -> None:

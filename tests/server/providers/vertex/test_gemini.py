@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
 import aiohttp
 import pytest
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 from tunegate.server.errors import InvalidArgument, NotFound, ResourceExhausted, UpstreamError
 from tunegate.server.providers._chat import ChatClient
 from tunegate.server.providers._http import Endpoint, HttpClient
-from tunegate.server.providers.interface import ChatReply
 from tunegate.server.providers.vertex._gemini import (
     chunks_from_gemini_stream,
     completion_from_gemini,
@@ -36,6 +35,7 @@ from tests.fakes.vertex_chat import (
     request_errors,
     response_errors,
 )
+from tests.server.providers.support import collect, items_of, parse_chunks, read_all, sse_items
 
 RESOURCE = "projects/my-project/locations/us-central1/endpoints/1234567890"
 WEATHER_TOOL = {
@@ -439,27 +439,6 @@ def test_every_finish_reason_maps_to_an_openai_finish_reason() -> None:
 # chunks_from_gemini_stream
 
 
-async def responses_of(events: Iterable[Mapping[str, Any]]) -> AsyncIterator[Mapping[str, Any]]:
-    for event in events:
-        yield event
-
-
-def sse_items(data: bytes) -> list[str]:
-    """The `data:` payloads of server-sent events (each event exactly one `data:` line)."""
-    assert data.endswith(b"\n\n")
-    items = []
-    for event in data.decode().split("\n\n")[:-1]:
-        assert event.startswith("data: ") and "\n" not in event
-        items.append(event.removeprefix("data: "))
-    return items
-
-
-def parse_chunks(data: bytes) -> list[ChatCompletionChunk]:
-    items = sse_items(data)
-    assert items[-1] == "[DONE]" and "[DONE]" not in items[:-1]
-    return [ChatCompletionChunk.model_validate(json.loads(item)) for item in items[:-1]]
-
-
 def content(parts: list[dict[str, Any]], **candidate: Any) -> dict[str, Any]:
     return {"candidates": [{"content": {"role": "model", "parts": parts}, **candidate}]}
 
@@ -480,15 +459,11 @@ def test_stream_events_fit_the_discovery_document() -> None:
         check_response(event)
 
 
-async def collect(chunks: AsyncIterator[bytes]) -> bytes:
-    return b"".join([chunk async for chunk in chunks])
-
-
 @pytest.mark.parametrize("include_usage", [False, True])
 async def test_stream_translation(include_usage: bool) -> None:
     data = await collect(
         chunks_from_gemini_stream(
-            responses_of(STREAM),
+            items_of(STREAM),
             model="m",
             completion_id="chatcmpl-3",
             created=5,
@@ -535,7 +510,7 @@ async def test_stream_with_two_candidates() -> None:
     chunks = parse_chunks(
         await collect(
             chunks_from_gemini_stream(
-                responses_of(events), model="m", completion_id="c", created=1, include_usage=False
+                items_of(events), model="m", completion_id="c", created=1, include_usage=False
             )
         )
     )
@@ -550,7 +525,7 @@ async def test_stream_of_a_blocked_prompt() -> None:
     chunks = parse_chunks(
         await collect(
             chunks_from_gemini_stream(
-                responses_of([{"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}]),
+                items_of([{"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}]),
                 model="m",
                 completion_id="c",
                 created=1,
@@ -566,7 +541,7 @@ async def test_stream_error_event_raises_after_what_was_sent() -> None:
     sent: list[bytes] = []
     with pytest.raises(UpstreamError) as caught:
         async for chunk in chunks_from_gemini_stream(
-            responses_of([STREAM[0], error, *STREAM[1:]]),
+            items_of([STREAM[0], error, *STREAM[1:]]),
             model="m",
             completion_id="c",
             created=1,
@@ -581,20 +556,15 @@ async def test_stream_ending_before_a_finish_reason_raises() -> None:
     with pytest.raises(UpstreamError):
         await collect(
             chunks_from_gemini_stream(
-                responses_of(STREAM[:3]), model="m", completion_id="c", created=1, include_usage=True
+                items_of(STREAM[:3]), model="m", completion_id="c", created=1, include_usage=True
             )
         )
     with pytest.raises(UpstreamError):
         await collect(
             chunks_from_gemini_stream(
-                responses_of([]), model="m", completion_id="c", created=1, include_usage=True
+                items_of([]), model="m", completion_id="c", created=1, include_usage=True
             )
         )
-
-
-async def byte_items(items: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for item in items:
-        yield item
 
 
 async def test_sse_data_reads_the_event_stream_format() -> None:
@@ -603,11 +573,11 @@ async def test_sse_data_reads_the_event_stream_format() -> None:
         b'data:{"c": 3}\n\nid: 7\n\n',
         b'data: {"d": 4}',  # the remainder of a body without its blank line
     ]
-    assert [dict(e) async for e in sse_data(byte_items(items))] == [{"a": 1}, {"b": 2}, {"c": 3}, {"d": 4}]
+    assert [dict(e) async for e in sse_data(items_of(items))] == [{"a": 1}, {"b": 2}, {"c": 3}, {"d": 4}]
     with pytest.raises(UpstreamError):
-        [e async for e in sse_data(byte_items([b"data: [1]\n\n"]))]
+        [e async for e in sse_data(items_of([b"data: [1]\n\n"]))]
     with pytest.raises(UpstreamError):
-        [e async for e in sse_data(byte_items([b"data: {nope\n\n"]))]
+        [e async for e in sse_data(items_of([b"data: {nope\n\n"]))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -638,11 +608,6 @@ def endpoint(fake: FakeVertexChat) -> Endpoint:
 
 def body_of(**fields: Any) -> bytes:
     return json.dumps(chat(**fields)).encode()
-
-
-async def read_all(reply: ChatReply) -> bytes:
-    async with aclosing(reply.chunks) as chunks:  # type: ignore[type-var]
-        return b"".join([chunk async for chunk in chunks])
 
 
 async def test_unary_answer(fake: FakeVertexChat, client: ChatClient, endpoint: Endpoint) -> None:
