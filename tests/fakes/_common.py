@@ -339,6 +339,16 @@ class FakeServer:
             raise AssertionError(reason) from exc
         return web.json_response(body, status=status, headers=headers)
 
+    async def hold(self, request: web.Request) -> bool:
+        """Waits until the client closes ``request``'s connection (True) or the fake stops
+        (False): a streamed answer that stalls, so a test can close it early."""
+        while not self._stopping.is_set():
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
     # -- middleware ----------------------------------------------------------------------------
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -364,7 +364,7 @@ class FakeBedrockRuntime(FakeServer):
                         await self._write(response, call, _exception("modelStreamErrorException", error))
                         return response
                     if script.hold_after is not None and deltas == script.hold_after:
-                        await self._hold(request, call)
+                        call.cancelled = await self.hold(request)
                         return response
                     deltas += 1
                 _check_output(event_shape(event_type), body)
@@ -381,15 +381,6 @@ class FakeBedrockRuntime(FakeServer):
         await response.write(frame)
         call.sent += frame
         call.events_sent += 1
-
-    async def _hold(self, request: web.Request, call: ConverseCall) -> None:
-        """Waits until the client closes the connection (or the fake stops)."""
-        while not self._stopping.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                call.cancelled = True
-                return
-            await asyncio.sleep(0.01)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,13 +16,17 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import aclosing
+from typing import Any, TypeVar
 
 import httpx
 from aiohttp import web
+from openai.types.chat import ChatCompletionChunk
 from tunegate.server.providers import Account
+from tunegate.server.providers.interface import ChatReply
 
+T = TypeVar("T")
 Reply = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
 
 SECRET = "sk-test-SECRET-credential-0123456789"
@@ -187,3 +191,40 @@ def openai_job(job_id: str = "ftjob-abc", **fields: Any) -> dict[str, Any]:
 
 def page(data: list[dict[str, Any]], has_more: bool = False) -> httpx.Response:
     return httpx.Response(200, json={"object": "list", "data": data, "has_more": has_more})
+
+
+# ---------------------------------------------------------------------------------------------
+# Translated chat streams (Bedrock Converse, Vertex Gemini)
+
+
+async def items_of(items: Iterable[T]) -> AsyncIterator[T]:
+    """`items` as an async iterator (a provider's events, a body's chunks)."""
+    for item in items:
+        yield item
+
+
+def sse_items(data: bytes) -> list[str]:
+    """The `data:` payloads of server-sent events (each event exactly one `data:` line)."""
+    assert data.endswith(b"\n\n")
+    items = []
+    for event in data.decode().split("\n\n")[:-1]:
+        assert event.startswith("data: ") and "\n" not in event
+        items.append(event.removeprefix("data: "))
+    return items
+
+
+def parse_chunks(data: bytes) -> list[ChatCompletionChunk]:
+    """The OpenAI chunks of a chat stream, which must end with `[DONE]` (and only there)."""
+    items = sse_items(data)
+    assert items[-1] == "[DONE]" and "[DONE]" not in items[:-1]
+    return [ChatCompletionChunk.model_validate(json.loads(item)) for item in items[:-1]]
+
+
+async def collect(chunks: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in chunks])
+
+
+async def read_all(reply: ChatReply) -> bytes:
+    """A chat reply's whole body, read inside `aclosing` as the servicer reads it."""
+    async with aclosing(reply.chunks) as chunks:  # type: ignore[type-var]
+        return b"".join([chunk async for chunk in chunks])

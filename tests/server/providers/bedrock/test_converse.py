@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.validate import ParamValidator
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 from tunegate.server.errors import InvalidArgument, NotFound, ResourceExhausted, UpstreamError
 from tunegate.server.providers.bedrock._converse import (
     chunks_from_converse_stream,
@@ -25,7 +25,6 @@ from tunegate.server.providers.bedrock._converse import (
     converse_request,
     finish_reason,
 )
-from tunegate.server.providers.interface import ChatReply
 
 from tests.fakes.bedrock_runtime import (
     ConverseScript,
@@ -36,6 +35,7 @@ from tests.fakes.bedrock_runtime import (
     output_shape,
     service_model,
 )
+from tests.server.providers.support import collect, items_of, parse_chunks, read_all, sse_items
 
 MODEL_ID = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/abcdef123456"
 WEATHER_TOOL = {
@@ -346,27 +346,6 @@ def test_every_stop_reason_maps_to_an_openai_finish_reason() -> None:
 # chunks_from_converse_stream
 
 
-async def events_of(events: Iterable[Mapping[str, Any]]) -> AsyncIterator[Mapping[str, Any]]:
-    for event in events:
-        yield event
-
-
-def sse_items(data: bytes) -> list[str]:
-    """The `data:` payloads of server-sent events (each event exactly one `data:` line)."""
-    assert data.endswith(b"\n\n")
-    items = []
-    for event in data.decode().split("\n\n")[:-1]:
-        assert event.startswith("data: ") and "\n" not in event
-        items.append(event.removeprefix("data: "))
-    return items
-
-
-def parse_chunks(data: bytes) -> list[ChatCompletionChunk]:
-    items = sse_items(data)
-    assert items[-1] == "[DONE]" and "[DONE]" not in items[:-1]
-    return [ChatCompletionChunk.model_validate(json.loads(item)) for item in items[:-1]]
-
-
 STREAM_EVENTS: list[dict[str, Any]] = [
     {"messageStart": {"role": "assistant"}},
     {"contentBlockDelta": {"contentBlockIndex": 0, "delta": {"text": "Let me "}}},
@@ -398,15 +377,11 @@ def test_stream_events_fit_the_service_model() -> None:
         assert not report.has_errors(), report.generate_report()
 
 
-async def collect(chunks: AsyncIterator[bytes]) -> bytes:
-    return b"".join([chunk async for chunk in chunks])
-
-
 @pytest.mark.parametrize("include_usage", [False, True])
 async def test_stream_translation(include_usage: bool) -> None:
     data = await collect(
         chunks_from_converse_stream(
-            events_of(STREAM_EVENTS),
+            items_of(STREAM_EVENTS),
             model="m",
             completion_id="chatcmpl-3",
             created=5,
@@ -441,7 +416,7 @@ async def test_stream_exception_event_raises_after_what_was_sent() -> None:
     sent: list[bytes] = []
     with pytest.raises(UpstreamError) as caught:
         async for chunk in chunks_from_converse_stream(
-            events_of(events), model="m", completion_id="c", created=1, include_usage=False
+            items_of(events), model="m", completion_id="c", created=1, include_usage=False
         ):
             sent.append(chunk)
     assert len(sent) == 2 and b"Let me " in sent[1]
@@ -452,7 +427,7 @@ async def test_stream_ending_before_message_stop_raises() -> None:
     with pytest.raises(UpstreamError):
         await collect(
             chunks_from_converse_stream(
-                events_of(STREAM_EVENTS[:3]), model="m", completion_id="c", created=1, include_usage=True
+                items_of(STREAM_EVENTS[:3]), model="m", completion_id="c", created=1, include_usage=True
             )
         )
 
@@ -484,11 +459,6 @@ async def client(fake: FakeBedrockRuntime) -> AsyncIterator[Any]:
 
 def body_of(**fields: Any) -> bytes:
     return json.dumps(chat(**fields)).encode()
-
-
-async def read_all(reply: ChatReply) -> bytes:
-    async with aclosing(reply.chunks) as chunks:  # type: ignore[type-var]
-        return b"".join([chunk async for chunk in chunks])
 
 
 async def test_unary_answer(fake: FakeBedrockRuntime, client: Any) -> None:

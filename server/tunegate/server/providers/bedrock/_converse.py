@@ -62,7 +62,6 @@ import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing
 from typing import Any
 
 import aiohttp
@@ -75,6 +74,15 @@ from tunegate.server.errors import (
     UpstreamError,
 )
 from tunegate.server.providers._chat import one_item
+from tunegate.server.providers._chat_translation import (
+    DONE,
+    IGNORED_FIELDS,
+    NEUTRAL_VALUES,
+    ChunkWriter,
+    OpenAIChatReader,
+    TranslatedChunks,
+    parse_chat_body,
+)
 from tunegate.server.providers.bedrock._s3 import PROVIDER, _aws_error
 from tunegate.server.providers.interface import ChatReply
 
@@ -87,33 +95,14 @@ __all__ = [
     "finish_reason",
 ]
 
-IGNORED_FIELDS = frozenset(
-    {
-        "model",
-        "stream",
-        "stream_options",
-        "user",
-        "safety_identifier",
-        "metadata",
-        "store",
-        "prompt_cache_key",
-        "prompt_cache_retention",
-    }
-)
-"""Request fields that do not change Bedrock's answer and are left out of the Converse call."""
 
 # Fields Converse has no equivalent for, accepted only at the value that means "off".
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
+    **NEUTRAL_VALUES,
     "n": (1,),
     "frequency_penalty": (0,),
     "presence_penalty": (0,),
-    "logprobs": (False,),
-    "top_logprobs": (0,),
-    "logit_bias": ({},),
     "response_format": ({"type": "text"},),
-    "modalities": (["text"],),
-    "parallel_tool_calls": (True,),
-    "service_tier": ("auto", "default"),
 }
 _TRANSLATED = frozenset(
     {
@@ -138,7 +127,7 @@ _FINISH = {
     "content_filtered": "content_filter",
 }
 
-_DONE = b"data: [DONE]\n\n"
+_READER = OpenAIChatReader("Bedrock's Converse API")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,13 +138,7 @@ def converse_request(body: Mapping[str, Any], model_id: str) -> dict[str, Any]:
     """The keyword arguments of `converse` / `converse_stream` for the OpenAI chat `body` on the
     Bedrock model `model_id` (see the module docstring); `InvalidArgument` naming the OpenAI
     `param` for anything Converse cannot express."""
-    for name, value in body.items():
-        if value is None or name in IGNORED_FIELDS or name in _TRANSLATED:
-            continue
-        if name in _NEUTRAL and _is_neutral(value, _NEUTRAL[name]):
-            continue
-        raise _refuse(name, f"'{name}' cannot be expressed in Bedrock's Converse API")
-
+    _READER.check_fields(body, translated=_TRANSLATED, ignored=IGNORED_FIELDS, neutral=_NEUTRAL)
     system: list[dict[str, Any]] = []
     request: dict[str, Any] = {"modelId": model_id, "messages": _messages(body.get("messages"), system)}
     if system:
@@ -169,220 +152,96 @@ def converse_request(body: Mapping[str, Any], model_id: str) -> dict[str, Any]:
     return request
 
 
-def _is_neutral(value: Any, allowed: tuple[Any, ...]) -> bool:
-    # `True == 1` and `0 == False` in Python: the JSON type must match too.
-    return any(value == a and (type(value) is type(a) or _both_numbers(value, a)) for a in allowed)
-
-
-def _both_numbers(a: Any, b: Any) -> bool:
-    return all(isinstance(x, int | float) and not isinstance(x, bool) for x in (a, b))
-
-
-def _refuse(param: str, message: str) -> InvalidArgument:
-    return InvalidArgument(f"{message}.", code="unsupported_parameter", param=param)
-
-
-def _invalid(param: str, message: str) -> InvalidArgument:
-    return InvalidArgument(f"{message}.", param=param)
-
-
 def _messages(raw: Any, system: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    read = _READER
     if not isinstance(raw, list) or not raw:
-        raise _invalid("messages", "'messages' must be a non-empty array")
+        raise read.invalid("messages", "'messages' must be a non-empty array")
     turns: list[dict[str, Any]] = []
     for i, message in enumerate(raw):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise _invalid(where, f"'{where}' must be an object")
+            raise read.invalid(where, f"'{where}' must be an object")
         role = message.get("role")
         if role in ("system", "developer"):
-            system.extend({"text": text} for text in _texts(message.get("content"), where))
+            system.extend({"text": text} for text in read.texts(message.get("content"), where))
             continue
         if role == "user":
             if message.get("content") is None:
-                raise _invalid(f"{where}.content", f"'{where}.content' is required")
-            blocks: list[dict[str, Any]] = [{"text": t} for t in _texts(message["content"], where)]
+                raise read.invalid(f"{where}.content", f"'{where}.content' is required")
+            blocks: list[dict[str, Any]] = [{"text": t} for t in read.texts(message["content"], where)]
         elif role == "assistant":
-            blocks = _assistant_blocks(message, where)
+            blocks = [{"text": t} for t in read.texts(message.get("content"), where, refusals=True)]
+            blocks += [
+                {"toolUse": {"toolUseId": call.id, "name": call.name, "input": call.arguments}}
+                for call in read.tool_calls(message, where)
+            ]
         elif role == "tool":
-            blocks = [_tool_result(message, where)]
+            content = [{"text": t} for t in read.texts(message.get("content"), where)]
+            blocks = [{"toolResult": {"toolUseId": read.tool_call_id(message, where), "content": content}}]
             role = "user"
         else:
-            raise _refuse(f"{where}.role", f"The role {role!r} cannot be expressed in Bedrock's Converse API")
+            raise read.refuse(f"{where}.role", f"The role {role!r} cannot be expressed in {read.api}")
         if not blocks:
             continue
         if not turns and role == "assistant":
-            raise _invalid(
-                f"{where}.role", "Bedrock's Converse API needs the conversation to begin with a user turn"
+            raise read.invalid(
+                f"{where}.role", f"{read.api} needs the conversation to begin with a user turn"
             )
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": role, "content": blocks})
     if not turns:
-        raise _invalid("messages", "'messages' needs at least one user message with content")
+        raise read.invalid("messages", "'messages' needs at least one user message with content")
     return turns
-
-
-def _texts(content: Any, where: str, *, refusals: bool = False) -> list[str]:
-    """The non-empty texts of a message's `content`: a string or an array of text parts."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content] if content else []
-    if not isinstance(content, list):
-        raise _invalid(f"{where}.content", f"'{where}.content' must be a string or an array of content parts")
-    texts: list[str] = []
-    for j, part in enumerate(content):
-        at = f"{where}.content[{j}]"
-        if not isinstance(part, dict):
-            raise _invalid(at, f"'{at}' must be an object")
-        kind = part.get("type")
-        field = "text" if kind == "text" else "refusal" if refusals and kind == "refusal" else None
-        if field is None:
-            raise _refuse(
-                f"{at}.type",
-                f"Content parts of type {kind!r} cannot be expressed in Bedrock's Converse API here: "
-                "only text is supported",
-            )
-        text = part.get(field)
-        if not isinstance(text, str):
-            raise _invalid(f"{at}.{field}", f"'{at}.{field}' must be a string")
-        if text:
-            texts.append(text)
-    return texts
-
-
-def _assistant_blocks(message: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
-    for name in ("audio", "function_call"):
-        if message.get(name) is not None:
-            raise _refuse(
-                f"{where}.{name}", f"An assistant's '{name}' cannot be expressed in Bedrock's Converse API"
-            )
-    blocks: list[dict[str, Any]] = [{"text": t} for t in _texts(message.get("content"), where, refusals=True)]
-    calls = message.get("tool_calls")
-    if calls is None:
-        return blocks
-    if not isinstance(calls, list):
-        raise _invalid(f"{where}.tool_calls", f"'{where}.tool_calls' must be an array")
-    for k, call in enumerate(calls):
-        at = f"{where}.tool_calls[{k}]"
-        if not isinstance(call, dict) or call.get("type", "function") != "function":
-            raise _refuse(f"{at}.type", "Only function tool calls can be expressed in Bedrock's Converse API")
-        function = call.get("function")
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise _invalid(f"{at}.function.name", f"'{at}.function.name' must be a string")
-        if not isinstance(call.get("id"), str):
-            raise _invalid(f"{at}.id", f"'{at}.id' must be a string")
-        arguments = function.get("arguments")
-        try:
-            parsed = orjson.loads(arguments) if arguments else {}
-        except (orjson.JSONDecodeError, TypeError) as exc:
-            raise _invalid(
-                f"{at}.function.arguments", f"'{at}.function.arguments' is not JSON: {exc}"
-            ) from exc
-        if not isinstance(parsed, dict):
-            raise _invalid(f"{at}.function.arguments", f"'{at}.function.arguments' must be a JSON object")
-        blocks.append({"toolUse": {"toolUseId": call["id"], "name": function["name"], "input": parsed}})
-    return blocks
-
-
-def _tool_result(message: Mapping[str, Any], where: str) -> dict[str, Any]:
-    call_id = message.get("tool_call_id")
-    if not isinstance(call_id, str) or not call_id:
-        raise _invalid(f"{where}.tool_call_id", f"'{where}.tool_call_id' must be a non-empty string")
-    content = [{"text": t} for t in _texts(message.get("content"), where)]
-    return {"toolResult": {"toolUseId": call_id, "content": content}}
 
 
 def _inference_config(body: Mapping[str, Any]) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if value is None:
-            continue
-        if not _is_int(value) or value < 1:
-            raise _invalid(name, f"'{name}' must be an integer of at least 1")
-        config["maxTokens"] = value
-        break
+    max_tokens = _READER.max_tokens(body)
+    if max_tokens is not None:
+        config["maxTokens"] = max_tokens
     for name, key in (("temperature", "temperature"), ("top_p", "topP")):
-        value = body.get(name)
-        if value is None:
-            continue
-        if not _is_number(value) or not 0 <= value <= 1:
-            raise _invalid(name, f"'{name}' must be a number from 0 to 1 on Bedrock (got {value!r})")
-        config[key] = value
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        config["stopSequences"] = [stop]
-    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
-        config["stopSequences"] = list(stop)
-    elif stop is not None:
-        raise _invalid("stop", "'stop' must be a string or an array of strings")
+        value = _READER.number(body, name, 0, 1)
+        if value is not None:
+            config[key] = value
+    stop = _READER.stop_sequences(body)
+    if stop is not None:
+        config["stopSequences"] = stop
     return config
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _tool_config(tools: Any, choice: Any) -> dict[str, Any] | None:
     if tools is None or tools == []:
         if choice is not None and choice != "none":
-            raise _invalid("tool_choice", "'tool_choice' needs 'tools'")
+            raise _READER.invalid("tool_choice", "'tool_choice' needs 'tools'")
         return None
-    if not isinstance(tools, list):
-        raise _invalid("tools", "'tools' must be an array")
     specs: list[dict[str, Any]] = []
-    for i, tool in enumerate(tools):
-        at = f"tools[{i}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            kind = tool.get("type") if isinstance(tool, dict) else None
-            raise _refuse(
-                f"{at}.type", f"Tools of type {kind!r} cannot be expressed in Bedrock's Converse API"
-            )
-        function = tool.get("function")
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise _invalid(f"{at}.function.name", f"'{at}.function.name' must be a string")
-        parameters = function.get("parameters")
-        if parameters is None:
-            parameters = {"type": "object", "properties": {}}
-        elif not isinstance(parameters, dict):
-            raise _invalid(f"{at}.function.parameters", f"'{at}.function.parameters' must be an object")
-        spec: dict[str, Any] = {"name": function["name"], "inputSchema": {"json": parameters}}
-        description = function.get("description")
-        if isinstance(description, str) and description:
-            spec["description"] = description
-        if isinstance(function.get("strict"), bool):
-            spec["strict"] = function["strict"]
+    for tool in _READER.function_tools(tools):
+        parameters = tool.parameters if tool.parameters is not None else {"type": "object", "properties": {}}
+        spec: dict[str, Any] = {"name": tool.name, "inputSchema": {"json": parameters}}
+        if tool.description is not None:
+            spec["description"] = tool.description
+        if tool.strict is not None:
+            spec["strict"] = tool.strict
         specs.append({"toolSpec": spec})
     config: dict[str, Any] = {"tools": specs}
-    if choice is None or choice == "auto":
-        if choice == "auto":
-            config["toolChoice"] = {"auto": {}}
+    named = _READER.named_function(choice)
+    if choice == "auto":
+        config["toolChoice"] = {"auto": {}}
     elif choice == "required":
         config["toolChoice"] = {"any": {}}
+    elif named is not None:
+        config["toolChoice"] = {"tool": {"name": named}}
     elif choice == "none":
-        raise _refuse(
+        raise _READER.refuse(
             "tool_choice",
-            "Bedrock's Converse API cannot forbid the tools it is given: leave out 'tools' instead of "
+            f"{_READER.api} cannot forbid the tools it is given: leave out 'tools' instead of "
             "sending tool_choice 'none'",
         )
-    elif (
-        isinstance(choice, dict)
-        and choice.get("type") == "function"
-        and isinstance(choice.get("function"), dict)
-        and isinstance(choice["function"].get("name"), str)
-    ):
-        config["toolChoice"] = {"tool": {"name": choice["function"]["name"]}}
-    else:
-        raise _refuse(
-            "tool_choice",
-            "'tool_choice' must be 'auto', 'required' or a function tool on Bedrock's Converse API",
+    elif choice is not None:
+        raise _READER.refuse(
+            "tool_choice", f"'tool_choice' must be 'auto', 'required' or a function tool on {_READER.api}"
         )
     return config
 
@@ -483,13 +342,10 @@ async def chunks_from_converse_stream(
 ) -> AsyncGenerator[bytes, None]:
     """OpenAI's server-sent events for ConverseStream's `events` (see the module docstring).
     Raises `UpstreamError` for an exception event or a stream that ends before `messageStop`."""
-    head = b'{"id":' + orjson.dumps(completion_id) + b',"object":"chat.completion.chunk","created":'
-    head += orjson.dumps(created) + b',"model":' + orjson.dumps(model) + b',"choices":'
-    tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
-
-    def chunk(delta: Mapping[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + head + orjson.dumps([choice]) + tail
+    writer = ChunkWriter(
+        completion_id=completion_id, created=created, model=model, include_usage=include_usage
+    )
+    chunk = writer.chunk
 
     started = False
     stopped = False
@@ -529,7 +385,7 @@ async def chunks_from_converse_stream(
         elif "metadata" in event:
             usage = _usage(event["metadata"].get("usage"))
             if include_usage and usage is not None:
-                yield b"data: " + head + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n"
+                yield writer.usage(usage)
         else:
             for name, body in event.items():
                 if name.endswith("Exception"):
@@ -539,7 +395,7 @@ async def chunks_from_converse_stream(
         err = UpstreamError("Bedrock's stream ended before the message was complete (no messageStop)")
         err.provider = PROVIDER
         raise err
-    yield _DONE
+    yield DONE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,12 +415,7 @@ async def converse_chat(client: Any, body: bytes, *, model_id: str, stream: bool
     (ValidationException 400, AccessDeniedException 403, ResourceNotFoundException 404 with
     `param` `model`, ThrottlingException 429, 5xx → 502); a failure while the stream is read →
     `UpstreamError` (`DeadlineExceeded` for a read timeout)."""
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"The request body is not valid JSON: {exc}.") from exc
-    if not isinstance(request, dict):
-        raise InvalidArgument("The request body must be a JSON object.")
+    request = parse_chat_body(body)
     kwargs = converse_request(request, model_id)
     model = request["model"] if isinstance(request.get("model"), str) else model_id
     completion_id = "chatcmpl-" + uuid.uuid4().hex
@@ -586,14 +437,16 @@ async def converse_chat(client: Any, body: bytes, *, model_id: str, stream: bool
         )
     options = request.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    chunks = _StreamChunks(
-        answer["stream"],
-        doing,
-        model=model,
-        completion_id=completion_id,
-        created=created,
-        include_usage=include_usage,
+    stream_body = answer["stream"]
+    events = _events(stream_body, doing)
+    translation = chunks_from_converse_stream(
+        events, model=model, completion_id=completion_id, created=created, include_usage=include_usage
     )
+
+    async def close() -> None:
+        stream_body.close()  # releases the connection (a no-op once the body was read whole)
+
+    chunks = TranslatedChunks(translation, events, close)
     return ChatReply(content_type="text/event-stream", chunks=chunks, headers=headers)
 
 
@@ -634,47 +487,3 @@ async def _events(stream: Any, doing: str) -> AsyncGenerator[Mapping[str, Any], 
         close = getattr(iterator, "aclose", None)
         if close is not None:
             await close()
-
-
-class _StreamChunks:
-    """`ChatReply.chunks` of a ConverseStream answer: iterate once; `aclose()` (also before the
-    first item) stops the translation and closes Bedrock's response."""
-
-    __slots__ = ("_chunks", "_closed", "_events", "_stream")
-
-    def __init__(
-        self, stream: Any, doing: str, *, model: str, completion_id: str, created: int, include_usage: bool
-    ) -> None:
-        self._stream = stream
-        self._events = _events(stream, doing)
-        self._chunks = chunks_from_converse_stream(
-            self._events,
-            model=model,
-            completion_id=completion_id,
-            created=created,
-            include_usage=include_usage,
-        )
-        self._closed = False
-
-    def __aiter__(self) -> _StreamChunks:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._closed:
-            raise StopAsyncIteration
-        try:
-            return await anext(self._chunks)
-        except BaseException:  # the end, a failure or a cancellation: the response is done with
-            await self.aclose()
-            raise
-
-    async def aclose(self) -> None:
-        """Stops reading and closes Bedrock's response (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            async with aclosing(self._events):
-                await self._chunks.aclose()
-        finally:
-            self._stream.close()  # releases the connection (a no-op once the body was read whole)
