@@ -14,13 +14,8 @@ import argparse
 import json
 import time
 
+from benchlib import parse_size
 from tunegate.server.providers.bedrock._convert import FAMILIES, Converter
-
-
-def parse_size(s: str) -> int:
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    s = s.strip().upper().rstrip("B").rstrip("I")
-    return int(float(s[:-1]) * mult[s[-1]]) if s[-1] in mult else int(s)
 
 
 def generate(size: int) -> bytes:

@@ -15,67 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 
+from benchlib import MB, moto_server, parse_size, reset_peak, status_kib
 from tunegate.server.providers.bedrock._s3 import AwsCredentials, UploadStats, s3_client, upload_stream
-
-MB = 1_000_000
-
-
-def parse_size(s: str) -> int:
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    s = s.strip().upper().rstrip("B").rstrip("I")
-    return int(float(s[:-1]) * mult[s[-1]]) if s[-1] in mult else int(s)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("moto's server did not start")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS
 
 
 async def generated(size: int, chunk: int) -> AsyncIterator[bytes]:
@@ -98,7 +42,7 @@ async def run(url: str, size: int, part: int, concurrency: int, chunk: int) -> d
         bucket = f"bench-{os.urandom(3).hex()}"
         await s3.create_bucket(Bucket=bucket)
         stats = UploadStats()
-        before = _status_kib("VmRSS")
+        before = status_kib("VmRSS")
         reset_peak()
         start = time.perf_counter()
         _, written = await upload_stream(
@@ -111,7 +55,7 @@ async def run(url: str, size: int, part: int, concurrency: int, chunk: int) -> d
             stats=stats,
         )
         elapsed = time.perf_counter() - start
-        peak = _status_kib("VmHWM")
+        peak = status_kib("VmHWM")
         head = await s3.head_object(Bucket=bucket, Key="bench.jsonl")
         assert head["ContentLength"] == written == size
         await s3.delete_object(Bucket=bucket, Key="bench.jsonl")
