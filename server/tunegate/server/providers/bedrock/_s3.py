@@ -393,6 +393,26 @@ class UploadStats:
         self.max_buffered = max(self.max_buffered, self.buffered)
 
 
+class _Part:
+    """One part's bytes, written into a buffer the part owns (so a transport that asks for the
+    buffer — aiohttp calls `getbuffer()` — gets it without a copy) and sent from it (botocore
+    rewinds it for a retry)."""
+
+    __slots__ = ("body", "size")
+
+    def __init__(self) -> None:
+        self.body = io.BytesIO()
+        self.size = 0
+
+    def write(self, piece: memoryview) -> None:
+        self.body.write(piece)
+        self.size += len(piece)
+
+    def rewound(self) -> io.BytesIO:
+        self.body.seek(0)
+        return self.body
+
+
 class _PartReader:
     """Cuts an async byte stream into parts of exactly `size` bytes (the last may be shorter)."""
 
@@ -403,9 +423,9 @@ class _PartReader:
         self._rest = memoryview(b"")
         self.done = False
 
-    async def next_part(self) -> bytes | None:
+    async def next_part(self) -> _Part | None:
         """The next part, or None at the end. The stats count its bytes as held."""
-        pieces: list[memoryview] = []
+        part = _Part()
         filled = 0
         while filled < self._size:
             if not self._rest:
@@ -419,12 +439,12 @@ class _PartReader:
                 self._rest = memoryview(chunk)
             take = self._rest[: self._size - filled]
             self._rest = self._rest[len(take) :]
-            pieces.append(take)
+            part.write(take)
             filled += len(take)
             self._stats._hold(len(take))
         if not filled:
             return None
-        return b"".join(pieces)
+        return part
 
 
 async def upload_stream(
@@ -462,15 +482,15 @@ async def upload_stream(
     reader = _PartReader(chunks, part_size, stats)
 
     first = await reader.next_part()
-    if first is None or len(first) < part_size:
-        body = first or b""
+    if first is None or first.size < part_size:
+        body = first or _Part()
         try:
-            answer = await client.put_object(Bucket=bucket, Key=key, Body=body, **extra)
+            answer = await client.put_object(Bucket=bucket, Key=key, Body=body.rewound(), **extra)
         except (ClientError, BotoCoreError) as exc:
             raise _aws_error(exc, f"writing {where}", param=HEADER_BUCKET) from exc
         stats.parts = 1
-        stats.buffered -= len(body)
-        return answer["ETag"], len(body)
+        stats.buffered -= body.size
+        return answer["ETag"], body.size
 
     try:
         created = await client.create_multipart_upload(
@@ -483,7 +503,7 @@ async def upload_stream(
     slots = asyncio.Semaphore(concurrency)
     tasks: list[asyncio.Task[CompletedPartTypeDef]] = []
 
-    async def send(number: int, body: bytes) -> CompletedPartTypeDef:
+    async def send(number: int, body: _Part) -> CompletedPartTypeDef:
         try:
             answer = await client.upload_part(
                 Bucket=bucket,
@@ -492,17 +512,17 @@ async def upload_stream(
                 PartNumber=number,
                 # A file body is sent in pieces (the transport never buffers a whole part again)
                 # and is rewound by botocore for a retry.
-                Body=io.BytesIO(body),
+                Body=body.rewound(),
                 ChecksumAlgorithm="CRC32",
             )
         finally:
-            stats.buffered -= len(body)
+            stats.buffered -= body.size
             slots.release()
         return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC32": answer["ChecksumCRC32"]}
 
     size = 0
     try:
-        part: bytes | None = first
+        part: _Part | None = first
         first = None
         while part is not None:
             if len(tasks) >= MAX_PARTS:
@@ -514,7 +534,7 @@ async def upload_stream(
             for task in tasks:  # fail fast: a part that failed stops the reading
                 if task.done() and task.exception() is not None:
                     await task
-            size += len(part)
+            size += part.size
             tasks.append(asyncio.create_task(send(len(tasks) + 1, part)))
             part = None  # the task holds the bytes now
             part = await reader.next_part()
