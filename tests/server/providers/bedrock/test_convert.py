@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import orjson
@@ -294,3 +295,84 @@ async def test_async_iterator() -> None:
 
     out = [c async for c in aconvert_chunks(chunks(), TITAN)]
     assert b"".join(out) == b'{"prompt":"...\\n\\n...","completion":"..."}\n'
+
+
+# --- the Nova fast path writes exactly what the precise path writes ----------------------------
+
+
+def _slow_conversation_lines(data: bytes) -> list[bytes | None]:
+    """The precise path alone: orjson in, `_conversation`, orjson out (None for a refusal)."""
+    from tunegate.server.providers.bedrock._convert import _conversation, _Refused
+
+    out: list[bytes | None] = []
+    for raw in data.splitlines():
+        try:
+            out.append(orjson.dumps(_conversation(orjson.loads(raw))) + b"\n")
+        except (_Refused, orjson.JSONDecodeError):
+            out.append(None)
+    return out
+
+
+_FAST_CORPUS = [
+    {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+    {
+        "messages": [
+            {"role": "system", "content": 'sys "quoted" \\ back'},
+            {"role": "developer", "content": "dev\n\ttab\u0001\u001f\u007f"},
+            {"role": "user", "content": "é 🎉 \u2028 \u2029 中文"},
+            {"role": "user", "content": "second user block"},
+            {"role": "assistant", "content": "a1", "weight": 1},
+            {"role": "assistant", "content": ""},
+            {"role": "user", "content": "next: <b> [x]"},
+            {"role": "assistant", "content": "done"},
+        ]
+    },
+    {"messages": [{"role": "user", "content": "User: hi"}, {"role": "assistant", "content": "a"}]},
+    {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "see <image> here"}]},
+    {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0}]},
+    {"messages": [{"role": "assistant", "content": "first"}, {"role": "user", "content": "q"}]},
+    {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "parts"}]},
+            {"role": "assistant", "content": "a"},
+        ]
+    },
+    {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": []},
+    {
+        "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "system", "content": "late"},
+            {"role": "assistant", "content": "a"},
+        ]
+    },
+]
+
+
+def test_fast_path_equals_precise_path() -> None:
+    from tunegate.server.providers.bedrock._convert import _RESERVED_NOVA, _fast_conversation
+
+    data = b"".join(orjson.dumps(line) + b"\n" for line in _FAST_CORPUS)
+    # Written again with every non-ASCII character escaped, as some exporters do.
+    escaped = b"".join(json.dumps(line).encode() + b"\n" for line in _FAST_CORPUS)
+    for source in (data, escaped):
+        slow = _slow_conversation_lines(source)
+        for raw, expected in zip(source.splitlines(), slow, strict=True):
+            out: list[bytes] = []
+            if _fast_conversation(raw, out):
+                assert out == [expected], raw
+                assert _RESERVED_NOVA.search(out[0]) is None
+            else:
+                assert out == []
+    taken = []
+    for raw in data.splitlines():
+        out.clear()
+        taken.append(_fast_conversation(raw, out))
+    assert taken[:2] == [True, True] and not any(taken[2:])  # the rest need the precise path
+
+
+def test_string_encoder_matches_orjson_for_every_code_point() -> None:
+    from tunegate.server.providers.bedrock._convert import _encode_text
+
+    for start in range(0, 0x110000, 0x800):
+        text = "".join(chr(c) for c in range(start, start + 0x800) if not 0xD800 <= c <= 0xDFFF)
+        assert _encode_text(text) == orjson.dumps(text)

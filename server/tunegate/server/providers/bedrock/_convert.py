@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Final, Literal
 
+import msgspec
 import orjson
 from tunegate.server.errors import InvalidArgument, Unsupported
 
@@ -270,6 +271,7 @@ def require_method(family: Family, method: str, *, param: str = "method.type") -
 
 _RESERVED_NOVA_STRINGS = (b"User:", b"Bot:", b"Assistant:", b"System:", b"<image>", b"<video>", b"[EOS]")
 _RESERVED_NOVA = re.compile(b"|".join(re.escape(r) for r in _RESERVED_NOVA_STRINGS))
+_RESERVED_NOVA_TEXT = re.compile("|".join(re.escape(r.decode()) for r in _RESERVED_NOVA_STRINGS))
 _TOOL_KEYS = frozenset({"tools", "functions", "parallel_tool_calls"})
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 
@@ -422,6 +424,88 @@ def _prompt_completion(record: Any) -> dict[str, Any]:
 _DEFAULT_MAX_LINE = 64 << 20
 
 
+# --- the fast path: text-only conversation lines, Structs in, byte templates out --------------
+
+
+class _TextMessage(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    role: str
+    content: str
+    weight: int = 1
+
+
+class _TextChat(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    # gc=False, one line at a time: nothing is tracked by the cyclic GC, whose collections
+    # otherwise cost more than the conversion.
+    messages: list[_TextMessage]
+
+
+_decode_text_chat = msgspec.json.Decoder(_TextChat).decode
+_encode_text = msgspec.json.Encoder().encode
+"""Writes a string exactly as orjson does (the same escapes, UTF-8 kept; checked over every code
+point in the tests), about three times faster for one string."""
+_CONV_OPEN = b'{"schemaVersion":"bedrock-conversation-2024"'
+_CONV_SYSTEM = b',"system":[{"text":'
+_CONV_NEXT_BLOCK = b'},{"text":'
+_CONV_SYSTEM_TO_MESSAGES = b'}],"messages":[{"role":"user","content":[{"text":'
+_CONV_MESSAGES = b',"messages":[{"role":"user","content":[{"text":'
+_CONV_ASSISTANT = b'}]},{"role":"assistant","content":[{"text":'
+_CONV_USER = b'}]},{"role":"user","content":[{"text":'
+_CONV_END = b"}]}]}\n"
+
+
+def _fast_conversation(raw: bytes, out: list[bytes]) -> bool:
+    """Appends the `bedrock-conversation-2024` line for a plain text chat line (string contents,
+    roles in order, no Nova-reserved string) to `out`, written exactly as `_conversation` +
+    orjson would; False (with nothing appended) for any other line, which the precise path then
+    decides. Every reserved string has a `:`, `<` or `[`, so a text without one (a fast
+    single-character search) needs no pattern search."""
+    try:
+        chat = _decode_text_chat(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    pieces = [_CONV_OPEN]
+    last = ""
+    for m in chat.messages:
+        role = m.role
+        if m.weight != 1:
+            return False
+        if role == "system" or role == "developer":
+            if last == "":
+                pieces.append(_CONV_SYSTEM)
+                last = "system"
+            elif last == "system":
+                pieces.append(_CONV_NEXT_BLOCK)
+            else:
+                return False
+        elif role == "user":
+            if last == "user":
+                pieces.append(_CONV_NEXT_BLOCK)
+            elif last == "assistant":
+                pieces.append(_CONV_USER)
+            else:
+                pieces.append(_CONV_MESSAGES if last == "" else _CONV_SYSTEM_TO_MESSAGES)
+            last = "user"
+        elif role == "assistant":
+            if last == "assistant":
+                pieces.append(_CONV_NEXT_BLOCK)
+            elif last == "user":
+                pieces.append(_CONV_ASSISTANT)
+            else:
+                return False
+            last = "assistant"
+        else:
+            return False
+        text = m.content
+        if ("<" in text or ":" in text or "[" in text) and _RESERVED_NOVA_TEXT.search(text) is not None:
+            return False
+        pieces.append(_encode_text(text))
+    if last != "assistant":
+        return False
+    pieces.append(_CONV_END)
+    out.append(b"".join(pieces))
+    return True
+
+
 class Converter:
     """Push converter: `feed(chunk)` returns converted bytes, `finish()` the rest or raises.
 
@@ -505,6 +589,8 @@ class Converter:
         return out
 
     def _lines(self, lines: list[bytes]) -> bytes:
+        if self._convert is _conversation:
+            return self._conversation_lines(lines)
         base = self._line
         self._line += len(lines)
         convert = self._convert
@@ -537,6 +623,35 @@ class Converter:
             return b""
         self.lines_out += len(out)
         return blob.replace(self._separator, self._newline) + b"\n"
+
+    def _conversation_lines(self, lines: list[bytes]) -> bytes:
+        """`_lines` for Nova: the fast path per line, the precise one for the rest."""
+        base = self._line
+        self._line += len(lines)
+        out: list[bytes] = []
+        for i, raw in enumerate(lines, base + 1):
+            if _fast_conversation(raw, out):
+                continue
+            try:
+                record = _loads(raw)
+            except orjson.JSONDecodeError:
+                if raw.strip():
+                    self._refuse(i, "invalid JSON")
+                continue
+            try:
+                line = _dumps(_conversation(record)) + b"\n"
+            except _Refused as e:
+                self._refuse(i, str(e))
+                continue
+            found = _reserved_in(line)
+            if found is not None:
+                self._refuse(i, f"contains {found.decode()!r}, which Nova does not allow")
+                continue
+            out.append(line)
+        if self._problems or not out:
+            return b""
+        self.lines_out += len(out)
+        return b"".join(out)
 
 
 def convert_chunks(
