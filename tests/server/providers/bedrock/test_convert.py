@@ -376,3 +376,42 @@ def test_string_encoder_matches_orjson_for_every_code_point() -> None:
     for start in range(0, 0x110000, 0x800):
         text = "".join(chr(c) for c in range(start, start + 0x800) if not 0xD800 <= c <= 0xDFFF)
         assert _encode_text(text) == orjson.dumps(text)
+
+
+def test_prompt_completion_fast_path_equals_precise_path() -> None:
+    from tunegate.server.providers.bedrock._convert import (
+        _fast_prompt_completion,
+        _prompt_completion,
+        _Refused,
+    )
+
+    corpus = [
+        *_FAST_CORPUS,
+        {
+            "messages": [
+                {"role": "system", "content": "s1"},
+                {"role": "developer", "content": 's2 "q" é'},
+                {"role": "user", "content": "u\n🎉"},
+                {"role": "assistant", "content": "a\u2028"},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "u"},
+                {"role": "user", "content": "u2"},
+                {"role": "assistant", "content": "a"},
+            ]
+        },
+    ]
+    taken = []
+    for line in corpus:
+        raw = json.dumps(line).encode()
+        try:
+            expected: bytes | None = orjson.dumps(_prompt_completion(orjson.loads(raw))) + b"\n"
+        except _Refused:
+            expected = None
+        out: list[bytes] = []
+        took = _fast_prompt_completion(raw, out)
+        taken.append(took)
+        assert out == ([expected] if took else []), line
+    assert taken[0] and taken[-2] and not taken[-1]

@@ -451,6 +451,34 @@ _CONV_MESSAGES = b',"messages":[{"role":"user","content":[{"text":'
 _CONV_ASSISTANT = b'}]},{"role":"assistant","content":[{"text":'
 _CONV_USER = b'}]},{"role":"user","content":[{"text":'
 _CONV_END = b"}]}]}\n"
+_PC_PROMPT = b'{"prompt":'
+_PC_COMPLETION = b',"completion":'
+
+
+def _fast_prompt_completion(raw: bytes, out: list[bytes]) -> bool:
+    """Appends the prompt/completion line for a plain text chat line (system messages, then one
+    user and one assistant message, string contents) to `out`, written exactly as
+    `_prompt_completion` + orjson would; False (with nothing appended) for any other line."""
+    try:
+        chat = _decode_text_chat(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    messages = chat.messages
+    if len(messages) < 2:
+        return False
+    *head, user, assistant = messages
+    if user.role != "user" or assistant.role != "assistant" or user.weight != 1 or assistant.weight != 1:
+        return False
+    system: list[str] = []
+    for m in head:
+        if (m.role != "system" and m.role != "developer") or m.weight != 1:
+            return False
+        system.append(m.content)
+    prompt = SYSTEM_SEPARATOR.join([*system, user.content]) if system else user.content
+    out.append(
+        b"".join((_PC_PROMPT, _encode_text(prompt), _PC_COMPLETION, _encode_text(assistant.content), b"}\n"))
+    )
+    return True
 
 
 def _fast_conversation(raw: bytes, out: list[bytes]) -> bool:
@@ -590,7 +618,11 @@ class Converter:
 
     def _lines(self, lines: list[bytes]) -> bytes:
         if self._convert is _conversation:
-            return self._conversation_lines(lines)
+            return self._fast_lines(lines, _fast_conversation)
+        return self._fast_lines(lines, _fast_prompt_completion)
+
+    def _batch_lines(self, lines: list[bytes]) -> bytes:
+        """The precise path for a batch of lines (one `dumps` for all of them)."""
         base = self._line
         self._line += len(lines)
         convert = self._convert
@@ -624,33 +656,28 @@ class Converter:
         self.lines_out += len(out)
         return blob.replace(self._separator, self._newline) + b"\n"
 
-    def _conversation_lines(self, lines: list[bytes]) -> bytes:
-        """`_lines` for Nova: the fast path per line, the precise one for the rest."""
-        base = self._line
-        self._line += len(lines)
+    def _fast_lines(self, lines: list[bytes], fast: Callable[[bytes, list[bytes]], bool]) -> bytes:
+        """`_lines`: the fast path line by line; the lines it passes over go, in order, through
+        the precise path (`_batch_lines`, which numbers and refuses them)."""
         out: list[bytes] = []
-        for i, raw in enumerate(lines, base + 1):
-            if _fast_conversation(raw, out):
-                continue
-            try:
-                record = _loads(raw)
-            except orjson.JSONDecodeError:
-                if raw.strip():
-                    self._refuse(i, "invalid JSON")
-                continue
-            try:
-                line = _dumps(_conversation(record)) + b"\n"
-            except _Refused as e:
-                self._refuse(i, str(e))
-                continue
-            found = _reserved_in(line)
-            if found is not None:
-                self._refuse(i, f"contains {found.decode()!r}, which Nova does not allow")
-                continue
-            out.append(line)
-        if self._problems or not out:
+        pending: list[bytes] = []
+        fast_count = 0
+        for raw in lines:
+            if fast(raw, out):
+                if pending:  # the precise lines before this one go first
+                    line = out.pop()
+                    out.append(self._batch_lines(pending))
+                    out.append(line)
+                    pending = []
+                self._line += 1
+                fast_count += 1
+            else:
+                pending.append(raw)
+        if pending:
+            out.append(self._batch_lines(pending))
+        if self._problems:
             return b""
-        self.lines_out += len(out)
+        self.lines_out += fast_count
         return b"".join(out)
 
 
