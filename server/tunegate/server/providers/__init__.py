@@ -27,6 +27,7 @@ from tunegate.server.providers.interface import (
     unsupported,
 )
 from tunegate.server.providers.local import LocalProvider, LocalSettings, SchedulerSettings
+from tunegate.server.providers.vertex import VertexProvider
 
 __all__ = [
     "TAG_KEY",
@@ -46,6 +47,7 @@ __all__ = [
     "ProviderFile",
     "ProviderSet",
     "SchedulerSettings",
+    "VertexProvider",
     "capabilities_for",
     "no_retries",
     "unsupported",
@@ -84,7 +86,7 @@ class ProviderSet:
         local: LocalProvider | None = None,
         bedrock: BedrockSettings | None = None,
     ) -> ProviderSet:
-        """Every adapter built into the gateway (OpenAI, Azure OpenAI, Bedrock with `bedrock`'s
+        """Every adapter built into the gateway (OpenAI, Azure OpenAI, Vertex AI, Bedrock with `bedrock`'s
         upload settings), plus `local` (the on-machine trainer, which needs its data directory)
         when given.
 
@@ -99,7 +101,7 @@ class ProviderSet:
 
         providers: list[Provider] = [
             adapter(settings_of(adapter.name), transport=transport, sleep=sleep, jitter=jitter)
-            for adapter in (OpenAIProvider, AzureOpenAIProvider)
+            for adapter in (OpenAIProvider, AzureOpenAIProvider, VertexProvider)
         ]
         providers.append(BedrockProvider(bedrock))
         if local is not None:

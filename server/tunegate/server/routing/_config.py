@@ -244,6 +244,7 @@ DEFAULT_PROVIDERS: Mapping[str, ProviderSettings] = MappingProxyType(
             base_url="https://{resource_name}.openai.azure.com/openai", api_version=AZURE_DEFAULT_API_VERSION
         ),
         BEDROCK: ProviderSettings(base_url="https://bedrock.{region}.amazonaws.com"),
+        VERTEX: ProviderSettings(base_url=VERTEX_DEFAULT_BASE_URL),
     }
 )
 """Used when the configuration names no providers; a configured provider of the same name
