@@ -5,6 +5,11 @@ upload) in a child process; the token comes from a fake OAuth endpoint through `
 before every request, so the run also shows how many token fetches one credential costs.
 
     .venv/bin/python bench/gcs_upload_bench.py --size-mb 256
+    .venv/bin/python bench/gcs_upload_bench.py --convert /tmp/tunegate-bench/bedrock/chat_1024M_v1.jsonl
+
+With `--convert FILE` the bytes uploaded are FILE (an OpenAI chat JSONL, e.g. the one
+`bedrock_upload_bench.py` generates) read in 1 MiB chunks and converted on the way by the Vertex
+converter (`aconvert_chunks`, supervised): the whole staging pipeline of a Vertex create.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tunegate.server.providers.vertex._auth import Tokens, parse_service_account  # noqa: E402
+from tunegate.server.providers.vertex._convert import aconvert_chunks  # noqa: E402
 from tunegate.server.providers.vertex._gcs import MiB, UploadStats, upload_stream  # noqa: E402
 
 from tests.fakes.google_oauth import FakeGoogleOAuth  # noqa: E402
@@ -46,7 +52,13 @@ async def generated(size: int, piece: int = 256 * 1024) -> AsyncIterator[bytes]:
         sent += n
 
 
-async def run(size_mb: int, chunk_mb: int) -> dict[str, object]:
+async def file_chunks(path: Path, piece: int = MiB) -> AsyncIterator[bytes]:
+    with path.open("rb") as source:
+        while chunk := await asyncio.to_thread(source.read, piece):
+            yield chunk
+
+
+async def run(size_mb: int, chunk_mb: int, convert: Path | None = None) -> dict[str, object]:
     child = subprocess.Popen(  # noqa: ASYNC220 -- started once, before any timing
         [sys.executable, "-m", "tests.fakes.gcs", "--bucket", "bench-bucket"],
         cwd=ROOT,
@@ -69,7 +81,11 @@ async def run(size_mb: int, chunk_mb: int) -> dict[str, object]:
         _, size = await upload_stream(
             bucket="bench-bucket",
             name="bench.jsonl",
-            chunks=generated(size_mb * MiB),
+            chunks=(
+                aconvert_chunks(file_chunks(convert), "supervised")
+                if convert is not None
+                else generated(size_mb * MiB)
+            ),
             token=lambda: tokens.token(info),
             endpoint=url,
             chunk_size=chunk_mb * MiB,
@@ -82,6 +98,10 @@ async def run(size_mb: int, chunk_mb: int) -> dict[str, object]:
         child.terminate()
         child.wait()
     return {
+        "input_bytes": convert.stat().st_size if convert is not None else size_mb * MiB,
+        "input_mb_per_s": round(
+            (convert.stat().st_size if convert is not None else size_mb * MiB) / 1e6 / seconds, 1
+        ),
         "size_mb": size_mb,
         "chunk_mb": chunk_mb,
         "bytes": size,
@@ -97,8 +117,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mb", type=int, default=256)
     parser.add_argument("--chunk-mb", type=int, default=8)
+    parser.add_argument("--convert", type=Path, default=None)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.size_mb, args.chunk_mb))))
+    print(json.dumps(asyncio.run(run(args.size_mb, args.chunk_mb, args.convert))))
 
 
 if __name__ == "__main__":
