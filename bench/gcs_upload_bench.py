@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -97,11 +98,10 @@ async def run(size_mb: int, chunk_mb: int, convert: Path | None = None) -> dict[
         await oauth.stop()
         child.terminate()
         child.wait()
+    input_bytes = os.path.getsize(convert) if convert is not None else size_mb * MiB  # noqa: ASYNC240
     return {
-        "input_bytes": convert.stat().st_size if convert is not None else size_mb * MiB,
-        "input_mb_per_s": round(
-            (convert.stat().st_size if convert is not None else size_mb * MiB) / 1e6 / seconds, 1
-        ),
+        "input_bytes": input_bytes,
+        "input_mb_per_s": round(input_bytes / 1e6 / seconds, 1),
         "size_mb": size_mb,
         "chunk_mb": chunk_mb,
         "bytes": size,
