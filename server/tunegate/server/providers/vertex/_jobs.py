@@ -261,6 +261,8 @@ def job_from_vertex(job: Mapping[str, Any]) -> dict[str, Any]:
         "trained_tokens": _int(stats.get("totalBillableTokenCount")),
         "result_files": [],
         "error": None,
+        "organization_id": "",
+        "seed": 0,
     }
     if status == "failed":
         out["error"] = {
