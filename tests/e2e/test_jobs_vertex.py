@@ -231,3 +231,117 @@ def test_provider_listing_pages(vertex: Stack) -> None:
             break
         page = sdk.fine_tuning.jobs.list(limit=2, after=page.data[-1].id)
     assert len(seen) == len(set(seen)) == vertex.fake.job_count()
+
+
+def test_portkey_sdk_with_an_access_token(vertex: Stack) -> None:
+    from portkey_ai import Portkey
+
+    portkey = Portkey(
+        base_url=vertex.gateway.base_url,
+        api_key="pk-vertex-tenant",
+        provider="vertex-ai",
+        Authorization="Bearer ya29.caller-own-token",
+        vertex_project_id="proj-123456",
+        vertex_region="us-central1",
+        vertex_storage_bucket_name=BUCKET,
+    )
+    file_id = portkey.files.create(file=("p.jsonl", jsonl([chat_line(0)])), purpose="fine-tune").id
+    assert file_id is not None
+    job = portkey.fine_tuning.jobs.create(model="gemini-2.5-flash", training_file=file_id)
+    assert job.status == "validating_files" and job.id is not None
+    done = wait_for(lambda: vertex.native(job.id), what="the Vertex job")
+    assert done["baseModel"] == "gemini-2.5-flash"
+
+
+def test_sdk_retry_after_a_slow_create_makes_one_vertex_job(vertex: Stack) -> None:
+    """Data already in GCS (a gs:// URI): the create is synchronous; Vertex is slow, the SDK times
+    out and retries with its Idempotency-Key; one Vertex job."""
+    vertex.fake.call(
+        lambda: vertex.fake.inject("slow", r"/v1/projects/.*/tuningJobs", method="POST", delay=2.5)
+    )
+    sdk = openai.OpenAI(
+        base_url=vertex.gateway.base_url,
+        api_key="unused",
+        default_headers=vertex.headers(),
+        timeout=1.0,
+        max_retries=4,
+    )
+    before = vertex.fake.creates
+    job = sdk.fine_tuning.jobs.create(model="gemini-2.5-flash", training_file=f"gs://{BUCKET}/ready.jsonl")
+    job = wait_for(
+        lambda: (j := sdk.fine_tuning.jobs.retrieve(job.id)).status == "queued" and j, what="queued"
+    )
+    assert vertex.fake.creates == before + 1
+    assert job.training_file == f"gs://{BUCKET}/ready.jsonl"
+
+
+def test_crash_between_vertex_and_the_commit(vertex: Stack, tmp_path: Any) -> None:
+
+    from tests.e2e.test_crash_recovery import free_port, start, stop
+
+    config = tmp_path / "tunegate.toml"
+    config.write_text(
+        f"""
+[providers.vertex-ai]
+base_url = "{vertex.fake.host}"
+
+[virtual_keys.gcp-team]
+provider = "vertex-ai"
+region = "us-central1"
+api_key_env = "TG_TEST_GCP_KEY"
+storage_bucket = "{BUCKET}"
+"""
+    )
+    http_port, grpc_port = free_port(), free_port()
+    env = {"TG_TEST_GCP_KEY": vertex.key}
+    base = f"http://127.0.0.1:{http_port}/v1"
+    headers = {**TENANT, "x-portkey-virtual-key": "gcp-team", "authorization": "Bearer x"}
+    proc = start(
+        tmp_path, config, http_port, grpc_port, TUNEGATE_FAULT_CRASH_AFTER_PROVIDER_CREATE="1", **env
+    )
+    try:
+        file_id = httpx.post(
+            f"{base}/files",
+            headers=headers,
+            files={"file": ("t.jsonl", jsonl([chat_line(7)]))},
+            data={"purpose": "fine-tune"},
+            timeout=30,
+        ).json()["id"]
+        created = httpx.post(
+            f"{base}/fine_tuning/jobs",
+            headers=headers,
+            json={"model": "gemini-2.5-flash", "training_file": file_id},
+            timeout=30,
+        ).json()
+        assert created["status"] == "validating_files"
+        assert proc.wait(timeout=60) == 70
+    finally:
+        stop(proc)
+    assert vertex.native(created["id"]) is not None
+    proc = start(tmp_path, config, http_port, grpc_port, **env)
+    try:
+        job = wait_for(
+            lambda: (
+                (
+                    j := httpx.get(
+                        f"{base}/fine_tuning/jobs/{created['id']}", headers=headers, timeout=10
+                    ).json()
+                )["status"]
+                == "queued"
+                and j
+            ),
+            what="the reconciler to find the job by its label",
+        )
+        assert job["id"] == created["id"]
+    finally:
+        stop(proc)
+    assert (
+        len(
+            [
+                j
+                for j in vertex.fake.jobs.values()
+                if j.get("labels") == vertex.native(created["id"])["labels"]
+            ]
+        )
+        == 1
+    )  # type: ignore[index]

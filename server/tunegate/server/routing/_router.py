@@ -131,6 +131,18 @@ def metadata_dict(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[st
     return result
 
 
+def _key_file_project(raw: str) -> str | None:
+    """The `project_id` a Vertex key file (JSON text) names, when it is a usable one."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None
+    project = document.get("project_id") if isinstance(document, dict) else None
+    if isinstance(project, str) and check_option("project_id", project.strip()):
+        return project.strip()
+    return None
+
+
 def _normalise_key(key: str) -> str:
     snake = _CAMEL.sub("_", key.strip()).lower().replace("-", "_")
     return _KEY_ALIASES.get(snake, snake)
@@ -562,10 +574,7 @@ class Router:
                 code="invalid_service_account",
                 param=route.source("service_account_json"),
             )
-        project = document.get("project_id")
-        if isinstance(project, str) and project.strip() and check_option("project_id", project.strip()):
-            return raw, project.strip()
-        return raw, None
+        return raw, _key_file_project(raw)
 
     @staticmethod
     def _check_aws_auth(options: Mapping[str, str]) -> None:
@@ -740,6 +749,15 @@ class Router:
             options = {**settings.options, **options}
         if key.provider == VERTEX:
             options.setdefault("auth", "service_account" if credential.lstrip().startswith("{") else "bearer")
+            if "project_id" not in options and options["auth"] == "service_account":
+                project = _key_file_project(credential)
+                if project is None:
+                    raise FailedPrecondition(
+                        f"Virtual key {key.name!r} is misconfigured: it names no project_id and its "
+                        "key file names none either.",
+                        code="virtual_key_misconfigured",
+                    )
+                options["project_id"] = project
         if key.provider == AZURE:
             options.setdefault("api_version", settings.api_version or AZURE_DEFAULT_API_VERSION)
             options.setdefault("auth", "api_key")
