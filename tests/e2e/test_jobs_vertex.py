@@ -47,6 +47,15 @@ class Stack:
             max_retries=0,
         )
 
+    def fresh_key(self, email: str) -> str:
+        """A new key file the fake's token endpoint knows (its own token cache entry)."""
+        key, public = key_file(f"{self.fake.host}/token", email)
+        self.fake.call(lambda: self.fake.oauth.accounts.__setitem__(email, public))
+        return key
+
+    def token_requests(self) -> int:
+        return int(self.fake.call(lambda: self.fake.oauth.requests))
+
     def native(self, gateway_id: str) -> dict[str, Any] | None:
         from tunegate.server.providers.vertex._jobs import tag_from_labels
 
@@ -93,7 +102,9 @@ def settled(sdk: openai.OpenAI, job_id: str) -> Any:
 
 
 def test_supervised_lifecycle_checkpoints_events_and_chat(vertex: Stack) -> None:
-    sdk = vertex.sdk()
+    key = vertex.fresh_key("lifecycle@proj-123456.iam.gserviceaccount.com")
+    tokens_before = vertex.token_requests()
+    sdk = vertex.sdk(**{"x-portkey-vertex-service-account-json": key})
     lines = [chat_line(i, turns=2) for i in range(6)]
     file_id = sdk.files.create(file=("train.jsonl", jsonl(lines)), purpose="fine-tune").id
     job = sdk.fine_tuning.jobs.create(
@@ -149,7 +160,28 @@ def test_supervised_lifecycle_checkpoints_events_and_chat(vertex: Stack) -> None
     )
     assert reply.choices[0].message.content
     assert vertex.fake.violations == []
-    assert vertex.fake.call(lambda: vertex.fake.oauth.requests) == 1  # one token for every call
+    stream = sdk.chat.completions.create(
+        model=done.fine_tuned_model, messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert streamed == reply.choices[0].message.content
+    assert vertex.fake.violations == []
+    assert vertex.token_requests() - tokens_before == 1  # one token for every call of this key
+
+
+def test_an_expired_token_is_refreshed_not_reused(vertex: Stack) -> None:
+    key = vertex.fresh_key("short@proj-123456.iam.gserviceaccount.com")
+    sdk = vertex.sdk(**{"x-portkey-vertex-service-account-json": key})
+    vertex.fake.call(lambda: setattr(vertex.fake.oauth, "expires_in", 30))  # inside google-auth's margin
+    try:
+        before = vertex.token_requests()
+        sdk.fine_tuning.jobs.list(limit=1)
+        sdk.fine_tuning.jobs.list(limit=1)
+        issued = vertex.fake.call(lambda: list(vertex.fake.oauth.issued))
+    finally:
+        vertex.fake.call(lambda: setattr(vertex.fake.oauth, "expires_in", 3600))
+    assert vertex.token_requests() - before == 2  # each call found its token no longer valid
+    assert len(set(issued[-2:])) == 2  # a new token each time, never the expired one again
 
 
 def test_dpo_lifecycle(vertex: Stack) -> None:

@@ -50,6 +50,10 @@ TENANT = "tenant:" + fingerprint("pk-1")
             "aws:" + fingerprint("AKIA1\ns3cret"),
         ),
         ([("x-portkey-api-key", "pk-1"), ("x-portkey-aws-secret-access-key", "s3cret")], TENANT),
+        (
+            [("authorization", "Bearer unused"), ("x-portkey-vertex-service-account-json", '{"k": 1}')],
+            "gcp:" + fingerprint('{"k": 1}'),
+        ),
     ],
 )
 def test_owner_from_metadata(metadata: list[tuple[str, str | bytes]] | None, owner: str) -> None:

@@ -9,7 +9,8 @@ Rules, first match wins:
    `x-portkey-aws-access-key-id` — scope to `"aws:" + sha256(key id, secret)[:32 hex]`: such a
    call's `authorization` is whatever placeholder the OpenAI SDK was given, shared by unrelated
    callers. (Temporary credentials change with every session: send a gateway key to keep one
-   scope across them.);
+   scope across them.) Likewise a Vertex key file (`x-portkey-vertex-service-account-json`)
+   scopes to `"gcp:" + sha256(key file)[:32 hex]`;
 3. a provider credential — `authorization: Bearer <token>`, a bare `authorization: <token>`,
    or `api-key: <token>` — scopes to `"key:" + sha256(token)[:32 hex]` (the format existing
    rows carry, so it must not change);
@@ -45,6 +46,7 @@ DEFAULT_OWNER = "default"
 GATEWAY_KEY_HEADER = "x-portkey-api-key"
 AWS_KEY_ID_HEADER = "x-portkey-aws-access-key-id"
 AWS_SECRET_HEADER = "x-portkey-aws-secret-access-key"
+VERTEX_KEY_FILE_HEADER = "x-portkey-vertex-service-account-json"
 
 
 def check_credentials(metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
@@ -105,6 +107,9 @@ def owner_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> s
     aws_secret = first.get(AWS_SECRET_HEADER, "").strip()
     if aws_secret:
         return "aws:" + _fingerprint(f"{first.get(AWS_KEY_ID_HEADER, '').strip()}\n{aws_secret}")
+    key_file = first.get(VERTEX_KEY_FILE_HEADER, "").strip()
+    if key_file:
+        return "gcp:" + _fingerprint(key_file)
     token = credential_from_authorization(first.get("authorization", ""))
     if token is None:
         token = first.get("api-key", "").strip() or None
