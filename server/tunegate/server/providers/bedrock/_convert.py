@@ -63,6 +63,13 @@ from typing import Any, Final, Literal
 import msgspec
 import orjson
 from tunegate.server.errors import InvalidArgument, Unsupported
+from tunegate.server.providers._jsonl import (
+    DEFAULT_MAX_LINE,
+    LineConversionError,
+    LineConverter,
+    aconvert_with,
+    convert_with,
+)
 
 __all__ = [
     "CONVERSATION",
@@ -198,42 +205,13 @@ class UnknownModel(InvalidArgument):
     default_code = "model_not_supported"
 
 
-class ConversionError(InvalidArgument):
-    """Lines of a training file that cannot be converted; `problems` lists every one of them."""
-
-    default_code = "invalid_training_file"
+class ConversionError(LineConversionError):
+    """Lines of a training file that cannot be converted for `family`; `problems` lists every
+    one of them."""
 
     def __init__(self, family: Family, problems: Mapping[str, array[int]], param: str) -> None:
         self.family = family
-        self.problems: dict[str, list[int]] = {reason: list(lines) for reason, lines in problems.items()}
-        total = sum(len(lines) for lines in self.problems.values())
-        ordered = sorted(self.problems.items(), key=lambda item: item[1][0])
-        details = "; ".join(
-            f"{reason}: line{'s' if len(ls) > 1 else ''} {_ranges(ls)}" for reason, ls in ordered
-        )
-        noun = "line" if total == 1 else "lines"
-        super().__init__(
-            f"{total} {noun} cannot be converted to {family.data_format} for {family.name} "
-            f"without losing content — {details}",
-            param=param,
-        )
-
-    def line_numbers(self) -> list[int]:
-        """Every offending 1-based line number, ascending."""
-        return sorted(n for lines in self.problems.values() for n in lines)
-
-
-def _ranges(lines: list[int]) -> str:
-    out: list[str] = []
-    start = prev = lines[0]
-    for n in lines[1:]:
-        if n == prev + 1:
-            prev = n
-            continue
-        out.append(str(start) if start == prev else f"{start}-{prev}")
-        start = prev = n
-    out.append(str(start) if start == prev else f"{start}-{prev}")
-    return ", ".join(out)
+        super().__init__(f"{family.data_format} for {family.name}", problems, param)
 
 
 def _bare_model_id(model_id: str) -> str:
@@ -421,9 +399,6 @@ def _prompt_completion(record: Any) -> dict[str, Any]:
     return {"prompt": prompt, "completion": completion}
 
 
-_DEFAULT_MAX_LINE = 64 << 20
-
-
 # --- the fast path: text-only conversation lines, Structs in, byte templates out --------------
 
 
@@ -534,87 +509,28 @@ def _fast_conversation(raw: bytes, out: list[bytes]) -> bool:
     return True
 
 
-class Converter:
-    """Push converter: `feed(chunk)` returns converted bytes, `finish()` the rest or raises.
-
-    Output is whole JSONL lines (each ending in `\\n`), possibly empty bytes. `finish()` raises
-    `ConversionError` listing every refused line of the whole input.
-    """
+class Converter(LineConverter):
+    """Push converter for one family (see `LineConverter`): `feed(chunk)` returns converted
+    bytes, `finish()` the rest or raises `ConversionError` listing every refused line."""
 
     def __init__(
         self,
         family: Family,
         *,
         param: str = "training_file",
-        max_line_bytes: int = _DEFAULT_MAX_LINE,
+        max_line_bytes: int = DEFAULT_MAX_LINE,
     ) -> None:
+        super().__init__(param=param, max_line_bytes=max_line_bytes)
         self.family = family
-        self._param = param
         if family.data_format == CONVERSATION:
             self._convert: Callable[[Any], dict[str, Any]] = _conversation
             self._separator, self._newline = b'},{"schemaVersion":', b'}\n{"schemaVersion":'
         else:
             self._convert = _prompt_completion
             self._separator, self._newline = b'},{"prompt":', b'}\n{"prompt":'
-        self._max_line = max_line_bytes
-        self._tail = b""
-        self._line = 0  # lines completed so far
-        self._skipping = False  # inside an over-long line, discarding to its end
-        self._problems: dict[str, array[int]] = {}
-        self.lines_out = 0
 
-    @property
-    def failed(self) -> bool:
-        return bool(self._problems)
-
-    def _refuse(self, line: int, reason: str) -> None:
-        lines = self._problems.get(reason)
-        if lines is None:
-            lines = self._problems[reason] = array("q")
-        lines.append(line)
-
-    def feed(self, chunk: bytes) -> bytes:
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            if self._skipping:
-                return b""
-            self._tail += chunk
-            if len(self._tail) > self._max_line:
-                self._too_long()
-            return b""
-        if self._skipping:
-            # The over-long line ends at the first newline of this chunk.
-            first = chunk.find(b"\n")
-            self._skipping = False
-            self._line += 1
-            data = chunk[first + 1 : end]
-            if first == end:
-                self._tail = chunk[end + 1 :]
-                return b""
-        else:
-            data = self._tail + chunk[:end] if self._tail else chunk[:end]
-        self._tail = chunk[end + 1 :]
-        out = self._lines(data.split(b"\n"))
-        if len(self._tail) > self._max_line:
-            self._too_long()
-        return out
-
-    def _too_long(self) -> None:
-        self._refuse(self._line + 1, f"a line longer than {self._max_line} bytes")
-        self._tail = b""
-        self._skipping = True
-
-    def finish(self) -> bytes:
-        out = b""
-        if self._skipping:
-            self._line += 1
-            self._skipping = False
-        elif self._tail:
-            out = self._lines([self._tail])
-            self._tail = b""
-        if self._problems:
-            raise ConversionError(self.family, self._problems, self._param)
-        return out
+    def _error(self) -> ConversionError:
+        return ConversionError(self.family, self._problems, self._param)
 
     def _lines(self, lines: list[bytes]) -> bytes:
         if self._convert is _conversation:
@@ -686,32 +602,18 @@ def convert_chunks(
     family: Family,
     *,
     param: str = "training_file",
-    max_line_bytes: int = _DEFAULT_MAX_LINE,
+    max_line_bytes: int = DEFAULT_MAX_LINE,
 ) -> Iterator[bytes]:
     """Converted JSONL for an iterable of input chunks; raises `ConversionError` at the end."""
-    conv = Converter(family, param=param, max_line_bytes=max_line_bytes)
-    for chunk in chunks:
-        out = conv.feed(chunk)
-        if out:
-            yield out
-    out = conv.finish()
-    if out:
-        yield out
+    return convert_with(Converter(family, param=param, max_line_bytes=max_line_bytes), chunks)
 
 
-async def aconvert_chunks(
+def aconvert_chunks(
     chunks: AsyncIterable[bytes],
     family: Family,
     *,
     param: str = "training_file",
-    max_line_bytes: int = _DEFAULT_MAX_LINE,
+    max_line_bytes: int = DEFAULT_MAX_LINE,
 ) -> AsyncIterator[bytes]:
     """`convert_chunks` over an async iterable (CPU-bound per chunk: keep chunks ≤ a few MB)."""
-    conv = Converter(family, param=param, max_line_bytes=max_line_bytes)
-    async for chunk in chunks:
-        out = conv.feed(chunk)
-        if out:
-            yield out
-    out = conv.finish()
-    if out:
-        yield out
+    return aconvert_with(Converter(family, param=param, max_line_bytes=max_line_bytes), chunks)

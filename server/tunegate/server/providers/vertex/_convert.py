@@ -73,10 +73,16 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, It
 from typing import Any, Final, Literal
 
 import msgspec
-from tunegate.server.errors import InvalidArgument, Unsupported
+from tunegate.server.errors import Unsupported
 
 # The Bedrock converter's line-range formatting ("2, 4-5"); see the report about sharing it.
-from tunegate.server.providers.bedrock._convert import _ranges
+from tunegate.server.providers._jsonl import (
+    DEFAULT_MAX_LINE,
+    LineConversionError,
+    LineConverter,
+    aconvert_with,
+    convert_with,
+)
 
 __all__ = [
     "KINDS",
@@ -100,7 +106,6 @@ _DESCRIPTION: Final[Mapping[str, str]] = {
     SUPERVISED: "Vertex AI Gemini supervised tuning data",
     PREFERENCE: "Vertex AI Gemini preference tuning data",
 }
-_DEFAULT_MAX_LINE = 64 << 20
 
 
 def kind_for_method(method: str, *, param: str = "method.type") -> Kind:
@@ -114,28 +119,13 @@ def kind_for_method(method: str, *, param: str = "method.type") -> Kind:
     return kind
 
 
-class ConversionError(InvalidArgument):
-    """Lines of a training file that cannot be converted; `problems` lists every one of them."""
-
-    default_code = "invalid_training_file"
+class ConversionError(LineConversionError):
+    """Lines of a training file that cannot be converted to `kind`; `problems` lists every one
+    of them."""
 
     def __init__(self, kind: Kind, problems: Mapping[str, array[int]], param: str) -> None:
         self.kind = kind
-        self.problems: dict[str, list[int]] = {reason: list(lines) for reason, lines in problems.items()}
-        total = sum(len(lines) for lines in self.problems.values())
-        ordered = sorted(self.problems.items(), key=lambda item: item[1][0])
-        details = "; ".join(
-            f"{reason}: line{'s' if len(ls) > 1 else ''} {_ranges(ls)}" for reason, ls in ordered
-        )
-        noun = "line" if total == 1 else "lines"
-        super().__init__(
-            f"{total} {noun} cannot be converted to {_DESCRIPTION[kind]} without losing content — {details}",
-            param=param,
-        )
-
-    def line_numbers(self) -> list[int]:
-        """Every offending 1-based line number, ascending."""
-        return sorted(n for lines in self.problems.values() for n in lines)
+        super().__init__(_DESCRIPTION[kind], problems, param)
 
 
 # --- the precise path: any line, dicts in, dicts out -------------------------------------------
@@ -509,84 +499,26 @@ def _fast_supervised(chat: _TextChat, out: list[bytes]) -> bool:
 # --- streaming ---------------------------------------------------------------------------------
 
 
-class Converter:
-    """Push converter: `feed(chunk)` returns converted bytes, `finish()` the rest or raises.
-
-    Output is whole JSONL lines (each ending in `\\n`), possibly empty bytes. `finish()` raises
-    `ConversionError` listing every refused line of the whole input.
-    """
+class Converter(LineConverter):
+    """Push converter for one kind (see `LineConverter`): `feed(chunk)` returns converted bytes,
+    `finish()` the rest or raises `ConversionError` listing every refused line."""
 
     def __init__(
         self,
         kind: Kind,
         *,
         param: str = "training_file",
-        max_line_bytes: int = _DEFAULT_MAX_LINE,
+        max_line_bytes: int = DEFAULT_MAX_LINE,
     ) -> None:
         if kind not in _DESCRIPTION:
             raise ValueError(f"unknown kind {kind!r}")
+        super().__init__(param=param, max_line_bytes=max_line_bytes)
         self.kind: Kind = kind
-        self._param = param
         self._convert: Callable[[Any], dict[str, Any]] = _supervised if kind == SUPERVISED else _preference
         self._fast = kind == SUPERVISED
-        self._max_line = max_line_bytes
-        self._tail = b""
-        self._line = 0  # lines completed so far
-        self._skipping = False  # inside an over-long line, discarding up to its newline
-        self._problems: dict[str, array[int]] = {}
-        self.lines_out = 0
 
-    @property
-    def failed(self) -> bool:
-        return bool(self._problems)
-
-    def feed(self, chunk: bytes) -> bytes:
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            if not self._skipping:
-                self._tail += chunk
-                self._check_tail()
-            return b""
-        start = 0
-        if self._skipping:
-            # The over-long line ends at this chunk's first newline.
-            start = chunk.find(b"\n") + 1
-            self._skipping = False
-            self._line += 1
-            head = b""
-        else:
-            head = self._tail
-        body = chunk[start:end]
-        self._tail = chunk[end + 1 :]
-        out = b""
-        if start <= end:
-            out = self._lines((head + body if head else body).split(b"\n"))
-        self._check_tail()
-        return out
-
-    def _check_tail(self) -> None:
-        if len(self._tail) > self._max_line:
-            self._refuse(self._line + 1, f"a line longer than {self._max_line} bytes")
-            self._tail = b""
-            self._skipping = True
-
-    def finish(self) -> bytes:
-        out = b""
-        if self._skipping:
-            self._line += 1
-            self._skipping = False
-        elif self._tail:
-            out = self._lines([self._tail])
-            self._tail = b""
-        if self._problems:
-            raise ConversionError(self.kind, self._problems, self._param)
-        return out
-
-    def _refuse(self, line: int, reason: str) -> None:
-        lines = self._problems.get(reason)
-        if lines is None:
-            lines = self._problems[reason] = array("q")
-        lines.append(line)
+    def _error(self) -> ConversionError:
+        return ConversionError(self.kind, self._problems, self._param)
 
     def _lines(self, lines: list[bytes]) -> bytes:
         base = self._line
@@ -638,32 +570,18 @@ def convert_chunks(
     kind: Kind,
     *,
     param: str = "training_file",
-    max_line_bytes: int = _DEFAULT_MAX_LINE,
+    max_line_bytes: int = DEFAULT_MAX_LINE,
 ) -> Iterator[bytes]:
     """Converted JSONL for an iterable of input chunks; raises `ConversionError` at the end."""
-    conv = Converter(kind, param=param, max_line_bytes=max_line_bytes)
-    for chunk in chunks:
-        out = conv.feed(chunk)
-        if out:
-            yield out
-    out = conv.finish()
-    if out:
-        yield out
+    return convert_with(Converter(kind, param=param, max_line_bytes=max_line_bytes), chunks)
 
 
-async def aconvert_chunks(
+def aconvert_chunks(
     chunks: AsyncIterable[bytes],
     kind: Kind,
     *,
     param: str = "training_file",
-    max_line_bytes: int = _DEFAULT_MAX_LINE,
+    max_line_bytes: int = DEFAULT_MAX_LINE,
 ) -> AsyncIterator[bytes]:
     """`convert_chunks` over an async iterable (CPU-bound per chunk: keep chunks ≤ a few MB)."""
-    conv = Converter(kind, param=param, max_line_bytes=max_line_bytes)
-    async for chunk in chunks:
-        out = conv.feed(chunk)
-        if out:
-            yield out
-    out = conv.finish()
-    if out:
-        yield out
+    return aconvert_with(Converter(kind, param=param, max_line_bytes=max_line_bytes), chunks)
