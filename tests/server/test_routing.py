@@ -868,3 +868,26 @@ def test_metadata_dict() -> None:
 def test_config_is_validated_when_built(build: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_fireworks_alias_and_account_id_pattern() -> None:
+    router = Router(CONFIG, env={})
+    account = router.resolve(
+        {
+            "x-portkey-provider": "fireworks",
+            "authorization": "Bearer fw",
+            "x-portkey-fireworks-account-id": "my-team-1",
+        }
+    )
+    assert account is not None and account.provider == "fireworks-ai"
+    assert account.options["account_id"] == "my-team-1"
+    for bad in ("My_Team", "team/../x", "team#x", "-team"):
+        with pytest.raises(InvalidArgument) as caught:
+            router.resolve(
+                {
+                    "x-portkey-provider": "fireworks-ai",
+                    "authorization": "Bearer fw",
+                    "x-portkey-fireworks-account-id": bad,
+                }
+            )
+        assert caught.value.param == "x-portkey-fireworks-account-id"

@@ -52,7 +52,7 @@ AZURE_DEFAULT_API_VERSION = "v1"
 `2024-10-21`) with `x-portkey-azure-api-version`, a virtual key's `api_version`, or
 `[providers.azure-openai] api_version`."""
 
-_PROVIDER_ALIASES = {"azure": "azure-openai", "google-vertex-ai": VERTEX}
+_PROVIDER_ALIASES = {"azure": "azure-openai", "google-vertex-ai": VERTEX, "fireworks": "fireworks-ai"}
 
 _PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -72,7 +72,8 @@ _OPTION_PATTERNS: Mapping[str, re.Pattern[str]] = {
     "organization": _TOKEN,
     "project": _TOKEN,
     "project_id": _TOKEN,
-    "account_id": _TOKEN,
+    # Fireworks account ids: lower-case letters, digits and hyphens (they sit in URL paths).
+    "account_id": re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?"),
     # Bedrock. Names that end up in a URL (bucket, key, region) are checked again, with AWS's
     # full rules and a precise message, by `tunegate.server.providers.bedrock._s3`.
     "aws_access_key_id": re.compile(r"[A-Z0-9]{16,128}"),
