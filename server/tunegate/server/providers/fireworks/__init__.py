@@ -1,0 +1,1 @@
+"""Fireworks AI provider."""
