@@ -69,8 +69,9 @@ import httpx
 import yarl
 from tunegate.server.errors import TunegateError
 from tunegate.server.providers._http import Endpoint, HttpClient, retries_enabled
+from tunegate.server.providers.interface import ChatReply
 
-__all__ = ["PASSED_HEADERS", "ChatClient", "ChatResponse", "ResponseChunks", "passed_headers"]
+__all__ = ["PASSED_HEADERS", "ChatClient", "ChatResponse", "ResponseChunks", "passed_headers", "relay_chat"]
 
 log = logging.getLogger(__name__)
 
@@ -297,3 +298,28 @@ def _last_event_end(data: bytes, start: int) -> int:
 async def one_item(body: bytes) -> AsyncIterator[bytes]:
     """`body` as a one-item async iterator (a unary answer's `ChatReply.chunks`)."""
     yield body
+
+
+async def relay_chat(
+    client: ChatClient, endpoint: Endpoint, path: str, body: bytes, *, stream: bool
+) -> ChatReply:
+    """POSTs an OpenAI chat body unchanged to an OpenAI-compatible `path` through `client`, sent
+    again only when it never left (a failure to connect).
+
+    `stream=False`: returns once the whole answer is read (`chunks` yields it as one item).
+    `stream=True`: returns once the answer's head has arrived; `chunks` relays its events as
+    they arrive (`ResponseChunks`). A non-2xx answer raises before anything is returned."""
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if stream else "application/json",
+    }
+    response = await client.post(endpoint, path, body, headers)
+    content_type = response.headers.get("Content-Type") or (
+        "text/event-stream" if stream else "application/json"
+    )
+    reply_headers = passed_headers(response.headers)
+    if stream:
+        chunks: AsyncIterator[bytes] = ResponseChunks(client, response)
+    else:
+        chunks = one_item(await client.read(response))
+    return ChatReply(content_type=content_type, chunks=chunks, headers=reply_headers)

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 from tunegate.server.errors import InvalidArgument, NotFound
-from tunegate.server.providers._chat import ChatClient, ResponseChunks, one_item, passed_headers
+from tunegate.server.providers._chat import ChatClient, relay_chat
 from tunegate.server.providers._http import Endpoint, HttpClient, HttpSettings, Sleep
 from tunegate.server.providers._multipart import MultipartFile
 from tunegate.server.providers.interface import (
@@ -244,27 +244,9 @@ class OpenAIProvider:
         return self.endpoint(account), "/chat/completions"
 
     async def chat(self, account: Account, body: bytes, *, model: str, stream: bool) -> ChatReply:
-        """POSTs `body` unchanged to `chat_target` through `chat_http`, sent again only when it
-        never left (a failure to connect).
-
-        `stream=False`: returns once the whole answer is read (`chunks` yields it as one item).
-        `stream=True`: returns once the answer's head has arrived; `chunks` relays its events as
-        they arrive (`ResponseChunks`). A non-2xx answer raises before anything is returned."""
+        """POSTs `body` unchanged to `chat_target` through `chat_http` (`_chat.relay_chat`)."""
         endpoint, path = self.chat_target(account, model)
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream" if stream else "application/json",
-        }
-        response = await self.chat_http.post(endpoint, path, body, headers)
-        content_type = response.headers.get("Content-Type") or (
-            "text/event-stream" if stream else "application/json"
-        )
-        reply_headers = passed_headers(response.headers)
-        if stream:
-            chunks: AsyncIterator[bytes] = ResponseChunks(self.chat_http, response)
-        else:
-            chunks = one_item(await self.chat_http.read(response))
-        return ChatReply(content_type=content_type, chunks=chunks, headers=reply_headers)
+        return await relay_chat(self.chat_http, endpoint, path, body, stream=stream)
 
     async def list_models(self, account: Account) -> list[JobObject]:
         """`GET /models`: the models the account can call, as OpenAI lists them."""
