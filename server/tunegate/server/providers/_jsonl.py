@@ -116,9 +116,13 @@ class LineConverter:
             self._tail = chunk[end + 1 :]
             out = self._lines(chunk[first + 1 : end].split(b"\n")) if first < end else b""
         else:
-            data = self._tail + chunk[:end] if self._tail else chunk[:end]
-            self._tail = chunk[end + 1 :]
-            out = self._lines(data.split(b"\n"))
+            # One split of the whole chunk (no copy of it first): its last piece is the new tail,
+            # and the old tail is the start of its first line.
+            lines = chunk.split(b"\n")
+            self._tail, tail = lines.pop(), self._tail
+            if tail:
+                lines[0] = tail + lines[0]
+            out = self._lines(lines)
         self._check_tail()
         return out
 
