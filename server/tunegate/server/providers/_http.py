@@ -256,7 +256,13 @@ class HttpClient:
             connect = self.settings.connect_timeout_seconds
             extra["timeout"] = httpx.Timeout(connect=connect, read=read_timeout, write=t, pool=t)
         request = self.client.build_request(
-            method, endpoint.base_url + path, params=query, content=content, headers=all_headers, **extra
+            method,
+            endpoint.base_url + path,
+            # None keeps a query already in the URL (a signed upload URL); `{}` would drop it.
+            params=query or None,
+            content=content,
+            headers=all_headers,
+            **extra,
         )
         attempt = 0
         while True:
