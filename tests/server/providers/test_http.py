@@ -50,6 +50,18 @@ async def test_request_shape_and_common_params() -> None:
     await http.aclose()
 
 
+async def test_a_query_in_the_url_is_kept() -> None:
+    # A signed upload URL carries its signature in the query; no endpoint params are added to it.
+    upstream, sleeps = MockUpstream().on("PUT", "/bucket/object", OK), Sleeps()
+    http = client(upstream, sleeps)
+    signed = Endpoint("http://storage.test/bucket/object?X-Goog-Signature=abc%2Fd&b=1", {}, {})
+    await http.request("PUT", signed, "", content=b"x")
+    (request,) = upstream.requests
+    assert request.url.query == b"X-Goog-Signature=abc%2Fd&b=1"
+    assert "authorization" not in request.headers
+    await http.aclose()
+
+
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
 async def test_get_is_retried_with_full_jitter_backoff(status: int) -> None:
     upstream, sleeps = (
