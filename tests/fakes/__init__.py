@@ -3,7 +3,9 @@ provider's machine-readable spec (see each module's docstring).
 
 - :class:`FakeOpenAI` — OpenAI under ``/v1`` (``tests.fakes.openai_upstream``);
 - :class:`FakeAzureOpenAI` — Azure OpenAI, dated ``2024-10-21`` and ``/openai/v1`` surfaces, many
-  resources by path prefix (``tests.fakes.azure_upstream``).
+  resources by path prefix (``tests.fakes.azure_upstream``);
+- :class:`FakeFireworks` — Fireworks AI's datasets, SFT/DPO jobs and OpenAI-compatible chat,
+  checked against the ``fireworks-ai`` SDK's models (``tests.fakes.fireworks_upstream``).
 
 Both: ``await fake.start(port=0)`` / ``await fake.stop()``, or ``start_fake_*_in_thread()`` /
 ``fake.close()``; ``fake.requests``, ``fake.violations``, ``fake.jobs``, ``fake.inject(kind, path)``,
@@ -19,6 +21,7 @@ from tests.fakes._common import ApiError, FakeServer, Fault, FaultKind, Recorded
 
 if TYPE_CHECKING:
     from tests.fakes.azure_upstream import FakeAzureOpenAI, start_fake_azure_in_thread
+    from tests.fakes.fireworks_upstream import FakeFireworks, start_fake_fireworks_in_thread
     from tests.fakes.openai_upstream import FakeOpenAI, start_fake_openai_in_thread
 
 # The provider modules load lazily so ``python -m tests.fakes.<module>`` runs without runpy's
@@ -26,6 +29,8 @@ if TYPE_CHECKING:
 _LAZY = {
     "FakeAzureOpenAI": "tests.fakes.azure_upstream",
     "start_fake_azure_in_thread": "tests.fakes.azure_upstream",
+    "FakeFireworks": "tests.fakes.fireworks_upstream",
+    "start_fake_fireworks_in_thread": "tests.fakes.fireworks_upstream",
     "FakeOpenAI": "tests.fakes.openai_upstream",
     "start_fake_openai_in_thread": "tests.fakes.openai_upstream",
 }
@@ -40,6 +45,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ApiError",
     "FakeAzureOpenAI",
+    "FakeFireworks",
     "FakeOpenAI",
     "FakeServer",
     "Fault",
@@ -47,5 +53,6 @@ __all__ = [
     "RecordedRequest",
     "Violation",
     "start_fake_azure_in_thread",
+    "start_fake_fireworks_in_thread",
     "start_fake_openai_in_thread",
 ]

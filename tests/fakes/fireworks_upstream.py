@@ -525,14 +525,18 @@ class FakeFireworks(FakeServer):
 
     # -- jobs ------------------------------------------------------------------------------------
     def job_json(self, job: FireworksJob) -> dict[str, Any]:
+        """The job as Fireworks answers it: the create body plus the output fields its SDK model
+        declares (``DpoJob`` has no ``updateTime`` and no ``jobProgress``)."""
+        declared = _declared(_COLLECTIONS[job.collection][1])
         body = {**job.body, "name": job.name, "state": job.state, "createTime": _rfc3339(job.created_at)}
-        body["updateTime"] = _rfc3339(job.updated_at or job.created_at)
         body["createdBy"] = "fake@example.com"
+        if "updateTime" in declared:
+            body["updateTime"] = _rfc3339(job.updated_at or job.created_at)
         if job.status is not None:
             body["status"] = dict(job.status)
         if job.completed_at is not None:
             body["completedTime"] = _rfc3339(job.completed_at)
-        if job.state != "JOB_STATE_CREATING":
+        if job.state != "JOB_STATE_CREATING" and "jobProgress" in declared:
             dataset = self.datasets.get((job.account, job.body["dataset"].rsplit("/", 1)[-1]))
             examples = dataset.examples if dataset is not None else 0
             body["jobProgress"] = {"percent": job.percent, "epoch": 1, "inputTokens": 100 * examples}
@@ -651,6 +655,10 @@ class FakeFireworks(FakeServer):
         if not call.stream:
             check_model(CompletionCreateResponse, json.loads(bytes(call.sent)), strict_keys=False)
         return response
+
+
+def _declared(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(field.alias or name for name, field in model.model_fields.items())
 
 
 def _snake(name: str) -> str:
