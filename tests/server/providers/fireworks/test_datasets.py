@@ -21,6 +21,7 @@ from tunegate.server.providers.fireworks._datasets import (
     provider_file_from_dataset,
     upload_dataset,
 )
+from tunegate.server.providers.interface import ProviderFile
 
 from tests.fakes.fireworks_upstream import FakeFireworks
 
@@ -62,6 +63,28 @@ def endpoint(fake: FakeFireworks) -> Endpoint:
     return Endpoint(fake.base_url, {"Authorization": "Bearer fw-key"}, {})
 
 
+async def upload(
+    fake: FakeFireworks,
+    http: HttpClient,
+    data: bytes,
+    *,
+    size: int | None = None,
+    chunks: AsyncIterator[bytes] | None = None,
+    multipart_limit: int = _datasets.MULTIPART_LIMIT,
+) -> ProviderFile:
+    """`upload_dataset` of `data` as gateway file `FILE_ID` (`train.jsonl`), in 7-byte chunks."""
+    return await upload_dataset(
+        http,
+        endpoint(fake),
+        ACCOUNT,
+        file_id=FILE_ID,
+        filename="train.jsonl",
+        size=len(data) if size is None else size,
+        chunks=chunked(data) if chunks is None else chunks,
+        multipart_limit=multipart_limit,
+    )
+
+
 # --- ids -----------------------------------------------------------------------------------------
 
 
@@ -86,15 +109,7 @@ def test_dataset_id_refuses_other_ids(bad: str) -> None:
 
 async def test_small_file_goes_multipart_and_becomes_ready(fake: FakeFireworks, http: HttpClient) -> None:
     data = jsonl(5)
-    got = await upload_dataset(
-        http,
-        endpoint(fake),
-        ACCOUNT,
-        file_id=FILE_ID,
-        filename="train.jsonl",
-        size=len(data),
-        chunks=chunked(data),
-    )
+    got = await upload(fake, http, data)
     ident = dataset_id(FILE_ID)
     assert got.id == ident and got.status == "uploaded"
     stored = fake.datasets[(ACCOUNT, ident)]
@@ -111,16 +126,7 @@ async def test_small_file_goes_multipart_and_becomes_ready(fake: FakeFireworks, 
 
 async def test_large_file_goes_through_the_signed_url(fake: FakeFireworks, http: HttpClient) -> None:
     data = jsonl(50)
-    got = await upload_dataset(
-        http,
-        endpoint(fake),
-        ACCOUNT,
-        file_id=FILE_ID,
-        filename="train.jsonl",
-        size=len(data),
-        chunks=chunked(data, 64),
-        multipart_limit=len(data) - 1,
-    )
+    got = await upload(fake, http, data, chunks=chunked(data, 64), multipart_limit=len(data) - 1)
     assert got.status == "uploaded"
     assert fake.datasets[(ACCOUNT, got.id)].content() == data
     put = fake.requests_to("PUT", "/signed-upload/")
@@ -137,45 +143,33 @@ async def test_large_file_goes_through_the_signed_url(fake: FakeFireworks, http:
 async def test_signed_upload_refuses_a_short_source(fake: FakeFireworks, http: HttpClient) -> None:
     data = jsonl(5)
     with pytest.raises(Internal):
-        await upload_dataset(
-            http,
-            endpoint(fake),
-            ACCOUNT,
-            file_id=FILE_ID,
-            filename="t.jsonl",
-            size=len(data) + 10,
-            chunks=chunked(data),
-            multipart_limit=1,
-        )
+        await upload(fake, http, data, size=len(data) + 10, multipart_limit=1)
     assert fake.requests_to("POST", ":validateUpload$") == []
     fake.violations.clear()  # the fake saw a body shorter than its Content-Length
 
 
-async def test_validation_failure_is_an_error_with_fireworks_message(
+async def test_validation_failure_is_an_error_then_a_new_upload_replaces_it(
     fake: FakeFireworks, http: HttpClient
 ) -> None:
     ident = dataset_id(FILE_ID)
     fake.fail_validation[ident] = "Line 2: 'messages' must end with an assistant turn."
     data = jsonl(3)
-    await upload_dataset(
-        http,
-        endpoint(fake),
-        ACCOUNT,
-        file_id=FILE_ID,
-        filename="t.jsonl",
-        size=len(data),
-        chunks=chunked(data),
-    )
+    await upload(fake, http, data)
     got = await get_dataset(http, endpoint(fake), ACCOUNT, ident)
     assert got.status == "error"
     assert got.status_details == "Line 2: 'messages' must end with an assistant turn."
+    # The next copy of the same file finds the dataset (409), not READY: it uploads into it again.
+    del fake.fail_validation[ident]
+    fake.ready_after_gets = 0
+    assert (await upload(fake, http, data)).status == "uploaded"
+    assert (await get_dataset(http, endpoint(fake), ACCOUNT, ident)).status == "processed"
+    assert len(fake.requests_to("POST", ":upload$")) == 2
 
 
 async def test_an_existing_ready_dataset_is_reused(fake: FakeFireworks, http: HttpClient) -> None:
     fake.ready_after_gets = 0
     data = jsonl(3)
-    kwargs = {"file_id": FILE_ID, "filename": "t.jsonl", "size": len(data)}
-    await upload_dataset(http, endpoint(fake), ACCOUNT, chunks=chunked(data), **kwargs)  # type: ignore[arg-type]
+    await upload(fake, http, data)
     fake.reset()
 
     async def unread() -> AsyncIterator[bytes]:
@@ -183,25 +177,9 @@ async def test_an_existing_ready_dataset_is_reused(fake: FakeFireworks, http: Ht
             raise AssertionError("a READY dataset is not uploaded again")
         yield b""
 
-    again = await upload_dataset(http, endpoint(fake), ACCOUNT, chunks=unread(), **kwargs)  # type: ignore[arg-type]
+    again = await upload(fake, http, data, chunks=unread())
     assert again.status == "processed" and again.id == dataset_id(FILE_ID)
     assert [r.method for r in fake.requests] == ["POST", "GET"]
-
-
-async def test_an_existing_unfinished_dataset_is_uploaded_again(
-    fake: FakeFireworks, http: HttpClient
-) -> None:
-    ident = dataset_id(FILE_ID)
-    fake.fail_validation[ident] = "bad"
-    data = jsonl(3)
-    kwargs = {"file_id": FILE_ID, "filename": "t.jsonl", "size": len(data)}
-    await upload_dataset(http, endpoint(fake), ACCOUNT, chunks=chunked(data), **kwargs)  # type: ignore[arg-type]
-    del fake.fail_validation[ident]
-    fake.ready_after_gets = 0
-    got = await upload_dataset(http, endpoint(fake), ACCOUNT, chunks=chunked(data), **kwargs)  # type: ignore[arg-type]
-    assert got.status == "uploaded"
-    assert (await get_dataset(http, endpoint(fake), ACCOUNT, ident)).status == "processed"
-    assert len(fake.requests_to("POST", ":upload$")) == 2
 
 
 def test_dataset_states() -> None:
