@@ -239,12 +239,20 @@ def test_every_bad_line_is_listed() -> None:
             }
         ),
         orjson.dumps({"prompt": "p", "completion": "c"}),
+        orjson.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "assistant", "content": "a", "weight": True},
+                ]
+            }
+        ),
         chat_line(8),
     ]
     with pytest.raises(LineConversionError) as caught:
         run_check(b"\n".join(lines))
     error = caught.value
-    assert error.line_numbers() == [2, 3, 5, 6, 7]
+    assert error.line_numbers() == [2, 3, 5, 6, 7, 8]
     assert error.param == "training_file" and error.code == "invalid_training_file"
     assert "2" in error.message and "7" in error.message
 

@@ -11,7 +11,9 @@ Theory of operation (`upload_dataset`):
    (the id exists: an earlier copy of this very file) is looked at: a `READY` dataset is re-used
    as is (answered `processed`, nothing is sent again); any other (an upload cut short, or one
    that failed validation) is uploaded into again — both upload flows replace the dataset's
-   files — and validated again.
+   files — and validated again. The registry copies a file to an account once at a time per
+   process, so two uploads into one dataset overlap only across processes (the last one wins;
+   both carry the same bytes).
 2. Size ≤ `multipart_limit` (Fireworks: 150 MB): `POST …/datasets/{id}:upload`, a streamed
    multipart form with one `file` part. Larger: `POST …/datasets/{id}:getUploadEndpoint`
    `{filenameToSize: {name: "<bytes>"}}` (int64 as a string) → `{filenameToSignedUrls}`; then
@@ -268,7 +270,8 @@ def _messages_problem(messages: Any) -> str | None:
             return "a system message that is not the first"
         if set(message) - _MESSAGE_KEYS:
             return "a message with an unknown key"
-        if "weight" in message and (role != "assistant" or message["weight"] not in (0, 1)):
+        weight = message.get("weight", 0)
+        if "weight" in message and (role != "assistant" or type(weight) is not int or weight not in (0, 1)):
             return "a weight other than 0 or 1 on an assistant message"
         if not _content_ok(message):
             return "a message without text content"
