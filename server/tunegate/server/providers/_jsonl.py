@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any
 
 from tunegate.server.errors import InvalidArgument
 
@@ -41,6 +42,41 @@ def ranges(lines: list[int]) -> str:
         start = prev = n
     out.append(str(start) if start == prev else f"{start}-{prev}")
     return ", ".join(out)
+
+
+class Refused(Exception):
+    """One line's reason for refusal, raised by a converter's per-line code and recorded by it
+    against the line's number."""
+
+
+def short(value: Any) -> str:
+    """`repr(value)` cut to 40 characters, for a refusal reason."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def text_parts(content: Any, *, note: str = "") -> list[str]:
+    """An OpenAI message's `content` as its text blocks: a string, or a non-empty list of
+    `{"type": "text", "text": …}` parts; anything else is `Refused` (`note` follows the reason
+    for a part that is not text)."""
+    if type(content) is str:
+        return [content]
+    if type(content) is list and content:
+        texts: list[str] = []
+        for part in content:
+            if type(part) is not dict:
+                raise Refused("a content part is not an object")
+            kind = part.get("type")
+            if kind != "text":
+                raise Refused(f"non-text content part {short(kind)}{note}")
+            text = part.get("text")
+            if type(text) is not str or len(part) != 2:
+                raise Refused("a text part needs exactly `type` and a string `text`")
+            texts.append(text)
+        return texts
+    if content is None:
+        raise Refused("a message without content")
+    raise Refused("content is neither a string nor a list of text parts")
 
 
 class LineConversionError(InvalidArgument):

@@ -302,7 +302,8 @@ async def test_async_iterator() -> None:
 
 def _slow_conversation_lines(data: bytes) -> list[bytes | None]:
     """The precise path alone: orjson in, `_conversation`, orjson out (None for a refusal)."""
-    from tunegate.server.providers.bedrock._convert import _conversation, _Refused
+    from tunegate.server.providers._jsonl import Refused as _Refused
+    from tunegate.server.providers.bedrock._convert import _conversation
 
     out: list[bytes | None] = []
     for raw in data.splitlines():
@@ -379,10 +380,10 @@ def test_string_encoder_matches_orjson_for_every_code_point() -> None:
 
 
 def test_prompt_completion_fast_path_equals_precise_path() -> None:
+    from tunegate.server.providers._jsonl import Refused as _Refused
     from tunegate.server.providers.bedrock._convert import (
         _fast_prompt_completion,
         _prompt_completion,
-        _Refused,
     )
 
     corpus = [

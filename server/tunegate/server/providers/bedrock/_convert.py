@@ -69,7 +69,10 @@ from tunegate.server.providers._jsonl import (
     LineConverter,
     aconvert_with,
     convert_with,
+    text_parts,
 )
+from tunegate.server.providers._jsonl import Refused as _Refused
+from tunegate.server.providers._jsonl import short as _short
 
 __all__ = [
     "CONVERSATION",
@@ -257,35 +260,7 @@ _loads = orjson.loads
 _dumps = orjson.dumps
 
 
-class _Refused(Exception):
-    """One line's reason for refusal (internal)."""
-
-
-def _text(content: Any) -> list[str]:
-    """A message's text blocks; refuses anything that is not text."""
-    if type(content) is str:
-        return [content]
-    if type(content) is list and content:
-        texts: list[str] = []
-        for part in content:
-            if type(part) is not dict:
-                raise _Refused("a content part is not an object")
-            kind = part.get("type")
-            if kind != "text":
-                raise _Refused(f"non-text content part {_short(kind)}")
-            text = part.get("text")
-            if type(text) is not str or len(part) != 2:
-                raise _Refused("a text part needs exactly `type` and a string `text`")
-            texts.append(text)
-        return texts
-    if content is None:
-        raise _Refused("a message without content")
-    raise _Refused("content is neither a string nor a list of text parts")
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+_text = text_parts
 
 
 def _message(msg: Any) -> tuple[str, list[str]]:

@@ -82,7 +82,10 @@ from tunegate.server.providers._jsonl import (
     LineConverter,
     aconvert_with,
     convert_with,
+    text_parts,
 )
+from tunegate.server.providers._jsonl import Refused as _Refused
+from tunegate.server.providers._jsonl import short as _short
 
 __all__ = [
     "KINDS",
@@ -131,10 +134,6 @@ class ConversionError(LineConversionError):
 # --- the precise path: any line, dicts in, dicts out -------------------------------------------
 
 
-class _Refused(Exception):
-    """One line's reason for refusal (internal)."""
-
-
 _decode_any = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _SYSTEM_ROLES = frozenset({"system", "developer"})
@@ -152,35 +151,13 @@ _KEY_REASONS: Final[Mapping[str, str]] = {
 }
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def _plural(keys: list[str]) -> str:
     return f"key{'s' if len(keys) > 1 else ''} {', '.join(keys)}"
 
 
 def _texts(content: Any) -> list[str]:
     """The text parts of a message's content; refuses anything that is not text."""
-    if type(content) is str:
-        return [content]
-    if type(content) is list and content:
-        texts: list[str] = []
-        for part in content:
-            if type(part) is not dict:
-                raise _Refused("a content part is not an object")
-            kind = part.get("type")
-            if kind != "text":
-                raise _Refused(f"non-text content part {_short(kind)} (only text is converted)")
-            text = part.get("text")
-            if type(text) is not str or len(part) != 2:
-                raise _Refused("a text part needs exactly `type` and a string `text`")
-            texts.append(text)
-        return texts
-    if content is None:
-        raise _Refused("a message without content")
-    raise _Refused("content is neither a string nor a list of text parts")
+    return text_parts(content, note=" (only text is converted)")
 
 
 def _check_keys(msg: dict[str, Any], role: str) -> None:
