@@ -38,6 +38,7 @@ from tunegate.server.errors import (
     UpstreamError,
     error_for_http_status,
 )
+from tunegate.server.providers._rechunk import Rechunker
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -417,34 +418,17 @@ class _PartReader:
     """Cuts an async byte stream into parts of exactly `size` bytes (the last may be shorter)."""
 
     def __init__(self, chunks: AsyncIterator[bytes], size: int, stats: UploadStats) -> None:
-        self._chunks = chunks
+        self._source = Rechunker(chunks)
         self._size = size
         self._stats = stats
-        self._rest = memoryview(b"")
-        self.done = False
 
     async def next_part(self) -> _Part | None:
         """The next part, or None at the end. The stats count its bytes as held."""
         part = _Part()
-        filled = 0
-        while filled < self._size:
-            if not self._rest:
-                if self.done:
-                    break
-                try:
-                    chunk = await anext(self._chunks)
-                except StopAsyncIteration:
-                    self.done = True
-                    break
-                self._rest = memoryview(chunk)
-            take = self._rest[: self._size - filled]
-            self._rest = self._rest[len(take) :]
-            part.write(take)
-            filled += len(take)
-            self._stats._hold(len(take))
-        if not filled:
-            return None
-        return part
+        async for piece in self._source.take(self._size):
+            part.write(piece)
+            self._stats._hold(len(piece))
+        return part if part.size else None
 
 
 async def upload_stream(

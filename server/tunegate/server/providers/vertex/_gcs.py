@@ -35,6 +35,7 @@ from tunegate.server.errors import (
     UpstreamError,
     error_for_http_status,
 )
+from tunegate.server.providers._rechunk import Rechunker
 from yarl import URL
 
 with warnings.catch_warnings():
@@ -200,37 +201,24 @@ class _ChunkFeed:
     source before each request, and reports the absolute offset as its position."""
 
     def __init__(self, chunks: AsyncIterator[bytes], chunk_size: int, stats: UploadStats) -> None:
-        self._chunks = chunks
+        self._source = Rechunker(chunks)
         self._chunk_size = chunk_size
         self._stats = stats
-        self._rest = memoryview(b"")
         self._ready = b""
         self._offset = 0
-        self.done = False
         self.source_error: BaseException | None = None
         """What the source raised, if it failed (re-raised to the caller as it is)."""
 
     async def fill(self) -> None:
         """Read the next chunk (exactly `chunk_size` bytes, fewer only at the end)."""
         pieces: list[memoryview] = []
-        filled = 0
-        while filled < self._chunk_size:
-            if not self._rest:
-                if self.done:
-                    break
-                try:
-                    chunk = await anext(self._chunks)
-                except StopAsyncIteration:
-                    self.done = True
-                    break
-                except BaseException as exc:
-                    self.source_error = exc
-                    raise
-                self._rest = memoryview(chunk)
-            take = self._rest[: self._chunk_size - filled]
-            self._rest = self._rest[len(take) :]
-            pieces.append(take)
-            filled += len(take)
+        try:
+            async for piece in self._source.take(self._chunk_size):
+                pieces.append(piece)
+        except BaseException as exc:
+            self.source_error = exc
+            raise
+        filled = sum(len(piece) for piece in pieces)
         self._ready = b"".join(pieces)
         self._stats.buffered = filled
         self._stats.max_buffered = max(self._stats.max_buffered, filled)
