@@ -81,7 +81,7 @@ base_url = "http://127.0.0.1:9000/{resource_name}/openai"
 timeout_seconds = 5
 
 [providers.fireworks-ai]
-base_url = "https://api.fireworks.ai/inference/v1"
+base_url = "https://api.fireworks.ai"
 max_retries = 0
 
 [virtual_keys.team-azure]
@@ -141,11 +141,11 @@ def test_routing_defaults_and_env_override(tmp_path: Path) -> None:
         ("[routing]\nvirtual_keys = {}\n", "unknown key"),
         ('[providers.openai]\nbase_url = "ftp://x"\n', "[providers.openai]"),
         ('[providers.openai]\nbaseurl = "https://x"\n', "unknown key(s) in [providers.openai]"),
-        ("[providers.fireworks-ai]\ntimeout_seconds = 5\n", "base_url"),
+        ("[providers.together-ai]\ntimeout_seconds = 5\n", "base_url"),
         ('[virtual_keys.k]\napi_key_env = "K"\n', "needs provider"),
         ('[virtual_keys.k]\nprovider = "openai"\n', "api_key_env is required"),
         ('[virtual_keys.k]\nprovider = "openai"\napi_key_env = "K"\napi_key = "sk"\n', "unknown option"),
-        ('[virtual_keys.k]\nprovider = "fireworks-ai"\napi_key_env = "K"\n', "unknown provider"),
+        ('[virtual_keys.k]\nprovider = "together-ai"\napi_key_env = "K"\n', "unknown provider"),
         ("[server]\nrouting = {}\n", "unknown key(s) in [server]: routing"),
         ("[server]\nreconcile_grace_seconds = -1\n", "reconcile_grace_seconds"),
     ],

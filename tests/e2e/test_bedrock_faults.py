@@ -8,7 +8,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
@@ -22,9 +21,8 @@ from tests.e2e.bedrock import (
     bedrock_routing,
     moto_url,  # noqa: F401  (fixture)
     tagged_jobs,
-    wait_for,
 )
-from tests.e2e.test_crash_recovery import free_port, start, stop
+from tests.e2e.crash import crash_after_create_then_reconcile
 from tests.e2e.test_jobs_bedrock import TENANT, chat_line, create_settled, jsonl, settled, upload
 from tests.fakes.aws_proxy import AwsProxy, start_aws_proxy_in_thread
 
@@ -140,8 +138,8 @@ def test_crash_between_bedrock_and_the_commit(
     tmp_path: Path,
     moto_url: str,  # noqa: F811
 ) -> None:
-    config = tmp_path / "tunegate.toml"
-    config.write_text(
+    crash_after_create_then_reconcile(
+        tmp_path,
         f"""
 [providers.bedrock]
 base_url = "{moto_url}"
@@ -154,49 +152,11 @@ api_key_env = "TG_TEST_AWS_SECRET"
 aws_access_key_id = "AKIAIOSFODNN7EXAMPLE"
 s3_bucket = "{BUCKET}"
 job_role_arn = "{JOB_ROLE}"
-"""
+""",
+        env={"TG_TEST_AWS_SECRET": SECRET},
+        headers={**TENANT, "x-portkey-virtual-key": "aws-team", "authorization": "Bearer x"},
+        model="amazon.nova-micro-v1:0",
+        training=jsonl([chat_line(2)]),
+        reconciled_status="running",
+        jobs_at_provider=lambda gateway_id: len(tagged_jobs(gateway_id)),
     )
-    http_port, grpc_port = free_port(), free_port()
-    env = {"TG_TEST_AWS_SECRET": SECRET}
-    proc = start(
-        tmp_path, config, http_port, grpc_port, TUNEGATE_FAULT_CRASH_AFTER_PROVIDER_CREATE="1", **env
-    )
-    base = f"http://127.0.0.1:{http_port}/v1"
-    headers = {**TENANT, "x-portkey-virtual-key": "aws-team", "authorization": "Bearer x"}
-    try:
-        file_id = httpx.post(
-            f"{base}/files",
-            headers=headers,
-            files={"file": ("t.jsonl", jsonl([chat_line(2)]))},
-            data={"purpose": "fine-tune"},
-            timeout=30,
-        ).json()["id"]
-        created = httpx.post(
-            f"{base}/fine_tuning/jobs",
-            headers=headers,
-            json={"model": "amazon.nova-micro-v1:0", "training_file": file_id},
-            timeout=30,
-        ).json()
-        assert created["status"] == "validating_files"
-        assert proc.wait(timeout=60) == 70  # died right after Bedrock answered
-    finally:
-        stop(proc)
-    assert len(tagged_jobs(created["id"])) == 1
-    proc = start(tmp_path, config, http_port, grpc_port, **env)
-    try:
-        job = wait_for(
-            lambda: (
-                (
-                    j := httpx.get(
-                        f"{base}/fine_tuning/jobs/{created['id']}", headers=headers, timeout=10
-                    ).json()
-                )["status"]
-                == "running"
-                and j
-            ),
-            what="the reconciler to find the job",
-        )
-        assert job["id"] == created["id"]
-    finally:
-        stop(proc)
-    assert len(tagged_jobs(created["id"])) == 1

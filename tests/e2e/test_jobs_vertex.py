@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, Routing
 
 from tests.conftest import Gateway, start_gateway
 from tests.e2e.bedrock import wait_for
+from tests.e2e.crash import crash_after_create_then_reconcile
 from tests.fakes.vertex_upstream import FakeVertex
 from tests.server.providers.vertex.test_auth import key_file
 
@@ -308,12 +310,9 @@ def test_sdk_retry_after_a_slow_create_makes_one_vertex_job(vertex: Stack) -> No
     assert job.training_file == f"gs://{BUCKET}/ready.jsonl"
 
 
-def test_crash_between_vertex_and_the_commit(vertex: Stack, tmp_path: Any) -> None:
-
-    from tests.e2e.test_crash_recovery import free_port, start, stop
-
-    config = tmp_path / "tunegate.toml"
-    config.write_text(
+def test_crash_between_vertex_and_the_commit(vertex: Stack, tmp_path: Path) -> None:
+    crash_after_create_then_reconcile(
+        tmp_path,
         f"""
 [providers.vertex-ai]
 base_url = "{vertex.fake.host}"
@@ -323,50 +322,11 @@ provider = "vertex-ai"
 region = "us-central1"
 api_key_env = "TG_TEST_GCP_KEY"
 storage_bucket = "{BUCKET}"
-"""
+""",
+        env={"TG_TEST_GCP_KEY": vertex.key},
+        headers={**TENANT, "x-portkey-virtual-key": "gcp-team", "authorization": "Bearer x"},
+        model="gemini-2.5-flash",
+        training=jsonl([chat_line(7)]),
+        reconciled_status="queued",
+        jobs_at_provider=lambda gateway_id: int(vertex.native(gateway_id) is not None),
     )
-    http_port, grpc_port = free_port(), free_port()
-    env = {"TG_TEST_GCP_KEY": vertex.key}
-    base = f"http://127.0.0.1:{http_port}/v1"
-    headers = {**TENANT, "x-portkey-virtual-key": "gcp-team", "authorization": "Bearer x"}
-    proc = start(
-        tmp_path, config, http_port, grpc_port, TUNEGATE_FAULT_CRASH_AFTER_PROVIDER_CREATE="1", **env
-    )
-    try:
-        file_id = httpx.post(
-            f"{base}/files",
-            headers=headers,
-            files={"file": ("t.jsonl", jsonl([chat_line(7)]))},
-            data={"purpose": "fine-tune"},
-            timeout=30,
-        ).json()["id"]
-        created = httpx.post(
-            f"{base}/fine_tuning/jobs",
-            headers=headers,
-            json={"model": "gemini-2.5-flash", "training_file": file_id},
-            timeout=30,
-        ).json()
-        assert created["status"] == "validating_files"
-        assert proc.wait(timeout=60) == 70
-    finally:
-        stop(proc)
-    assert vertex.native(created["id"]) is not None
-    proc = start(tmp_path, config, http_port, grpc_port, **env)
-    try:
-        job = wait_for(
-            lambda: (
-                (
-                    j := httpx.get(
-                        f"{base}/fine_tuning/jobs/{created['id']}", headers=headers, timeout=10
-                    ).json()
-                )["status"]
-                == "queued"
-                and j
-            ),
-            what="the reconciler to find the job by its label",
-        )
-        assert job["id"] == created["id"]
-    finally:
-        stop(proc)
-    native = vertex.native(created["id"])  # exactly one job carries the label (native asserts it)
-    assert native is not None

@@ -816,7 +816,14 @@ def test_nothing_is_allowed_by_default() -> None:
     with pytest.raises(InvalidArgument) as caught:
         router.resolve({**OPENAI, "x-portkey-custom-host": "http://127.0.0.1:8000/v1"})
     assert caught.value.code == "custom_host_not_allowed"
-    assert RoutingConfig().provider_names == {"openai", "azure-openai", "bedrock", "vertex-ai", "local"}
+    assert RoutingConfig().provider_names == {
+        "openai",
+        "azure-openai",
+        "bedrock",
+        "vertex-ai",
+        "fireworks-ai",
+        "local",
+    }
 
 
 def test_metadata_dict() -> None:
@@ -852,7 +859,7 @@ def test_metadata_dict() -> None:
         (lambda: VirtualKey(name="bad name", provider="openai", api_key_env="A"), "name"),
         (
             lambda: RoutingConfig(
-                virtual_keys={"k": VirtualKey(name="k", provider="fireworks-ai", api_key_env="A")}
+                virtual_keys={"k": VirtualKey(name="k", provider="anthropic", api_key_env="A")}
             ),
             "unknown provider",
         ),

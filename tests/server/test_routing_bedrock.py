@@ -261,8 +261,26 @@ def test_custom_host_serves_every_aws_service() -> None:
             lambda: ProviderSettings(base_url="https://x", options={"colour": "b"}).check_options("bedrock"),
             "unknown",
         ),
+        (
+            lambda: ProviderSettings(
+                base_url="https://x", options={"upload_multipart_limit_bytes": "150000001"}
+            ).check_options("fireworks-ai"),
+            "upload_multipart_limit_bytes",
+        ),
+        (
+            lambda: ProviderSettings(base_url="https://x", options={"s3_bucket": "b"}).check_options(
+                "fireworks-ai"
+            ),
+            "unknown",
+        ),
     ],
 )
 def test_bad_configuration(build: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_fireworks_takes_its_multipart_limit() -> None:
+    settings = ProviderSettings(base_url="https://x", options={"upload_multipart_limit_bytes": "0"})
+    settings.check_options("fireworks-ai")
+    assert settings.options["upload_multipart_limit_bytes"] == "0"

@@ -41,7 +41,7 @@ from tunegate.server.providers import (
     ProviderSet,
     SchedulerSettings,
 )
-from tunegate.server.routing import BEDROCK, Router
+from tunegate.server.routing import BEDROCK, FIREWORKS, Router
 from tunegate.server.servicers import (
     ChatCompletionsServicer,
     FilesServicer,
@@ -156,7 +156,10 @@ class GatewayServer:
         owns_providers = providers is None
         provider_set: ProviderLookup = (
             ProviderSet.default(
-                _http_settings(config), local=_local_provider(config), bedrock=_bedrock_settings(config)
+                _http_settings(config),
+                local=_local_provider(config),
+                bedrock=_bedrock_settings(config),
+                fireworks_multipart_limit=_fireworks_multipart_limit(config),
             )
             if providers is None
             else providers
@@ -315,6 +318,12 @@ def _local_provider(config: ServerConfig) -> LocalProvider:
 def _bedrock_settings(config: ServerConfig) -> BedrockSettings:
     settings = config.routing.providers.get(BEDROCK)
     return BedrockSettings.from_options(settings.options if settings else {})
+
+
+def _fireworks_multipart_limit(config: ServerConfig) -> int | None:
+    settings = config.routing.providers.get(FIREWORKS)
+    limit = settings.options.get("upload_multipart_limit_bytes") if settings else None
+    return int(limit) if limit else None
 
 
 def _local_of(providers: ProviderLookup) -> LocalProvider | None:

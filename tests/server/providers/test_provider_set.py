@@ -19,7 +19,10 @@ from .support import Upstream, openai_account, openai_job
 async def test_lookup_and_close() -> None:
     upstream = Upstream().on("GET", "/v1/fine_tuning/jobs/ftjob-abc", httpx.Response(200, json=openai_job()))
     providers = ProviderSet.default()
-    assert list(providers) == ["azure-openai", "bedrock", "openai", "vertex-ai"] and "openai" in providers
+    assert (
+        list(providers) == ["azure-openai", "bedrock", "fireworks-ai", "openai", "vertex-ai"]
+        and "openai" in providers
+    )
     assert isinstance(providers.get("bedrock"), BedrockProvider)
     assert isinstance(providers.get("openai"), OpenAIProvider)
     assert isinstance(providers.get("azure-openai"), AzureOpenAIProvider)

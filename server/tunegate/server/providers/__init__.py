@@ -16,6 +16,7 @@ from tunegate.server.providers._azure import AzureOpenAIProvider
 from tunegate.server.providers._http import HttpSettings, Sleep, no_retries
 from tunegate.server.providers._openai import TAG_KEY, OpenAIProvider
 from tunegate.server.providers.bedrock import BedrockProvider, BedrockSettings
+from tunegate.server.providers.fireworks import FireworksProvider
 from tunegate.server.providers.interface import (
     Account,
     Capability,
@@ -36,6 +37,7 @@ __all__ = [
     "BedrockProvider",
     "BedrockSettings",
     "Capability",
+    "FireworksProvider",
     "HttpSettings",
     "JobObject",
     "LocalProvider",
@@ -85,10 +87,12 @@ class ProviderSet:
         jitter: Callable[[], float] | None = None,
         local: LocalProvider | None = None,
         bedrock: BedrockSettings | None = None,
+        fireworks_multipart_limit: int | None = None,
     ) -> ProviderSet:
-        """Every adapter built into the gateway (OpenAI, Azure OpenAI, Vertex AI, Bedrock with `bedrock`'s
-        upload settings), plus `local` (the on-machine trainer, which needs its data directory)
-        when given.
+        """Every adapter built into the gateway (OpenAI, Azure OpenAI, Vertex AI, Bedrock with
+        `bedrock`'s upload settings, Fireworks AI with `fireworks_multipart_limit`, the largest
+        file it sends to a dataset in one request), plus `local` (the on-machine trainer, which
+        needs its data directory) when given.
 
         `settings` is one `HttpSettings` for every adapter, or one per routing name (a name it
         lacks gets the defaults). `transport`, `sleep` and `jitter` are for tests (see
@@ -103,6 +107,12 @@ class ProviderSet:
             adapter(settings_of(adapter.name), transport=transport, sleep=sleep, jitter=jitter)
             for adapter in (OpenAIProvider, AzureOpenAIProvider, VertexProvider)
         ]
+        limit = {} if fireworks_multipart_limit is None else {"multipart_limit": fireworks_multipart_limit}
+        providers.append(
+            FireworksProvider(
+                settings_of(FireworksProvider.name), transport=transport, sleep=sleep, jitter=jitter, **limit
+            )
+        )
         providers.append(BedrockProvider(bedrock))
         if local is not None:
             providers.append(local)

@@ -21,6 +21,7 @@ __all__ = [
     "BEDROCK_SETTINGS",
     "CALL_OPTIONS",
     "DEFAULT_PROVIDERS",
+    "FIREWORKS",
     "LOCAL_PROVIDER",
     "PROVIDER_OPTIONS",
     "VERTEX",
@@ -46,13 +47,17 @@ VERTEX = "vertex-ai"
 """Google Vertex AI: a service-account key file (`x-portkey-vertex-service-account-json`, from
 which the gateway mints access tokens) or an access token as `Authorization: Bearer`."""
 
+FIREWORKS = "fireworks-ai"
+"""Fireworks AI: an API key as `Authorization: Bearer` and an account id
+(`x-portkey-fireworks-account-id`) that every path is under."""
+
 AZURE_DEFAULT_API_VERSION = "v1"
 """Azure's GA `/openai/v1` surface: OpenAI's shapes (``"auto"`` hyperparameters, `method`,
 `metadata`, pause/resume) and no version churn. A caller pins a dated version (e.g.
 `2024-10-21`) with `x-portkey-azure-api-version`, a virtual key's `api_version`, or
 `[providers.azure-openai] api_version`."""
 
-_PROVIDER_ALIASES = {"azure": "azure-openai", "google-vertex-ai": VERTEX, "fireworks": "fireworks-ai"}
+_PROVIDER_ALIASES = {"azure": "azure-openai", "google-vertex-ai": VERTEX, "fireworks": FIREWORKS}
 
 _PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -95,7 +100,7 @@ PROVIDER_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType(
         "openai": frozenset({"organization", "project"}),
         "azure-openai": frozenset({"resource_name", "deployment_id", "api_version", "auth"}),
         VERTEX: frozenset({"project_id", "auth"}),
-        "fireworks-ai": frozenset({"account_id"}),
+        FIREWORKS: frozenset({"account_id"}),
         BEDROCK: frozenset({"aws_access_key_id", "auth_type", "aws_role_arn", "external_id", "job_role_arn"}),
     }
 )
@@ -108,6 +113,16 @@ BEDROCK_SETTINGS: Mapping[str, tuple[int, int]] = MappingProxyType(
     {"upload_part_size_mib": (5, 5120), "upload_concurrency": (1, 16)}
 )
 """Adapter settings in `[providers.bedrock] options`, with their ranges."""
+
+ADAPTER_SETTINGS: Mapping[str, Mapping[str, tuple[int, int]]] = MappingProxyType(
+    {
+        BEDROCK: BEDROCK_SETTINGS,
+        FIREWORKS: MappingProxyType({"upload_multipart_limit_bytes": (0, 150_000_000)}),
+    }
+)
+"""Adapter settings in `[providers.<name>] options`, with their ranges. Fireworks: files up to
+`upload_multipart_limit_bytes` go to a dataset in one multipart request, larger ones through a
+signed URL (Fireworks takes at most 150 MB in one request; 0: always a signed URL)."""
 
 BEDROCK_CALL_OPTIONS: frozenset[str] = frozenset(
     {"s3_bucket", "s3_object_key", "bedrock_model", "server_side_encryption", "kms_key_id"}
@@ -216,18 +231,19 @@ class ProviderSettings:
                 if key not in CALL_OPTIONS[VERTEX] or not check_option(key, value):
                     raise ValueError(f"providers.{provider}.options: invalid option {key!r} = {value!r}")
             return
-        if provider != BEDROCK:
+        settings = ADAPTER_SETTINGS.get(provider, {})
+        if not settings:
             if self.options:
                 raise ValueError(f"providers.{provider}: the {provider} provider takes no options")
             return
         for key, value in self.options.items():
-            if key in BEDROCK_SETTINGS:
-                low, high = BEDROCK_SETTINGS[key]
+            if key in settings:
+                low, high = settings[key]
                 if not value.isdigit() or not low <= int(value) <= high:
                     raise ValueError(
                         f"providers.{provider}.options.{key} must be {low}-{high}, got {value!r}"
                     )
-            elif key in BEDROCK_CALL_OPTIONS or key == "job_role_arn":
+            elif provider == BEDROCK and (key in BEDROCK_CALL_OPTIONS or key == "job_role_arn"):
                 if not check_option(key, value):
                     raise ValueError(f"providers.{provider}.options.{key}: invalid value {value!r}")
             else:
@@ -246,6 +262,7 @@ DEFAULT_PROVIDERS: Mapping[str, ProviderSettings] = MappingProxyType(
         ),
         BEDROCK: ProviderSettings(base_url="https://bedrock.{region}.amazonaws.com"),
         VERTEX: ProviderSettings(base_url=VERTEX_DEFAULT_BASE_URL),
+        FIREWORKS: ProviderSettings(base_url="https://api.fireworks.ai"),
     }
 )
 """Used when the configuration names no providers; a configured provider of the same name

@@ -423,9 +423,10 @@ def test_dpo_job_without_output_model() -> None:
 def test_events() -> None:
     raw = sft_job("JOB_STATE_FAILED")
     events = _jobs.events_from_fireworks(raw, notes=["n_epochs 3 sent as epochs"])
+    failed_at = _jobs.job_from_fireworks(raw, method="supervised")["finished_at"]
     assert [e["id"] for e in events] == [
         f"ftevent-{NAME.rsplit('/', 1)[-1]}-{what}"
-        for what in ("state", "progress", "hyperparameters-1", "created")
+        for what in (f"state-failed-{failed_at}", "progress-40-1-12345", "hyperparameters-1", "created")
     ]
     assert events == _jobs.events_from_fireworks(raw, notes=["n_epochs 3 sent as epochs"])  # deterministic
     assert events[0]["level"] == "error" and "bad data" in events[0]["message"]

@@ -564,7 +564,9 @@ def events_from_fireworks(job: Mapping[str, Any], notes: Sequence[str] = ()) -> 
     (`hyperparameters_for`), progress (`jobProgress`: percent, epoch, tokens; at `updateTime`)
     and the state (at `completedTime`, else `updateTime`; `FAILED`/`EXPIRED` at level `error`
     with `status.message`). Each message names its source. Ids are `ftevent-<job id>-<what>`, the
-    same on every call for the same event; events of the same second keep that order.
+    same on every call for the same event; the progress and state events' ids carry the values
+    and time observed (`progress-50-1-1200`, `state-running-1733300000`), so each change is a new
+    event to whoever keeps them. Events of the same second keep that order.
     """
     job_id = str(job.get("name") or "").rsplit("/", 1)[-1]
     created = _seconds(job.get("createTime")) or 0
@@ -601,19 +603,21 @@ def events_from_fireworks(job: Mapping[str, Any], notes: Sequence[str] = ()) -> 
             for key in ("percent", "epoch", "inputTokens")
             if _int(progress.get(key)) is not None
         }
-        add("progress", updated, "Fireworks jobProgress: " + ", ".join(parts), data=data)
+        what = "progress-" + "-".join(str(value) for value in data.values())
+        add(what, updated, "Fireworks jobProgress: " + ", ".join(parts), data=data)
     state = str(job.get("state") or "")
     status = _STATES.get(state, "running")
     if state:
         at = (_seconds(job.get("completedTime")) if status in _TERMINAL else None) or updated
+        what = f"state-{state.removeprefix('JOB_STATE_').lower().replace('_', '-')}-{at}"
         if status == "failed":
             message = (job.get("status") or {}).get("message") or "no message"
-            add("state", at, f"Fireworks state {state}: {message} (status.message)", level="error")
+            add(what, at, f"Fireworks state {state}: {message} (status.message)", level="error")
         else:
             text = f"Fireworks state {state}"
             if status == "succeeded":
                 text += f" (output model {_fine_tuned_model(job, training or {})})"
-            add("state", at, text)
+            add(what, at, text)
     order = {id(e): n for n, e in enumerate(events)}
     return sorted(events, key=lambda e: (e["created_at"], order[id(e)]), reverse=True)
 
