@@ -366,3 +366,65 @@ account_id = "{ACCOUNT}"
         reconciled_status="queued",
         jobs_at_provider=lambda gateway_id: int(fireworks.native(gateway_id) is not None),
     )
+
+
+async def test_grpc_metadata_routes_alike(fireworks: Stack) -> None:
+    import grpc
+    from tunegate.v1 import fine_tuning_pb2, fine_tuning_pb2_grpc
+
+    sdk = fireworks.sdk()
+    file_id = fireworks.upload(sdk, [chat_line(i) for i in range(3)])
+    metadata = (*fireworks.headers().items(), ("authorization", f"Bearer {API_KEY}"))
+    async with grpc.aio.insecure_channel(fireworks.gateway.grpc_target) as channel:
+        stub = fine_tuning_pb2_grpc.FineTuningStub(channel)
+        job = await stub.CreateFineTuningJob(
+            fine_tuning_pb2.CreateFineTuningJobRequest(model=MODEL, training_file=file_id, suffix="grpc"),
+            metadata=metadata,
+        )
+        assert job.status == fine_tuning_pb2.JobStatus.Value("JOB_STATUS_VALIDATING_FILES")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.CreateFineTuningJob(
+                fine_tuning_pb2.CreateFineTuningJobRequest(model=MODEL, training_file=file_id),
+                metadata=tuple((k, v) for k, v in metadata if k != "x-portkey-fireworks-account-id"),
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "x-portkey-fireworks-account-id" in (err.value.details() or "")
+    wait_for(lambda: sdk.fine_tuning.jobs.retrieve(job.id).status == "queued", what="the gRPC job")
+
+
+def test_an_allow_listed_custom_host_serves_api_uploads_and_chat(fireworks: Stack, tmp_path: Path) -> None:
+    """The gateway knows only https://api.fireworks.ai; a call names the fake as its custom host."""
+    host = fireworks.fake.base_url.removeprefix("http://")
+    gateway = start_gateway(
+        tmp_path,
+        routing=RoutingConfig(providers=dict(DEFAULT_PROVIDERS), allowed_custom_hosts=(host,)),
+        reconcile_grace_seconds=0.0,
+    )
+    try:
+        sdk = openai.OpenAI(
+            base_url=gateway.base_url,
+            api_key=API_KEY,
+            default_headers=fireworks.headers(**{"x-portkey-custom-host": fireworks.fake.base_url}),
+            max_retries=0,
+        )
+        file_id = sdk.files.create(
+            file=("c.jsonl", jsonl([chat_line(i) for i in range(3)])), purpose="fine-tune"
+        ).id
+        job = settled(sdk, sdk.fine_tuning.jobs.create(model=MODEL, training_file=file_id).id)
+        assert job.status == "queued", job.error
+        reply = sdk.chat.completions.create(
+            model=f"accounts/fireworks/models/{MODEL}", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert reply.choices[0].message.content
+        refused = httpx.get(
+            f"{gateway.base_url}/fine_tuning/jobs",
+            headers={
+                **fireworks.headers(**{"x-portkey-custom-host": "http://127.0.0.2:9"}),
+                "Authorization": f"Bearer {API_KEY}",
+            },
+            timeout=30,
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "custom_host_not_allowed"
+    finally:
+        gateway.close()
+    assert fireworks.fake.violations == []
