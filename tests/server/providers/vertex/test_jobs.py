@@ -169,7 +169,7 @@ def test_succeeded_job_checkpoints_and_events() -> None:
     assert job["hyperparameters"]["n_epochs"] == 3
     checkpoints = _jobs.checkpoints_from_vertex(raw)
     assert [c["step_number"] for c in checkpoints] == [20, 10]
-    assert checkpoints[0]["fine_tuned_model_checkpoint"] == f"{base}/models/77@1@2"
+    assert checkpoints[0]["fine_tuned_model_checkpoint"] == f"{base}/models/77@2"
     for checkpoint in checkpoints:
         FineTuningJobCheckpoint.model_validate(checkpoint)
     events = _jobs.events_from_vertex(raw)

@@ -336,7 +336,8 @@ def events_from_vertex(job: Mapping[str, Any]) -> list[dict[str, Any]]:
 def checkpoints_from_vertex(job: Mapping[str, Any]) -> list[dict[str, Any]]:
     """`tunedModel.checkpoints[]` as OpenAI checkpoints, newest (highest step) first.
     `fine_tuned_model_checkpoint` is the checkpoint's endpoint when it has one, else the tuned
-    model's resource name with `@<checkpointId>`."""
+    model's resource name with `@<checkpointId>` in place of its version (`models/77@1` →
+    `models/77@2`)."""
     job_id = str(job.get("name") or "").rsplit("/", 1)[-1]
     tuned = job.get("tunedModel") or {}
     at = _seconds(job.get("updateTime")) or _seconds(job.get("createTime")) or 0
@@ -349,7 +350,7 @@ def checkpoints_from_vertex(job: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "id": f"ftckpt-{job_id}-{checkpoint_id}",
                 "created_at": at,
                 "fine_tuned_model_checkpoint": point.get("endpoint")
-                or f"{tuned.get('model')}@{checkpoint_id}",
+                or f"{str(tuned.get('model') or '').partition('@')[0]}@{checkpoint_id}",
                 "fine_tuning_job_id": job_id,
                 "step_number": _int(point.get("step")) or 0,
                 "metrics": {},
