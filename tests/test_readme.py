@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from tunegate.server.cli import load_settings
+from tunegate.server.cli import _parser, load_settings
 
 from tests.conftest import Gateway
 
@@ -118,6 +118,8 @@ def test_bash_blocks_name_what_exists(body: str) -> None:
                 assert target in targets, f"README runs `make {target}`, which the Makefile lacks"
         elif words[0] in ("bash", ".venv/bin/python"):
             assert (ROOT / words[1]).is_file(), f"README runs {words[1]}, which does not exist"
+        elif words[0] == "tunegate":
+            _parser().parse_args(words[1:])  # exits (SystemExit) on a command the CLI lacks
         else:
             assert words[0] in ("curl",), f"README's bash block runs an unchecked command: {line}"
 

@@ -22,6 +22,7 @@ from tunegate.edge import REDACTED, RedactingFilter, redact
         "calling with token sk-SECRET-123 now",
         "tenant pk-SECRET-123",
         "Bearer SECRET-123",
+        "issued tgk_0123456789ab_SECRET-123 for acme",
     ],
 )
 def test_redact_masks_credentials(text: str) -> None:

@@ -59,6 +59,14 @@ EXPECTED = {
     ),
     ("GET", "/v1/models"): ("/tunegate.v1.Models/ListModels", Cardinality.UNARY),
     ("GET", "/v1/models/{model}"): ("/tunegate.v1.Models/GetModel", Cardinality.UNARY),
+    ("POST", "/v1/api-keys"): ("/tunegate.v1.ApiKeys/CreateApiKey", Cardinality.UNARY),
+    ("GET", "/v1/api-keys"): ("/tunegate.v1.ApiKeys/ListApiKeys", Cardinality.UNARY),
+    ("DELETE", "/v1/api-keys/{id}"): ("/tunegate.v1.ApiKeys/RevokeApiKey", Cardinality.UNARY),
+    ("POST", "/v1/virtual-keys"): ("/tunegate.v1.VirtualKeys/CreateVirtualKey", Cardinality.UNARY),
+    ("GET", "/v1/virtual-keys"): ("/tunegate.v1.VirtualKeys/ListVirtualKeys", Cardinality.UNARY),
+    ("GET", "/v1/virtual-keys/{slug}"): ("/tunegate.v1.VirtualKeys/GetVirtualKey", Cardinality.UNARY),
+    ("PUT", "/v1/virtual-keys/{slug}"): ("/tunegate.v1.VirtualKeys/UpdateVirtualKey", Cardinality.UNARY),
+    ("DELETE", "/v1/virtual-keys/{slug}"): ("/tunegate.v1.VirtualKeys/DeleteVirtualKey", Cardinality.UNARY),
 }
 
 

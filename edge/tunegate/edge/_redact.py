@@ -6,7 +6,8 @@ Contract: `redact(text)` returns `text` with every credential masked as ``[REDAC
   (raw header lines, reprs of dicts and bytes): ``authorization``, ``api-key`` and every
   ``x-portkey-*-key`` / ``*-secret*`` / ``*-token`` / ``*-service-account-json`` (any case);
   the value runs to the end of the line, a quote or an escaped ``\\r``/``\\n``;
-- bearer tokens anywhere: ``Bearer <token>`` and ``sk-…`` / ``pk-…`` keys.
+- bearer tokens anywhere: ``Bearer <token>`` and ``sk-…`` / ``pk-…`` keys;
+- gateway keys anywhere: ``tgk_<id>_<secret>`` keeps its public ``tgk_<id>_`` part.
 
 `RedactingFilter` applies it to a record's formatted message (args merged in), its exception
 text and its stack text; it never drops a record. `install_redaction()` puts one on every
@@ -30,12 +31,14 @@ _HEADER_PAIR = re.compile(
 )
 _BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s'\",;]+")
 _KEY = re.compile(r"\b([sp]k-)[A-Za-z0-9_\-.]+")
+_GATEWAY_KEY = re.compile(r"\b(tgk_[0-9a-f]{12}_)[A-Za-z0-9_-]+")
 
 
 def redact(text: str) -> str:
     """`text` with credential header values, bearer tokens and ``sk-``/``pk-`` keys masked."""
     text = _HEADER_PAIR.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
     text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _GATEWAY_KEY.sub(lambda m: m.group(1) + REDACTED, text)
     return _KEY.sub(lambda m: m.group(1) + REDACTED, text)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # untyped in stubs
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import make_url
+from tunegate.server.auth import ApiKeys, Guard, StoredVirtualKeys, load_master_key
 from tunegate.server.blobs import LocalBlobStore
 from tunegate.server.chat import ChatService
 from tunegate.server.config import ServerConfig, grpc_server_options
@@ -43,15 +45,19 @@ from tunegate.server.providers import (
 )
 from tunegate.server.routing import BEDROCK, FIREWORKS, Router
 from tunegate.server.servicers import (
+    ApiKeysServicer,
     ChatCompletionsServicer,
     FilesServicer,
     FineTuningServicer,
     ModelsServicer,
     UploadsServicer,
+    VirtualKeysServicer,
 )
 from tunegate.server.store import Database
 from tunegate.server.uploads import UploadService
 from tunegate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     chat_pb2,
     chat_pb2_grpc,
     files_pb2,
@@ -68,12 +74,17 @@ __all__ = ["SERVICE_NAMES", "GatewayServer", "serve"]
 
 logger = logging.getLogger("tunegate.server")
 
+BOOTSTRAP_ADMIN_ENV = "TUNEGATE_BOOTSTRAP_ADMIN_KEY"
+"""A `tgk_…` key registered as an admin key at start-up when unknown (the first admin)."""
+
 SERVICE_NAMES = (
     files_pb2.DESCRIPTOR.services_by_name["Files"].full_name,
     uploads_pb2.DESCRIPTOR.services_by_name["Uploads"].full_name,
     fine_tuning_pb2.DESCRIPTOR.services_by_name["FineTuning"].full_name,
     chat_pb2.DESCRIPTOR.services_by_name["ChatCompletions"].full_name,
     models_pb2.DESCRIPTOR.services_by_name["Models"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["ApiKeys"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["VirtualKeys"].full_name,
 )
 """The full names of the tunegate services (`tunegate.v1.Files`, …)."""
 
@@ -119,6 +130,7 @@ class GatewayServer:
         self._handlers = handlers
         self._sweeper: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
+        self._key_refresher: asyncio.Task[None] | None = None
         self._stopped = False
 
     @property
@@ -186,7 +198,19 @@ class GatewayServer:
                 job_settings = JobSettings(
                     creation=CreationSettings(reconcile_grace=grace), default_provider=config.default_provider
                 )
-            account_router = router if router is not None else Router(config.routing)
+            master = load_master_key(config.data_dir, config.master_key_file)
+            api_keys = ApiKeys(database.auth, master, clock)
+            bootstrap = os.environ.get(BOOTSTRAP_ADMIN_ENV, "").strip()
+            if bootstrap and await api_keys.register(
+                bootstrap, tenant="admin", name="bootstrap", role="admin"
+            ):
+                logger.info("registered the bootstrap admin key from %s", BOOTSTRAP_ADMIN_ENV)
+            stored_keys = StoredVirtualKeys(database.auth, master, clock)
+            await stored_keys.refresh()
+            guard = Guard(api_keys, config.auth_mode)
+            account_router = router if router is not None else Router(config.routing, stored=stored_keys)
+            if isinstance(account_router, Router):
+                stored_keys.router = account_router
             jobs = JobService(
                 database,
                 files,
@@ -196,7 +220,7 @@ class GatewayServer:
                 clock=clock,
             )
             server = grpc.aio.server(
-                interceptors=[ErrorInterceptor()],
+                interceptors=[ErrorInterceptor(guard)],
                 options=grpc_server_options(config),
                 maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             )
@@ -204,7 +228,7 @@ class GatewayServer:
             chat = ChatService(local, jobs)
             models = ModelService(account_router, provider_set, local, jobs)
             health_servicer = health_aio.HealthServicer()
-            handlers = HandlerTable()
+            handlers = HandlerTable(guard)
             services: tuple[tuple[Callable[[Any, Any], None], object], ...] = (
                 (
                     files_pb2_grpc.add_FilesServicer_to_server,
@@ -219,6 +243,8 @@ class GatewayServer:
                     ChatCompletionsServicer(chat, account_router, provider_set),
                 ),
                 (models_pb2_grpc.add_ModelsServicer_to_server, ModelsServicer(models)),
+                (admin_pb2_grpc.add_ApiKeysServicer_to_server, ApiKeysServicer(api_keys)),
+                (admin_pb2_grpc.add_VirtualKeysServicer_to_server, VirtualKeysServicer(stored_keys)),
                 (health_pb2_grpc.add_HealthServicer_to_server, health_servicer),
             )
             for add_to, servicer in services:
@@ -254,7 +280,19 @@ class GatewayServer:
         gateway._reconciler = asyncio.create_task(
             gateway._reconcile_forever(), name="tunegate-job-reconciler"
         )
+        gateway._key_refresher = asyncio.create_task(
+            gateway._refresh_keys_forever(stored_keys), name="tunegate-virtual-key-refresh"
+        )
         return gateway
+
+    async def _refresh_keys_forever(self, stored_keys: StoredVirtualKeys) -> None:
+        # Other replicas' virtual-key changes (this process applies its own at once).
+        while True:
+            await asyncio.sleep(self.config.key_refresh_seconds)
+            try:
+                await stored_keys.refresh()
+            except Exception:
+                logger.exception("virtual key refresh failed")
 
     async def sweep(self) -> None:
         """Delete expired files and expire stale uploads now."""
@@ -291,7 +329,7 @@ class GatewayServer:
             return
         self._stopped = True
         await self._health.enter_graceful_shutdown()
-        for task in (self._sweeper, self._reconciler):
+        for task in (self._sweeper, self._reconciler, self._key_refresher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

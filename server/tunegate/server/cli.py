@@ -1,4 +1,5 @@
-"""The `tunegate` command: `run` (server and edge together), `server`, `edge`.
+"""The `tunegate` command: `run` (server and edge together), `server`, `edge`, and `keys`
+(gateway API keys and the master key, run against the database).
 
 Settings come from, strongest first: command-line flags, environment variables
 (`TUNEGATE_DATA_DIR`, `TUNEGATE_HTTP_PORT`, `TUNEGATE_GRPC_PORT`, `TUNEGATE_CONFIG`,
@@ -13,6 +14,10 @@ file holds everything else:
     database_url = "postgresql+asyncpg://tunegate@db/tunegate"
     max_file_bytes = 536870912
     reconcile_grace_seconds = 30
+
+    [auth]
+    mode = "keys"                 # or "open" (the default); env TUNEGATE_AUTH
+    master_key_file = "/etc/tunegate/master.key"   # else TUNEGATE_MASTER_KEY, else <data_dir>/master.key
 
     [edge]                        # any EdgeConfig field
     host = "127.0.0.1"
@@ -65,6 +70,9 @@ from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, Routing
 __all__ = ["Settings", "load_settings", "main"]
 
 _log = logging.getLogger("tunegate")
+
+AUTH_ENV = "TUNEGATE_AUTH"
+"""`open` or `keys`: beats `[auth] mode`."""
 
 DEFAULT_DATA_DIR = Path("data")
 
@@ -165,7 +173,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
             document = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SystemExit(f"config: cannot read {config_path}: {exc}") from None
-    sections = {"data_dir", "server", "edge", "routing", "providers", "virtual_keys"}
+    sections = {"data_dir", "server", "edge", "routing", "providers", "virtual_keys", "auth"}
     unknown = sorted(set(document) - sections)
     if unknown:
         raise SystemExit(f"config: unknown top-level key(s): {', '.join(unknown)}")
@@ -174,6 +182,14 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         ServerConfig, document.get("server", {}), "server", exclude=frozenset({"routing"})
     )
     server_table["routing"] = _routing_config(document, env)
+    auth_table = document.get("auth", {})
+    if not isinstance(auth_table, dict) or set(auth_table) - {"mode", "master_key_file"}:
+        raise SystemExit("config: [auth] takes mode and master_key_file")
+    mode = env.get(AUTH_ENV) or auth_table.get("mode")
+    if mode:
+        server_table["auth_mode"] = mode
+    if auth_table.get("master_key_file"):
+        server_table["master_key_file"] = Path(auth_table["master_key_file"])
     edge_table = _fields_of(EdgeConfig, document.get("edge", {}), "edge")
 
     data_dir = args.data_dir or env.get("TUNEGATE_DATA_DIR") or document.get("data_dir")
@@ -283,7 +299,84 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--log-level", default=os.environ.get("TUNEGATE_LOG_LEVEL", "INFO"))
         if name == "edge":
             cmd.add_argument("--grpc-target", help="host:port of the gRPC server")
+    keys = commands.add_parser("keys", help="gateway API keys and the master key (runs against the database)")
+    keys.add_argument("--config", help="TOML config file (env TUNEGATE_CONFIG)")
+    keys.add_argument("--data-dir", help="where metadata and blobs live (env TUNEGATE_DATA_DIR)")
+    keys.add_argument("--log-level", default=os.environ.get("TUNEGATE_LOG_LEVEL", "WARNING"))
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="issue a key; prints it alone on the last line")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--admin", action="store_true", help="an admin key (manages keys)")
+    create.add_argument("--expires-at", type=int, help="Unix seconds after which the key is refused")
+    listing = actions.add_parser("list", help="list keys (never their secrets)")
+    listing.add_argument("--tenant")
+    revoke = actions.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("id")
+    rotate = actions.add_parser("rotate-master", help="re-wrap every sealed secret under a new master key")
+    rotate.add_argument("--new-key-file", required=True, type=Path, help="the new key (base64 of 32 bytes)")
+    rotate.add_argument("--generate", action="store_true", help="write a fresh key to --new-key-file first")
     return parser
+
+
+def _new_master(path: Path, *, generate: bool) -> Any:
+    """The new master key of a rotation: read from `path`, written there first with `generate`."""
+    from tunegate.server.auth import MasterKey
+
+    if generate:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(MasterKey.generate().encoded() + "\n")
+    try:
+        return MasterKey.from_base64(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"tunegate keys rotate-master: {path}: {exc}") from None
+
+
+async def _keys_command(args: argparse.Namespace, settings: Settings) -> None:
+    from tunegate.server.auth import ApiKeys, MasterKey, StoredVirtualKeys, load_master_key
+    from tunegate.server.errors import TunegateError
+    from tunegate.server.store import Database
+
+    config = settings.server
+    master = load_master_key(config.data_dir, config.master_key_file)
+    database = await Database.open(config.resolved_database_url)
+    try:
+        api_keys = ApiKeys(database.auth, master)
+        if args.action == "create":
+            issued = await api_keys.create(
+                tenant=args.tenant,
+                name=args.name,
+                role="admin" if args.admin else "tenant",
+                expires_at=args.expires_at,
+            )
+            record = issued.record
+            print(f"id {record.id}  tenant {record.tenant}  role {record.role}  (shown once, keep it secret)")
+            print(issued.key)
+        elif args.action == "list":
+            for record in await api_keys.list(args.tenant):
+                state = "revoked" if record.revoked_at else "live"
+                print(f"{record.id}\t{record.tenant}\t{record.role}\t{record.name}\t{state}")
+        elif args.action == "revoke":
+            record = await api_keys.revoke(args.id)
+            print(f"revoked {record.id} ({record.tenant}/{record.name})")
+        else:
+            path: Path = args.new_key_file
+            new: MasterKey = args.new_master
+            hashed = await database.auth.secret("api_key_hash")
+            count = await StoredVirtualKeys(database.auth, master).rotate_master(new, hashed)
+            default_file = config.data_dir / "master.key"
+            if not os.environ.get("TUNEGATE_MASTER_KEY") and config.master_key_file is None:
+                os.replace(path, default_file)
+                print(f"re-wrapped {count} secrets; {default_file} now holds the new master key")
+            else:
+                print(
+                    f"re-wrapped {count} secrets; point TUNEGATE_MASTER_KEY / master_key_file at {path} now"
+                )
+    except TunegateError as exc:
+        raise SystemExit(f"tunegate keys: {exc.message}") from None
+    finally:
+        await database.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -293,6 +386,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     install_redaction()  # credentials never reach a log line, ours or a library's
+    if args.command == "keys":
+        for name in ("grpc_port", "http_port"):
+            setattr(args, name, None)
+        if args.action == "rotate-master":
+            args.new_master = _new_master(args.new_key_file, generate=args.generate)
+        asyncio.run(_keys_command(args, load_settings(args)))
+        return
     settings = load_settings(args)
     runner = {"run": _run_both, "server": _run_server, "edge": _run_edge}[args.command]
     try:

@@ -32,6 +32,10 @@ class ServerConfig:
     `missing_provider`); `local` — the on-machine trainer — by default.
     `local_concurrency`: how many local training workers run at once (state lives under
     `<data_dir>/local`); `local_train_threads`: CPU threads per worker (None: torch's default).
+    `auth_mode`: `open` (no gateway key needed) or `keys` (every call needs one; see
+    `tunegate.server.auth`). `master_key_file`: the master key sealing secrets at rest (when
+    `TUNEGATE_MASTER_KEY` is unset; default `<data_dir>/master.key`). `key_refresh_seconds`: how
+    often other replicas' virtual-key changes are picked up.
     Raises `ValueError` on an invalid value.
     """
 
@@ -51,6 +55,9 @@ class ServerConfig:
     default_provider: str | None = "local"
     local_concurrency: int = 1
     local_train_threads: int | None = None
+    auth_mode: str = "open"
+    master_key_file: Path | None = None
+    key_refresh_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -73,6 +80,10 @@ class ServerConfig:
             raise ValueError("routing must be a RoutingConfig")
         if not self.reconcile_grace_seconds >= 0:
             raise ValueError("reconcile_grace_seconds must not be negative")
+        if self.auth_mode not in ("open", "keys"):
+            raise ValueError(f"auth mode must be 'open' or 'keys', got {self.auth_mode!r}")
+        if self.key_refresh_seconds <= 0:
+            raise ValueError("key_refresh_seconds must be positive")
         if self.local_concurrency < 1:
             raise ValueError("local_concurrency must be at least 1")
         if self.local_train_threads is not None and self.local_train_threads < 1:

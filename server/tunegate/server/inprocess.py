@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
-from tunegate.server.interceptor import wrap_handler
+from tunegate.server.interceptor import Admission, wrap_handler
 
 __all__ = ["HandlerTable", "InProcessChannel"]
 
@@ -61,14 +61,15 @@ class HandlerTable:
     `add_<Service>Servicer_to_server(servicer, table)` functions fill it. Each handler is
     wrapped with the error interceptor's behaviour."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard: Admission | None = None) -> None:
         self._handlers: dict[str, _Handler] = {}
         self._generic: list[_Generic] = []
+        self._guard = guard
 
     def add_registered_method_handlers(self, service: str, handlers: Mapping[str, _Handler]) -> None:
         for name, handler in handlers.items():
             method = f"/{service}/{name}"
-            self._handlers[method] = wrap_handler(handler, method)
+            self._handlers[method] = wrap_handler(handler, method, self._guard)
 
     def add_generic_rpc_handlers(self, handlers: Iterable[_Generic]) -> None:
         # Generated code registers each service twice (generic + registered); the registered
@@ -82,7 +83,7 @@ class HandlerTable:
             for generic in self._generic:
                 found = generic.service(_CallDetails(method))
                 if found is not None:
-                    handler = self._handlers[method] = wrap_handler(found, method)
+                    handler = self._handlers[method] = wrap_handler(found, method, self._guard)
                     break
         return handler
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import grpc
 import grpc.aio
@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 from tunegate.openai_json import MAX_JSON_DEPTH, too_deep_field
 from tunegate.server.errors import Internal, InvalidArgument, TunegateError, log_failure, to_status
 
-__all__ = ["ErrorInterceptor", "wrap_handler"]
+__all__ = ["Admission", "ErrorInterceptor", "wrap_handler"]
 
 logger = logging.getLogger("tunegate.server")
 
@@ -100,9 +100,17 @@ def _check_request(request: Any) -> None:
             )
 
 
-def _wrap_unary_response(behavior: _Behavior, method: str) -> _Behavior:
+class Admission(Protocol):
+    """What decides, before a servicer runs, whether the call may proceed (`tunegate.server.auth.Guard`)."""
+
+    async def admit(self, method: str, metadata: Any) -> Any: ...
+
+
+def _wrap_unary_response(behavior: _Behavior, method: str, guard: Admission | None) -> _Behavior:
     async def wrapper(request: Any, context: _Context) -> Any:
         try:
+            if guard is not None:
+                await guard.admit(method, context.invocation_metadata())
             _check_request(request)  # a no-op for a request stream
             return await behavior(request, context)
         except grpc.aio.AbortError:
@@ -113,11 +121,13 @@ def _wrap_unary_response(behavior: _Behavior, method: str) -> _Behavior:
     return wrapper
 
 
-def _wrap_stream_response(behavior: _Behavior, method: str) -> _Behavior:
+def _wrap_stream_response(behavior: _Behavior, method: str, guard: Admission | None) -> _Behavior:
     if inspect.isasyncgenfunction(behavior):
 
         async def generator(request: Any, context: _Context) -> AsyncIterator[Any]:
             try:
+                if guard is not None:
+                    await guard.admit(method, context.invocation_metadata())
                 _check_request(request)
                 async for response in behavior(request, context):
                     yield response
@@ -128,11 +138,13 @@ def _wrap_stream_response(behavior: _Behavior, method: str) -> _Behavior:
 
         return generator
     # A coroutine that writes with `context.write` (e.g. health's Watch): same shape as unary.
-    return _wrap_unary_response(behavior, method)
+    return _wrap_unary_response(behavior, method, guard)
 
 
 # Per cardinality: the handler's attribute, grpc's constructor, and how its behaviour is wrapped.
-_CARDINALITIES: tuple[tuple[str, Callable[..., _Handler], Callable[[_Behavior, str], _Behavior]], ...] = (
+_CARDINALITIES: tuple[
+    tuple[str, Callable[..., _Handler], Callable[[_Behavior, str, Admission | None], _Behavior]], ...
+] = (
     ("unary_unary", grpc.unary_unary_rpc_method_handler, _wrap_unary_response),
     ("unary_stream", grpc.unary_stream_rpc_method_handler, _wrap_stream_response),
     ("stream_unary", grpc.stream_unary_rpc_method_handler, _wrap_unary_response),
@@ -140,15 +152,16 @@ _CARDINALITIES: tuple[tuple[str, Callable[..., _Handler], Callable[[_Behavior, s
 )
 
 
-def wrap_handler(handler: _Handler, method: str) -> _Handler:
+def wrap_handler(handler: _Handler, method: str, guard: Admission | None = None) -> _Handler:
     """`handler` with every behaviour wrapped as described above (same cardinality, same
-    (de)serializers). Used by `ErrorInterceptor` and by the in-process channel."""
+    (de)serializers), `guard` admitting each call first. Used by `ErrorInterceptor` and by the
+    in-process channel."""
     for attribute, make, wrap in _CARDINALITIES:
         behavior = getattr(handler, attribute)
         if behavior is not None:
             unary_request = attribute.startswith("unary_")
             return make(
-                wrap(behavior, method),
+                wrap(behavior, method, guard),
                 request_deserializer=(
                     _decoding(handler.request_deserializer) if unary_request else handler.request_deserializer
                 ),
@@ -158,7 +171,11 @@ def wrap_handler(handler: _Handler, method: str) -> _Handler:
 
 
 class ErrorInterceptor(_Interceptor):
-    """Turns exceptions raised by servicers into well-formed `google.rpc.Status` aborts."""
+    """Turns exceptions raised by servicers into well-formed `google.rpc.Status` aborts, after
+    `guard` (if any) admitted the call."""
+
+    def __init__(self, guard: Admission | None = None) -> None:
+        self._guard = guard
 
     async def intercept_service(
         self,
@@ -169,4 +186,4 @@ class ErrorInterceptor(_Interceptor):
         handler: _Handler | None = await continuation(handler_call_details)
         if handler is None:
             return handler  # type: ignore[return-value]  # the stubs omit the None case
-        return wrap_handler(handler, handler_call_details.method)
+        return wrap_handler(handler, handler_call_details.method, self._guard)

@@ -45,7 +45,13 @@ from tunegate.server.routing._config import (
     decode_aws_secret,
     encode_aws_secret,
 )
-from tunegate.server.routing._router import Router, metadata_dict, non_route_options
+from tunegate.server.routing._router import (
+    STORED_KEY_PREFIX,
+    Router,
+    StoredKeys,
+    metadata_dict,
+    non_route_options,
+)
 
 __all__ = [
     "AZURE_DEFAULT_API_VERSION",
@@ -56,9 +62,11 @@ __all__ = [
     "FIREWORKS",
     "LOCAL_PROVIDER",
     "PROVIDER_OPTIONS",
+    "STORED_KEY_PREFIX",
     "ProviderSettings",
     "Router",
     "RoutingConfig",
+    "StoredKeys",
     "VirtualKey",
     "canonical_provider",
     "decode_aws_secret",

@@ -289,6 +289,8 @@ class VirtualKey:
     base_url: str | None = None
     region: str | None = None
     options: Mapping[str, str] = field(default_factory=dict)
+    stored: bool = False
+    """Held in the gateway's database with its secret sealed (no `api_key_env`)."""
 
     def __post_init__(self) -> None:
         if not _KEY_NAME.fullmatch(self.name):
@@ -299,7 +301,7 @@ class VirtualKey:
             raise ValueError(f"{what}: invalid provider {self.provider!r}")
         object.__setattr__(self, "provider", provider)
         if self.api_key_env is None:
-            if provider not in (LOCAL_PROVIDER, BEDROCK):
+            if provider not in (LOCAL_PROVIDER, BEDROCK) and not self.stored:
                 raise ValueError(f"{what}: api_key_env is required")
         elif not _ENV_NAME.fullmatch(self.api_key_env):
             raise ValueError(f"{what}: api_key_env must be an environment variable name")
@@ -309,7 +311,11 @@ class VirtualKey:
         if self.region is not None and not check_option("region", self.region):
             raise ValueError(f"{what}: invalid region {self.region!r}")
         allowed = PROVIDER_OPTIONS.get(provider, frozenset()) | CALL_OPTIONS.get(provider, frozenset())
-        if provider == BEDROCK and self.api_key_env is not None and "aws_access_key_id" not in self.options:
+        if (
+            provider == BEDROCK
+            and (self.api_key_env is not None or self.stored)
+            and "aws_access_key_id" not in self.options
+        ):
             raise ValueError(f"{what}: a bedrock key with api_key_env needs options.aws_access_key_id")
         for key, value in self.options.items():
             if key not in allowed:

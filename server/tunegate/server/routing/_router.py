@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from tunegate.server.errors import FailedPrecondition, InvalidArgument
@@ -144,7 +144,16 @@ def _key_file_project(raw: str) -> str | None:
 
 
 def _normalise_key(key: str) -> str:
+    """A config / body option's key as a route field: snake_case, aliases resolved, and a header
+    name (`x-portkey-virtual-key`, as Portkey's docs put them in `portkey_options`) read as the
+    field its header carries. `x-portkey-api-key` is the gateway key, never a route field."""
     snake = _CAMEL.sub("_", key.strip()).lower().replace("-", "_")
+    if snake.startswith("x_portkey_"):
+        header = key.strip().lower()
+        found = next((name for name, headers in _FIELD_HEADERS.items() if header in headers), None)
+        if found is not None:
+            return found
+        snake = "gateway_api_key" if snake == "x_portkey_api_key" else snake.removeprefix("x_portkey_")
     return _KEY_ALIASES.get(snake, snake)
 
 
@@ -158,6 +167,22 @@ def non_route_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
         if name not in _FIELD_HEADERS and name not in _UNSUPPORTED_CONFIG_KEYS:
             kept[name] = value
     return kept
+
+
+STORED_KEY_PREFIX = "svk:"
+"""The account key of a stored virtual key: `svk:<owner>:<slug>`."""
+
+
+class StoredKeys(Protocol):
+    """Virtual keys held in the gateway's database (`tunegate.server.auth.StoredVirtualKeys`)."""
+
+    def for_call(self, metadata: Mapping[str, str], slug: str) -> tuple[VirtualKey, str, str] | None:
+        """(the key, its credential, its account key) for the calling owner's `slug`, or None."""
+        ...
+
+    def for_account(self, account_key: str) -> tuple[VirtualKey, str] | None:
+        """(the key, its credential) of a `svk:` account key, or None once it is deleted."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,9 +344,16 @@ class Router:
     Pure: no I/O apart from reading `env` (virtual keys' secrets). Safe to share.
     """
 
-    def __init__(self, config: RoutingConfig, env: Mapping[str, str] = os.environ) -> None:
+    def __init__(
+        self,
+        config: RoutingConfig,
+        env: Mapping[str, str] = os.environ,
+        stored: StoredKeys | None = None,
+    ) -> None:
         self.config = config
         self._env = env
+        self.stored = stored
+        """Virtual keys held in the gateway's database, per owner (`tunegate.server.auth`)."""
         self._allowed_hosts = frozenset(parse_allowed_host(entry) for entry in config.allowed_custom_hosts)
         self._shapes: dict[tuple[object, ...], _Shape | None] = {}
 
@@ -397,6 +429,10 @@ class Router:
 
         vk_name = route.get("virtual_key")
         if vk_name is not None:
+            found = None if self.stored is None else self.stored.for_call(metadata, vk_name)
+            if found is not None:
+                stored_key, stored_secret, stored_account = found
+                return self._with_virtual_key(stored_key, route, stored_secret, stored_account)
             key = self.config.virtual_keys.get(vk_name)
             if key is None:
                 raise InvalidArgument(
@@ -491,6 +527,9 @@ class Router:
         if account_key.startswith("vk:"):
             key = self.config.virtual_keys.get(account_key[3:])
             return None if key is None else self._virtual_key_account(key)
+        if account_key.startswith(STORED_KEY_PREFIX) and self.stored is not None:
+            found = self.stored.for_account(account_key)
+            return None if found is None else self._virtual_key_account(found[0], found[1], account_key)
         return None
 
     # -- sources -------------------------------------------------------------------------------
@@ -622,6 +661,10 @@ class Router:
             param=param,
         )
 
+    def check_custom_host(self, url: str, param: str) -> str:
+        """`url` as a base URL if its `host[:port]` is allow-listed; else `InvalidArgument`."""
+        return self._check_custom_host(url, param)
+
     def _check_custom_host(self, url: str, param: str) -> str:
         parts = urlsplit(url)
         try:
@@ -660,7 +703,9 @@ class Router:
             credential="",
         )
 
-    def _with_virtual_key(self, key: VirtualKey, route: _Route) -> Account:
+    def _with_virtual_key(
+        self, key: VirtualKey, route: _Route, credential: str | None = None, account_key: str | None = None
+    ) -> Account:
         provider = route.get("provider")
         if provider is not None and provider != key.provider:
             raise InvalidArgument(
@@ -677,7 +722,7 @@ class Router:
                     code="conflicting_route",
                     param="x-portkey-virtual-key",
                 )
-        account = self._virtual_key_account(key)
+        account = self._virtual_key_account(key, credential, account_key)
         # The virtual key fixes the backend, so `vk:<name>` alone rebuilds it later: a request
         # may repeat its settings but not change them.
         fixed: dict[str, str | None] = {
@@ -722,18 +767,25 @@ class Router:
                 account = dataclasses.replace(account, options={**account.options, **added})
         return account
 
-    def _virtual_key_account(self, key: VirtualKey) -> Account:
+    def _virtual_key_account(
+        self, key: VirtualKey, stored_credential: str | None = None, account_key: str | None = None
+    ) -> Account:
+        """The account of a configured virtual key (its secret from the environment), or of a
+        stored one (`stored_credential`, under `account_key`)."""
+        account_key = account_key or f"vk:{key.name}"
         if key.provider == LOCAL_PROVIDER:
             local = self._local()
             return Account(
                 provider=LOCAL_PROVIDER,
-                key=f"vk:{key.name}",
+                key=account_key,
                 base_url=key.base_url or local.base_url,
                 credential="",
                 from_virtual_key=True,
             )
         settings = self.config.providers[key.provider]
-        if key.api_key_env is None:
+        if stored_credential is not None:
+            credential = stored_credential
+        elif key.api_key_env is None:
             assert key.provider == BEDROCK  # VirtualKey guarantees it for every other provider
             credential = ""  # the gateway's own AWS credentials (botocore's default chain)
         else:
@@ -772,7 +824,7 @@ class Router:
             )
         return Account(
             provider=key.provider,
-            key=f"vk:{key.name}",
+            key=account_key,
             base_url=base_url,
             credential=credential,
             region=key.region,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tunegate.server.servicers._admin import ApiKeysServicer, VirtualKeysServicer
 from tunegate.server.servicers._chat import ChatCompletionsServicer
 from tunegate.server.servicers._files import FilesServicer
 from tunegate.server.servicers._fine_tuning import FineTuningServicer
@@ -9,9 +10,11 @@ from tunegate.server.servicers._models import ModelsServicer
 from tunegate.server.servicers._uploads import UploadsServicer
 
 __all__ = [
+    "ApiKeysServicer",
     "ChatCompletionsServicer",
     "FilesServicer",
     "FineTuningServicer",
     "ModelsServicer",
     "UploadsServicer",
+    "VirtualKeysServicer",
 ]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.descriptor import EnumDescriptor
 from tunegate.metadata import ACCEPTED_KEY
+from tunegate.server.auth._keys import current_principal
 from tunegate.server.owner import check_credentials, owner_from_metadata
 from tunegate.v1 import options_pb2
 
@@ -54,8 +55,10 @@ def _metadata(context: Context) -> Iterable[tuple[str, str | bytes]]:
 
 
 def caller(context: Context) -> str:
-    """The owner scope of the call (see `tunegate.server.owner`)."""
-    return owner_from_metadata(_metadata(context))
+    """The owner scope of the call: its gateway key's tenant (`tunegate.server.auth`), else the
+    scope its credentials give (`tunegate.server.owner`)."""
+    principal = current_principal.get()
+    return principal.owner if principal is not None else owner_from_metadata(_metadata(context))
 
 
 def call_metadata(context: Context) -> dict[str, str]:

@@ -9,6 +9,7 @@ method commits its writes before it returns, on both databases.
 
 from __future__ import annotations
 
+from tunegate.server.store._auth import ApiKeyRecord, AuthRepository, Duplicate, VirtualKeyRecord
 from tunegate.server.store._database import (
     MIGRATIONS_DIR,
     Engine,
@@ -34,7 +35,10 @@ from tunegate.server.store._uploads import UploadRepository
 __all__ = [
     "INTENT",
     "MIGRATIONS_DIR",
+    "ApiKeyRecord",
+    "AuthRepository",
     "Database",
+    "Duplicate",
     "DuplicateRequestId",
     "FileRecord",
     "FileRepository",
@@ -47,6 +51,7 @@ __all__ = [
     "UploadPartRecord",
     "UploadRecord",
     "UploadRepository",
+    "VirtualKeyRecord",
     "current_revision",
     "migrate",
 ]
@@ -63,6 +68,7 @@ class Database:
         self.job_events = MirrorRepository.events(engine)
         self.job_checkpoints = MirrorRepository.checkpoints(engine)
         self.provider_files = ProviderFileRepository(engine)
+        self.auth = AuthRepository(engine)
 
     @classmethod
     async def open(cls, url: str) -> Database:

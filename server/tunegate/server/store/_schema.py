@@ -177,3 +177,43 @@ provider_cursors = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Index("ix_provider_cursors_created_at", "created_at"),
 )
+
+# Gateway API keys (migration 0007): only a keyed hash of each key is kept (`tunegate.server.auth`).
+# `id` is the key's public part (`tgk_<id>_…`), by which a presented key is looked up.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=True),
+    sa.Column("revoked_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_api_keys_tenant", "tenant"),
+)
+
+# Virtual keys held by the gateway, per owner scope (migration 0007). `secret` is sealed
+# (`tunegate.server.auth._crypto`: envelope encryption under the master key); `config` is the
+# route as JSON (provider options, region, base URL), never a secret.
+virtual_keys = sa.Table(
+    "virtual_keys",
+    metadata,
+    sa.Column("owner", sa.String(64), primary_key=True),
+    sa.Column("slug", sa.String(64), primary_key=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Index("ix_virtual_keys_updated_at", "updated_at"),
+)
+
+# Gateway-wide secrets, sealed under the master key (migration 0007): the API-key hash key.
+gateway_secrets = sa.Table(
+    "gateway_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
