@@ -421,7 +421,8 @@ REST_CASES: Cases = {
         Attempt("POST", f"/fine_tuning/jobs/{j}/resume") for j in w.jobs
     ],
     ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events"): lambda w, h: [
-        Attempt("GET", f"/fine_tuning/jobs/{j}/events?limit=100") for j in w.jobs
+        *(Attempt("GET", f"/fine_tuning/jobs/{j}/events?limit=100") for j in w.jobs),
+        *(Attempt("GET", f"/fine_tuning/jobs/{j}/events?stream=true") for j in w.jobs),  # the watch
     ],
     ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints"): lambda w, h: [
         Attempt("GET", f"/fine_tuning/jobs/{j}/checkpoints?limit=100") for j in w.jobs
@@ -580,6 +581,15 @@ def _chat_call(model: str, stream: bool) -> Call:
     return call
 
 
+def _watch(job_id: str) -> Call:
+    def call(channel: grpc.Channel, md: Metadata) -> Any:
+        stub = fine_tuning_pb2_grpc.FineTuningStub(channel)
+        request = fine_tuning_pb2.WatchFineTuningJobRequest(fine_tuning_job_id=job_id)
+        return list(stub.WatchFineTuningJob(request, metadata=md, timeout=30))
+
+    return call
+
+
 @dataclass(frozen=True)
 class RpcAttempt:
     call: Call
@@ -664,6 +674,7 @@ GRPC_CASES: dict[str, Callable[[World], list[RpcAttempt]]] = {
             ("ListFineTuningCheckpoints", J.ListFineTuningCheckpointsRequest),
         ]
     },
+    "/tunegate.v1.FineTuning/WatchFineTuningJob": lambda w: [RpcAttempt(_watch(j)) for j in w.jobs],
     "/tunegate.v1.ChatCompletions/CreateChatCompletion": lambda w: [
         RpcAttempt(_chat_call(w.model, False)),
         RpcAttempt(_chat_call(w.checkpoint_model, False)),

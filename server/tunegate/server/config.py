@@ -32,6 +32,7 @@ class ServerConfig:
     `missing_provider`); `local` — the on-machine trainer — by default.
     `local_concurrency`: how many local training workers run at once (state lives under
     `<data_dir>/local`); `local_train_threads`: CPU threads per worker (None: torch's default).
+    `watch_poll_seconds`: how often a job watch (`WatchFineTuningJob`) looks for news.
     Raises `ValueError` on an invalid value.
     """
 
@@ -51,6 +52,7 @@ class ServerConfig:
     default_provider: str | None = "local"
     local_concurrency: int = 1
     local_train_threads: int | None = None
+    watch_poll_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -73,6 +75,8 @@ class ServerConfig:
             raise ValueError("routing must be a RoutingConfig")
         if not self.reconcile_grace_seconds >= 0:
             raise ValueError("reconcile_grace_seconds must not be negative")
+        if not self.watch_poll_seconds > 0:
+            raise ValueError("watch_poll_seconds must be positive")
         if self.local_concurrency < 1:
             raise ValueError("local_concurrency must be at least 1")
         if self.local_train_threads is not None and self.local_train_threads < 1:
