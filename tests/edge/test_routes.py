@@ -110,6 +110,13 @@ def test_route_details() -> None:
     assert chat.passes_body and chat.body == "body"
     assert chat.streamed_by == "/tunegate.v1.ChatCompletions/StreamChatCompletion"
     assert not get.passes_body and not cancel.passes_body and get.streamed_by is None
+    assert not chat.streams_by_query and not get.streams_by_query
+    events = by_method["/tunegate.v1.FineTuning/ListFineTuningEvents"]
+    assert events.streams_by_query and events.cardinality is Cardinality.UNARY
+    assert events.streamed_by == "/tunegate.v1.FineTuning/WatchFineTuningJob"
+    assert events.streamed_request_cls is not None and events.streamed_response_cls is not None
+    assert events.streamed_request_cls.DESCRIPTOR.full_name == "tunegate.v1.WatchFineTuningJobRequest"
+    assert events.streamed_response_cls.DESCRIPTOR.full_name == "tunegate.v1.FineTuningJobUpdate"
     parts = by_method["/tunegate.v1.Uploads/AddUploadPart"]
     assert parts.upload is not None and parts.upload.part == "data" and parts.path_fields == ("upload_id",)
     assert (
@@ -214,3 +221,55 @@ def test_a_pass_through_route_names_its_streaming_twin() -> None:
 def test_unservable_pass_through_routes_fail_loudly(kwargs: dict[str, str]) -> None:
     with pytest.raises(RouteError):
         build_routes([_passthrough_service(**kwargs)])
+
+
+def _query_service(
+    *, streamed_by: str = "Watch", verb: str = "get", body: str = "", watch_field: str = "thing_id"
+) -> ServiceDescriptor:
+    """A throwaway service: `M` (GET /v1/things/{thing_id}/events, from the query) and `Watch`,
+    server-streaming `Update` from a request holding `watch_field`."""
+    name = f"routetest{next(_counter)}"
+    f = descriptor_pb2.FileDescriptorProto(name=f"{name}.proto", package=name, syntax="proto3")
+    f.dependency.extend(["google/api/annotations.proto", "tunegate/v1/options.proto"])
+    string = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
+    req = f.message_type.add(name="Req")
+    req.field.add(name="thing_id", number=1, type=string)
+    req.field.add(name="after", number=2, type=string)
+    watch = f.message_type.add(name="WatchReq")
+    watch.field.add(name=watch_field, number=1, type=string)
+    f.message_type.add(name="Update").field.add(name="text", number=1, type=string)
+    service = f.service.add(name="S")
+    method = service.method.add(name="M", input_type=f".{name}.Req", output_type=f".{name}.Update")
+    rule = method.options.Extensions[annotations_pb2.http]
+    setattr(rule, verb, "/v1/things/{thing_id}/events")
+    rule.body = body
+    method.options.Extensions[options_pb2.streamed_by] = streamed_by
+    stream = service.method.add(name="Watch", input_type=f".{name}.WatchReq", output_type=f".{name}.Update")
+    stream.server_streaming = True
+    service.method.add(name="Unary", input_type=f".{name}.WatchReq", output_type=f".{name}.Update")
+    pool = descriptor_pool.Default()
+    pool.Add(f)
+    return pool.FindServiceByName(f"{name}.S")
+
+
+def test_a_query_route_names_its_streaming_twin() -> None:
+    (route,) = build_routes([_query_service()])
+    assert route.streams_by_query and not route.passes_body and route.cardinality is Cardinality.UNARY
+    assert route.streamed_by is not None and route.streamed_by.endswith(".S/Watch")
+    assert route.streamed_request_cls is not None and route.streamed_response_cls is not None
+    assert route.streamed_request_cls.DESCRIPTOR.name == "WatchReq"
+    assert route.streamed_response_cls.DESCRIPTOR.name == "Update"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"streamed_by": "Missing"},
+        {"streamed_by": "Unary"},  # not server-streaming
+        {"watch_field": "other_id"},  # the stream's request lacks the path's field
+        {"verb": "post", "body": "*"},  # a JSON body route has no query `stream`
+    ],
+)
+def test_unservable_query_streams_fail_loudly(kwargs: dict[str, str]) -> None:
+    with pytest.raises(RouteError):
+        build_routes([_query_service(**kwargs)])

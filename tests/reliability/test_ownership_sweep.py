@@ -34,6 +34,8 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tunegate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     chat_pb2,
     chat_pb2_grpc,
     files_pb2,
@@ -124,6 +126,7 @@ class World:
     result_file: str
     running_job: str
     paused_job: str
+    virtual_key: str
     snapshot: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -150,6 +153,7 @@ class World:
             *self.jobs,
             self.model,
             self.checkpoint_model,
+            self.virtual_key,
         ]
 
 
@@ -178,6 +182,9 @@ def _snapshot(world: World) -> dict[str, Any]:
         "checkpoints": [
             c.id for c in client.fine_tuning.jobs.checkpoints.list(world.succeeded_job, limit=100)
         ],
+        "virtual_key": httpx.get(
+            f"{world.gateway.base_url}/virtual-keys/{world.virtual_key}", headers=world.headers, timeout=30
+        ).json(),
     }
 
 
@@ -222,6 +229,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         pause_status: str = client.fine_tuning.jobs.pause(paused.id).status  # newer than the SDK's enum
         assert pause_status == "paused"
         _wait(client, running.id, ("running",))
+        virtual_key = "a-vk-" + secrets.token_hex(4)
+        made = httpx.post(
+            f"{gateway.base_url}/virtual-keys",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"slug": virtual_key, "provider": "openai", "key": "sk-a-virtual-" + secrets.token_hex(8)},
+            timeout=30,
+        )
+        assert made.status_code == 200, made.text
         world = World(
             gateway=gateway,
             token=token,
@@ -240,6 +255,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             result_file=done.result_files[0],
             running_job=running.id,
             paused_job=paused.id,
+            virtual_key=virtual_key,
         )
         world.snapshot = _snapshot(world)
         yield world
@@ -292,6 +308,7 @@ class Attempt:
 
 OK = frozenset({200})
 REFUSED = frozenset({400, 404})
+FORBIDDEN = frozenset({403})
 Cases = dict[tuple[str, str], Callable[[World, dict[str, str] | None], list[Attempt]]]
 
 
@@ -421,7 +438,8 @@ REST_CASES: Cases = {
         Attempt("POST", f"/fine_tuning/jobs/{j}/resume") for j in w.jobs
     ],
     ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events"): lambda w, h: [
-        Attempt("GET", f"/fine_tuning/jobs/{j}/events?limit=100") for j in w.jobs
+        *(Attempt("GET", f"/fine_tuning/jobs/{j}/events?limit=100") for j in w.jobs),
+        *(Attempt("GET", f"/fine_tuning/jobs/{j}/events?stream=true") for j in w.jobs),  # the watch
     ],
     ("GET", "/v1/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints"): lambda w, h: [
         Attempt("GET", f"/fine_tuning/jobs/{j}/checkpoints?limit=100") for j in w.jobs
@@ -431,6 +449,29 @@ REST_CASES: Cases = {
         Attempt("POST", "/chat/completions", json=_chat(w.model, stream=True)),
         Attempt("POST", "/chat/completions", json=_chat(w.checkpoint_model)),
     ],
+    # Key management needs an admin key: nobody here has one.
+    ("POST", "/v1/api-keys"): lambda w, h: [
+        Attempt("POST", "/api-keys", json={"tenant": "b", "name": "x"}, touches_a=False, allowed=FORBIDDEN)
+    ],
+    ("GET", "/v1/api-keys"): lambda w, h: [Attempt("GET", "/api-keys", touches_a=False, allowed=FORBIDDEN)],
+    ("DELETE", "/v1/api-keys/{id}"): lambda w, h: [
+        Attempt("DELETE", "/api-keys/0123456789ab", touches_a=False, allowed=FORBIDDEN)
+    ],
+    ("POST", "/v1/virtual-keys"): lambda w, h: [
+        Attempt(
+            "POST",
+            "/virtual-keys",
+            json={"slug": "b-own", "provider": "openai", "key": "sk-b-own-key"},
+            touches_a=False,
+            allowed=OK | REFUSED,  # made, or made already by the same owner under another header
+        )
+    ],
+    ("GET", "/v1/virtual-keys"): lambda w, h: [Attempt("GET", "/virtual-keys", touches_a=False, allowed=OK)],
+    ("GET", "/v1/virtual-keys/{slug}"): lambda w, h: [Attempt("GET", f"/virtual-keys/{w.virtual_key}")],
+    ("PUT", "/v1/virtual-keys/{slug}"): lambda w, h: [
+        Attempt("PUT", f"/virtual-keys/{w.virtual_key}", json={"provider": "openai", "key": "sk-stolen"})
+    ],
+    ("DELETE", "/v1/virtual-keys/{slug}"): lambda w, h: [Attempt("DELETE", f"/virtual-keys/{w.virtual_key}")],
     ("GET", "/v1/models"): lambda w, h: [
         Attempt("GET", "/models", touches_a=False, allowed=frozenset({200}))
     ],
@@ -580,6 +621,15 @@ def _chat_call(model: str, stream: bool) -> Call:
     return call
 
 
+def _watch(job_id: str) -> Call:
+    def call(channel: grpc.Channel, md: Metadata) -> Any:
+        stub = fine_tuning_pb2_grpc.FineTuningStub(channel)
+        request = fine_tuning_pb2.WatchFineTuningJobRequest(fine_tuning_job_id=job_id)
+        return list(stub.WatchFineTuningJob(request, metadata=md, timeout=30))
+
+    return call
+
+
 @dataclass(frozen=True)
 class RpcAttempt:
     call: Call
@@ -594,7 +644,9 @@ Files, Uploads, Jobs = (
     uploads_pb2_grpc.UploadsStub,
     fine_tuning_pb2_grpc.FineTuningStub,
 )
-F, U, J = files_pb2, uploads_pb2, fine_tuning_pb2
+F, U, J, A = files_pb2, uploads_pb2, fine_tuning_pb2, admin_pb2
+Keys, VKeys = admin_pb2_grpc.ApiKeysStub, admin_pb2_grpc.VirtualKeysStub
+RPC_FORBIDDEN = frozenset({grpc.StatusCode.PERMISSION_DENIED})
 
 
 def _per_job(rpc: str, request: Callable[..., Message]) -> Callable[[World], list[RpcAttempt]]:
@@ -664,6 +716,7 @@ GRPC_CASES: dict[str, Callable[[World], list[RpcAttempt]]] = {
             ("ListFineTuningCheckpoints", J.ListFineTuningCheckpointsRequest),
         ]
     },
+    "/tunegate.v1.FineTuning/WatchFineTuningJob": lambda w: [RpcAttempt(_watch(j)) for j in w.jobs],
     "/tunegate.v1.ChatCompletions/CreateChatCompletion": lambda w: [
         RpcAttempt(_chat_call(w.model, False)),
         RpcAttempt(_chat_call(w.checkpoint_model, False)),
@@ -678,6 +731,56 @@ GRPC_CASES: dict[str, Callable[[World], list[RpcAttempt]]] = {
             touches_a=False,
             allowed=RPC_OK,
         )
+    ],
+    "/tunegate.v1.ApiKeys/CreateApiKey": lambda w: [
+        RpcAttempt(
+            _unary(Keys, "CreateApiKey", A.CreateApiKeyRequest(tenant="b", name="x")),
+            touches_a=False,
+            allowed=RPC_FORBIDDEN,
+        )
+    ],
+    "/tunegate.v1.ApiKeys/ListApiKeys": lambda w: [
+        RpcAttempt(
+            _unary(Keys, "ListApiKeys", A.ListApiKeysRequest()), touches_a=False, allowed=RPC_FORBIDDEN
+        )
+    ],
+    "/tunegate.v1.ApiKeys/RevokeApiKey": lambda w: [
+        RpcAttempt(
+            _unary(Keys, "RevokeApiKey", A.RevokeApiKeyRequest(id="0123456789ab")),
+            touches_a=False,
+            allowed=RPC_FORBIDDEN,
+        )
+    ],
+    "/tunegate.v1.VirtualKeys/CreateVirtualKey": lambda w: [
+        RpcAttempt(
+            _unary(
+                VKeys,
+                "CreateVirtualKey",
+                A.CreateVirtualKeyRequest(slug="b-grpc", provider="openai", key="sk-b-grpc-key"),
+            ),
+            touches_a=False,
+            allowed=RPC_OK | RPC_REFUSED,
+        )
+    ],
+    "/tunegate.v1.VirtualKeys/ListVirtualKeys": lambda w: [
+        RpcAttempt(
+            _unary(VKeys, "ListVirtualKeys", A.ListVirtualKeysRequest()), touches_a=False, allowed=RPC_OK
+        )
+    ],
+    "/tunegate.v1.VirtualKeys/GetVirtualKey": lambda w: [
+        RpcAttempt(_unary(VKeys, "GetVirtualKey", A.GetVirtualKeyRequest(slug=w.virtual_key)))
+    ],
+    "/tunegate.v1.VirtualKeys/UpdateVirtualKey": lambda w: [
+        RpcAttempt(
+            _unary(
+                VKeys,
+                "UpdateVirtualKey",
+                A.UpdateVirtualKeyRequest(slug=w.virtual_key, provider="openai", key="sk-stolen"),
+            )
+        )
+    ],
+    "/tunegate.v1.VirtualKeys/DeleteVirtualKey": lambda w: [
+        RpcAttempt(_unary(VKeys, "DeleteVirtualKey", A.DeleteVirtualKeyRequest(slug=w.virtual_key)))
     ],
     "/tunegate.v1.Models/GetModel": lambda w: [
         RpcAttempt(_unary(models_pb2_grpc.ModelsStub, "GetModel", models_pb2.GetModelRequest(model=m)))

@@ -2,7 +2,8 @@
 `EdgeHandler`, which routes by the table from ``_routes`` — one generic unary handler, two
 streaming handlers chosen by cardinality, health — and makes every answer, success or error,
 routed or not, carry ``x-request-id`` and the one error envelope. A pass-through route (the raw
-body in a ``google.api.HttpBody`` field, OpenAI's chat) is served by ``_passthrough``.
+body in a ``google.api.HttpBody`` field, OpenAI's chat) is served by ``_passthrough``; a query
+route with ``(streamed_by)`` serves ``stream=true`` as server-sent events (``_sse``).
 
 Why not ``web.Application``: its router, middleware chain and per-request app plumbing cost
 ~30 µs a request; the edge needs only a fixed table of templates, resolved here the way
@@ -49,6 +50,7 @@ from tunegate.edge._http import (
     build_message,
     call_context,
     error_json,
+    query_message,
     read_body,
     rpc_error,
     web_response,
@@ -56,6 +58,7 @@ from tunegate.edge._http import (
 from tunegate.edge._passthrough import handle_passthrough
 from tunegate.edge._protocol import EdgeHTTPServer
 from tunegate.edge._routes import Cardinality, Route, build_routes
+from tunegate.edge._sse import relay_events, stream_asked
 from tunegate.edge._upload import handle_upload
 from tunegate.openai_json import CodecError, to_openai
 
@@ -181,6 +184,8 @@ class EdgeHandler:
         for route in build_routes():
             if route.passes_body:
                 endpoint = _Endpoint(stream=self._passthrough(route))
+            elif route.streams_by_query:
+                endpoint = _Endpoint(stream=self._unary_or_stream(route, self._unary(route)), expects=False)
             elif route.cardinality is Cardinality.UNARY:
                 endpoint = _Endpoint(unary=self._unary(route), reads_body=route.body == "*")
             else:
@@ -297,6 +302,32 @@ class EdgeHandler:
         ) -> web.StreamResponse:
             ctx = call_context(request.headers, request.remote, request_id)
             return await handle_passthrough(request, route, params, self.channel, self.config, ctx)
+
+        return handle
+
+    def _unary_or_stream(self, route: Route, unary: UnaryHandler) -> StreamHandler:
+        """A query route with ``(streamed_by)``: ``stream=true`` in the query is served by the
+        streaming RPC as server-sent events (``_sse``), anything else by ``unary``."""
+        assert route.streamed_by is not None and route.streamed_request_cls is not None
+        assert route.streamed_response_cls is not None
+        method_path, request_cls, response_cls = (
+            route.streamed_by,
+            route.streamed_request_cls,
+            route.streamed_response_cls,
+        )
+
+        async def handle(
+            request: web.BaseRequest, params: Mapping[str, str], request_id: str
+        ) -> web.StreamResponse:
+            if not stream_asked(request.query):
+                incoming = Incoming(
+                    request.method, request.path, request.query, request.headers, request.remote, b""
+                )
+                return web_response(await unary(incoming, params, request_id))
+            ctx = call_context(request.headers, request.remote, request_id)
+            message = query_message(request_cls, params, request.headers, request.query)
+            channel, config = self.channel, self.config
+            return await relay_events(request, method_path, message, response_cls, channel, config, ctx)
 
         return handle
 

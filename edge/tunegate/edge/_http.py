@@ -34,6 +34,7 @@ __all__ = [
     "error_json",
     "json_body",
     "ok_json",
+    "query_message",
     "read_body",
     "read_step",
     "request_message",
@@ -185,7 +186,18 @@ def build_message(
     the path parameters and the ``(from_header)`` fields. Raises ErrorAnswer / CodecError."""
     if route.body == "*":
         return from_openai(json_body(body), route.request_cls, path_params=params, headers=headers)
-    message = from_query(query, route.request_cls, path_params=params)
+    return query_message(route.request_cls, params, headers, query)
+
+
+def query_message(
+    request_cls: type[Message],
+    params: Mapping[str, str],
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+) -> Message:
+    """A ``request_cls`` filled from the query string, the path parameters and the
+    ``(from_header)`` headers. Raises CodecError."""
+    message = from_query(query, request_cls, path_params=params)
     apply_headers(message, headers)
     return message
 

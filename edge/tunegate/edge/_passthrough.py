@@ -11,30 +11,26 @@ Theory of operation
    bytes, as sent, in the ``HttpBody`` field (``application/json``).
 1. ``stream`` false (or absent): the unary RPC; its ``HttpBody`` is the answer, written with its
    ``content_type``.
-2. ``stream`` true: the route's ``(streamed_by)`` RPC, with the same request. Nothing is sent until
-   its first message has arrived, so a failure before it (bad request, unknown model, the
-   provider's 429 with ``retry-after``) is the ordinary JSON error. Then the response starts
-   (``text/event-stream``, ``Cache-Control: no-cache``, chunked) and each message's bytes are
-   written as they arrive, awaiting each write — back-pressure: a slow client slows the gRPC
-   reads, and gRPC's flow control slows the server and the provider.
-3. A failure after the first message ends the stream the way OpenAI does: one more event,
-   ``data: {"error": {…}}``, the same envelope the status maps to, then the end of the response.
-4. A client that goes away cancels the call (``on_client_gone``; the edge does not cancel
-   handlers itself), so the server closes the provider's response or stops generating — also
-   while the handler waits for the next message, not only at its next write. For a stream, the
-   client's end of stream counts as leaving (a half-closed client cannot be told from a closed
-   one without writing to it); a unary call is cancelled only when the connection is lost.
+2. ``stream`` true: the route's ``(streamed_by)`` RPC, with the same request, relayed by
+   ``_sse.relay_events``: nothing is sent until its first message has arrived, so a failure
+   before it (bad request, unknown model, the provider's 429 with ``retry-after``) is the
+   ordinary JSON error; then each message's bytes are written as they arrive (back-pressure
+   reaches the provider); a failure after the first message ends the stream the way OpenAI
+   does, with one more event, ``data: {"error": {…}}``.
+3. A client that goes away cancels the call (``on_client_gone``; the edge does not cancel
+   handlers itself), so the server closes the provider's response or stops generating. For a
+   stream, the client's end of stream counts as leaving (a half-closed client cannot be told
+   from a closed one without writing to it); a unary call is cancelled only when the
+   connection is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Mapping
 from typing import Any
 
 import grpc
-import orjson
 from aiohttp import web
 from google.api import httpbody_pb2
 from tunegate.edge._config import EdgeConfig
@@ -43,15 +39,12 @@ from tunegate.edge._headers import REQUEST_ID
 from tunegate.edge._http import CallContext, ErrorAnswer, json_body, read_body, rpc_error
 from tunegate.edge._protocol import on_client_gone
 from tunegate.edge._routes import Route
+from tunegate.edge._sse import cancelling, relay_events
 from tunegate.openai_json import MAX_JSON_DEPTH, too_deep_param
 
 __all__ = ["envelope", "handle_passthrough"]
 
-logger = logging.getLogger("tunegate.edge")
-
 _JSON = "application/json"
-_EVENT_STREAM = "text/event-stream"
-_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs lacks the sentinel
 
 
 def _bad(message: str, param: str | None, code: str) -> ErrorAnswer:
@@ -116,7 +109,9 @@ async def handle_passthrough(
     message.model, message.stream = model, stream
     getattr(message, route.body).CopyFrom(httpbody_pb2.HttpBody(content_type=_JSON, data=body))
     if stream and route.streamed_by is not None:
-        return await _streamed(request, route.streamed_by, route, message, channel, config, ctx)
+        return await relay_events(
+            request, route.streamed_by, message, httpbody_pb2.HttpBody, channel, config, ctx
+        )
     return await _unary(request, route, message, channel, config, ctx)
 
 
@@ -147,7 +142,7 @@ async def _unary(
     except grpc.aio.AioRpcError as err:
         raise ErrorAnswer(rpc_error(err)) from None
     except asyncio.CancelledError:
-        if task.cancelled() and not _cancelling():
+        if task.cancelled() and not cancelling():
             raise ConnectionError("the client went away") from None
         raise
     finally:
@@ -156,76 +151,3 @@ async def _unary(
     response.headers["Content-Type"] = answer.content_type or _JSON
     response.headers[REQUEST_ID] = ctx.request_id
     return response
-
-
-def _cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-async def _streamed(
-    request: web.BaseRequest,
-    method_path: str,
-    route: Route,
-    message: Any,
-    channel: grpc.aio.Channel,
-    config: EdgeConfig,
-    ctx: CallContext,
-) -> web.StreamResponse:
-    rpc = channel.unary_stream(
-        method_path,
-        request_serializer=route.request_cls.SerializeToString,
-        response_deserializer=httpbody_pb2.HttpBody.FromString,
-    )
-    call: Any = rpc(message, metadata=ctx.metadata, timeout=config.stream_timeout)
-    gone = False
-
-    def cancel() -> None:
-        nonlocal gone
-        gone = True
-        call.cancel()
-
-    unregister = on_client_gone(request, cancel, eof=True)
-    response: web.StreamResponse | None = None
-    try:
-        try:
-            first = await call.read()
-        except grpc.aio.AioRpcError as err:
-            raise ErrorAnswer(rpc_error(err)) from None
-        response = web.StreamResponse(status=200)
-        response.headers[REQUEST_ID] = ctx.request_id
-        response.content_type = (first.content_type if first is not _EOF else "") or _EVENT_STREAM
-        response.headers["Cache-Control"] = "no-cache"
-        response.headers["X-Accel-Buffering"] = "no"
-        await response.prepare(request)
-        chunk = first
-        try:
-            while chunk is not _EOF:
-                if chunk.data:
-                    await response.write(chunk.data)
-                chunk = await call.read()
-        except grpc.aio.AioRpcError as err:
-            if gone:
-                return response
-            logger.info("stream %s failed after its first event (%s)", ctx.request_id, err.code())
-            event = b"data: " + orjson.dumps(rpc_error(err).body) + b"\n\n"
-            try:
-                await response.write(event)
-            except ConnectionError:
-                return response
-        await response.write_eof()
-        return response
-    except asyncio.CancelledError:
-        if gone and not _cancelling():
-            if response is None:
-                raise ConnectionError("the client went away") from None
-            return response
-        raise
-    except ConnectionError:
-        if response is None:
-            raise
-        return response  # the client left mid-stream; `finally` cancels the call
-    finally:
-        unregister()
-        if not call.done():
-            call.cancel()

@@ -11,6 +11,11 @@ A ``body`` naming a ``google.api.HttpBody`` field (OpenAI's chat: ``body: "body"
 answer must be an ``HttpBody`` too, written as its bytes. Such a route may carry the
 ``(streamed_by)`` option: the server-streaming RPC, of the same service and request type,
 answering ``stream google.api.HttpBody``, that serves a body whose ``stream`` is true.
+
+A unary route filled from the path and query (``body`` empty) may carry ``(streamed_by)`` too:
+the server-streaming RPC of the same service, whose request has every path field, that serves
+a query with ``stream=true`` (its request built from the same path and query; its messages
+become server-sent events: ``_sse``).
 """
 
 from __future__ import annotations
@@ -90,13 +95,23 @@ class Route:
     upload: UploadShape | None = None
     """For client-streaming routes: how multipart maps onto the request stream."""
     streamed_by: str | None = None
-    """For a pass-through route with ``(streamed_by)``: the full gRPC method path of the
-    server-streaming RPC serving a body whose ``stream`` is true."""
+    """For a route with ``(streamed_by)``: the full gRPC method path of the server-streaming RPC
+    serving a request that asks for a stream (the body's ``stream`` of a pass-through route,
+    the query's ``stream`` of a query route)."""
+    streamed_request_cls: type[Message] | None = None
+    """With ``streamed_by``: that RPC's request message class."""
+    streamed_response_cls: type[Message] | None = None
+    """With ``streamed_by``: that RPC's response message class."""
 
     @property
     def passes_body(self) -> bool:
         """Whether the raw request body travels in the ``body`` field (an ``HttpBody``)."""
         return self.body not in ("", "*")
+
+    @property
+    def streams_by_query(self) -> bool:
+        """Whether the query's ``stream=true`` picks ``streamed_by`` (a query route's stream)."""
+        return self.streamed_by is not None and self.body == ""
 
     def __str__(self) -> str:
         return f"{self.verb:<6} {self.path:<55} {self.cardinality.value:<16} {self.method_path}"
@@ -163,18 +178,33 @@ def _route_for(method: MethodDescriptor) -> Route | None:
             _check_path_field(request, name, where)
 
     cardinality, upload = _cardinality(method, path_fields)
+    streaming = _streamed_by(method, body=rule.body, path_fields=path_fields)
     return Route(
         verb=verb.upper(),
         path=template,
         path_fields=path_fields,
         body=rule.body,
         cardinality=cardinality,
-        method_path=f"/{method.containing_service.full_name}/{method.name}",
+        method_path=_method_path(method),
         request_cls=message_factory.GetMessageClass(request),
         response_cls=message_factory.GetMessageClass(opts.output_of(method)),
         upload=upload,
-        streamed_by=_streamed_by(method, passes_body=rule.body not in ("", "*")),
+        streamed_by=None if streaming is None else _method_path(streaming),
+        streamed_request_cls=None if streaming is None else _request_class(streaming),
+        streamed_response_cls=None if streaming is None else _response_class(streaming),
     )
+
+
+def _method_path(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+def _request_class(method: MethodDescriptor) -> type[Message]:
+    return message_factory.GetMessageClass(opts.input_of(method))
+
+
+def _response_class(method: MethodDescriptor) -> type[Message]:
+    return message_factory.GetMessageClass(opts.output_of(method))
 
 
 def _check_body_field(method: MethodDescriptor, request: Descriptor, name: str) -> None:
@@ -189,27 +219,43 @@ def _check_body_field(method: MethodDescriptor, request: Descriptor, name: str) 
         raise RouteError(f"{where}: a pass-through route must return google.api.HttpBody")
 
 
-def _streamed_by(method: MethodDescriptor, *, passes_body: bool) -> str | None:
+def _streamed_by(
+    method: MethodDescriptor, *, body: str, path_fields: tuple[str, ...]
+) -> MethodDescriptor | None:
+    """The ``(streamed_by)`` method of ``method``, checked against the route's shape, or None."""
     name = method.GetOptions().Extensions[options_pb2.streamed_by]
     if not name:
         return None
     where = method.full_name
-    if not passes_body:
-        raise RouteError(f"{where}: (streamed_by) needs a pass-through body (a google.api.HttpBody field)")
     service = method.containing_service
     streaming = service.methods_by_name.get(name)
-    if (
-        streaming is None
-        or streaming.client_streaming
-        or not streaming.server_streaming
-        or opts.input_of(streaming).full_name != opts.input_of(method).full_name
-        or opts.output_of(streaming).full_name != _HTTP_BODY
-    ):
+    if body == "*":
         raise RouteError(
-            f"{where}: (streamed_by) {name!r} must name a method of {service.full_name} taking "
-            f"{opts.input_of(method).full_name} and returning stream google.api.HttpBody"
+            f"{where}: (streamed_by) needs a pass-through body (a google.api.HttpBody field) "
+            "or a route filled from the path and query"
         )
-    return f"/{service.full_name}/{streaming.name}"
+    if body:  # a pass-through route: the same request, a stream of HttpBody
+        if (
+            streaming is None
+            or streaming.client_streaming
+            or not streaming.server_streaming
+            or opts.input_of(streaming).full_name != opts.input_of(method).full_name
+            or opts.output_of(streaming).full_name != _HTTP_BODY
+        ):
+            raise RouteError(
+                f"{where}: (streamed_by) {name!r} must name a method of {service.full_name} taking "
+                f"{opts.input_of(method).full_name} and returning stream google.api.HttpBody"
+            )
+        return streaming
+    if method.client_streaming or method.server_streaming:
+        raise RouteError(f"{where}: (streamed_by) belongs on a unary method")
+    if streaming is None or streaming.client_streaming or not streaming.server_streaming:
+        raise RouteError(
+            f"{where}: (streamed_by) {name!r} must name a server-streaming method of {service.full_name}"
+        )
+    for field in path_fields:  # the stream's request is built from the same path
+        _check_path_field(opts.input_of(streaming), field, where)
+    return streaming
 
 
 def _parse_template(template: str, where: str) -> tuple[str, ...]:

@@ -161,7 +161,7 @@ class GatewayServer:
         provider's `timeout_seconds` and `max_retries`, and the local trainer under
         `<data_dir>/local`) and `Router(config.routing)`; tests inject fakes (injected
         providers are not started or closed here). `job_settings` defaults to `JobSettings`
-        with the config's reconcile grace and default provider.
+        with the config's reconcile grace, default provider and watch poll interval.
         Raises `RuntimeError` if the address cannot be bound."""
         config.data_dir.mkdir(parents=True, exist_ok=True)
         database = await Database.open(config.resolved_database_url)
@@ -196,7 +196,9 @@ class GatewayServer:
             if job_settings is None:
                 grace = config.reconcile_grace_seconds
                 job_settings = JobSettings(
-                    creation=CreationSettings(reconcile_grace=grace), default_provider=config.default_provider
+                    creation=CreationSettings(reconcile_grace=grace),
+                    default_provider=config.default_provider,
+                    watch_poll_seconds=config.watch_poll_seconds,
                 )
             master = load_master_key(config.data_dir, config.master_key_file)
             api_keys = ApiKeys(database.auth, master, clock)

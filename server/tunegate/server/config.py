@@ -36,6 +36,7 @@ class ServerConfig:
     `tunegate.server.auth`). `master_key_file`: the master key sealing secrets at rest (when
     `TUNEGATE_MASTER_KEY` is unset; default `<data_dir>/master.key`). `key_refresh_seconds`: how
     often other replicas' virtual-key changes are picked up.
+    `watch_poll_seconds`: how often a job watch (`WatchFineTuningJob`) looks for news.
     Raises `ValueError` on an invalid value.
     """
 
@@ -58,6 +59,7 @@ class ServerConfig:
     auth_mode: str = "open"
     master_key_file: Path | None = None
     key_refresh_seconds: float = 5.0
+    watch_poll_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -84,6 +86,8 @@ class ServerConfig:
             raise ValueError(f"auth mode must be 'open' or 'keys', got {self.auth_mode!r}")
         if self.key_refresh_seconds <= 0:
             raise ValueError("key_refresh_seconds must be positive")
+        if not self.watch_poll_seconds > 0:
+            raise ValueError("watch_poll_seconds must be positive")
         if self.local_concurrency < 1:
             raise ValueError("local_concurrency must be at least 1")
         if self.local_train_threads is not None and self.local_train_threads < 1:

@@ -1021,6 +1021,59 @@ class CheckpointMetrics(_message.Message):
 Global___CheckpointMetrics: _TypeAlias = CheckpointMetrics  # noqa: Y015
 
 @_typing.final
+class WatchFineTuningJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINE_TUNING_JOB_ID_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    fine_tuning_job_id: _builtins.str
+    after: _builtins.str
+    """An event id (`ftevent-…`) of this job: only events after it are sent (to resume a watch)."""
+    def __init__(
+        self,
+        *,
+        fine_tuning_job_id: _builtins.str = ...,
+        after: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "fine_tuning_job_id", b"fine_tuning_job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchFineTuningJobRequest: _TypeAlias = WatchFineTuningJobRequest  # noqa: Y015
+
+@_typing.final
+class FineTuningJobUpdate(_message.Message):
+    """One message of a watch: the job, or one of its events. Over REST the member that is set is
+    the event's data (a stream message whose fields form one oneof renders as its set member).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___FineTuningJob: ...
+    @_builtins.property
+    def event(self) -> Global___FineTuningJobEvent: ...
+    def __init__(
+        self,
+        *,
+        job: Global___FineTuningJob | None = ...,
+        event: Global___FineTuningJobEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "job", b"job", "update", b"update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "job", b"job", "update", b"update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_update: _TypeAlias = _typing.Literal["job", "event"]  # noqa: Y015
+    _WhichOneofArgType_update: _TypeAlias = _typing.Literal["update", b"update"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_update) -> _WhichOneofReturnType_update | None: ...
+
+Global___FineTuningJobUpdate: _TypeAlias = FineTuningJobUpdate  # noqa: Y015
+
+@_typing.final
 class FineTuningJobCheckpoint(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -70,6 +70,11 @@ class FineTuningStub:
                 request_serializer=tunegate_dot_v1_dot_fine__tuning__pb2.ListFineTuningEventsRequest.SerializeToString,
                 response_deserializer=tunegate_dot_v1_dot_fine__tuning__pb2.ListFineTuningEventsResponse.FromString,
                 _registered_method=True)
+        self.WatchFineTuningJob = channel.unary_stream(
+                '/tunegate.v1.FineTuning/WatchFineTuningJob',
+                request_serializer=tunegate_dot_v1_dot_fine__tuning__pb2.WatchFineTuningJobRequest.SerializeToString,
+                response_deserializer=tunegate_dot_v1_dot_fine__tuning__pb2.FineTuningJobUpdate.FromString,
+                _registered_method=True)
         self.ListFineTuningCheckpoints = channel.unary_unary(
                 '/tunegate.v1.FineTuning/ListFineTuningCheckpoints',
                 request_serializer=tunegate_dot_v1_dot_fine__tuning__pb2.ListFineTuningCheckpointsRequest.SerializeToString,
@@ -119,7 +124,28 @@ class FineTuningServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListFineTuningEvents(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Over REST, `?stream=true` is served by `WatchFineTuningJob` instead (the `streamed_by`
+        option): one path, two RPCs, chosen by the query's `stream` parameter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchFineTuningJob(self, request, context):
+        """A live watch of one job: the job first, then its events oldest first (those after `after`,
+        or all of them), then each new event as the gateway sees it and the job again whenever its
+        status changes. The stream ends after the job has been sent in a terminal status
+        (`succeeded`, `failed`, `cancelled`) — at once for a job that is already finished.
+
+        Failures before the first update (unknown job, another owner's job: NOT_FOUND; a bad
+        `after`) are the call's status; a failure later ends the stream with an error status.
+        A caller that cancels the call stops the gateway's polling. Jobs held by the gateway
+        (`ftjob-…`) can be watched; a provider without events (Fireworks) sends the job only.
+
+        Over REST: `GET /v1/fine_tuning/jobs/{id}/events?stream=true`, server-sent events
+        (`text/event-stream`), one `data: <object>` event per update — the `fine_tuning.job` or the
+        `fine_tuning.job.event` object, as the unary routes render them — then `data: [DONE]`.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -167,6 +193,11 @@ def add_FineTuningServicer_to_server(servicer, server):
                     servicer.ListFineTuningEvents,
                     request_deserializer=tunegate_dot_v1_dot_fine__tuning__pb2.ListFineTuningEventsRequest.FromString,
                     response_serializer=tunegate_dot_v1_dot_fine__tuning__pb2.ListFineTuningEventsResponse.SerializeToString,
+            ),
+            'WatchFineTuningJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchFineTuningJob,
+                    request_deserializer=tunegate_dot_v1_dot_fine__tuning__pb2.WatchFineTuningJobRequest.FromString,
+                    response_serializer=tunegate_dot_v1_dot_fine__tuning__pb2.FineTuningJobUpdate.SerializeToString,
             ),
             'ListFineTuningCheckpoints': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFineTuningCheckpoints,
@@ -364,6 +395,33 @@ class FineTuning:
             '/tunegate.v1.FineTuning/ListFineTuningEvents',
             tunegate_dot_v1_dot_fine__tuning__pb2.ListFineTuningEventsRequest.SerializeToString,
             tunegate_dot_v1_dot_fine__tuning__pb2.ListFineTuningEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchFineTuningJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tunegate.v1.FineTuning/WatchFineTuningJob',
+            tunegate_dot_v1_dot_fine__tuning__pb2.WatchFineTuningJobRequest.SerializeToString,
+            tunegate_dot_v1_dot_fine__tuning__pb2.FineTuningJobUpdate.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,24 @@ class FineTuningStub:
     PauseFineTuningJob: _grpc.UnaryUnaryMultiCallable[_fine_tuning_pb2.PauseFineTuningJobRequest, _fine_tuning_pb2.FineTuningJob]
     ResumeFineTuningJob: _grpc.UnaryUnaryMultiCallable[_fine_tuning_pb2.ResumeFineTuningJobRequest, _fine_tuning_pb2.FineTuningJob]
     ListFineTuningEvents: _grpc.UnaryUnaryMultiCallable[_fine_tuning_pb2.ListFineTuningEventsRequest, _fine_tuning_pb2.ListFineTuningEventsResponse]
+    """Over REST, `?stream=true` is served by `WatchFineTuningJob` instead (the `streamed_by`
+    option): one path, two RPCs, chosen by the query's `stream` parameter.
+    """
+    WatchFineTuningJob: _grpc.UnaryStreamMultiCallable[_fine_tuning_pb2.WatchFineTuningJobRequest, _fine_tuning_pb2.FineTuningJobUpdate]
+    """A live watch of one job: the job first, then its events oldest first (those after `after`,
+    or all of them), then each new event as the gateway sees it and the job again whenever its
+    status changes. The stream ends after the job has been sent in a terminal status
+    (`succeeded`, `failed`, `cancelled`) — at once for a job that is already finished.
+
+    Failures before the first update (unknown job, another owner's job: NOT_FOUND; a bad
+    `after`) are the call's status; a failure later ends the stream with an error status.
+    A caller that cancels the call stops the gateway's polling. Jobs held by the gateway
+    (`ftjob-…`) can be watched; a provider without events (Fireworks) sends the job only.
+
+    Over REST: `GET /v1/fine_tuning/jobs/{id}/events?stream=true`, server-sent events
+    (`text/event-stream`), one `data: <object>` event per update — the `fine_tuning.job` or the
+    `fine_tuning.job.event` object, as the unary routes render them — then `data: [DONE]`.
+    """
     ListFineTuningCheckpoints: _grpc.UnaryUnaryMultiCallable[_fine_tuning_pb2.ListFineTuningCheckpointsRequest, _fine_tuning_pb2.ListFineTuningCheckpointsResponse]
 
 @_typing.type_check_only
@@ -56,6 +74,24 @@ class FineTuningAsyncStub(FineTuningStub):
     PauseFineTuningJob: _aio.UnaryUnaryMultiCallable[_fine_tuning_pb2.PauseFineTuningJobRequest, _fine_tuning_pb2.FineTuningJob]  # type: ignore[assignment]
     ResumeFineTuningJob: _aio.UnaryUnaryMultiCallable[_fine_tuning_pb2.ResumeFineTuningJobRequest, _fine_tuning_pb2.FineTuningJob]  # type: ignore[assignment]
     ListFineTuningEvents: _aio.UnaryUnaryMultiCallable[_fine_tuning_pb2.ListFineTuningEventsRequest, _fine_tuning_pb2.ListFineTuningEventsResponse]  # type: ignore[assignment]
+    """Over REST, `?stream=true` is served by `WatchFineTuningJob` instead (the `streamed_by`
+    option): one path, two RPCs, chosen by the query's `stream` parameter.
+    """
+    WatchFineTuningJob: _aio.UnaryStreamMultiCallable[_fine_tuning_pb2.WatchFineTuningJobRequest, _fine_tuning_pb2.FineTuningJobUpdate]  # type: ignore[assignment]
+    """A live watch of one job: the job first, then its events oldest first (those after `after`,
+    or all of them), then each new event as the gateway sees it and the job again whenever its
+    status changes. The stream ends after the job has been sent in a terminal status
+    (`succeeded`, `failed`, `cancelled`) — at once for a job that is already finished.
+
+    Failures before the first update (unknown job, another owner's job: NOT_FOUND; a bad
+    `after`) are the call's status; a failure later ends the stream with an error status.
+    A caller that cancels the call stops the gateway's polling. Jobs held by the gateway
+    (`ftjob-…`) can be watched; a provider without events (Fireworks) sends the job only.
+
+    Over REST: `GET /v1/fine_tuning/jobs/{id}/events?stream=true`, server-sent events
+    (`text/event-stream`), one `data: <object>` event per update — the `fine_tuning.job` or the
+    `fine_tuning.job.event` object, as the unary routes render them — then `data: [DONE]`.
+    """
     ListFineTuningCheckpoints: _aio.UnaryUnaryMultiCallable[_fine_tuning_pb2.ListFineTuningCheckpointsRequest, _fine_tuning_pb2.ListFineTuningCheckpointsResponse]  # type: ignore[assignment]
 
 class FineTuningServicer(metaclass=_abc_1.ABCMeta):
@@ -109,7 +145,31 @@ class FineTuningServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _fine_tuning_pb2.ListFineTuningEventsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_fine_tuning_pb2.ListFineTuningEventsResponse, _abc.Awaitable[_fine_tuning_pb2.ListFineTuningEventsResponse]]: ...
+    ) -> _typing.Union[_fine_tuning_pb2.ListFineTuningEventsResponse, _abc.Awaitable[_fine_tuning_pb2.ListFineTuningEventsResponse]]:
+        """Over REST, `?stream=true` is served by `WatchFineTuningJob` instead (the `streamed_by`
+        option): one path, two RPCs, chosen by the query's `stream` parameter.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchFineTuningJob(
+        self,
+        request: _fine_tuning_pb2.WatchFineTuningJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fine_tuning_pb2.FineTuningJobUpdate], _abc.AsyncIterator[_fine_tuning_pb2.FineTuningJobUpdate]]:
+        """A live watch of one job: the job first, then its events oldest first (those after `after`,
+        or all of them), then each new event as the gateway sees it and the job again whenever its
+        status changes. The stream ends after the job has been sent in a terminal status
+        (`succeeded`, `failed`, `cancelled`) — at once for a job that is already finished.
+
+        Failures before the first update (unknown job, another owner's job: NOT_FOUND; a bad
+        `after`) are the call's status; a failure later ends the stream with an error status.
+        A caller that cancels the call stops the gateway's polling. Jobs held by the gateway
+        (`ftjob-…`) can be watched; a provider without events (Fireworks) sends the job only.
+
+        Over REST: `GET /v1/fine_tuning/jobs/{id}/events?stream=true`, server-sent events
+        (`text/event-stream`), one `data: <object>` event per update — the `fine_tuning.job` or the
+        `fine_tuning.job.event` object, as the unary routes render them — then `data: [DONE]`.
+        """
 
     @_abc_1.abstractmethod
     def ListFineTuningCheckpoints(

@@ -33,9 +33,16 @@ from_header: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOpti
 (e.g. `request_id` from `Idempotency-Key`).
 """
 streamed_by: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.str]
-"""On a unary RPC bound to an HTTP path whose body has `"stream": true` for a streamed answer
-(OpenAI's chat): the server-streaming RPC of the same service, taking the same request,
-that the REST edge calls when the body's `stream` is true.
+"""On a unary RPC with a streamed twin: the server-streaming RPC of the same service that the
+REST edge calls instead when the request asks for a stream.
+  * A pass-through route (OpenAI's chat, `body` naming a google.api.HttpBody field): the
+    body's `"stream": true` asks; the streaming RPC takes the same request and answers
+    `stream google.api.HttpBody`, relayed as it is.
+  * A route filled from the path and query (`body` empty, e.g. a GET): the query's
+    `stream=true` asks (`false` or absent: the unary RPC); the streaming RPC's request is
+    built from the same path and query. Its messages become server-sent events: each one
+    `data: <OpenAI JSON>` — the member that is set when the message's fields form one
+    oneof, else the message itself — and `data: [DONE]` after the last.
 """
 wire: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.EnumValueOptions, _builtins.str]
 """The exact JSON spelling of this value ("fine-tune", "assistants_output", ...)."""

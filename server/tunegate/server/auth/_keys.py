@@ -37,7 +37,7 @@ from typing import Any, Final, Literal
 
 from tunegate.server.auth._crypto import MasterKey
 from tunegate.server.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from tunegate.server.owner import GATEWAY_KEY_HEADER, credential_from_authorization
+from tunegate.server.owner import GATEWAY_KEY_HEADER, check_credentials, credential_from_authorization
 from tunegate.server.store import ApiKeyRecord, AuthRepository
 
 __all__ = [
@@ -231,6 +231,7 @@ class Guard:
         current_principal.set(None)
         if method.startswith(_EXEMPT):
             return None
+        check_credentials(metadata)  # an unreadable credential is a 400 naming it, before all else
         presented = presented_key(_first(metadata), self.mode)
         principal = None if presented is None else await self.keys.authenticate(presented)
         if principal is None and (presented is not None or self.mode == "keys"):

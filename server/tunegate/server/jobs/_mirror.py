@@ -105,18 +105,26 @@ class Mirror:
             raise InvalidArgument(
                 f"limit must be between 1 and {MAX_LIMIT}.", code="invalid_value", param="limit"
             )
-        after_seq: int | None = None
-        if after:
-            cursor = await self._repo.get(record.id, after)
-            if cursor is None:
-                raise InvalidArgument(
-                    f"Invalid cursor {after!r}: not an id from this job's list.",
-                    code="invalid_cursor",
-                    param="after",
-                )
-            after_seq = cursor.seq
+        after_seq = await self.position(record, after) if after else None
         rows = await self._repo.page(record.id, limit=limit + 1, after_seq=after_seq)
         return MirrorPage(data=rows[:limit], has_more=len(rows) > limit)
+
+    async def position(self, record: JobRecord, item_id: str) -> int:
+        """Where the item `item_id` (a gateway id of this job's) stands in the mirror: a cursor
+        for `newer`. Raises InvalidArgument (`invalid_cursor`, param `after`) for another id."""
+        cursor = await self._repo.get(record.id, item_id)
+        if cursor is None or cursor.seq is None:
+            raise InvalidArgument(
+                f"Invalid cursor {item_id!r}: not an id from this job's list.",
+                code="invalid_cursor",
+                param="after",
+            )
+        return cursor.seq
+
+    async def newer(self, record: JobRecord, *, after: int | None, limit: int) -> list[MirroredRecord]:
+        """Up to `limit` items oldest first, mirrored after position `after` (all when None);
+        the last one's `seq` is the position to continue from."""
+        return await self._repo.since(record.id, limit=limit, after_seq=after)
 
 
 def events_lister(backend: Backend) -> Callable[..., Awaitable[Page]]:

@@ -17,7 +17,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,18 +74,31 @@ CHECKPOINT_PREFIX = "ftckpt_"
 GATEWAY_KEYS = ("portkey_options", "provider_options", "request_id")
 DEFAULT_JOBS_LIMIT, DEFAULT_EVENTS_LIMIT, DEFAULT_CHECKPOINTS_LIMIT = 20, 20, 10
 MAX_JOBS_LIMIT = 100
+MAX_EVENTS_PAGE = 1000
+TERMINAL_STATUSES = frozenset({ft.JOB_STATUS_SUCCEEDED, ft.JOB_STATUS_FAILED, ft.JOB_STATUS_CANCELLED})
 MAX_REQUEST_ID = 255
 
 
 @dataclass(frozen=True, slots=True)
 class JobSettings:
     """`default_provider`: used by a create that names no provider (None: 400
-    `missing_provider`). `cursor_ttl`: how long a provider page token stays usable (seconds)."""
+    `missing_provider`). `cursor_ttl`: how long a provider page token stays usable (seconds).
+    `watch_poll_seconds`: how often a watch (`JobService.watch`) looks for news;
+    `watch_page_size`: how many events it reads and sends at a time. Raises ValueError on a
+    value that is not positive."""
 
     creation: CreationSettings = field(default_factory=CreationSettings)
     files: FileCopySettings = field(default_factory=FileCopySettings)
     default_provider: str | None = None
     cursor_ttl: int = 24 * 3600
+    watch_poll_seconds: float = 2.0
+    watch_page_size: int = 100
+
+    def __post_init__(self) -> None:
+        if not self.watch_poll_seconds > 0:
+            raise ValueError("watch_poll_seconds must be positive")
+        if not 1 <= self.watch_page_size <= MAX_EVENTS_PAGE:
+            raise ValueError(f"watch_page_size must be between 1 and {MAX_EVENTS_PAGE}")
 
 
 def _job_not_found(job_id: str) -> NotFound:
@@ -130,6 +143,7 @@ class JobService:
         self._router = router
         self._providers = providers
         self._clock = clock
+        self._sleep = sleep
         self.backends = Backends(router, providers, default_provider=self.settings.default_provider)
         self.copier = ProviderFileCopier(
             files,
@@ -339,6 +353,54 @@ class JobService:
         record = await self._sync(record, metadata, self._events, Capability.EVENTS, "job events")
         page = await self._events.page(record, after=after, limit=size)
         return event_list(((row.id, row.body) for row in page.data), has_more=page.has_more)
+
+    async def watch(
+        self, owner: str, job_id: str, *, metadata: Mapping[str, str], after: str | None = None
+    ) -> AsyncGenerator[ft.FineTuningJobUpdate, None]:
+        """A live watch of one of the owner's registry jobs. Theory of operation:
+
+        1. The job (as `retrieve` answers it) — another owner's or an unknown id is 404, and a
+           bad `after` (not one of this job's event ids) is 400, before anything is sent.
+        2. Every `watch_poll_seconds`: the events mirrored since the last one sent (the first
+           time: all of them, or those after `after`), oldest first, read `watch_page_size` at a
+           time from the mirror (refreshed from the provider as `list_events` does, so nothing
+           is sent twice); then the job again if its status differs from the last one sent.
+        3. It ends once the job it has sent is terminal (`succeeded`, `failed`, `cancelled`),
+           after the events up to then — at once (job, then events) for a finished job.
+
+        A provider without events (Fireworks) sends the job only. The caller closing the
+        iterator (or cancelling its task, as gRPC does when the client goes away) stops it; it
+        starts no task of its own."""
+        record = await self._owned_or_none(owner, job_id)
+        if record is None:
+            raise _job_not_found(job_id)
+        with_events = Capability.EVENTS in self._providers.get(record.provider).capabilities
+        if after and not with_events:
+            raise unsupported(record.provider, "job events")
+        position = await self._events.position(record, after) if after else None
+        job = await self.retrieve(owner, job_id, metadata=metadata)
+        yield ft.FineTuningJobUpdate(job=job)
+        sent = job.status
+        settings = self.settings
+        while True:
+            if with_events:
+                record = await self._sync(record, metadata, self._events, Capability.EVENTS, "job events")
+                while True:
+                    rows = await self._events.newer(record, after=position, limit=settings.watch_page_size)
+                    page = event_list(((row.id, row.body) for row in rows), has_more=False)
+                    for row, event in zip(rows, page.data, strict=True):
+                        yield ft.FineTuningJobUpdate(event=event)
+                        position = row.seq
+                    if len(rows) < settings.watch_page_size:
+                        break
+            if job.status != sent:
+                yield ft.FineTuningJobUpdate(job=job)
+                sent = job.status
+            if sent in TERMINAL_STATUSES:
+                return
+            await self._sleep(settings.watch_poll_seconds)
+            job = await self.retrieve(owner, job_id, metadata=metadata)
+            record = await self._owned_or_none(owner, job_id) or record
 
     async def list_checkpoints(
         self,

@@ -7,6 +7,9 @@ is returned as it is (the edge renders it to JSON).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
 from tunegate.openai_json import to_openai
 from tunegate.server.jobs import JobService
 from tunegate.server.servicers._wire import Context, call_metadata, caller, idempotency_key
@@ -79,6 +82,19 @@ class FineTuningServicer(fine_tuning_pb2_grpc.FineTuningServicer):
             after=request.after or None,
             limit=request.limit if request.HasField("limit") else None,
         )
+
+    async def WatchFineTuningJob(
+        self, request: ft.WatchFineTuningJobRequest, context: Context
+    ) -> AsyncIterator[ft.FineTuningJobUpdate]:
+        updates = self._jobs.watch(
+            caller(context),
+            request.fine_tuning_job_id,
+            metadata=call_metadata(context),
+            after=request.after or None,
+        )
+        async with aclosing(updates):
+            async for update in updates:
+                yield update
 
     async def ListFineTuningCheckpoints(
         self, request: ft.ListFineTuningCheckpointsRequest, context: Context

@@ -82,6 +82,17 @@ class MirrorRepository:
             rows = (await conn.execute(query)).all()
         return [_mirrored(row) for row in rows]
 
+    async def since(self, job_id: str, *, limit: int, after_seq: int | None = None) -> list[MirroredRecord]:
+        """Up to `limit` rows oldest first, strictly newer than `after_seq` (all when None)."""
+        t = self._table
+        query = t.select().where(t.c.job_id == job_id)
+        if after_seq is not None:
+            query = query.where(t.c.seq > after_seq)
+        query = query.order_by(t.c.seq.asc()).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_mirrored(row) for row in rows]
+
 
 class ProviderFileRepository:
     """Where gateway files were copied, per provider account."""
