@@ -96,6 +96,8 @@ class RecordedRequest:
     form: dict[str, str] = field(default_factory=dict)
     file_bytes: int | None = None
     status: int | None = None
+    at: float = field(default_factory=time.monotonic)
+    """When it arrived (`time.monotonic()`)."""
 
 
 RECORD = web.RequestKey("record", RecordedRequest)

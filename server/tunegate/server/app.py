@@ -33,7 +33,15 @@ from tunegate.server.config import ServerConfig, grpc_server_options
 from tunegate.server.files import Clock, FileService
 from tunegate.server.inprocess import HandlerTable, InProcessChannel
 from tunegate.server.interceptor import ErrorInterceptor
-from tunegate.server.jobs import AccountRouter, CreationSettings, JobService, JobSettings, ProviderLookup
+from tunegate.server.jobs import (
+    AccountRouter,
+    CreationSettings,
+    JobMonitor,
+    JobService,
+    JobSettings,
+    MonitorSettings,
+    ProviderLookup,
+)
 from tunegate.server.models import ModelService
 from tunegate.server.providers import (
     BedrockSettings,
@@ -131,6 +139,9 @@ class GatewayServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._key_refresher: asyncio.Task[None] | None = None
+        self._monitor_task: asyncio.Task[None] | None = None
+        self.monitor: JobMonitor | None = None
+        """The job monitor, when `monitor_enabled`."""
         self._stopped = False
 
     @property
@@ -282,6 +293,20 @@ class GatewayServer:
         gateway._reconciler = asyncio.create_task(
             gateway._reconcile_forever(), name="tunegate-job-reconciler"
         )
+        if config.monitor_enabled:
+            monitor = JobMonitor(
+                jobs,
+                database.polls,
+                MonitorSettings(
+                    tick=config.monitor_tick_seconds,
+                    min_interval=config.monitor_min_interval_seconds,
+                    max_interval=config.monitor_max_interval_seconds,
+                    lease_seconds=config.monitor_lease_seconds,
+                ),
+                clock=clock,
+            )
+            gateway.monitor = monitor
+            gateway._monitor_task = asyncio.create_task(monitor.run(), name="tunegate-job-monitor")
         gateway._key_refresher = asyncio.create_task(
             gateway._refresh_keys_forever(stored_keys), name="tunegate-virtual-key-refresh"
         )
@@ -331,7 +356,7 @@ class GatewayServer:
             return
         self._stopped = True
         await self._health.enter_graceful_shutdown()
-        for task in (self._sweeper, self._reconciler, self._key_refresher):
+        for task in (self._sweeper, self._reconciler, self._key_refresher, self._monitor_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -37,6 +37,8 @@ class ServerConfig:
     `TUNEGATE_MASTER_KEY` is unset; default `<data_dir>/master.key`). `key_refresh_seconds`: how
     often other replicas' virtual-key changes are picked up.
     `watch_poll_seconds`: how often a job watch (`WatchFineTuningJob`) looks for news.
+    `monitor_*`: the job monitor (`tunegate.server.jobs.JobMonitor`): on or off, the fastest and
+    slowest polling interval per job, a claim's lease, and how often due jobs are claimed.
     Raises `ValueError` on an invalid value.
     """
 
@@ -60,6 +62,11 @@ class ServerConfig:
     master_key_file: Path | None = None
     key_refresh_seconds: float = 5.0
     watch_poll_seconds: float = 2.0
+    monitor_enabled: bool = True
+    monitor_min_interval_seconds: float = 10.0
+    monitor_max_interval_seconds: float = 300.0
+    monitor_lease_seconds: float = 60.0
+    monitor_tick_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

@@ -28,6 +28,7 @@ from tunegate.server.jobs._create import (
     ReconcileReport,
     request_hash,
 )
+from tunegate.server.jobs._monitor import JobMonitor, MonitorSettings
 from tunegate.server.jobs._provider_files import FileCopySettings, ProviderFileCopier
 from tunegate.server.jobs._service import (
     CHECKPOINT_PREFIX,
@@ -52,8 +53,10 @@ __all__ = [
     "CreationSettings",
     "FileCopySettings",
     "JobCreator",
+    "JobMonitor",
     "JobService",
     "JobSettings",
+    "MonitorSettings",
     "ProviderFileCopier",
     "ProviderLookup",
     "ReconcileReport",

@@ -26,6 +26,7 @@ from tunegate.server.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     Unavailable,
 )
 from tunegate.server.files import Clock, FileService
@@ -99,6 +100,17 @@ class JobSettings:
             raise ValueError("watch_poll_seconds must be positive")
         if not 1 <= self.watch_page_size <= MAX_EVENTS_PAGE:
             raise ValueError(f"watch_page_size must be between 1 and {MAX_EVENTS_PAGE}")
+
+
+@dataclass(frozen=True, slots=True)
+class PollOutcome:
+    """A monitor poll: the job's status before and after (None: the job is gone), and, when the
+    provider could not answer, its `Retry-After` hint and the error code."""
+
+    before: str | None
+    after: str | None
+    retry_after: float | None = None
+    error: str | None = None
 
 
 def _job_not_found(job_id: str) -> NotFound:
@@ -449,6 +461,35 @@ class JobService:
             except (Unavailable, DeadlineExceeded) as exc:  # serve the mirror; the next call catches up
                 logger.warning("could not refresh %s of %s: %r", operation, record.id, exc)
         return record
+
+    async def poll(self, job_id: str) -> PollOutcome:
+        """Refreshes one job from its provider with the credential the gateway holds for it (the
+        job monitor's call; a job whose account cannot be rebuilt is left as it is). A status
+        change also syncs the job's events, so the change is recorded as the provider reports it."""
+        record = await self._repo.get_any(job_id)
+        if record is None:
+            return PollOutcome(None, None)
+        before = record.status
+        backend = self.backends.for_job(record, None)
+        if backend is None or not backend.can(Capability.RETRIEVE):
+            return PollOutcome(before, before)
+        with no_retries():
+            record = await self.creator.resolve(record, backend)
+            if record.state != CREATED or record.native_id is None:
+                return PollOutcome(before, record.status)
+            try:
+                fresh = await backend.provider.get_job(backend.account, record.native_id)
+            except (Unavailable, DeadlineExceeded, ResourceExhausted) as exc:
+                return PollOutcome(
+                    before, before, retry_after=getattr(exc, "retry_after", None), error=exc.code
+                )
+            record = await self._store(record, fresh, backend)
+            if record.status != before and backend.can(Capability.EVENTS):
+                try:
+                    await self._events.sync(record, backend)
+                except (Unavailable, DeadlineExceeded, ResourceExhausted) as exc:
+                    logger.warning("could not sync the events of %s: %r", record.id, exc)
+        return PollOutcome(before, record.status)
 
     async def owned_native_job(self, owner: str, provider: str, native_id: str) -> str | None:
         """The gateway id of this owner's job that `provider` knows as `native_id` (None if the

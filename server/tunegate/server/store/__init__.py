@@ -22,6 +22,7 @@ from tunegate.server.store._files import DuplicateRequestId, FileRepository
 from tunegate.server.store._job_history import MirrorRepository, ProviderFileRepository
 from tunegate.server.store._jobs import INTENT, JobRepository
 from tunegate.server.store._legacy_intents import import_intent_files
+from tunegate.server.store._polls import PollRepository
 from tunegate.server.store._records import (
     FileRecord,
     JobRecord,
@@ -46,6 +47,7 @@ __all__ = [
     "JobRepository",
     "MirrorRepository",
     "MirroredRecord",
+    "PollRepository",
     "ProviderFileRecord",
     "ProviderFileRepository",
     "UploadPartRecord",
@@ -69,6 +71,7 @@ class Database:
         self.job_checkpoints = MirrorRepository.checkpoints(engine)
         self.provider_files = ProviderFileRepository(engine)
         self.auth = AuthRepository(engine)
+        self.polls = PollRepository(engine)
 
     @classmethod
     async def open(cls, url: str) -> Database:

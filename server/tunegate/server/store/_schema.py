@@ -217,3 +217,17 @@ gateway_secrets = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+
+# The job monitor's schedule (migration 0007): when each followed job is polled next, and which
+# replica holds it now (`lease_until`, epoch milliseconds). A job without a row is due at once.
+job_polls = sa.Table(
+    "job_polls",
+    metadata,
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("next_at", sa.BigInteger, nullable=False),
+    sa.Column("interval", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.BigInteger, nullable=True),
+    sa.Column("holder", sa.String(64), nullable=True),
+    sa.Column("polls", sa.Integer, nullable=False),
+    sa.Index("ix_job_polls_next_at", "next_at"),
+)

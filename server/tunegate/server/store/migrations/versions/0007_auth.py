@@ -1,4 +1,5 @@
-"""auth: gateway API keys (keyed hashes), virtual keys sealed at rest, gateway secrets.
+"""auth and monitoring: gateway API keys (keyed hashes), virtual keys sealed at rest, gateway
+secrets, and the job monitor's schedule (`job_polls`).
 
 Revision ID: 0007
 Revises: 0006
@@ -44,9 +45,21 @@ def upgrade() -> None:
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("value", sa.Text, nullable=False),
     )
+    op.create_table(
+        "job_polls",
+        sa.Column("job_id", sa.String(64), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("next_at", sa.BigInteger, nullable=False),
+        sa.Column("interval", sa.Float, nullable=False),
+        sa.Column("lease_until", sa.BigInteger, nullable=True),
+        sa.Column("holder", sa.String(64), nullable=True),
+        sa.Column("polls", sa.Integer, nullable=False),
+    )
+    op.create_index("ix_job_polls_next_at", "job_polls", ["next_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_job_polls_next_at", "job_polls")
+    op.drop_table("job_polls")
     op.drop_table("gateway_secrets")
     op.drop_index("ix_virtual_keys_updated_at", "virtual_keys")
     op.drop_table("virtual_keys")

@@ -1,0 +1,194 @@
+"""The job monitor: jobs on held credentials move with no client asking; replicas on one
+PostgreSQL database split the jobs and never poll one twice at once; a survivor takes over."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, cast
+
+import grpc.aio
+import httpx
+import pytest
+from tunegate.server import GatewayServer, ServerConfig
+from tunegate.server.jobs import MonitorSettings
+from tunegate.server.jobs._monitor import next_interval
+from tunegate.server.jobs._service import PollOutcome
+from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, RoutingConfig, VirtualKey
+from tunegate.v1 import fine_tuning_pb2, fine_tuning_pb2_grpc
+
+from tests.fakes import FakeOpenAI, start_fake_openai_in_thread
+from tests.server.conftest import FakeClock
+
+TRAINING = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n' * 10
+SECRET = "sk-monitor-team"
+
+
+def test_the_cadence() -> None:
+    s = MonitorSettings(min_interval=10, max_interval=300, backoff=2)
+    assert next_interval(s, 0, PollOutcome("queued", "queued")) == 10  # first poll
+    assert next_interval(s, 10, PollOutcome("queued", "running")) == 10  # a change: stay close
+    assert next_interval(s, 10, PollOutcome("running", "running")) == 20  # quiet: slow down
+    assert next_interval(s, 200, PollOutcome("running", "running")) == 300  # capped
+    assert (
+        next_interval(s, 10, PollOutcome("running", "running", retry_after=120, error="rate_limited")) == 120
+    )
+    assert next_interval(s, 10, PollOutcome("running", "running", error="upstream_error")) == 20
+    assert next_interval(s, 10, PollOutcome("running", "succeeded")) is None
+    assert next_interval(s, 10, PollOutcome(None, None)) is None
+    with pytest.raises(ValueError):
+        MonitorSettings(min_interval=5, max_interval=1)
+
+
+def _config(
+    tmp_path: Path, fake: FakeOpenAI, database_url: str | None, name: str, **extra: Any
+) -> ServerConfig:
+    providers = {**DEFAULT_PROVIDERS, "openai": ProviderSettings(base_url=fake.base_url, timeout_seconds=5.0)}
+    routing = RoutingConfig(
+        providers=providers,
+        virtual_keys={"team": VirtualKey(name="team", provider="openai", api_key_env="TG_MONITOR_KEY")},
+    )
+    settings: dict[str, Any] = {
+        "data_dir": tmp_path / name,
+        "port": 0,
+        "database_url": database_url,
+        "routing": routing,
+        "grace_seconds": 0.2,
+        "monitor_tick_seconds": 0.05,
+        "monitor_min_interval_seconds": 0.3,
+        "monitor_max_interval_seconds": 0.3,
+        "monitor_lease_seconds": 1.0,
+        **extra,
+    }
+    return ServerConfig(**settings)
+
+
+async def _create_jobs(server: GatewayServer, fake: FakeOpenAI, count: int) -> list[str]:
+    async with httpx.AsyncClient(
+        base_url=fake.base_url, headers={"Authorization": f"Bearer {SECRET}"}
+    ) as http:
+        answer = await http.post(
+            "/files", files={"file": ("t.jsonl", TRAINING)}, data={"purpose": "fine-tune"}
+        )
+        answer.raise_for_status()
+        native_file = answer.json()["id"]
+    stub = fine_tuning_pb2_grpc.FineTuningStub(cast(grpc.aio.Channel, server.channel()))
+    ids = []
+    for _ in range(count):
+        job = await stub.CreateFineTuningJob(
+            fine_tuning_pb2.CreateFineTuningJobRequest(
+                model="gpt-4o-mini-2024-07-18", training_file=native_file
+            ),
+            metadata=(("x-portkey-virtual-key", "team"),),
+        )
+        ids.append(job.id)
+    return ids
+
+
+def _native_ids(fake: FakeOpenAI, gateway_ids: list[str]) -> dict[str, str]:
+    found = {
+        (j.metadata or {}).get("tunegate_job_id"): j.id for j in fake.call(lambda: list(fake.jobs.values()))
+    }
+    return {found[g]: g for g in gateway_ids}
+
+
+def _polls(fake: FakeOpenAI, natives: dict[str, str]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = defaultdict(list)
+    for request in fake.call(lambda: list(fake.requests)):
+        if request.method == "GET":
+            job = request.path.rstrip("/").rsplit("/", 1)[-1]
+            if job in natives:
+                times[job].append(request.at)
+    return times
+
+
+@pytest.fixture
+def fake_openai() -> Any:
+    os.environ["TG_MONITOR_KEY"] = SECRET
+    fake = start_fake_openai_in_thread(steps_per_get=1, api_keys={SECRET})
+    yield fake
+    fake.close()
+
+
+async def test_jobs_reach_succeeded_with_no_client_polling(
+    tmp_path: Path, fake_openai: FakeOpenAI, database_url: str | None
+) -> None:
+    server = await GatewayServer.start(_config(tmp_path, fake_openai, database_url, "one"))
+    try:
+        ids = await _create_jobs(server, fake_openai, 3)
+        deadline = time.monotonic() + 30
+        while True:
+            records = [await server.database.jobs.get_any(i) for i in ids]
+            if all(r is not None and r.status == "succeeded" for r in records):
+                break
+            assert time.monotonic() < deadline, [r.status for r in records if r is not None]
+            await asyncio.sleep(0.1)
+        assert server.monitor is not None and server.monitor.polled >= 3
+        natives = _native_ids(fake_openai, ids)
+        settled = {job: len(times) for job, times in _polls(fake_openai, natives).items()}
+        await asyncio.sleep(1.0)  # terminal: never polled again
+        assert {job: len(times) for job, times in _polls(fake_openai, natives).items()} == settled
+        assert fake_openai.violations == []
+    finally:
+        await server.stop(0)
+
+
+async def test_two_replicas_split_the_jobs_and_a_survivor_takes_over(
+    tmp_path: Path, postgres_url: str, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.steps_per_get = 0  # the jobs keep running
+    cadence = {
+        "monitor_min_interval_seconds": 1.0,
+        "monitor_max_interval_seconds": 1.0,
+        "monitor_lease_seconds": 2.0,
+    }
+    first = await GatewayServer.start(_config(tmp_path, fake_openai, postgres_url, "a", **cadence))
+    second = await GatewayServer.start(_config(tmp_path, fake_openai, postgres_url, "b", **cadence))
+    stopped_at = 0.0
+    try:
+        ids = await _create_jobs(first, fake_openai, 200)
+        natives = _native_ids(fake_openai, ids)
+        await asyncio.sleep(4.0)
+        assert first.monitor is not None and second.monitor is not None
+        assert first.monitor.polled > 0 and second.monitor.polled > 0  # both took a share
+        await first.stop(0)  # its monitor dies mid-round: its leases are left to expire
+        stopped_at = time.monotonic()
+        await asyncio.sleep(5.0)
+    finally:
+        await first.stop(0)
+        await second.stop(0)
+    polls = _polls(fake_openai, natives)
+    assert set(polls) == set(natives)
+    for job, times in polls.items():
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(gap >= 0.9 for gap in gaps), (job, gaps)  # never twice within an interval
+        assert any(at > stopped_at + 2.5 for at in times), job  # the survivor follows it
+    assert fake_openai.violations == []
+
+
+async def test_per_call_credentials_are_not_followed(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
+    server = await GatewayServer.start(
+        _config(tmp_path, fake_openai, None, "percall"), clock=FakeClock(time.time())
+    )
+    try:
+        stub = fine_tuning_pb2_grpc.FineTuningStub(cast(grpc.aio.Channel, server.channel()))
+        async with httpx.AsyncClient(
+            base_url=fake_openai.base_url, headers={"Authorization": f"Bearer {SECRET}"}
+        ) as h:
+            native_file = (
+                await h.post("/files", files={"file": ("t.jsonl", TRAINING)}, data={"purpose": "fine-tune"})
+            ).json()["id"]
+        job = await stub.CreateFineTuningJob(
+            fine_tuning_pb2.CreateFineTuningJobRequest(
+                model="gpt-4o-mini-2024-07-18", training_file=native_file
+            ),
+            metadata=(("x-portkey-provider", "openai"), ("authorization", f"Bearer {SECRET}")),
+        )
+        await asyncio.sleep(1.0)
+        assert server.monitor is not None and await server.database.polls.polls(job.id) == 0
+    finally:
+        await server.stop(0)
