@@ -1,5 +1,6 @@
 """A canary secret sent on failing and succeeding calls to a live `tunegate run` logging at DEBUG
-is found nowhere: not in its log output, not in any file of its data directory (SQLite included)."""
+— provider credentials, a gateway key, a stored virtual key's secret — is found nowhere: not in
+its log output, not in any file of its data directory (SQLite included)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def raw_request(port: int, head: bytes) -> None:
 def test_canary_secret_is_never_logged_or_stored(tmp_path: Path) -> None:
     canary = "sk-CANARY-" + secrets.token_hex(8)
     tenant = "pk-CANARY-" + secrets.token_hex(8)
+    vk_secret = "vk" + "CANARY" + secrets.token_hex(12)  # no sk-/pk- prefix: not masked by its shape
     data_dir = tmp_path / "d"
     http_port, grpc_port = free_port(), free_port()
     tunegate = Path(sys.executable).parent / "tunegate"
@@ -67,14 +69,26 @@ def test_canary_secret_is_never_logged_or_stored(tmp_path: Path) -> None:
             ).status_code
             == 200
         )
+        # A stored virtual key's secret: created, refused, and used on a call that fails upstream.
+        vk = {"slug": "canary", "provider": "openai", "key": vk_secret}
+        assert httpx.post(base + "/v1/virtual-keys", headers=auth, json=vk, timeout=30).status_code == 200
+        refused = {**vk, "slug": "bad", "options": {"custom_host": "http://10.0.0.1"}}
+        assert (
+            httpx.post(base + "/v1/virtual-keys", headers=auth, json=refused, timeout=30).status_code == 400
+        )
+        job = {
+            "model": "gpt-4o-mini",
+            "training_file": "file-x",
+            "portkey_options": {"virtual_key": "canary"},
+        }
+        httpx.post(base + "/v1/fine_tuning/jobs", headers=auth, json=job, timeout=60)
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=60)
     assert output, "nothing was logged"
-    hits = [secret for secret in (canary, tenant) if secret.encode() in output]
+    canaries = (canary, tenant, vk_secret)
+    hits = [secret for secret in canaries if secret.encode() in output]
     for path in data_dir.rglob("*"):
         if path.is_file():
-            hits += [
-                f"{secret} in {path}" for secret in (canary, tenant) if secret.encode() in path.read_bytes()
-            ]
+            hits += [f"{secret} in {path}" for secret in canaries if secret.encode() in path.read_bytes()]
     assert hits == [], output.decode(errors="replace")[-3000:]
