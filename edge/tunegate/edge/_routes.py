@@ -26,7 +26,15 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from tunegate.openai_json import _options as opts
-from tunegate.v1 import chat_pb2, files_pb2, fine_tuning_pb2, models_pb2, options_pb2, uploads_pb2
+from tunegate.v1 import (
+    chat_pb2,
+    files_pb2,
+    fine_tuning_pb2,
+    models_pb2,
+    options_pb2,
+    uploads_pb2,
+    webhooks_pb2,
+)
 
 __all__ = [
     "Cardinality",
@@ -103,13 +111,15 @@ class Route:
 
 
 def default_services() -> tuple[ServiceDescriptor, ...]:
-    """The services the edge fronts: Files, Uploads, FineTuning, ChatCompletions, Models."""
+    """The services the edge fronts: Files, Uploads, FineTuning, ChatCompletions, Models,
+    WebhookEndpoints."""
     return (
         files_pb2.DESCRIPTOR.services_by_name["Files"],
         uploads_pb2.DESCRIPTOR.services_by_name["Uploads"],
         fine_tuning_pb2.DESCRIPTOR.services_by_name["FineTuning"],
         chat_pb2.DESCRIPTOR.services_by_name["ChatCompletions"],
         models_pb2.DESCRIPTOR.services_by_name["Models"],
+        webhooks_pb2.DESCRIPTOR.services_by_name["WebhookEndpoints"],
     )
 
 
