@@ -3,10 +3,11 @@
 `GatewayServer.start` opens (and migrates) the database, prepares the blob store (sweeping
 interrupted writes), builds the provider adapters (`ProviderSet`), the `Router` and the job
 registry, builds the `grpc.aio` server with the error interceptor, registers the servicers plus
-health and reflection, binds, and starts two background tasks: the periodic expiry sweep and the
-job reconciler (at start-up, then at the same interval; see `tunegate.server.jobs`). `stop` flips health
-to NOT_SERVING, stops accepting calls, waits up to `grace` seconds for running ones, cancels
-background work, closes the provider clients, then closes the database.
+health and reflection, binds, and starts three background tasks: the periodic expiry sweep, the
+job reconciler (at start-up, then at the same interval; see `tunegate.server.jobs`) and the
+webhook sender (`tunegate.server.webhooks`). `stop` flips health to NOT_SERVING, stops accepting
+calls, waits up to `grace` seconds for running ones, cancels background work, closes the
+provider clients and the webhook sender's client, then closes the database.
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ from tunegate.server.servicers import (
     FineTuningServicer,
     ModelsServicer,
     UploadsServicer,
+    WebhookEndpointsServicer,
 )
 from tunegate.server.store import Database
 from tunegate.server.uploads import UploadService
+from tunegate.server.webhooks import HostPolicy, WebhookSender, WebhookService
 from tunegate.v1 import (
     chat_pb2,
     chat_pb2_grpc,
@@ -62,6 +65,8 @@ from tunegate.v1 import (
     models_pb2_grpc,
     uploads_pb2,
     uploads_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
 )
 
 __all__ = ["SERVICE_NAMES", "GatewayServer", "serve"]
@@ -74,6 +79,7 @@ SERVICE_NAMES = (
     fine_tuning_pb2.DESCRIPTOR.services_by_name["FineTuning"].full_name,
     chat_pb2.DESCRIPTOR.services_by_name["ChatCompletions"].full_name,
     models_pb2.DESCRIPTOR.services_by_name["Models"].full_name,
+    webhooks_pb2.DESCRIPTOR.services_by_name["WebhookEndpoints"].full_name,
 )
 """The full names of the tunegate services (`tunegate.v1.Files`, …)."""
 
@@ -98,6 +104,8 @@ class GatewayServer:
         uploads: UploadService,
         jobs: JobService,
         chat: ChatService,
+        webhooks: WebhookService,
+        webhook_sender: WebhookSender,
         providers: ProviderLookup,
         owns_providers: bool,
         port: int,
@@ -110,6 +118,9 @@ class GatewayServer:
         self.jobs = jobs
         """The job registry (its `reconcile()` also runs in the background)."""
         self.chat = chat
+        self.webhooks = webhooks
+        self.webhook_sender = webhook_sender
+        """Sends pending webhook deliveries in the background (started with the server)."""
         self.providers = providers
         self._owns_providers = owns_providers
         self.port = port
@@ -203,6 +214,9 @@ class GatewayServer:
             local = _local_of(provider_set)
             chat = ChatService(local, jobs)
             models = ModelService(account_router, provider_set, local, jobs)
+            policy = HostPolicy(config.webhooks.allowed_hosts)
+            webhooks = WebhookService(database.webhooks, policy, clock=clock)
+            webhook_sender = WebhookSender(database.webhooks, config.webhooks, policy=policy, clock=clock)
             health_servicer = health_aio.HealthServicer()
             handlers = HandlerTable()
             services: tuple[tuple[Callable[[Any, Any], None], object], ...] = (
@@ -219,6 +233,10 @@ class GatewayServer:
                     ChatCompletionsServicer(chat, account_router, provider_set),
                 ),
                 (models_pb2_grpc.add_ModelsServicer_to_server, ModelsServicer(models)),
+                (
+                    webhooks_pb2_grpc.add_WebhookEndpointsServicer_to_server,
+                    WebhookEndpointsServicer(webhooks),
+                ),
                 (health_pb2_grpc.add_HealthServicer_to_server, health_servicer),
             )
             for add_to, servicer in services:
@@ -245,6 +263,8 @@ class GatewayServer:
             uploads=uploads,
             jobs=jobs,
             chat=chat,
+            webhooks=webhooks,
+            webhook_sender=webhook_sender,
             providers=provider_set,
             owns_providers=owns_providers,
             port=port,
@@ -254,6 +274,8 @@ class GatewayServer:
         gateway._reconciler = asyncio.create_task(
             gateway._reconcile_forever(), name="tunegate-job-reconciler"
         )
+        database.jobs.after_enqueue = webhook_sender.wake
+        webhook_sender.start()
         return gateway
 
     async def sweep(self) -> None:
@@ -297,6 +319,7 @@ class GatewayServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self._server.stop(self.config.grace_seconds if grace is None else grace)
+        await self.webhook_sender.aclose()
         await self.jobs.aclose()
         self.chat.close()
         if self._owns_providers:

@@ -44,6 +44,7 @@ from tunegate.server.routing._config import (
     canonical_provider,
     decode_aws_secret,
     encode_aws_secret,
+    parse_allowed_host,
 )
 from tunegate.server.routing._router import Router, metadata_dict, non_route_options
 
@@ -65,4 +66,5 @@ __all__ = [
     "encode_aws_secret",
     "metadata_dict",
     "non_route_options",
+    "parse_allowed_host",
 ]

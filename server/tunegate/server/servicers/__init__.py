@@ -7,6 +7,7 @@ from tunegate.server.servicers._files import FilesServicer
 from tunegate.server.servicers._fine_tuning import FineTuningServicer
 from tunegate.server.servicers._models import ModelsServicer
 from tunegate.server.servicers._uploads import UploadsServicer
+from tunegate.server.servicers._webhooks import WebhookEndpointsServicer
 
 __all__ = [
     "ChatCompletionsServicer",
@@ -14,4 +15,5 @@ __all__ = [
     "FineTuningServicer",
     "ModelsServicer",
     "UploadsServicer",
+    "WebhookEndpointsServicer",
 ]

@@ -22,19 +22,32 @@ from tunegate.server.store._job_history import MirrorRepository, ProviderFileRep
 from tunegate.server.store._jobs import INTENT, JobRepository
 from tunegate.server.store._legacy_intents import import_intent_files
 from tunegate.server.store._records import (
+    DueDelivery,
     FileRecord,
     JobRecord,
     MirroredRecord,
     ProviderFileRecord,
     UploadPartRecord,
     UploadRecord,
+    WebhookDeliveryRecord,
+    WebhookEndpointRecord,
 )
 from tunegate.server.store._uploads import UploadRepository
+from tunegate.server.store._webhooks import (
+    JOB_EVENT_TYPES,
+    WebhookRepository,
+    event_id,
+    job_event_payload,
+    seal,
+    unseal,
+)
 
 __all__ = [
     "INTENT",
+    "JOB_EVENT_TYPES",
     "MIGRATIONS_DIR",
     "Database",
+    "DueDelivery",
     "DuplicateRequestId",
     "FileRecord",
     "FileRepository",
@@ -47,8 +60,15 @@ __all__ = [
     "UploadPartRecord",
     "UploadRecord",
     "UploadRepository",
+    "WebhookDeliveryRecord",
+    "WebhookEndpointRecord",
+    "WebhookRepository",
     "current_revision",
+    "event_id",
+    "job_event_payload",
     "migrate",
+    "seal",
+    "unseal",
 ]
 
 
@@ -63,6 +83,7 @@ class Database:
         self.job_events = MirrorRepository.events(engine)
         self.job_checkpoints = MirrorRepository.checkpoints(engine)
         self.provider_files = ProviderFileRepository(engine)
+        self.webhooks = WebhookRepository(engine)
 
     @classmethod
     async def open(cls, url: str) -> Database:
