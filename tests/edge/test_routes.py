@@ -59,6 +59,23 @@ EXPECTED = {
     ),
     ("GET", "/v1/models"): ("/tunegate.v1.Models/ListModels", Cardinality.UNARY),
     ("GET", "/v1/models/{model}"): ("/tunegate.v1.Models/GetModel", Cardinality.UNARY),
+    # The gateway's own admin surface (OpenAI has no such path): webhook endpoints.
+    ("POST", "/v1/webhook-endpoints"): (
+        "/tunegate.v1.WebhookEndpoints/CreateWebhookEndpoint",
+        Cardinality.UNARY,
+    ),
+    ("GET", "/v1/webhook-endpoints"): (
+        "/tunegate.v1.WebhookEndpoints/ListWebhookEndpoints",
+        Cardinality.UNARY,
+    ),
+    ("GET", "/v1/webhook-endpoints/{id}"): (
+        "/tunegate.v1.WebhookEndpoints/GetWebhookEndpoint",
+        Cardinality.UNARY,
+    ),
+    ("DELETE", "/v1/webhook-endpoints/{id}"): (
+        "/tunegate.v1.WebhookEndpoints/DeleteWebhookEndpoint",
+        Cardinality.UNARY,
+    ),
 }
 
 
