@@ -18,6 +18,7 @@ from pathlib import Path
 import openai
 import orjson
 import pytest
+from openai.types.webhooks import FineTuningJobSucceededWebhookEvent
 from tunegate.server.store import Database, JobRecord, WebhookEndpointRecord, event_id
 from tunegate.server.webhooks import HostPolicy, WebhookSender, WebhookSettings, new_secret
 
@@ -168,6 +169,7 @@ async def test_a_5xx_is_retried_with_the_same_ids_then_delivered(
     sdk = openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1", webhook_secret=target.secret)
     for request in (first, second):
         event = sdk.webhooks.unwrap(request.body, request.headers)
+        assert isinstance(event, FineTuningJobSucceededWebhookEvent)
         assert event.id == delivered.event_id and event.data.id == job_id
 
 

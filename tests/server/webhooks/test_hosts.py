@@ -77,7 +77,7 @@ def test_is_public_address() -> None:
 
 
 def test_settings_validate_their_allow_list_and_numbers() -> None:
-    assert WebhookSettings(allowed_hosts=["a.example:8443"]).allowed_hosts == ("a.example:8443",)
+    assert WebhookSettings(allowed_hosts=("a.example:8443",)).allowed_hosts == ("a.example:8443",)
     with pytest.raises(ValueError, match=r"webhooks\.allowed_hosts"):
         WebhookSettings(allowed_hosts=("*.example.com",))
     with pytest.raises(ValueError, match="max_attempts"):
