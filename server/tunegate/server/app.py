@@ -175,6 +175,7 @@ class GatewayServer:
             if providers is None
             else providers
         )
+        webhook_sender: WebhookSender | None = None
         try:
             if owns_providers:
                 assert isinstance(provider_set, ProviderSet)
@@ -250,6 +251,8 @@ class GatewayServer:
             for name in ("", *SERVICE_NAMES):
                 await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         except BaseException:
+            if webhook_sender is not None:
+                await webhook_sender.aclose()
             if owns_providers:
                 await _aclose(provider_set)
             await database.close()
