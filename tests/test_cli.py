@@ -158,6 +158,39 @@ def test_bad_routing_config_stops_with_a_message(tmp_path: Path, document: str, 
     assert message in str(exit_info.value)
 
 
+def test_webhooks_section_and_env_override(tmp_path: Path) -> None:
+    defaults = load_settings(args(), env={}).server.webhooks
+    assert defaults.allowed_hosts == () and defaults.max_attempts == 8
+    config = tmp_path / "tunegate.toml"
+    config.write_text('[webhooks]\nallowed_hosts = ["hooks.internal:8080"]\nmax_attempts = 3\n')
+    settings = load_settings(args(config=str(config)), env={}).server.webhooks
+    assert (settings.allowed_hosts, settings.max_attempts) == (("hooks.internal:8080",), 3)
+    env = {"TUNEGATE_ALLOWED_WEBHOOK_HOSTS": " 127.0.0.1 , b.internal:8443,"}
+    settings = load_settings(args(config=str(config)), env=env).server.webhooks
+    assert (settings.allowed_hosts, settings.max_attempts) == (("127.0.0.1", "b.internal:8443"), 3)
+
+
+@pytest.mark.parametrize(
+    ("document", "env", "message"),
+    [
+        ('[webhooks]\nallowed_hosts = "a.example"\n', {}, "list of strings"),
+        ('[webhooks]\nallowed_hosts = ["*.example.com"]\n', {}, "webhooks.allowed_hosts"),
+        ("[webhooks]\nmax_attempts = 0\n", {}, "max_attempts"),
+        ("[webhooks]\nretries = 3\n", {}, "unknown key(s) in [webhooks]: retries"),
+        ("[server]\nwebhooks = {}\n", {}, "unknown key(s) in [server]: webhooks"),
+        ("", {"TUNEGATE_ALLOWED_WEBHOOK_HOSTS": "http://x.example"}, "webhooks.allowed_hosts"),
+    ],
+)
+def test_bad_webhooks_config_stops_with_a_message(
+    tmp_path: Path, document: str, env: dict[str, str], message: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(document)
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings(args(config=str(config)), env=env)
+    assert message in str(exit_info.value)
+
+
 def test_bad_env_custom_host_stops_with_a_message() -> None:
     with pytest.raises(SystemExit, match="allowed_custom_hosts"):
         load_settings(args(), env={"TUNEGATE_ALLOWED_CUSTOM_HOSTS": "http://x.example"})

@@ -245,8 +245,13 @@ def test_update_and_delete_a_virtual_key(stack: Stack) -> None:
 
 def test_secrets_are_absent_from_the_database_file(stack: Stack) -> None:
     make_virtual_key(stack, stack.acme, "acme-canary")
+    hook = stack.call("POST", "/webhook-endpoints", stack.acme, json={"url": "https://hooks.example.com/tg"})
+    assert hook.status_code == 200, hook.text
+    whsec = hook.json()["secret"]
+    assert whsec.startswith("whsec_")
     for path in stack.data_dir.glob("tunegate.db*"):
         raw = path.read_bytes()
         assert PROVIDER_KEY.encode() not in raw
+        assert whsec.encode() not in raw and whsec.removeprefix("whsec_").encode() not in raw
         for key in (stack.admin, stack.acme, stack.globex):
             assert key.encode() not in raw and key.split("_", 2)[2].encode() not in raw

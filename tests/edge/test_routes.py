@@ -67,6 +67,23 @@ EXPECTED = {
     ("GET", "/v1/virtual-keys/{slug}"): ("/tunegate.v1.VirtualKeys/GetVirtualKey", Cardinality.UNARY),
     ("PUT", "/v1/virtual-keys/{slug}"): ("/tunegate.v1.VirtualKeys/UpdateVirtualKey", Cardinality.UNARY),
     ("DELETE", "/v1/virtual-keys/{slug}"): ("/tunegate.v1.VirtualKeys/DeleteVirtualKey", Cardinality.UNARY),
+    # The gateway's own admin surface (OpenAI has no such path): webhook endpoints.
+    ("POST", "/v1/webhook-endpoints"): (
+        "/tunegate.v1.WebhookEndpoints/CreateWebhookEndpoint",
+        Cardinality.UNARY,
+    ),
+    ("GET", "/v1/webhook-endpoints"): (
+        "/tunegate.v1.WebhookEndpoints/ListWebhookEndpoints",
+        Cardinality.UNARY,
+    ),
+    ("GET", "/v1/webhook-endpoints/{id}"): (
+        "/tunegate.v1.WebhookEndpoints/GetWebhookEndpoint",
+        Cardinality.UNARY,
+    ),
+    ("DELETE", "/v1/webhook-endpoints/{id}"): (
+        "/tunegate.v1.WebhookEndpoints/DeleteWebhookEndpoint",
+        Cardinality.UNARY,
+    ),
 }
 
 

@@ -46,6 +46,8 @@ from tunegate.v1 import (
     models_pb2_grpc,
     uploads_pb2,
     uploads_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
 )
 
 from tests.conftest import Gateway, start_gateway
@@ -128,6 +130,8 @@ class World:
     paused_job: str
     virtual_key: str
     snapshot: dict[str, Any] = field(default_factory=dict)
+    webhook_endpoint: str = ""
+    webhook_secret: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -154,6 +158,8 @@ class World:
             self.model,
             self.checkpoint_model,
             self.virtual_key,
+            self.webhook_endpoint,
+            self.webhook_secret,
         ]
 
 
@@ -184,6 +190,9 @@ def _snapshot(world: World) -> dict[str, Any]:
         ],
         "virtual_key": httpx.get(
             f"{world.gateway.base_url}/virtual-keys/{world.virtual_key}", headers=world.headers, timeout=30
+        ).json(),
+        "webhook_endpoints": httpx.get(
+            world.gateway.base_url + "/webhook-endpoints", headers=world.headers, timeout=30
         ).json(),
     }
 
@@ -257,6 +266,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             paused_job=paused.id,
             virtual_key=virtual_key,
         )
+        # A webhook endpoint (a public name: nothing to deliver to it during the sweeps).
+        endpoint = httpx.post(
+            gateway.base_url + "/webhook-endpoints",
+            json={"url": "https://hooks.example.com/owner-a"},
+            headers=world.headers,
+            timeout=30,
+        ).json()
+        world.webhook_endpoint, world.webhook_secret = endpoint["id"], endpoint["secret"]
         world.snapshot = _snapshot(world)
         yield world
     finally:  # stops the workers too
@@ -478,6 +495,24 @@ REST_CASES: Cases = {
     ("GET", "/v1/models/{model}"): lambda w, h: [
         Attempt("GET", f"/models/{quote(m, safe='')}") for m in (w.model, w.checkpoint_model)
     ],
+    ("POST", "/v1/webhook-endpoints"): lambda w, h: [
+        Attempt(
+            "POST",
+            "/webhook-endpoints",
+            json={"url": "https://hooks.example.com/other"},
+            touches_a=False,
+            allowed=OK,
+        )
+    ],
+    ("GET", "/v1/webhook-endpoints"): lambda w, h: [
+        Attempt("GET", "/webhook-endpoints", touches_a=False, allowed=OK)
+    ],
+    ("GET", "/v1/webhook-endpoints/{id}"): lambda w, h: [
+        Attempt("GET", f"/webhook-endpoints/{w.webhook_endpoint}")
+    ],
+    ("DELETE", "/v1/webhook-endpoints/{id}"): lambda w, h: [
+        Attempt("DELETE", f"/webhook-endpoints/{w.webhook_endpoint}")
+    ],
 }
 
 
@@ -639,14 +674,16 @@ class RpcAttempt:
 
 RPC_OK = frozenset({grpc.StatusCode.OK})
 RPC_REFUSED = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT})
-Files, Uploads, Jobs = (
+Files, Uploads, Jobs, Hooks = (
     files_pb2_grpc.FilesStub,
     uploads_pb2_grpc.UploadsStub,
     fine_tuning_pb2_grpc.FineTuningStub,
+    webhooks_pb2_grpc.WebhookEndpointsStub,
 )
 F, U, J, A = files_pb2, uploads_pb2, fine_tuning_pb2, admin_pb2
 Keys, VKeys = admin_pb2_grpc.ApiKeysStub, admin_pb2_grpc.VirtualKeysStub
 RPC_FORBIDDEN = frozenset({grpc.StatusCode.PERMISSION_DENIED})
+F, U, J, W = files_pb2, uploads_pb2, fine_tuning_pb2, webhooks_pb2
 
 
 def _per_job(rpc: str, request: Callable[..., Message]) -> Callable[[World], list[RpcAttempt]]:
@@ -785,6 +822,32 @@ GRPC_CASES: dict[str, Callable[[World], list[RpcAttempt]]] = {
     "/tunegate.v1.Models/GetModel": lambda w: [
         RpcAttempt(_unary(models_pb2_grpc.ModelsStub, "GetModel", models_pb2.GetModelRequest(model=m)))
         for m in (w.model, w.checkpoint_model)
+    ],
+    "/tunegate.v1.WebhookEndpoints/CreateWebhookEndpoint": lambda w: [
+        RpcAttempt(
+            _unary(
+                Hooks,
+                "CreateWebhookEndpoint",
+                W.CreateWebhookEndpointRequest(url="https://hooks.example.com/other"),
+            ),
+            touches_a=False,
+            allowed=RPC_OK,
+        )
+    ],
+    "/tunegate.v1.WebhookEndpoints/ListWebhookEndpoints": lambda w: [
+        RpcAttempt(
+            _unary(Hooks, "ListWebhookEndpoints", W.ListWebhookEndpointsRequest()),
+            touches_a=False,
+            allowed=RPC_OK,
+        )
+    ],
+    "/tunegate.v1.WebhookEndpoints/GetWebhookEndpoint": lambda w: [
+        RpcAttempt(_unary(Hooks, "GetWebhookEndpoint", W.GetWebhookEndpointRequest(id=w.webhook_endpoint)))
+    ],
+    "/tunegate.v1.WebhookEndpoints/DeleteWebhookEndpoint": lambda w: [
+        RpcAttempt(
+            _unary(Hooks, "DeleteWebhookEndpoint", W.DeleteWebhookEndpointRequest(id=w.webhook_endpoint))
+        )
     ],
 }
 

@@ -31,7 +31,16 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 from tunegate.openai_json import _options as opts
-from tunegate.v1 import admin_pb2, chat_pb2, files_pb2, fine_tuning_pb2, models_pb2, options_pb2, uploads_pb2
+from tunegate.v1 import (
+    admin_pb2,
+    chat_pb2,
+    files_pb2,
+    fine_tuning_pb2,
+    models_pb2,
+    options_pb2,
+    uploads_pb2,
+    webhooks_pb2,
+)
 
 __all__ = [
     "Cardinality",
@@ -118,8 +127,8 @@ class Route:
 
 
 def default_services() -> tuple[ServiceDescriptor, ...]:
-    """The services the edge fronts: Files, Uploads, FineTuning, ChatCompletions, Models, and the
-    admin API (ApiKeys, VirtualKeys)."""
+    """The services the edge fronts: Files, Uploads, FineTuning, ChatCompletions, Models,
+    WebhookEndpoints, and the admin API (ApiKeys, VirtualKeys)."""
     return (
         files_pb2.DESCRIPTOR.services_by_name["Files"],
         uploads_pb2.DESCRIPTOR.services_by_name["Uploads"],
@@ -128,6 +137,7 @@ def default_services() -> tuple[ServiceDescriptor, ...]:
         models_pb2.DESCRIPTOR.services_by_name["Models"],
         admin_pb2.DESCRIPTOR.services_by_name["ApiKeys"],
         admin_pb2.DESCRIPTOR.services_by_name["VirtualKeys"],
+        webhooks_pb2.DESCRIPTOR.services_by_name["WebhookEndpoints"],
     )
 
 

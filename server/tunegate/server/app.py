@@ -3,10 +3,11 @@
 `GatewayServer.start` opens (and migrates) the database, prepares the blob store (sweeping
 interrupted writes), builds the provider adapters (`ProviderSet`), the `Router` and the job
 registry, builds the `grpc.aio` server with the error interceptor, registers the servicers plus
-health and reflection, binds, and starts two background tasks: the periodic expiry sweep and the
-job reconciler (at start-up, then at the same interval; see `tunegate.server.jobs`). `stop` flips health
-to NOT_SERVING, stops accepting calls, waits up to `grace` seconds for running ones, cancels
-background work, closes the provider clients, then closes the database.
+health and reflection, binds, and starts three background tasks: the periodic expiry sweep, the
+job reconciler (at start-up, then at the same interval; see `tunegate.server.jobs`) and the
+webhook sender (`tunegate.server.webhooks`). `stop` flips health to NOT_SERVING, stops accepting
+calls, waits up to `grace` seconds for running ones, cancels background work, closes the
+provider clients and the webhook sender's client, then closes the database.
 """
 
 from __future__ import annotations
@@ -60,9 +61,11 @@ from tunegate.server.servicers import (
     ModelsServicer,
     UploadsServicer,
     VirtualKeysServicer,
+    WebhookEndpointsServicer,
 )
 from tunegate.server.store import Database
 from tunegate.server.uploads import UploadService
+from tunegate.server.webhooks import HostPolicy, WebhookSender, WebhookService
 from tunegate.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -76,6 +79,8 @@ from tunegate.v1 import (
     models_pb2_grpc,
     uploads_pb2,
     uploads_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
 )
 
 __all__ = ["SERVICE_NAMES", "GatewayServer", "serve"]
@@ -93,6 +98,7 @@ SERVICE_NAMES = (
     models_pb2.DESCRIPTOR.services_by_name["Models"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["ApiKeys"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["VirtualKeys"].full_name,
+    webhooks_pb2.DESCRIPTOR.services_by_name["WebhookEndpoints"].full_name,
 )
 """The full names of the tunegate services (`tunegate.v1.Files`, …)."""
 
@@ -117,6 +123,8 @@ class GatewayServer:
         uploads: UploadService,
         jobs: JobService,
         chat: ChatService,
+        webhooks: WebhookService,
+        webhook_sender: WebhookSender,
         providers: ProviderLookup,
         owns_providers: bool,
         port: int,
@@ -129,6 +137,9 @@ class GatewayServer:
         self.jobs = jobs
         """The job registry (its `reconcile()` also runs in the background)."""
         self.chat = chat
+        self.webhooks = webhooks
+        self.webhook_sender = webhook_sender
+        """Sends pending webhook deliveries in the background (started with the server)."""
         self.providers = providers
         self._owns_providers = owns_providers
         self.port = port
@@ -187,6 +198,7 @@ class GatewayServer:
             if providers is None
             else providers
         )
+        webhook_sender: WebhookSender | None = None
         try:
             if owns_providers:
                 assert isinstance(provider_set, ProviderSet)
@@ -212,6 +224,7 @@ class GatewayServer:
                     watch_poll_seconds=config.watch_poll_seconds,
                 )
             master = load_master_key(config.data_dir, config.master_key_file)
+            database.webhooks.sealer = master  # webhook signing secrets are sealed at rest too
             api_keys = ApiKeys(database.auth, master, clock)
             bootstrap = os.environ.get(BOOTSTRAP_ADMIN_ENV, "").strip()
             if bootstrap and await api_keys.register(
@@ -240,6 +253,9 @@ class GatewayServer:
             local = _local_of(provider_set)
             chat = ChatService(local, jobs)
             models = ModelService(account_router, provider_set, local, jobs)
+            policy = HostPolicy(config.webhooks.allowed_hosts)
+            webhooks = WebhookService(database.webhooks, policy, clock=clock)
+            webhook_sender = WebhookSender(database.webhooks, config.webhooks, policy=policy, clock=clock)
             health_servicer = health_aio.HealthServicer()
             handlers = HandlerTable(guard)
             services: tuple[tuple[Callable[[Any, Any], None], object], ...] = (
@@ -258,6 +274,10 @@ class GatewayServer:
                 (models_pb2_grpc.add_ModelsServicer_to_server, ModelsServicer(models)),
                 (admin_pb2_grpc.add_ApiKeysServicer_to_server, ApiKeysServicer(api_keys)),
                 (admin_pb2_grpc.add_VirtualKeysServicer_to_server, VirtualKeysServicer(stored_keys)),
+                (
+                    webhooks_pb2_grpc.add_WebhookEndpointsServicer_to_server,
+                    WebhookEndpointsServicer(webhooks),
+                ),
                 (health_pb2_grpc.add_HealthServicer_to_server, health_servicer),
             )
             for add_to, servicer in services:
@@ -271,6 +291,8 @@ class GatewayServer:
             for name in ("", *SERVICE_NAMES):
                 await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         except BaseException:
+            if webhook_sender is not None:
+                await webhook_sender.aclose()
             if owns_providers:
                 await _aclose(provider_set)
             await database.close()
@@ -284,6 +306,8 @@ class GatewayServer:
             uploads=uploads,
             jobs=jobs,
             chat=chat,
+            webhooks=webhooks,
+            webhook_sender=webhook_sender,
             providers=provider_set,
             owns_providers=owns_providers,
             port=port,
@@ -310,6 +334,8 @@ class GatewayServer:
         gateway._key_refresher = asyncio.create_task(
             gateway._refresh_keys_forever(stored_keys), name="tunegate-virtual-key-refresh"
         )
+        database.jobs.after_enqueue = webhook_sender.wake
+        webhook_sender.start()
         return gateway
 
     async def _refresh_keys_forever(self, stored_keys: StoredVirtualKeys) -> None:
@@ -362,6 +388,7 @@ class GatewayServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self._server.stop(self.config.grace_seconds if grace is None else grace)
+        await self.webhook_sender.aclose()
         await self.jobs.aclose()
         self.chat.close()
         if self._owns_providers:

@@ -3,8 +3,8 @@
 
 Settings come from, strongest first: command-line flags, environment variables
 (`TUNEGATE_DATA_DIR`, `TUNEGATE_HTTP_PORT`, `TUNEGATE_GRPC_PORT`, `TUNEGATE_CONFIG`,
-`TUNEGATE_ALLOWED_CUSTOM_HOSTS`), a TOML file (`--config`), then the built-in defaults. The TOML
-file holds everything else:
+`TUNEGATE_ALLOWED_CUSTOM_HOSTS`, `TUNEGATE_ALLOWED_WEBHOOK_HOSTS`), a TOML file (`--config`),
+then the built-in defaults. The TOML file holds everything else:
 
     data_dir = "/var/lib/tunegate"
 
@@ -28,6 +28,12 @@ file holds everything else:
     # host or host:port a caller's x-portkey-custom-host may name (exact match; a host without
     # a port allows any port). Empty by default. Env: TUNEGATE_ALLOWED_CUSTOM_HOSTS="a,b:8443".
     allowed_custom_hosts = ["llm-proxy.internal:8443"]
+
+    [webhooks]                    # WebhookSettings
+    # host or host:port a webhook endpoint may name although it is loopback/private, or http
+    # (exact match). Empty by default. Env: TUNEGATE_ALLOWED_WEBHOOK_HOSTS="a,b:8443".
+    allowed_hosts = ["hooks.internal:8080"]
+    max_attempts = 8
 
     [providers.openai]            # ProviderSettings; omitted keys keep the built-in default
     base_url = "https://api.openai.com/v1"
@@ -66,6 +72,7 @@ from tunegate.edge import EdgeConfig, EdgeServer, install_redaction
 from tunegate.server.app import GatewayServer
 from tunegate.server.config import ServerConfig
 from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, RoutingConfig, VirtualKey
+from tunegate.server.webhooks import WebhookSettings
 
 __all__ = ["Settings", "load_settings", "main"]
 
@@ -154,6 +161,23 @@ def _routing_config(document: Mapping[str, Any], env: Mapping[str, str]) -> Rout
         raise SystemExit(f"config: {exc}") from None
 
 
+def _webhook_settings(document: Mapping[str, Any], env: Mapping[str, str]) -> WebhookSettings:
+    """`[webhooks]` as `WebhookSettings`; `TUNEGATE_ALLOWED_WEBHOOK_HOSTS` replaces its
+    `allowed_hosts`."""
+    table = _fields_of(WebhookSettings, document.get("webhooks", {}), "webhooks")
+    hosts: Any = table.get("allowed_hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(host, str) for host in hosts):
+        raise SystemExit("config: [webhooks] allowed_hosts must be a list of strings")
+    from_env = env.get("TUNEGATE_ALLOWED_WEBHOOK_HOSTS")
+    if from_env:  # replaces the file's list, like every other environment setting
+        hosts = [host.strip() for host in from_env.split(",") if host.strip()]
+    table["allowed_hosts"] = tuple(hosts)
+    try:
+        return WebhookSettings(**table)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"config: [webhooks]: {exc}") from None
+
+
 def _env_int(env: Mapping[str, str], name: str) -> int | None:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -174,12 +198,13 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SystemExit(f"config: cannot read {config_path}: {exc}") from None
     sections = {"data_dir", "server", "edge", "routing", "providers", "virtual_keys", "auth"}
+    sections = {"data_dir", "server", "edge", "routing", "providers", "virtual_keys", "webhooks"}
     unknown = sorted(set(document) - sections)
     if unknown:
         raise SystemExit(f"config: unknown top-level key(s): {', '.join(unknown)}")
 
     server_table = _fields_of(
-        ServerConfig, document.get("server", {}), "server", exclude=frozenset({"routing"})
+        ServerConfig, document.get("server", {}), "server", exclude=frozenset({"routing", "webhooks"})
     )
     server_table["routing"] = _routing_config(document, env)
     auth_table = document.get("auth", {})
@@ -190,6 +215,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         server_table["auth_mode"] = mode
     if auth_table.get("master_key_file"):
         server_table["master_key_file"] = Path(auth_table["master_key_file"])
+    server_table["webhooks"] = _webhook_settings(document, env)
     edge_table = _fields_of(EdgeConfig, document.get("edge", {}), "edge")
 
     data_dir = args.data_dir or env.get("TUNEGATE_DATA_DIR") or document.get("data_dir")
@@ -365,6 +391,7 @@ async def _keys_command(args: argparse.Namespace, settings: Settings) -> None:
             new: MasterKey = args.new_master
             hashed = await database.auth.secret("api_key_hash")
             count = await StoredVirtualKeys(database.auth, master).rotate_master(new, hashed)
+            count += await database.webhooks.rewrap(master, new)
             default_file = config.data_dir / "master.key"
             if not os.environ.get("TUNEGATE_MASTER_KEY") and config.master_key_file is None:
                 os.replace(path, default_file)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import httpx
 from tunegate.server.errors import InvalidArgument
 from tunegate.server.providers._azure import AzureOpenAIProvider
-from tunegate.server.providers._http import HttpSettings, Sleep, no_retries
+from tunegate.server.providers._http import HttpSettings, Sleep, no_retries, retry_after_seconds
 from tunegate.server.providers._openai import TAG_KEY, OpenAIProvider
 from tunegate.server.providers.bedrock import BedrockProvider, BedrockSettings
 from tunegate.server.providers.fireworks import FireworksProvider
@@ -52,6 +52,7 @@ __all__ = [
     "VertexProvider",
     "capabilities_for",
     "no_retries",
+    "retry_after_seconds",
     "unsupported",
 ]
 

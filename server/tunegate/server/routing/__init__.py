@@ -44,6 +44,7 @@ from tunegate.server.routing._config import (
     canonical_provider,
     decode_aws_secret,
     encode_aws_secret,
+    parse_allowed_host,
 )
 from tunegate.server.routing._router import (
     STORED_KEY_PREFIX,
@@ -73,4 +74,5 @@ __all__ = [
     "encode_aws_secret",
     "metadata_dict",
     "non_route_options",
+    "parse_allowed_host",
 ]

@@ -8,6 +8,7 @@ from tunegate.server.servicers._files import FilesServicer
 from tunegate.server.servicers._fine_tuning import FineTuningServicer
 from tunegate.server.servicers._models import ModelsServicer
 from tunegate.server.servicers._uploads import UploadsServicer
+from tunegate.server.servicers._webhooks import WebhookEndpointsServicer
 
 __all__ = [
     "ApiKeysServicer",
@@ -17,4 +18,5 @@ __all__ = [
     "ModelsServicer",
     "UploadsServicer",
     "VirtualKeysServicer",
+    "WebhookEndpointsServicer",
 ]

@@ -24,21 +24,34 @@ from tunegate.server.store._jobs import INTENT, JobRepository
 from tunegate.server.store._legacy_intents import import_intent_files
 from tunegate.server.store._polls import PollRepository
 from tunegate.server.store._records import (
+    DueDelivery,
     FileRecord,
     JobRecord,
     MirroredRecord,
     ProviderFileRecord,
     UploadPartRecord,
     UploadRecord,
+    WebhookDeliveryRecord,
+    WebhookEndpointRecord,
 )
 from tunegate.server.store._uploads import UploadRepository
+from tunegate.server.store._webhooks import (
+    JOB_EVENT_TYPES,
+    WebhookRepository,
+    event_id,
+    job_event_payload,
+    seal,
+    unseal,
+)
 
 __all__ = [
     "INTENT",
+    "JOB_EVENT_TYPES",
     "MIGRATIONS_DIR",
     "ApiKeyRecord",
     "AuthRepository",
     "Database",
+    "DueDelivery",
     "Duplicate",
     "DuplicateRequestId",
     "FileRecord",
@@ -54,8 +67,15 @@ __all__ = [
     "UploadRecord",
     "UploadRepository",
     "VirtualKeyRecord",
+    "WebhookDeliveryRecord",
+    "WebhookEndpointRecord",
+    "WebhookRepository",
     "current_revision",
+    "event_id",
+    "job_event_payload",
     "migrate",
+    "seal",
+    "unseal",
 ]
 
 
@@ -72,6 +92,7 @@ class Database:
         self.provider_files = ProviderFileRepository(engine)
         self.auth = AuthRepository(engine)
         self.polls = PollRepository(engine)
+        self.webhooks = WebhookRepository(engine)
 
     @classmethod
     async def open(cls, url: str) -> Database:

@@ -8,12 +8,17 @@ protocol (`tunegate.server.jobs`) relies on three properties made here:
 - `acquire_lease`, `complete` and `fail` are compare-and-set updates on the creation state, so
   two workers can never both finish one intent differently;
 - every read a caller can reach is scoped by owner; only the reconciler reads across owners.
+
+Every write of a job's `status` goes through `_write_status`: when it moves a job to a terminal
+status (`succeeded`, `failed`, `cancelled`) from another one, the job's webhook deliveries are
+enqueued in the same transaction (`tunegate.server.store._webhooks.enqueue_job_event`), and
+`after_enqueue` is called once it has committed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -23,6 +28,7 @@ from tunegate.server.store._database import Engine
 from tunegate.server.store._files import DuplicateRequestId
 from tunegate.server.store._records import JobRecord
 from tunegate.server.store._schema import job_metadata, jobs, provider_cursors
+from tunegate.server.store._webhooks import enqueue_job_event
 
 __all__ = ["INTENT", "JobRepository"]
 
@@ -60,6 +66,7 @@ _CURSOR = sa.select(provider_cursors.c.token).where(
     *_CURSOR_KEY, provider_cursors.c.created_at >= sa.bindparam("not_before")
 )
 _JSON_COLUMNS = ("request", "metadata", "snapshot", "error")
+_STATUS_AND_OWNER = sa.select(jobs.c.status, jobs.c.owner).where(jobs.c.id == sa.bindparam("job_id"))
 
 
 def _dumps(value: Any) -> str | None:
@@ -88,6 +95,9 @@ class JobRepository:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.after_enqueue: Callable[[], None] = lambda: None
+        """Called after a status write that enqueued webhook deliveries has committed (the
+        webhook sender sets it to wake up)."""
 
     # -- creation -------------------------------------------------------------------------
 
@@ -135,7 +145,7 @@ class JobRepository:
             .where(jobs.c.id == job_id, jobs.c.state == INTENT)
             .values(cancel_requested=True, status="cancelled", updated_at=now)
         )
-        return await self._changed(query)
+        return await self._write_status(query, None, job_id=job_id, status="cancelled", now=now)
 
     async def release_lease(self, job_id: str) -> None:
         await self._changed(jobs.update().where(jobs.c.id == job_id).values(lease_until=None))
@@ -156,7 +166,7 @@ class JobRepository:
             "updated_at": now,
             "snapshot": _dumps(dict(snapshot)),
         }
-        return await self._changed(_COMPLETE, values)
+        return await self._write_status(_COMPLETE, values, job_id=job_id, status=status, now=now)
 
     async def fail(
         self,
@@ -182,17 +192,21 @@ class JobRepository:
                 updated_at=now,
             )
         )
-        return await self._changed(query)
+        if state == "failed_to_create":  # never a job the caller can see: no event
+            return await self._changed(query)
+        return await self._write_status(query, None, job_id=job_id, status=status, now=now)
 
     async def update_snapshot(
         self, job_id: str, *, status: str, snapshot: Mapping[str, Any], now: int
     ) -> None:
+        """The provider's latest job (and its status) for a created job — the one place a
+        refreshed provider state is written."""
         query = (
             jobs.update()
             .where(jobs.c.id == job_id, jobs.c.state == "created")
             .values(status=status, snapshot=_dumps(dict(snapshot)), updated_at=now)
         )
-        await self._changed(query)
+        await self._write_status(query, None, job_id=job_id, status=status, now=now)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -318,6 +332,25 @@ class JobRepository:
         async with self._engine.connect() as conn:
             row = (await conn.execute(query, parameters)).first()
         return None if row is None else _record(row)
+
+    async def _write_status(
+        self, query: sa.Update, parameters: Mapping[str, Any] | None, *, job_id: str, status: str, now: int
+    ) -> bool:
+        """Run `query` (an update of one job row that sets `status`); when it changed the row and
+        moved the job to a terminal status from another, enqueue the job's webhook event in the
+        same transaction. Returns whether the row changed."""
+        enqueued = 0
+        async with self._engine.begin() as conn:
+            before = (await conn.execute(_STATUS_AND_OWNER, {"job_id": job_id})).first()
+            result = await conn.execute(query, parameters)
+            changed = bool(result.rowcount == 1)
+            if changed and before is not None and before.status != status:
+                enqueued = await enqueue_job_event(
+                    conn, owner=before.owner, job_id=job_id, status=status, now=now
+                )
+        if enqueued:
+            self.after_enqueue()
+        return changed
 
     async def _changed(self, query: sa.Update, parameters: Mapping[str, Any] | None = None) -> bool:
         async with self._engine.begin() as conn:

@@ -123,3 +123,48 @@ class ProviderFileRecord:
     status: str
     created_at: int
     status_details: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpointRecord:
+    """One row of `webhook_endpoints`, its secret unsealed (`whsec_…`)."""
+
+    id: str
+    owner: str
+    url: str
+    events: tuple[str, ...]
+    secret: str
+    created_at: int
+    deleted_at: int | None = None
+    seq: int | None = None  # assigned by the database on insert
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDeliveryRecord:
+    """One row of `webhook_deliveries` (the delivery log). `status` is `pending`, `delivered`
+    or `failed`; `payload` is the exact JSON body every attempt sends."""
+
+    id: str
+    event_id: str
+    endpoint_id: str
+    owner: str
+    job_id: str
+    type: str
+    payload: str
+    attempts: int
+    next_attempt_at: float
+    status: str
+    created_at: int
+    last_error: str | None = None
+    delivered_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A pending delivery with what sending it needs: its endpoint's URL and unsealed secret,
+    and whether the endpoint has been deleted since the event was enqueued."""
+
+    delivery: WebhookDeliveryRecord
+    url: str
+    secret: str
+    endpoint_deleted: bool

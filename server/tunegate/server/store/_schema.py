@@ -231,3 +231,42 @@ job_polls = sa.Table(
     sa.Column("polls", sa.Integer, nullable=False),
     sa.Index("ix_job_polls_next_at", "next_at"),
 )
+
+# Webhook endpoints (migration 0008). `secret` holds the signing secret as `seal` left it
+# (`tunegate.server.store._webhooks`); a deleted endpoint keeps its row (deleted_at set).
+webhook_endpoints = sa.Table(
+    "webhook_endpoints",
+    metadata,
+    sa.Column("seq", Seq, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("events", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("deleted_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_webhook_endpoints_owner_seq", "owner", "seq"),
+)
+
+# One event to one endpoint: (endpoint_id, event_id) is unique, so enqueuing is idempotent.
+# `payload` is the exact body sent on every attempt; `next_attempt_at` (Unix seconds, fractional)
+# is when a pending delivery is next due — a sender claims it by moving it forward.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("endpoint_id", sa.String(64), nullable=False),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("delivered_at", sa.BigInteger, nullable=True),
+    sa.Index("ix_webhook_deliveries_endpoint_event", "endpoint_id", "event_id", unique=True),
+    sa.Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+)
