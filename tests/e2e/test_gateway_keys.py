@@ -255,3 +255,39 @@ def test_secrets_are_absent_from_the_database_file(stack: Stack) -> None:
         assert whsec.encode() not in raw and whsec.removeprefix("whsec_").encode() not in raw
         for key in (stack.admin, stack.acme, stack.globex):
             assert key.encode() not in raw and key.split("_", 2)[2].encode() not in raw
+
+
+def test_every_route_refuses_a_call_without_a_live_key(stack: Stack) -> None:
+    """Every REST route (enumerated from the protos) and every gRPC service answers 401 /
+    UNAUTHENTICATED without a key and with a revoked one, before touching anything."""
+    import re
+
+    import grpc
+    from tunegate.v1 import files_pb2, files_pb2_grpc
+
+    from tests.reliability.test_ownership_sweep import rest_routes
+
+    revoked = issue(stack.data_dir, "acme", "gone")
+    cli("keys", "--data-dir", str(stack.data_dir), "revoke", revoked.split("_")[1])
+    routes = rest_routes()
+    assert len(routes) > 30
+    for verb, template in sorted(routes):
+        path = re.sub(r"\{[^}]+\}", "x-1", template).removeprefix("/v1")
+        for key in (None, revoked):
+            body: dict[str, Any] = {"json": {}} if verb in ("POST", "PUT") else {}
+            if template in ("/v1/files", "/v1/uploads/{upload_id}/parts") and verb == "POST":
+                body = {
+                    "files": {"file": ("t.jsonl", b"{}\n"), "data": ("d", b"{}\n")},
+                    "data": {"purpose": "batch"},
+                }
+            answer = stack.call(verb, path, key, **body)
+            assert answer.status_code == 401, (verb, path, key is not None, answer.text[:200])
+    target = stack.gateway.grpc_target
+    with grpc.insecure_channel(target) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            files_pb2_grpc.FilesStub(channel).ListFiles(files_pb2.ListFilesRequest(), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        listed = files_pb2_grpc.FilesStub(channel).ListFiles(
+            files_pb2.ListFilesRequest(), metadata=(("x-portkey-api-key", stack.acme),), timeout=10
+        )
+        assert isinstance(listed, files_pb2.ListFilesResponse)  # the same call with a live key
