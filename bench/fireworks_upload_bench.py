@@ -119,11 +119,11 @@ def fffd_count(path: Path) -> int:
 
 
 def check_stored(tmp: Path, before: set[Path], path: Path, digest: str, state: Any) -> dict[str, Any]:
-    """What the fake wrote during a run (the newest file; `put_accepted` says whether it answered
-    the signed-URL PUT with 200, else the file is what it read before the PUT failed), against
-    the input file."""
+    """What the fake wrote during a run (the largest file; `put_accepted` says whether it answered
+    a signed-URL PUT with 200, else the file is what it read before the PUT failed), against the
+    input file."""
     accepted = any(r["method"] == "PUT" and r["status"] == 200 for r in state["requests"])
-    new = sorted(stored_files(tmp) - before)
+    new = sorted(stored_files(tmp) - before, key=lambda p: p.stat().st_size)
     if not new:
         return {"put_accepted": accepted, "stored_files": 0}
     stored = new[-1]
