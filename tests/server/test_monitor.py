@@ -6,14 +6,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, cast
 
+import grpc
 import grpc.aio
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tunegate.server import GatewayServer, ServerConfig
 from tunegate.server.jobs import MonitorSettings
 from tunegate.server.jobs._monitor import next_interval
@@ -26,6 +32,7 @@ from tests.server.conftest import FakeClock
 
 TRAINING = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n' * 10
 SECRET = "sk-monitor-team"
+MASTER = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="  # 32 bytes, shared by the replicas
 
 
 def test_the_cadence() -> None:
@@ -137,37 +144,95 @@ async def test_jobs_reach_succeeded_with_no_client_polling(
         await server.stop(0)
 
 
-async def test_two_replicas_split_the_jobs_and_a_survivor_takes_over(
+def _server_process(tmp_path: Path, name: str, config: Path, grpc_port: int) -> subprocess.Popen[bytes]:
+    """`tunegate server` in its own process (its log in `<name>.log`)."""
+    log = (tmp_path / f"{name}.log").open("wb")
+    command = [str(Path(sys.executable).parent / "tunegate"), "server", "--config", str(config)]
+    command += ["--data-dir", str(tmp_path / name), "--grpc-port", str(grpc_port)]
+    env = {**os.environ, "TG_MONITOR_KEY": SECRET, "TUNEGATE_MASTER_KEY": MASTER}
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _ready(port: int) -> None:
+    deadline = time.monotonic() + 30
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        while True:
+            try:
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                return
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+
+
+def test_two_server_processes_split_200_jobs_and_a_survivor_takes_over(
     tmp_path: Path, postgres_url: str, fake_openai: FakeOpenAI
 ) -> None:
     fake_openai.steps_per_get = 0  # the jobs keep running
-    cadence = {
-        "monitor_min_interval_seconds": 1.0,
-        "monitor_max_interval_seconds": 1.0,
-        "monitor_lease_seconds": 2.0,
-    }
-    first = await GatewayServer.start(_config(tmp_path, fake_openai, postgres_url, "a", **cadence))
-    second = await GatewayServer.start(_config(tmp_path, fake_openai, postgres_url, "b", **cadence))
-    stopped_at = 0.0
+    config = tmp_path / "tunegate.toml"
+    config.write_text(
+        f"""
+[server]
+database_url = "{postgres_url}"
+monitor_min_interval_seconds = 1.0
+monitor_max_interval_seconds = 1.0
+monitor_lease_seconds = 2.0
+monitor_tick_seconds = 0.05
+
+[providers.openai]
+base_url = "{fake_openai.base_url}"
+
+[virtual_keys.team]
+provider = "openai"
+api_key_env = "TG_MONITOR_KEY"
+"""
+    )
+    ports = [_free_port(), _free_port()]
+    procs = [_server_process(tmp_path, name, config, port) for name, port in zip("ab", ports, strict=True)]
     try:
-        ids = await _create_jobs(first, fake_openai, 200)
+        for port in ports:
+            _ready(port)
+        native_file = httpx.post(
+            f"{fake_openai.base_url}/files",
+            headers={"Authorization": f"Bearer {SECRET}"},
+            files={"file": ("t.jsonl", TRAINING)},
+            data={"purpose": "fine-tune"},
+        ).json()["id"]
+        with grpc.insecure_channel(f"127.0.0.1:{ports[0]}") as channel:
+            stub = fine_tuning_pb2_grpc.FineTuningStub(channel)
+            request = fine_tuning_pb2.CreateFineTuningJobRequest(
+                model="gpt-4o-mini-2024-07-18", training_file=native_file
+            )
+            ids = [
+                stub.CreateFineTuningJob(
+                    request, metadata=(("x-portkey-virtual-key", "team"),), timeout=30
+                ).id
+                for _ in range(200)
+            ]
         natives = _native_ids(fake_openai, ids)
-        await asyncio.sleep(4.0)
-        assert first.monitor is not None and second.monitor is not None
-        assert first.monitor.polled > 0 and second.monitor.polled > 0  # both took a share
-        await first.stop(0)  # its monitor dies mid-round: its leases are left to expire
-        stopped_at = time.monotonic()
-        await asyncio.sleep(5.0)
+        time.sleep(4.0)
+        procs[0].kill()  # no shutdown: its leases are left to expire
+        procs[0].wait(timeout=10)
+        killed_at = time.monotonic()
+        time.sleep(5.0)
     finally:
-        await first.stop(0)
-        await second.stop(0)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=30)
     polls = _polls(fake_openai, natives)
     assert set(polls) == set(natives)
     for job, times in polls.items():
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert all(gap >= 0.9 for gap in gaps), (job, gaps)  # never twice within an interval
-        assert any(at > stopped_at + 2.5 for at in times), job  # the survivor follows it
+        assert any(at > killed_at + 2.5 for at in times), job  # the survivor follows it
     assert fake_openai.violations == []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def test_per_call_credentials_are_not_followed(tmp_path: Path, fake_openai: FakeOpenAI) -> None:

@@ -71,9 +71,16 @@ def _upgrade(connection: sa.Connection) -> None:
     command.upgrade(_alembic_config(connection), "head")
 
 
+MIGRATION_LOCK = 0x7475_6E65_6761_7465  # "tunegate": the advisory lock replicas migrate under
+
+
 async def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+    """Bring the schema to the newest revision (idempotent). On PostgreSQL the upgrade runs under
+    a transaction-scoped advisory lock, so replicas starting at once on one database migrate one
+    after the other (the second finds the schema current)."""
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         await connection.run_sync(_upgrade)
 
 
