@@ -21,10 +21,12 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tunegate.server import GatewayServer, ServerConfig
+from tunegate.server.ids import new_id
 from tunegate.server.jobs import MonitorSettings
 from tunegate.server.jobs._monitor import next_interval
 from tunegate.server.jobs._service import PollOutcome
 from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, RoutingConfig, VirtualKey
+from tunegate.server.store import Database, JobRecord, PollRepository
 from tunegate.v1 import fine_tuning_pb2, fine_tuning_pb2_grpc
 
 from tests.fakes import FakeOpenAI, start_fake_openai_in_thread
@@ -257,3 +259,47 @@ async def test_per_call_credentials_are_not_followed(tmp_path: Path, fake_openai
         assert server.monitor is not None and await server.database.polls.polls(job.id) == 0
     finally:
         await server.stop(0)
+
+
+async def test_a_lease_taken_on_a_stale_read_of_a_rescheduled_job_is_refused(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """The race two replicas ran into (bench/monitor_bench.py): replica B's claim SELECT read
+    the job as due, replica A then leased, polled and rescheduled it, and B's lease must not
+    take it again."""
+    database = await Database.open(database_url or f"sqlite+aiosqlite:///{tmp_path / 'polls.db'}")
+    try:
+        now = 1_750_000_000
+        request = {"model": "gpt-4o-mini-2024-07-18", "training_file": "file-x"}
+        job = await database.jobs.insert_intent(
+            JobRecord(
+                id=new_id("ftjob-"),
+                owner="key:a",
+                provider="openai",
+                account_key="vk:team",
+                state="created",
+                status="running",
+                request=request,
+                request_hash="0" * 64,
+                created_at=now - 100,
+                updated_at=now - 100,
+                native_id="ftjob-native",
+            )
+        )
+        claim: dict[str, Any] = {
+            "lease_ms": 60_000,
+            "limit": 10,
+            "terminal": ("succeeded", "failed", "cancelled"),
+            "followed": (),
+            "prefixes": ("vk:",),
+        }
+        now_ms = now * 1000
+        assert await database.polls.claim(now_ms=now_ms, holder="a", **claim) == [(job.id, 0.0)]
+        await database.polls.schedule(job.id, holder="a", next_at_ms=now_ms + 60_000, interval=60.0)
+        async with database.engine.begin() as conn:  # B's lease, after its stale read
+            stale = await PollRepository._lease(conn, job.id, True, now_ms + 500, now_ms + 60_500, "b")
+        assert not stale
+        assert await database.polls.claim(now_ms=now_ms + 500, holder="b", **claim) == []
+        assert await database.polls.claim(now_ms=now_ms + 60_000, holder="b", **claim) == [(job.id, 60.0)]
+    finally:
+        await database.close()

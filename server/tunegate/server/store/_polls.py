@@ -61,6 +61,10 @@ class PollRepository:
         async with self._engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(of=jobs, skip_locked=True)
+            # The SELECT locks only `jobs` rows (the nullable side of an outer join cannot be
+            # locked): its `job_polls` values may be stale by the time a row is leased — another
+            # replica may have leased, polled and rescheduled the job meanwhile — so each lease
+            # re-checks that the job is still due and free.
             for job_id, interval, scheduled in (await conn.execute(query)).all():
                 if await self._lease(conn, job_id, scheduled is not None, now_ms, now_ms + lease_ms, holder):
                     claimed.append((job_id, float(interval or 0.0)))
@@ -73,6 +77,7 @@ class PollRepository:
                 job_polls.update()
                 .where(
                     job_polls.c.job_id == job_id,
+                    job_polls.c.next_at <= now_ms,
                     sa.or_(job_polls.c.lease_until.is_(None), job_polls.c.lease_until <= now_ms),
                 )
                 .values(lease_until=until, holder=holder)
