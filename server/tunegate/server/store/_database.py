@@ -57,7 +57,9 @@ def create_engine(url: str) -> Engine:
         engine = sa.create_engine(parsed.set(drivername="sqlite+pysqlite"))
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return InlineEngine(engine)
-    return create_async_engine(url, pool_pre_ping=True)
+    # The pool holds what one process uses at once (requests, the job monitor's polls, the
+    # webhook sender) so connections are reused rather than opened and closed per use.
+    return create_async_engine(url, pool_pre_ping=True, pool_size=16, max_overflow=16)
 
 
 def _alembic_config(connection: sa.Connection) -> Config:

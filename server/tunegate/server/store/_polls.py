@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from tunegate.server.store._database import Engine
-from tunegate.server.store._schema import job_polls, jobs
+from tunegate.server.store._schema import ACTIVE_JOBS, job_polls, jobs
 
 __all__ = ["PollRepository"]
 
@@ -44,6 +44,9 @@ class PollRepository:
             sa.select(jobs.c.id, p.c.interval, p.c.job_id.label("scheduled"))
             .select_from(jobs.outerjoin(p, p.c.job_id == jobs.c.id))
             .where(
+                # Spelled as the partial index `ix_jobs_active` spells it, so PostgreSQL uses it
+                # whatever the bound parameters: the claim reads only the unfinished jobs.
+                sa.text(ACTIVE_JOBS),
                 jobs.c.state == "created",
                 jobs.c.status.not_in(list(terminal)),
                 rebuildable,

@@ -73,6 +73,9 @@ upload_parts = sa.Table(
 
 _HAS_REQUEST_ID = sa.text("request_id IS NOT NULL")
 _HAS_NATIVE_ID = sa.text("native_id IS NOT NULL")
+ACTIVE_JOBS = "state = 'created' AND status NOT IN ('succeeded', 'failed', 'cancelled')"
+"""Created and not finished: the jobs the monitor may follow (a partial index's predicate)."""
+_ACTIVE = sa.text(ACTIVE_JOBS)
 
 # Fine-tuning jobs (server.jobs). `state` is the registry's own creation state machine
 # (intent → created | failed_to_create | failed); `status` is OpenAI's job status as last seen.
@@ -113,6 +116,14 @@ jobs = sa.Table(
         postgresql_where=_HAS_REQUEST_ID,
     ),
     sa.Index("ix_jobs_state_created_at", "state", "created_at"),
+    # Partial (migration 0007): the jobs the monitor may follow, so its claim never scans the
+    # finished ones.
+    sa.Index(
+        "ix_jobs_active",
+        "account_key",
+        sqlite_where=_ACTIVE,
+        postgresql_where=_ACTIVE,
+    ),
     sa.Index(
         "ix_jobs_owner_native",
         "owner",

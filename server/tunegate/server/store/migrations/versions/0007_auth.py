@@ -55,9 +55,12 @@ def upgrade() -> None:
         sa.Column("polls", sa.Integer, nullable=False),
     )
     op.create_index("ix_job_polls_next_at", "job_polls", ["next_at"])
+    active = sa.text("state = 'created' AND status NOT IN ('succeeded', 'failed', 'cancelled')")
+    op.create_index("ix_jobs_active", "jobs", ["account_key"], sqlite_where=active, postgresql_where=active)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_active", "jobs")
     op.drop_index("ix_job_polls_next_at", "job_polls")
     op.drop_table("job_polls")
     op.drop_table("gateway_secrets")
