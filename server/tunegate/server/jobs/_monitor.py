@@ -108,26 +108,29 @@ class JobMonitor:
             prefixes=("vk:", STORED_KEY_PREFIX),
             first_after_ms=int(s.min_interval * 1000),  # a job just created was just read
         )
+        records = {
+            record.id: record for record in await self._jobs.records([job_id for job_id, _ in claimed])
+        }
         gate = asyncio.Semaphore(s.concurrency)
+        schedules: list[tuple[str, int, float]] = []
 
         async def one(job_id: str, last: float) -> None:
+            record = records.get(job_id)
             async with gate:
                 try:
-                    outcome = await self._jobs.poll(job_id)
+                    outcome = PollOutcome(None, None) if record is None else await self._jobs.poll(record)
                 except Exception:
                     logger.exception("monitor: polling %s failed", job_id)
                     outcome = PollOutcome("unknown", "unknown", error="internal_error")
                 self.polled += 1
-                interval = next_interval(s, last, outcome)
-                after = s.max_interval * 1000 if interval is None else interval * 1000
-                await self._polls.schedule(
-                    job_id,
-                    holder=self.holder,
-                    next_at_ms=int(self._clock() * 1000 + after),
-                    interval=interval or 0.0,
-                )
+            interval = next_interval(s, last, outcome)
+            after = s.max_interval * 1000 if interval is None else interval * 1000
+            schedules.append((job_id, int(self._clock() * 1000 + after), interval or 0.0))
 
-        await asyncio.gather(*(one(job_id, last) for job_id, last in claimed))
+        try:
+            await asyncio.gather(*(one(job_id, last) for job_id, last in claimed))
+        finally:  # the leases are released whatever happened (else they expire)
+            await self._polls.schedule_many(self.holder, schedules)
         return len(claimed)
 
     async def run(self) -> None:

@@ -17,7 +17,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -462,13 +462,14 @@ class JobService:
                 logger.warning("could not refresh %s of %s: %r", operation, record.id, exc)
         return record
 
-    async def poll(self, job_id: str) -> PollOutcome:
+    async def records(self, job_ids: Sequence[str]) -> Sequence[JobRecord]:
+        """The registry's rows for `job_ids` (any owner), read at once (the job monitor's)."""
+        return await self._repo.get_many(job_ids)
+
+    async def poll(self, record: JobRecord) -> PollOutcome:
         """Refreshes one job from its provider with the credential the gateway holds for it (the
         job monitor's call; a job whose account cannot be rebuilt is left as it is). A status
         change also syncs the job's events, so the change is recorded as the provider reports it."""
-        record = await self._repo.get_any(job_id)
-        if record is None:
-            return PollOutcome(None, None)
         before = record.status
         backend = self.backends.for_job(record, None)
         if backend is None or not backend.can(Capability.RETRIEVE):

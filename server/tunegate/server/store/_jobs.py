@@ -218,6 +218,14 @@ class JobRepository:
         an id they wrote themselves; never a caller's id)."""
         return await self._first(_BY_ANY_ID, {"id": job_id})
 
+    async def get_many(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        """Rows by id in any owner scope, in one query (the job monitor's claimed jobs)."""
+        if not job_ids:
+            return []
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(jobs.select().where(jobs.c.id.in_(list(job_ids))))).all()
+        return [_record(row) for row in rows]
+
     async def get_by_request_id(self, owner: str, request_id: str) -> JobRecord | None:
         return await self._first(_BY_REQUEST_ID, {"owner": owner, "request_id": request_id})
 

@@ -110,6 +110,26 @@ class PollRepository:
         async with self._engine.begin() as conn:
             await conn.execute(query)
 
+    async def schedule_many(self, holder: str, schedules: Iterable[tuple[str, int, float]]) -> None:
+        """`schedule` for many jobs — (job id, next poll in epoch ms, interval) — in one
+        transaction."""
+        rows = [{"job": job_id, "next_at": at, "interval": interval} for job_id, at, interval in schedules]
+        if not rows:
+            return
+        query = (
+            job_polls.update()
+            .where(job_polls.c.job_id == sa.bindparam("job"), job_polls.c.holder == holder)
+            .values(
+                next_at=sa.bindparam("next_at"),
+                interval=sa.bindparam("interval"),
+                lease_until=None,
+                holder=None,
+                polls=job_polls.c.polls + 1,
+            )
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(query, rows)
+
     async def polls(self, job_id: str) -> int:
         query = sa.select(job_polls.c.polls).where(job_polls.c.job_id == job_id)
         async with self._engine.connect() as conn:
