@@ -51,6 +51,19 @@ def test_flags_beat_env_beat_file(tmp_path: Path) -> None:
     assert settings.server.max_file_bytes == settings.edge.max_file_bytes == 1048576
 
 
+def test_auth_section_and_env(tmp_path: Path) -> None:
+    config = tmp_path / "tunegate.toml"
+    config.write_text('[auth]\nmode = "keys"\nmaster_key_file = "/etc/tg/master.key"\n')
+    settings = load_settings(args(), env={"TUNEGATE_CONFIG": str(config)})
+    assert settings.server.auth_mode == "keys"
+    assert settings.server.master_key_file == Path("/etc/tg/master.key")
+    opened = load_settings(args(), env={"TUNEGATE_CONFIG": str(config), "TUNEGATE_AUTH": "open"})
+    assert opened.server.auth_mode == "open"
+    config.write_text('[auth]\nmode = "everyone"\n')
+    with pytest.raises(SystemExit, match="auth mode"):
+        load_settings(args(), env={"TUNEGATE_CONFIG": str(config)})
+
+
 @pytest.mark.parametrize(
     ("document", "message"),
     [

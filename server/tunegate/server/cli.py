@@ -197,8 +197,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
             document = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SystemExit(f"config: cannot read {config_path}: {exc}") from None
-    sections = {"data_dir", "server", "edge", "routing", "providers", "virtual_keys", "auth"}
-    sections = {"data_dir", "server", "edge", "routing", "providers", "virtual_keys", "webhooks"}
+    sections = {"data_dir", "server", "edge", "routing", "providers", "virtual_keys", "auth", "webhooks"}
     unknown = sorted(set(document) - sections)
     if unknown:
         raise SystemExit(f"config: unknown top-level key(s): {', '.join(unknown)}")
