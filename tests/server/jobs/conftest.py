@@ -18,7 +18,7 @@ from tests.server.conftest import FakeClock
 from tests.server.jobs.fakes import FakeProvider, FakeProviders, StubRouter
 
 TABLES = (
-    "job_metadata, job_events, job_checkpoints, provider_files, provider_cursors, jobs, "
+    "job_metadata, job_events, job_checkpoints, job_polls, provider_files, provider_cursors, jobs, "
     "files, upload_parts, uploads"
 )
 
