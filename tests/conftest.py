@@ -53,6 +53,9 @@ def start_gateway(
     the edge calls the servicers through the server's in-process channel (as `tunegate run`
     does); otherwise over a gRPC connection to the server's port (as `tunegate edge` does).
     `providers` replaces the provider set (`GatewayServer.start`'s `providers`)."""
+    # The job monitor polls providers on its own: tests that count provider calls or move a
+    # fake's jobs by hand would race it, so it runs only where a test asks for it.
+    limits.setdefault("monitor_enabled", False)
     loop = asyncio.new_event_loop()
     ready: Future[tuple[GatewayServer, EdgeServer]] = Future()
 

@@ -40,6 +40,7 @@ def test_a_job_succeeds_and_is_announced_with_no_client_polling(
         tmp_path,
         routing=RoutingConfig(providers=dict(DEFAULT_PROVIDERS), allowed_custom_hosts=(host,)),
         auth_mode="keys",
+        monitor_enabled=True,
         monitor_min_interval_seconds=0.2,
         monitor_max_interval_seconds=0.4,
         monitor_tick_seconds=0.05,

@@ -85,6 +85,7 @@ async def start_gateway(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Start
             "max_part_bytes": 64 * 1024,
             "max_upload_bytes": 1024 * 1024,
             "grace_seconds": 0.5,
+            "monitor_enabled": False,  # the fake clock stands still; the monitor has its own tests
         }
         settings.update(overrides)
         gateway = await GatewayServer.start(ServerConfig(**settings), clock=clock)

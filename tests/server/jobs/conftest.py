@@ -55,7 +55,13 @@ async def gateway(
     azure: FakeProvider,
     router: StubRouter,
 ) -> AsyncIterator[GatewayServer]:
-    config = ServerConfig(data_dir=tmp_path / "data", port=0, database_url=database_url, grace_seconds=0.5)
+    config = ServerConfig(
+        data_dir=tmp_path / "data",
+        port=0,
+        database_url=database_url,
+        grace_seconds=0.5,
+        monitor_enabled=False,  # these tests count provider calls; the monitor has its own tests
+    )
     server = await GatewayServer.start(
         config,
         clock=clock,

@@ -276,7 +276,7 @@ def write_files(base: Path, contents: dict[str, bytes]) -> list[str]:
 async def test_intents_left_in_the_previous_releases_intent_files_are_imported_and_reconciled(
     tmp_path: Path, clock: FakeClock, provider: FakeProvider, router: StubRouter
 ) -> None:
-    config = ServerConfig(data_dir=tmp_path / "data", port=0, grace_seconds=0.5)
+    config = ServerConfig(data_dir=tmp_path / "data", port=0, grace_seconds=0.5, monitor_enabled=False)
 
     async def start() -> GatewayServer:
         return await GatewayServer.start(
