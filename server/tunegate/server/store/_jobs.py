@@ -292,10 +292,7 @@ class JobRepository:
                         job_metadata.c.value == value,
                     )
                 )
-        # `owner` is fixed, so ordering by (owner, seq) is ordering by seq — spelled as the
-        # `ix_jobs_owner_seq` index is, which the planner then walks instead of the primary key
-        # (which, for an owner holding most rows, it would scan past other owners' newer rows).
-        query = query.order_by(jobs.c.owner.desc(), jobs.c.seq.desc()).limit(limit)
+        query = query.order_by(jobs.c.seq.desc()).limit(limit)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_record(row) for row in rows]
