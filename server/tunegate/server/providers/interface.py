@@ -187,6 +187,14 @@ class Page:
     has_more: bool
     next_token: str | None = None
 
+    @classmethod
+    def sliced(cls, items: list[JobObject], limit: int, page_token: str | None) -> Page:
+        """One page of a list an adapter derives whole from one provider object (e.g. events
+        built from a job, newest first); the token is an offset into it."""
+        start = int(page_token or 0)
+        more = start + limit < len(items)
+        return cls(items[start : start + limit], more, str(start + limit) if more else None)
+
 
 class Provider(Protocol):
     """One fine-tuning provider. Implementations are stateless apart from connection pools and

@@ -443,10 +443,7 @@ class BedrockProvider:
         """Events derived from the job's status, stages and metrics, newest first."""
         job = await self._get(account, job_id)
         events = _jobs.events_from_bedrock(job, _hyperparameter_notes(job))
-        start = int(page_token or 0)
-        page = events[start : start + limit]
-        more = start + limit < len(events)
-        return Page(page, more, str(start + limit) if more else None)
+        return Page.sliced(events, limit, page_token)
 
     async def list_checkpoints(
         self, account: Account, job_id: str, *, limit: int, page_token: str | None

@@ -347,10 +347,7 @@ class FireworksProvider:
         collection, job = await self._find(account, job_id)
         method = _COLLECTION_OF[collection]
         events = _jobs.events_from_fireworks(job, _notes(job, method))
-        start = int(page_token or 0)
-        page = events[start : start + limit]
-        more = start + limit < len(events)
-        return Page(page, more, str(start + limit) if more else None)
+        return Page.sliced(events, limit, page_token)
 
     async def list_checkpoints(
         self, account: Account, job_id: str, *, limit: int, page_token: str | None

@@ -268,12 +268,12 @@ class VertexProvider:
         raise unsupported(self.name, "resuming jobs")
 
     async def list_events(self, account: Account, job_id: str, *, limit: int, page_token: str | None) -> Page:
-        return _slice(_jobs.events_from_vertex(await self._get(account, job_id)), limit, page_token)
+        return Page.sliced(_jobs.events_from_vertex(await self._get(account, job_id)), limit, page_token)
 
     async def list_checkpoints(
         self, account: Account, job_id: str, *, limit: int, page_token: str | None
     ) -> Page:
-        return _slice(_jobs.checkpoints_from_vertex(await self._get(account, job_id)), limit, page_token)
+        return Page.sliced(_jobs.checkpoints_from_vertex(await self._get(account, job_id)), limit, page_token)
 
     # -- chat ----------------------------------------------------------------------------------
 
@@ -301,11 +301,3 @@ def _gs_uri(value: Any, param: str) -> str:
             param=param,
         )
     return value
-
-
-def _slice(items: list[JobObject], limit: int, page_token: str | None) -> Page:
-    """One page of a list derived whole from one job (newest first); the token is an offset."""
-    start = int(page_token or 0)
-    page = items[start : start + limit]
-    more = start + limit < len(items)
-    return Page(page, more, str(start + limit) if more else None)
