@@ -168,8 +168,9 @@ def test_keys_mode_refuses_missing_unknown_revoked_and_expired_keys(
     revoked = issue(stack.data_dir, "acme", "old")
     key_id = revoked.split("_")[1]
     cli("keys", "--data-dir", str(stack.data_dir), "revoke", key_id)
-    expired = issue(stack.data_dir, "acme", "short", "--expires-at", str(int(time.time()) + 1))
-    time.sleep(1.1)
+    expires_at = int(time.time()) + 2  # whole seconds: in the future when issued, past after the wait
+    expired = issue(stack.data_dir, "acme", "short", "--expires-at", str(expires_at))
+    time.sleep(max(0.0, expires_at - time.time()) + 0.05)
     fake_key = "tgk_0123456789ab_" + "A" * 43
     for key in (None, "not-a-key", fake_key, revoked, expired):
         answer = stack.call(method, path, key, json={} if method == "POST" else None)

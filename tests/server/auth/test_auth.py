@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -109,5 +110,23 @@ async def test_rotating_the_master_key_keeps_every_secret_usable(tmp_path: Path)
         assert await ApiKeys(database.auth, new).authenticate(issued.key) is not None
         with pytest.raises(SealError):
             StoredVirtualKeys(database.auth, master).unseal(await stored.get("org:acme", "team"))
+    finally:
+        await database.close()
+
+
+async def test_stored_key_options_take_the_spellings_x_portkey_config_takes(tmp_path: Path) -> None:
+    database = await Database.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        stored = StoredVirtualKeys(database.auth, MasterKey.generate())
+        options = {"awsS3Bucket": "team-data", "awsAccessKeyId": "AKIAIOSFODNN7EXAMPLE"}
+        options["awsRegion"] = "us-east-1"
+        record = await stored.create("org:acme", slug="aws", provider="bedrock", key="s", options=options)
+        assert json.loads(record.config) == {
+            "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+            "region": "us-east-1",
+            "s3_bucket": "team-data",
+        }
+        with pytest.raises(InvalidArgument):
+            await stored.create("org:acme", slug="bad", provider="bedrock", key="s", options={"colour": "x"})
     finally:
         await database.close()

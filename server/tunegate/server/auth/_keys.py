@@ -38,6 +38,7 @@ from typing import Any, Final, Literal
 from tunegate.server.auth._crypto import MasterKey
 from tunegate.server.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from tunegate.server.owner import GATEWAY_KEY_HEADER, check_credentials, credential_from_authorization
+from tunegate.server.routing import metadata_dict
 from tunegate.server.store import ApiKeyRecord, AuthRepository
 
 __all__ = [
@@ -192,14 +193,6 @@ class ApiKeys:
         return Principal(tenant=record.tenant, role=role, key_id=record.id)
 
 
-def _first(metadata: Any) -> dict[str, str]:
-    first: dict[str, str] = {}
-    for key, value in metadata or ():
-        if isinstance(value, str):
-            first.setdefault(key.lower(), value)
-    return first
-
-
 def presented_key(metadata: Mapping[str, str], mode: str) -> str | None:
     """The gateway key a call presents (see the module docstring), or None."""
     key = metadata.get(GATEWAY_KEY_HEADER, "").strip()
@@ -232,7 +225,7 @@ class Guard:
         if method.startswith(_EXEMPT):
             return None
         check_credentials(metadata)  # an unreadable credential is a 400 naming it, before all else
-        presented = presented_key(_first(metadata), self.mode)
+        presented = presented_key(metadata_dict(metadata), self.mode)
         principal = None if presented is None else await self.keys.authenticate(presented)
         if principal is None and (presented is not None or self.mode == "keys"):
             raise Unauthenticated(_INVALID, code="invalid_api_key")

@@ -25,7 +25,7 @@ from tunegate.server.auth._crypto import MasterKey
 from tunegate.server.auth._keys import current_principal
 from tunegate.server.errors import InvalidArgument, NotFound
 from tunegate.server.owner import owner_from_metadata
-from tunegate.server.routing import STORED_KEY_PREFIX, Router, VirtualKey, canonical_provider
+from tunegate.server.routing import STORED_KEY_PREFIX, Router, VirtualKey, canonical_provider, normalise_key
 from tunegate.server.store import AuthRepository, Duplicate, VirtualKeyRecord
 
 __all__ = ["StoredVirtualKeys", "masked"]
@@ -41,10 +41,6 @@ def masked(secret: str) -> str:
 
 def _aad(owner: str, slug: str) -> bytes:
     return f"virtual_keys:{owner}:{slug}".encode()
-
-
-def _snake(key: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower().replace("-", "_")
 
 
 def _virtual_key(slug: str, provider: str, config: Mapping[str, Any]) -> VirtualKey:
@@ -119,8 +115,7 @@ class StoredVirtualKeys:
         name = canonical_provider(provider or "")
         config: dict[str, Any] = {}
         for raw, value in (options or {}).items():
-            field = _snake(str(raw))
-            field = {"aws_region": "region", "vertex_region": "region"}.get(field, field)
+            field = normalise_key(str(raw))  # the spellings x-portkey-config takes
             if not isinstance(value, str):
                 raise InvalidArgument(
                     f"options.{raw} must be a string.", code="invalid_value", param=f"options.{raw}"

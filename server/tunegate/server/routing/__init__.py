@@ -52,6 +52,7 @@ from tunegate.server.routing._router import (
     StoredKeys,
     metadata_dict,
     non_route_options,
+    normalise_key,
 )
 
 __all__ = [
@@ -74,5 +75,6 @@ __all__ = [
     "encode_aws_secret",
     "metadata_dict",
     "non_route_options",
+    "normalise_key",
     "parse_allowed_host",
 ]

@@ -143,7 +143,7 @@ def _key_file_project(raw: str) -> str | None:
     return None
 
 
-def _normalise_key(key: str) -> str:
+def normalise_key(key: str) -> str:
     """A config / body option's key as a route field: snake_case, aliases resolved, and a header
     name (`x-portkey-virtual-key`, as Portkey's docs put them in `portkey_options`) read as the
     field its header carries. `x-portkey-api-key` is the gateway key, never a route field."""
@@ -163,7 +163,7 @@ def non_route_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     `role_arn`, under snake_case keys."""
     kept: dict[str, Any] = {}
     for key, value in (options or {}).items():
-        name = _normalise_key(str(key))
+        name = normalise_key(str(key))
         if name not in _FIELD_HEADERS and name not in _UNSUPPORTED_CONFIG_KEYS:
             kept[name] = value
     return kept
@@ -551,7 +551,7 @@ class Router:
     @staticmethod
     def _add_document(route: _Route, document: Mapping[str, Any], param: Callable[[str], str]) -> None:
         for key, value in document.items():
-            name = _normalise_key(str(key))
+            name = normalise_key(str(key))
             if name in _UNSUPPORTED_CONFIG_KEYS:
                 raise InvalidArgument(
                     f"Portkey routing strategies ('{key}') are not supported; name one provider.",
