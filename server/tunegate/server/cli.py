@@ -346,20 +346,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def _new_master(path: Path, *, generate: bool) -> Any:
     """The new master key of a rotation: read from `path`, written there first with `generate`."""
-    from tunegate.server.auth import MasterKey
+    from tunegate.server.auth import MasterKey, write_new_master_key
 
-    if generate:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(MasterKey.generate().encoded() + "\n")
     try:
-        return MasterKey.from_base64(path.read_text())
+        return write_new_master_key(path) if generate else MasterKey.from_base64(path.read_text())
     except (OSError, ValueError) as exc:
         raise SystemExit(f"tunegate keys rotate-master: {path}: {exc}") from None
 
 
 async def _keys_command(args: argparse.Namespace, settings: Settings) -> None:
-    from tunegate.server.auth import ApiKeys, MasterKey, StoredVirtualKeys, load_master_key
+    from tunegate.server.auth import ApiKeys, MasterKey, load_master_key, rotate_master
     from tunegate.server.errors import TunegateError
     from tunegate.server.store import Database
 
@@ -388,9 +384,7 @@ async def _keys_command(args: argparse.Namespace, settings: Settings) -> None:
         else:
             path: Path = args.new_key_file
             new: MasterKey = args.new_master
-            hashed = await database.auth.secret("api_key_hash")
-            count = await StoredVirtualKeys(database.auth, master).rotate_master(new, hashed)
-            count += await database.webhooks.rewrap(master, new)
+            count = await rotate_master(database, master, new)
             default_file = config.data_dir / "master.key"
             if not os.environ.get("TUNEGATE_MASTER_KEY") and config.master_key_file is None:
                 os.replace(path, default_file)

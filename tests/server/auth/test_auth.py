@@ -12,7 +12,7 @@ import pytest
 from tunegate.server.auth import ApiKeys, Guard, MasterKey, SealError, StoredVirtualKeys, load_master_key
 from tunegate.server.cli import main as cli_main
 from tunegate.server.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from tunegate.server.store import Database
+from tunegate.server.store import Database, WebhookEndpointRecord
 
 
 def test_seal_binds_the_value_to_its_row_and_master() -> None:
@@ -92,13 +92,23 @@ async def test_rotating_the_master_key_keeps_every_secret_usable(tmp_path: Path)
         stored = StoredVirtualKeys(database.auth, master)
         await stored.create("org:acme", slug="team", provider="openai", key="sk-rotate-me", options={})
         issued = await ApiKeys(database.auth, master).create(tenant="acme", name="ci")
+        database.webhooks.sealer = master
+        hook = WebhookEndpointRecord(
+            id="we_rotate",
+            owner="org:acme",
+            url="https://h.example/x",
+            events=(),
+            secret="whsec_c2VjcmV0",
+            created_at=1,
+        )
+        await database.webhooks.insert_endpoint(hook)
     finally:
         await database.close()
     out = io.StringIO()
     argv = ["keys", "--data-dir", str(tmp_path), "rotate-master", "--new-key-file", str(tmp_path / "new.key")]
     with contextlib.redirect_stdout(out):
         await asyncio.to_thread(cli_main, [*argv, "--generate"])  # the CLI runs its own event loop
-    assert "re-wrapped 2 secrets" in out.getvalue()
+    assert "re-wrapped 3 secrets" in out.getvalue()
     new = load_master_key(tmp_path, environ={})
     assert new != master
     database = await Database.open(url)
@@ -110,6 +120,9 @@ async def test_rotating_the_master_key_keeps_every_secret_usable(tmp_path: Path)
         assert await ApiKeys(database.auth, new).authenticate(issued.key) is not None
         with pytest.raises(SealError):
             StoredVirtualKeys(database.auth, master).unseal(await stored.get("org:acme", "team"))
+        database.webhooks.sealer = new
+        found_hook = await database.webhooks.get_endpoint("org:acme", "we_rotate")
+        assert found_hook is not None and found_hook.secret == "whsec_c2VjcmV0"
     finally:
         await database.close()
 

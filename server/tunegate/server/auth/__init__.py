@@ -3,8 +3,15 @@
 
 from __future__ import annotations
 
-from tunegate.server.auth._crypto import MASTER_KEY_ENV, MasterKey, SealError, load_master_key
+from tunegate.server.auth._crypto import (
+    MASTER_KEY_ENV,
+    MasterKey,
+    SealError,
+    load_master_key,
+    write_new_master_key,
+)
 from tunegate.server.auth._keys import AUTH_MODES, ApiKeys, Guard, IssuedKey, Principal, current_principal
+from tunegate.server.auth._rotation import rotate_master
 from tunegate.server.auth._vkeys import StoredVirtualKeys, masked
 
 __all__ = [
@@ -20,4 +27,6 @@ __all__ = [
     "current_principal",
     "load_master_key",
     "masked",
+    "rotate_master",
+    "write_new_master_key",
 ]

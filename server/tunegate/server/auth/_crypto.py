@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["MASTER_KEY_ENV", "MasterKey", "SealError", "load_master_key"]
+__all__ = ["MASTER_KEY_ENV", "MasterKey", "SealError", "load_master_key", "write_new_master_key"]
 
 MASTER_KEY_ENV = "TUNEGATE_MASTER_KEY"
 _VERSION = "v1"
@@ -135,8 +135,13 @@ def load_master_key(
     path = data_dir / "master.key"
     if path.exists():
         return MasterKey.from_base64(path.read_text())
-    key = MasterKey.generate()
     data_dir.mkdir(parents=True, exist_ok=True)
+    return write_new_master_key(path)
+
+
+def write_new_master_key(path: Path) -> MasterKey:
+    """A fresh master key, written to `path` (created, mode 0600; an existing file is an error)."""
+    key = MasterKey.generate()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(key.encoded() + "\n")

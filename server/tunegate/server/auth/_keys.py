@@ -89,6 +89,11 @@ class IssuedKey:
     key: str
 
 
+def gateway_secret_aad(name: str) -> bytes:
+    """What a sealed gateway secret is bound to (its name)."""
+    return f"gateway_secrets:{name}".encode()
+
+
 def check_tenant(tenant: str) -> str:
     if not _TENANT.fullmatch(tenant):
         raise InvalidArgument(
@@ -112,7 +117,7 @@ class ApiKeys:
 
     async def _key(self) -> bytes:
         if self._hash_key is None:
-            aad = f"gateway_secrets:{HASH_KEY_NAME}".encode()
+            aad = gateway_secret_aad(HASH_KEY_NAME)
             sealed = await self._repo.secret(HASH_KEY_NAME)
             if sealed is None:
                 await self._repo.insert_secret(HASH_KEY_NAME, self._master.seal(secrets.token_bytes(32), aad))

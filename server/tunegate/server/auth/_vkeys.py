@@ -39,7 +39,8 @@ def masked(secret: str) -> str:
     return "****" + secret[-4:] if len(secret) > 8 else "****"
 
 
-def _aad(owner: str, slug: str) -> bytes:
+def secret_aad(owner: str, slug: str) -> bytes:
+    """What a stored virtual key's secret is bound to (its owner and slug)."""
     return f"virtual_keys:{owner}:{slug}".encode()
 
 
@@ -85,7 +86,7 @@ class StoredVirtualKeys:
 
     def _open(self, row: VirtualKeyRecord) -> tuple[VirtualKey, str]:
         key = _virtual_key(row.slug, row.provider, json.loads(row.config))
-        return key, self._master.unseal(row.secret, _aad(row.owner, row.slug)).decode("utf-8")
+        return key, self._master.unseal(row.secret, secret_aad(row.owner, row.slug)).decode("utf-8")
 
     def for_call(self, metadata: Mapping[str, str], slug: str) -> tuple[VirtualKey, str, str] | None:
         principal = current_principal.get()
@@ -151,7 +152,7 @@ class StoredVirtualKeys:
             slug=slug,
             provider=name,
             config=config,
-            secret=self._master.seal(key.strip().encode("utf-8"), _aad(owner, slug)),
+            secret=self._master.seal(key.strip().encode("utf-8"), secret_aad(owner, slug)),
             created_at=now,
             updated_at=now,
         )
@@ -186,7 +187,7 @@ class StoredVirtualKeys:
             slug=slug,
             provider=name,
             config=config,
-            secret=self._master.seal(secret.encode("utf-8"), _aad(owner, slug)),
+            secret=self._master.seal(secret.encode("utf-8"), secret_aad(owner, slug)),
             created_at=current.created_at,
             updated_at=max(int(self._clock()), current.updated_at + 1),
         )
@@ -201,15 +202,4 @@ class StoredVirtualKeys:
         self._rows.pop((owner, slug), None)
 
     def unseal(self, record: VirtualKeyRecord) -> str:
-        return self._master.unseal(record.secret, _aad(record.owner, record.slug)).decode("utf-8")
-
-    async def rotate_master(self, new: MasterKey, api_key_hash: str | None) -> int:
-        """Re-wraps every sealed value under `new` in one transaction; returns how many."""
-        rows = await self._repo.virtual_keys()
-        keys = {(r.owner, r.slug): self._master.rewrap(r.secret, _aad(r.owner, r.slug), new) for r in rows}
-        secrets: dict[str, str] = {}
-        if api_key_hash is not None:
-            name = "api_key_hash"
-            secrets[name] = self._master.rewrap(api_key_hash, f"gateway_secrets:{name}".encode(), new)
-        await self._repo.rewrap_all(secrets, keys)
-        return len(keys) + len(secrets)
+        return self._master.unseal(record.secret, secret_aad(record.owner, record.slug)).decode("utf-8")

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from tunegate.server.store._database import Engine
-from tunegate.server.store._schema import api_keys, gateway_secrets, virtual_keys
+from tunegate.server.store._schema import api_keys, gateway_secrets, virtual_keys, webhook_endpoints
 
 __all__ = ["ApiKeyRecord", "AuthRepository", "Duplicate", "VirtualKeyRecord"]
 
@@ -143,9 +143,15 @@ class AuthRepository:
             return False
         return True
 
-    async def rewrap_all(self, secrets: dict[str, str], keys: dict[tuple[str, str], str]) -> None:
-        """Replaces sealed values in one transaction (a master-key rotation)."""
+    async def rewrap_all(
+        self, secrets: dict[str, str], keys: dict[tuple[str, str], str], endpoints: dict[str, str]
+    ) -> None:
+        """Replaces every sealed value — gateway secrets, virtual keys' secrets, webhook
+        endpoints' signing secrets — in one transaction (a master-key rotation)."""
         async with self._engine.begin() as conn:
+            for endpoint_id, value in endpoints.items():
+                endpoint = webhook_endpoints.c.id == endpoint_id
+                await conn.execute(webhook_endpoints.update().where(endpoint).values(secret=value))
             for name, value in secrets.items():
                 await conn.execute(
                     gateway_secrets.update().where(gateway_secrets.c.name == name).values(value=value)

@@ -50,21 +50,22 @@ class Sealer(Protocol):
     def unseal(self, sealed: str, aad: bytes) -> bytes: ...
 
 
-def _aad(endpoint_id: str) -> bytes:
+def endpoint_secret_aad(endpoint_id: str) -> bytes:
+    """What an endpoint's sealed signing secret is bound to (its id)."""
     return f"webhook_endpoints:{endpoint_id}".encode()
 
 
 def seal(sealer: Sealer | None, endpoint_id: str, secret: str) -> str:
     """The stored form of an endpoint's signing secret: sealed under the master key (bound to the
     endpoint's id), or the secret itself when the repository has no sealer."""
-    return secret if sealer is None else sealer.seal(secret.encode("utf-8"), _aad(endpoint_id))
+    return secret if sealer is None else sealer.seal(secret.encode("utf-8"), endpoint_secret_aad(endpoint_id))
 
 
 def unseal(sealer: Sealer | None, endpoint_id: str, stored: str) -> str:
     """The signing secret from its stored form (the inverse of `seal`)."""
     if sealer is None or stored.startswith("whsec_"):
         return stored
-    return sealer.unseal(stored, _aad(endpoint_id)).decode("utf-8")
+    return sealer.unseal(stored, endpoint_secret_aad(endpoint_id)).decode("utf-8")
 
 
 def event_id(job_id: str, event_type: str) -> str:
@@ -256,19 +257,12 @@ class WebhookRepository:
             for values in (row._asdict() for row in rows)
         ]
 
-    async def rewrap(self, old: Any, new: Any) -> int:
-        """Re-seals every endpoint's secret from `old` to `new` (a master-key rotation), in one
-        transaction; returns how many."""
-        async with self._engine.begin() as conn:
-            rows = (await conn.execute(sa.select(webhook_endpoints.c.id, webhook_endpoints.c.secret))).all()
-            for endpoint_id, stored in rows:
-                secret = unseal(old, endpoint_id, stored)
-                await conn.execute(
-                    webhook_endpoints.update()
-                    .where(webhook_endpoints.c.id == endpoint_id)
-                    .values(secret=seal(new, endpoint_id, secret))
-                )
-        return len(rows)
+    async def stored_secrets(self) -> dict[str, str]:
+        """Every endpoint's signing secret as stored (sealed), by endpoint id: what a master-key
+        rotation re-wraps (`tunegate.server.auth.rotate_master`)."""
+        query = sa.select(webhook_endpoints.c.id, webhook_endpoints.c.secret)
+        async with self._engine.connect() as conn:
+            return {endpoint_id: stored for endpoint_id, stored in (await conn.execute(query)).all()}
 
     async def next_due(self) -> float | None:
         """When the earliest pending delivery is due (None: nothing pending)."""
