@@ -295,7 +295,7 @@ async def test_a_lease_taken_on_a_stale_read_of_a_rescheduled_job_is_refused(
         }
         now_ms = now * 1000
         assert await database.polls.claim(now_ms=now_ms, holder="a", **claim) == [(job.id, 0.0)]
-        await database.polls.schedule(job.id, holder="a", next_at_ms=now_ms + 60_000, interval=60.0)
+        await database.polls.schedule_many("a", [(job.id, now_ms + 60_000, 60.0)])
         async with database.engine.begin() as conn:  # B's lease, after its stale read
             stale = await PollRepository._lease(conn, job.id, True, now_ms + 500, now_ms + 60_500, "b")
         assert not stale

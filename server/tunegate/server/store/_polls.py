@@ -94,25 +94,9 @@ class PollRepository:
         )
         return bool(result.rowcount == 1)
 
-    async def schedule(self, job_id: str, *, holder: str, next_at_ms: int, interval: float) -> None:
-        """Releases `holder`'s lease and sets the next poll."""
-        query = (
-            job_polls.update()
-            .where(job_polls.c.job_id == job_id, job_polls.c.holder == holder)
-            .values(
-                next_at=next_at_ms,
-                interval=interval,
-                lease_until=None,
-                holder=None,
-                polls=job_polls.c.polls + 1,
-            )
-        )
-        async with self._engine.begin() as conn:
-            await conn.execute(query)
-
     async def schedule_many(self, holder: str, schedules: Iterable[tuple[str, int, float]]) -> None:
-        """`schedule` for many jobs — (job id, next poll in epoch ms, interval) — in one
-        transaction."""
+        """Releases `holder`'s leases and sets each job's next poll — (job id, next poll in epoch
+        ms, interval) — in one transaction."""
         rows = [{"job": job_id, "next_at": at, "interval": interval} for job_id, at, interval in schedules]
         if not rows:
             return
