@@ -25,7 +25,8 @@ lacks it) is checked as if it were ``running``.
 
 Jobs progress per ``tests.fakes._jobs`` (``validating_files → queued → running → succeeded``;
 ``failed`` on bad JSONL): each ``GET /fine_tuning/jobs/{id}`` performs ``steps_per_get``
-transitions (0 = only explicit ``fake.advance(job_id, to=…)``). Objects belong to the API key that
+transitions (0 = only explicit ``fake.advance(job_id, to=…)``), and each listing page performs
+``steps_per_list`` on every job it holds (0 by default). Objects belong to the API key that
 created them; another key gets 404.
 
 Use: ``async with``-free — ``fake = FakeOpenAI(); await fake.start(); fake.base_url`` …
@@ -184,8 +185,9 @@ class FakeOpenAI(FakeServer):
     """OpenAI under ``/v1`` (see the module docstring for what is checked).
 
     ``api_keys``: accepted keys (``None`` = any non-empty bearer token). ``steps_per_get``: job
-    transitions per job GET. ``total_steps``: training steps (each a metrics event + checkpoint).
-    ``min_examples``: examples a training file needs (OpenAI's documented floor is 10, §2.4).
+    transitions per job GET; ``steps_per_list``: per job on a listing page. ``total_steps``:
+    training steps (each a metrics event + checkpoint). ``min_examples``: examples a training file
+    needs (OpenAI's documented floor is 10, §2.4).
     """
 
     def __init__(
@@ -193,11 +195,13 @@ class FakeOpenAI(FakeServer):
         *,
         api_keys: set[str] | None = None,
         steps_per_get: int = 1,
+        steps_per_list: int = 0,
         total_steps: int = 3,
         min_examples: int = 1,
         organization: str = "org-fake",
     ) -> None:
         super().__init__(steps_per_get=steps_per_get)
+        self.steps_per_list = steps_per_list
         self.api_keys = api_keys
         self.organization = organization
         self.files: dict[str, StoredFile] = {}
@@ -472,6 +476,8 @@ class FakeOpenAI(FakeServer):
             else:
                 jobs = [j for j in jobs if all((j.metadata or {}).get(k) == v for k, v in wanted.items())]
         chunk, more = page(jobs, query.get("after"), query.get("limit", 20), key=lambda j: j.id)
+        for job in chunk:
+            self.sim.advance(job, steps=self.steps_per_list)
         body = {"object": "list", "data": [job_json(j, self.organization) for j in chunk], "has_more": more}
         return self.emit(request, body, _check_job_list)
 

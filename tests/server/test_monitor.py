@@ -4,6 +4,7 @@ PostgreSQL database split the jobs and never poll one twice at once; a survivor 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import signal
@@ -19,14 +20,16 @@ import grpc
 import grpc.aio
 import httpx
 import pytest
+import sqlalchemy as sa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tunegate.server import GatewayServer, ServerConfig
 from tunegate.server.ids import new_id
-from tunegate.server.jobs import MonitorSettings
+from tunegate.server.jobs import JobMonitor, MonitorSettings
 from tunegate.server.jobs._monitor import next_interval
 from tunegate.server.jobs._service import PollOutcome
 from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, RoutingConfig, VirtualKey
 from tunegate.server.store import Database, JobRecord, PollRepository
+from tunegate.server.store._schema import job_polls
 from tunegate.v1 import fine_tuning_pb2, fine_tuning_pb2_grpc
 
 from tests.fakes import FakeOpenAI, start_fake_openai_in_thread
@@ -118,17 +121,27 @@ def _polls(fake: FakeOpenAI, natives: dict[str, str]) -> dict[str, list[float]]:
 @pytest.fixture
 def fake_openai() -> Any:
     os.environ["TG_MONITOR_KEY"] = SECRET
-    fake = start_fake_openai_in_thread(steps_per_get=1, api_keys={SECRET})
+    fake = start_fake_openai_in_thread(steps_per_get=1, steps_per_list=1, api_keys={SECRET})
     yield fake
     fake.close()
 
 
+def _listings(fake: FakeOpenAI) -> list[float]:
+    """When the fake's job listing was read."""
+    requests = fake.call(lambda: list(fake.requests))
+    return [r.at for r in requests if r.method == "GET" and r.path.rstrip("/").endswith("/fine_tuning/jobs")]
+
+
+@pytest.mark.parametrize("swept", [True, False], ids=["swept", "one-by-one"])
 async def test_jobs_reach_succeeded_with_no_client_polling(
-    tmp_path: Path, fake_openai: FakeOpenAI, database_url: str | None
+    tmp_path: Path, fake_openai: FakeOpenAI, database_url: str | None, swept: bool
 ) -> None:
     server = await GatewayServer.start(_config(tmp_path, fake_openai, database_url, "one"))
     try:
-        ids = await _create_jobs(server, fake_openai, 3)
+        assert server.monitor is not None
+        if not swept:  # an account's jobs are read from its listing only from this many on
+            server.monitor.settings = dataclasses.replace(server.monitor.settings, sweep_min_jobs=100)
+        ids = await _create_jobs(server, fake_openai, 5)
         deadline = time.monotonic() + 30
         while True:
             records = [await server.database.jobs.get_any(i) for i in ids]
@@ -136,11 +149,17 @@ async def test_jobs_reach_succeeded_with_no_client_polling(
                 break
             assert time.monotonic() < deadline, [r.status for r in records if r is not None]
             await asyncio.sleep(0.1)
-        assert server.monitor is not None and server.monitor.polled >= 3
+        assert server.monitor.polled >= 5
         natives = _native_ids(fake_openai, ids)
-        settled = {job: len(times) for job, times in _polls(fake_openai, natives).items()}
+        reads = {job: len(times) for job, times in _polls(fake_openai, natives).items()}
+        listings = len(_listings(fake_openai))
+        if swept:  # the jobs were read a page at a time: fewer reads than polls
+            assert listings >= 1 and sum(reads.values()) + listings < server.monitor.polled
+        else:
+            assert listings == 0 and len(reads) == 5
         await asyncio.sleep(1.0)  # terminal: never polled again
-        assert {job: len(times) for job, times in _polls(fake_openai, natives).items()} == settled
+        assert {job: len(times) for job, times in _polls(fake_openai, natives).items()} == reads
+        assert len(_listings(fake_openai)) == listings
         assert fake_openai.violations == []
     finally:
         await server.stop(0)
@@ -170,7 +189,7 @@ def _ready(port: int) -> None:
 def test_two_server_processes_split_200_jobs_and_a_survivor_takes_over(
     tmp_path: Path, postgres_url: str, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.steps_per_get = 0  # the jobs keep running
+    fake_openai.steps_per_get = fake_openai.steps_per_list = 0  # the jobs keep running
     config = tmp_path / "tunegate.toml"
     config.write_text(
         f"""
@@ -205,6 +224,7 @@ api_key_env = "TG_MONITOR_KEY"
             request = fine_tuning_pb2.CreateFineTuningJobRequest(
                 model="gpt-4o-mini-2024-07-18", training_file=native_file
             )
+            created_at = time.monotonic()
             ids = [
                 stub.CreateFineTuningJob(
                     request, metadata=(("x-portkey-virtual-key", "team"),), timeout=30
@@ -216,19 +236,45 @@ api_key_env = "TG_MONITOR_KEY"
         procs[0].kill()  # no shutdown: its leases are left to expire
         procs[0].wait(timeout=10)
         killed_at = time.monotonic()
+        at_kill = _poll_counts(postgres_url)
         time.sleep(5.0)
+        at_end = _poll_counts(postgres_url)
+        ended_at = time.monotonic()
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=30)
-    polls = _polls(fake_openai, natives)
-    assert set(polls) == set(natives)
-    for job, times in polls.items():
+    # The jobs are read from the account's listing (a page holds many), and alone only when a
+    # walk missed them; a job read alone is never read twice within an interval.
+    listings = _listings(fake_openai)
+    assert listings, "the replicas did not read the listing"
+    for job, times in _polls(fake_openai, natives).items():
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert all(gap >= 0.9 for gap in gaps), (job, gaps)  # never twice within an interval
-        assert any(at > killed_at + 2.5 for at in times), job  # the survivor follows it
+        assert all(gap >= 0.9 for gap in gaps), (job, gaps)
+    # Polled by one replica at a time, at the configured 1 s (a sweep may take a job up to half
+    # an interval early, once, as it joins its account's round): never twice per interval.
+    assert set(ids) <= set(at_end)  # (the session database also holds other tests' jobs)
+    for job in ids:
+        assert at_end[job] <= ended_at - created_at + 3, (job, at_end[job])
+        assert at_end[job] - at_kill[job] >= 1, job  # the survivor follows it
+        assert at_end[job] - at_kill[job] <= ended_at - killed_at + 2, (job, at_kill[job], at_end[job])
     assert fake_openai.violations == []
+
+
+def _poll_counts(database_url: str) -> dict[str, int]:
+    """Each followed job's poll count, as the replicas recorded it."""
+
+    async def read() -> dict[str, int]:
+        database = await Database.open(database_url)
+        try:
+            async with database.engine.connect() as conn:
+                rows = await conn.execute(sa.select(job_polls.c.job_id, job_polls.c.polls))
+                return {job_id: int(polls) for job_id, polls in rows}
+        finally:
+            await database.close()
+
+    return asyncio.run(read())
 
 
 def _free_port() -> int:
@@ -297,9 +343,43 @@ async def test_a_lease_taken_on_a_stale_read_of_a_rescheduled_job_is_refused(
         assert await database.polls.claim(now_ms=now_ms, holder="a", **claim) == [(job.id, 0.0)]
         await database.polls.schedule_many("a", [(job.id, now_ms + 60_000, 60.0)])
         async with database.engine.begin() as conn:  # B's lease, after its stale read
-            stale = await PollRepository._lease(conn, job.id, True, now_ms + 500, now_ms + 60_500, "b")
+            at = now_ms + 500
+            stale = await PollRepository._lease(conn, [job.id], at, at + 60_000, "b")
         assert not stale
         assert await database.polls.claim(now_ms=now_ms + 500, holder="b", **claim) == []
         assert await database.polls.claim(now_ms=now_ms + 60_000, holder="b", **claim) == [(job.id, 60.0)]
     finally:
         await database.close()
+
+
+async def test_a_refused_listing_reschedules_its_jobs_after_retry_after(
+    tmp_path: Path, fake_openai: FakeOpenAI
+) -> None:
+    """A 429 on the account's listing cuts the sweep: its jobs are not then read one by one (that
+    would hammer a provider that just refused), but rescheduled after `Retry-After`."""
+    fake_openai.steps_per_get = fake_openai.steps_per_list = 0
+    clock = FakeClock(time.time())
+    server = await GatewayServer.start(
+        _config(tmp_path, fake_openai, None, "refused", monitor_enabled=False), clock=clock
+    )
+    try:
+        ids = await _create_jobs(server, fake_openai, 4)
+        settings = MonitorSettings(min_interval=10, max_interval=300)
+        monitor = JobMonitor(server.jobs, server.database.polls, settings, clock=clock)
+        clock.advance(11)  # a new job is first polled `min_interval` after its creation
+        fake_openai.inject("429", path=r"/fine_tuning/jobs$", method="GET", retry_after=120)
+        before = len(fake_openai.call(lambda: list(fake_openai.requests)))
+        assert await monitor.tick() == 4
+        tried = fake_openai.call(lambda: list(fake_openai.requests))[before:]
+        assert [(r.method, r.path) for r in tried] == [("GET", "/v1/fine_tuning/jobs")]
+        async with server.database.engine.connect() as conn:
+            rows = await conn.execute(sa.select(job_polls.c.job_id, job_polls.c.next_at))
+            next_at = dict(rows.all())
+        assert set(next_at) == set(ids)
+        assert all(at / 1000 - clock.now > 119.9 for at in next_at.values())
+        assert await monitor.tick() == 0  # nothing due before then
+        clock.advance(131)  # (polls fall on the account's grid: up to min_interval after Retry-After)
+        assert await monitor.tick() == 4  # swept again: one page holds them all
+        assert len(_listings(fake_openai)) == 2
+    finally:
+        await server.stop(0)

@@ -9,7 +9,18 @@ Each tick claims the due jobs (`PollRepository.claim`: a lease per job, row lock
 `SKIP LOCKED` on PostgreSQL, so replicas sharing a database split the work and never poll one job
 twice at once; a replica that dies leaves leases that expire after `lease_seconds`, and the
 others take its jobs over), polls them (`JobService.poll`, at most `concurrency` at a time) and
-schedules the next poll:
+schedules the next poll.
+
+An account whose provider lists whole jobs (`Capability.LIST_FULL_JOBS`: OpenAI, Azure, Vertex,
+Fireworks) is read a page at a time rather than a job at a time. Its jobs' polls are placed on a
+grid of `min_interval` seconds (the nearest point, offset per account, so accounts do not all fall
+due at once): jobs of one account due at about the same time fall due at the same instant. The
+claim then takes all of the account's due jobs (up to `sweep_limit`, beyond `batch`), and one walk
+over the account's listing (`JobService.sweep`) answers them: a thousand running jobs on one key
+cost ten listing calls a round instead of a thousand reads. A job the walk does not reach is read
+alone; a refusal (429, 5xx) cuts the walk and reschedules the rest as below.
+
+The cadence of each job:
 
 - right after a status change: `min_interval` seconds;
 - no change: the last interval × `backoff`, up to `max_interval` (a long run is polled rarely);
@@ -27,12 +38,16 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from tunegate.server.errors import TunegateError
 from tunegate.server.jobs._service import JobService, PollOutcome
+from tunegate.server.providers.interface import JobObject
 from tunegate.server.routing import LOCAL_PROVIDER, STORED_KEY_PREFIX
-from tunegate.server.store import PollRepository
+from tunegate.server.store import JobRecord, PollRepository
 
 __all__ = ["JobMonitor", "MonitorSettings"]
 
@@ -45,7 +60,9 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 class MonitorSettings:
     """`tick`: seconds between claims. `min_interval` / `max_interval` / `backoff`: the polling
     cadence per job (see the module docstring). `lease_seconds`: how long a claim holds a job.
-    `batch`: jobs claimed per tick; `concurrency`: polls in flight at once."""
+    `batch`: due jobs claimed per tick; `concurrency`: polls in flight at once. `sweep_limit`:
+    an account's jobs claimed with a due one, at most; `sweep_min_jobs`: fewer jobs of one account
+    are read one by one (see the module docstring)."""
 
     enabled: bool = True
     tick: float = 1.0
@@ -55,12 +72,16 @@ class MonitorSettings:
     lease_seconds: float = 60.0
     batch: int = 100
     concurrency: int = 8
+    sweep_limit: int = 10_000
+    sweep_min_jobs: int = 3
 
     def __post_init__(self) -> None:
         if not (self.tick > 0 and 0 < self.min_interval <= self.max_interval and self.backoff >= 1):
             raise ValueError("monitor: need 0 < tick, 0 < min_interval <= max_interval, backoff >= 1")
-        if self.lease_seconds <= 0 or self.batch < 1 or self.concurrency < 1:
-            raise ValueError("monitor: lease_seconds, batch and concurrency must be positive")
+        if self.lease_seconds <= 0 or self.batch < 1 or self.concurrency < 1 or self.sweep_min_jobs < 1:
+            raise ValueError("monitor: lease_seconds, batch, concurrency and sweep_min_jobs must be positive")
+        if self.sweep_limit < 0:
+            raise ValueError("monitor: sweep_limit must not be negative")
 
 
 def next_interval(settings: MonitorSettings, last: float, outcome: PollOutcome) -> float | None:
@@ -107,31 +128,77 @@ class JobMonitor:
             followed=(LOCAL_PROVIDER,),
             prefixes=("vk:", STORED_KEY_PREFIX),
             first_after_ms=int(s.min_interval * 1000),  # a job just created was just read
+            sweeps=self._jobs.lists_whole_jobs,
+            sweep_limit=s.sweep_limit,
         )
         records = {
             record.id: record for record in await self._jobs.records([job_id for job_id, _ in claimed])
         }
         gate = asyncio.Semaphore(s.concurrency)
+        listed: dict[str, JobObject] = {}
+        refused: dict[str, TunegateError] = {}
         schedules: list[tuple[str, int, float]] = []
+
+        async def sweep(group: list[JobRecord]) -> None:
+            async with gate:
+                try:
+                    found, error = await self._jobs.sweep(group)
+                except Exception:
+                    logger.exception("monitor: listing the jobs of %s failed", group[0].account_key)
+                    return  # each job is then read alone
+            listed.update(found)
+            if error is not None:
+                refused.update((r.id, error) for r in group if r.id not in found)
 
         async def one(job_id: str, last: float) -> None:
             record = records.get(job_id)
             async with gate:
                 try:
-                    outcome = PollOutcome(None, None) if record is None else await self._jobs.poll(record)
+                    if record is None:
+                        outcome = PollOutcome(None, None)
+                    elif job_id in refused:
+                        error = refused[job_id]
+                        retry_after = getattr(error, "retry_after", None)
+                        outcome = PollOutcome(record.status, record.status, retry_after, error.code)
+                    else:
+                        outcome = await self._jobs.poll(record, listed.get(job_id))
                 except Exception:
                     logger.exception("monitor: polling %s failed", job_id)
                     outcome = PollOutcome("unknown", "unknown", error="internal_error")
                 self.polled += 1
             interval = next_interval(s, last, outcome)
             after = s.max_interval * 1000 if interval is None else interval * 1000
-            schedules.append((job_id, int(self._clock() * 1000 + after), interval or 0.0))
+            now = self._clock() * 1000
+            at = int(now + after)
+            if record is not None and self._jobs.lists_whole_jobs(record.provider):
+                at = self._on_grid(at, record.account_key, int(now + (outcome.retry_after or 0) * 1000))
+            schedules.append((job_id, at, interval or 0.0))
 
         try:
+            await asyncio.gather(*(sweep(group) for group in self._sweep_groups(records.values())))
             await asyncio.gather(*(one(job_id, last) for job_id, last in claimed))
         finally:  # the leases are released whatever happened (else they expire)
             await self._polls.schedule_many(self.holder, schedules)
         return len(claimed)
+
+    def _on_grid(self, at_ms: int, account_key: str, not_before_ms: int) -> int:
+        """`at_ms` moved to the nearest point of the account's polling grid (see the module
+        docstring), at most half of `min_interval` earlier or later, and never before
+        `not_before_ms` (a provider's `Retry-After`)."""
+        step = max(1, int(self.settings.min_interval * 1000))
+        offset = zlib.crc32(account_key.encode()) % step
+        at = round((at_ms - offset) / step) * step + offset
+        return at if at >= not_before_ms else at + step
+
+    def _sweep_groups(self, records: Iterable[JobRecord]) -> list[list[JobRecord]]:
+        """The claimed jobs read from their account's listing: created jobs on a sweeping
+        provider, grouped by account, in groups of at least `sweep_min_jobs`."""
+        groups: dict[str, list[JobRecord]] = defaultdict(list)
+        for record in records:
+            listed = record.state == "created" and record.native_id is not None
+            if listed and self._jobs.lists_whole_jobs(record.provider):
+                groups[record.account_key].append(record)
+        return [group for group in groups.values() if len(group) >= self.settings.sweep_min_jobs]
 
     async def run(self) -> None:
         """Ticks until cancelled; a failed tick is logged and the next one runs."""

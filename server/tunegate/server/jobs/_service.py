@@ -27,6 +27,7 @@ from tunegate.server.errors import (
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    TunegateError,
     Unavailable,
 )
 from tunegate.server.files import Clock, FileService
@@ -466,9 +467,49 @@ class JobService:
         """The registry's rows for `job_ids` (any owner), read at once (the job monitor's)."""
         return await self._repo.get_many(job_ids)
 
-    async def poll(self, record: JobRecord) -> PollOutcome:
+    def lists_whole_jobs(self, provider: str) -> bool:
+        """Whether `provider`'s job listing answers each job as a read of it would
+        (`LIST_FULL_JOBS`), so `sweep` can read its jobs."""
+        try:
+            return Capability.LIST_FULL_JOBS in self.backends.providers.get(provider).capabilities
+        except InvalidArgument:  # a provider no longer configured
+            return False
+
+    async def sweep(
+        self, records: Sequence[JobRecord], *, page_size: int = 100
+    ) -> tuple[dict[str, JobObject], TunegateError | None]:
+        """The provider's current jobs for `records` — created jobs of one account — read from
+        one walk over the account's job listing, when its provider lists whole jobs
+        (`LIST_FULL_JOBS`): at most twice the pages the jobs would fill, plus one. Returns the
+        jobs found (by gateway id) and the provider's refusal or failure that cut the walk short
+        (429, 5xx, a timeout), if any; a job not found is for the caller to read alone."""
+        backend = self.backends.for_job(records[0], None) if records else None
+        if backend is None or not backend.can(Capability.LIST_FULL_JOBS):
+            return {}, None
+        wanted = {r.native_id: r.id for r in records if r.native_id is not None}
+        found: dict[str, JobObject] = {}
+        token: str | None = None
+        with no_retries():
+            for _ in range(2 * -(-len(wanted) // page_size) + 1):
+                try:
+                    page = await backend.provider.list_jobs(
+                        backend.account, limit=page_size, page_token=token
+                    )
+                except (Unavailable, DeadlineExceeded, ResourceExhausted) as exc:
+                    return found, exc
+                for job in page.data:
+                    gateway_id = wanted.pop(str(job.get("id")), None)
+                    if gateway_id is not None:
+                        found[gateway_id] = job
+                if not wanted or not page.has_more:
+                    break
+                token = page.next_token
+        return found, None
+
+    async def poll(self, record: JobRecord, listed: JobObject | None = None) -> PollOutcome:
         """Refreshes one job from its provider with the credential the gateway holds for it (the
-        job monitor's call; a job whose account cannot be rebuilt is left as it is). A status
+        job monitor's call; a job whose account cannot be rebuilt is left as it is): `listed`,
+        the job as a `sweep` found it, else the provider's answer for the job alone. A status
         change also syncs the job's events, so the change is recorded as the provider reports it."""
         before = record.status
         backend = self.backends.for_job(record, None)
@@ -479,7 +520,7 @@ class JobService:
             if record.state != CREATED or record.native_id is None:
                 return PollOutcome(before, record.status)
             try:
-                fresh = await backend.provider.get_job(backend.account, record.native_id)
+                fresh = listed or await backend.provider.get_job(backend.account, record.native_id)
             except (Unavailable, DeadlineExceeded, ResourceExhausted) as exc:
                 return PollOutcome(
                     before, before, retry_after=getattr(exc, "retry_after", None), error=exc.code

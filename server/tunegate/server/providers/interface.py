@@ -59,6 +59,9 @@ class Capability(enum.Enum):
     """The adapter serves chat completions on its models (`ChatProvider.chat`)."""
     MODELS = "models"
     """The adapter lists the account's models (`ChatProvider.list_models` / `get_model`)."""
+    LIST_FULL_JOBS = "list_full_jobs"
+    """`list_jobs` answers each job exactly as `get_job` would, so the job monitor reads an
+    account's followed jobs from its listing (a page for up to 100 jobs) instead of one by one."""
     STAGED_FILES = "staged_files"
     """Gateway files are staged per job (`StagingProvider`): converted to what the job's model
     reads and written where the provider reads them, once per `staging_key`, instead of uploaded

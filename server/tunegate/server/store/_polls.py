@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,70 +29,113 @@ class PollRepository:
         followed: Iterable[str],
         prefixes: Iterable[str],
         first_after_ms: int = 0,
+        sweeps: Callable[[str], bool] | None = None,
+        sweep_limit: int = 0,
     ) -> list[tuple[str, float]]:
         """Leases up to `limit` due jobs to `holder` until `now_ms + lease_ms`; returns (job id,
         its last interval). Due: created, not in a `terminal` status, on an account the gateway
         can rebuild (a key in `followed`, or starting with one of `prefixes`), and either without
         a schedule row and created `first_after_ms` ago, or with one whose time has come and
-        whose lease is free. On PostgreSQL the candidate rows
-        are locked with `SKIP LOCKED`, so replicas claiming at once never take the same job."""
+        whose lease is free.
+
+        An account whose provider `sweeps` (its listing answers whole jobs) that has a due job
+        also has up to `sweep_limit` of its other due jobs leased with it, beyond `limit`, so the
+        monitor reads them all from one walk over the account's listing.
+
+        On PostgreSQL the candidate rows are locked with `SKIP LOCKED`, so replicas claiming at
+        once never take the same job."""
         p = job_polls
         rebuildable = sa.or_(
             jobs.c.account_key.in_(list(followed)), *(jobs.c.account_key.startswith(x) for x in prefixes)
         )
-        query = (
-            sa.select(jobs.c.id, p.c.interval, p.c.job_id.label("scheduled"))
+        free = sa.or_(p.c.lease_until.is_(None), p.c.lease_until <= now_ms)
+        # Spelled as the partial index `ix_jobs_active` spells it, so PostgreSQL uses it whatever
+        # the bound parameters: the claim reads only the unfinished jobs.
+        active = (sa.text(ACTIVE_JOBS), jobs.c.state == "created", jobs.c.status.not_in(list(terminal)))
+        due = (
+            sa.select(jobs.c.id, jobs.c.provider, jobs.c.account_key, p.c.job_id.label("scheduled"))
             .select_from(jobs.outerjoin(p, p.c.job_id == jobs.c.id))
             .where(
-                # Spelled as the partial index `ix_jobs_active` spells it, so PostgreSQL uses it
-                # whatever the bound parameters: the claim reads only the unfinished jobs.
-                sa.text(ACTIVE_JOBS),
-                jobs.c.state == "created",
-                jobs.c.status.not_in(list(terminal)),
+                *active,
                 rebuildable,
                 sa.or_(
                     sa.and_(p.c.job_id.is_(None), jobs.c.created_at * 1000 + first_after_ms <= now_ms),
-                    sa.and_(
-                        p.c.next_at <= now_ms, sa.or_(p.c.lease_until.is_(None), p.c.lease_until <= now_ms)
-                    ),
+                    sa.and_(p.c.next_at <= now_ms, free),
                 ),
             )
             .order_by(sa.func.coalesce(p.c.next_at, 0), jobs.c.seq)
             .limit(limit)
         )
-        claimed: list[tuple[str, float]] = []
+        until = now_ms + lease_ms
         async with self._engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update(of=jobs, skip_locked=True)
-            # The SELECT locks only `jobs` rows (the nullable side of an outer join cannot be
-            # locked): its `job_polls` values may be stale by the time a row is leased — another
-            # replica may have leased, polled and rescheduled the job meanwhile — so each lease
-            # re-checks that the job is still due and free.
-            for job_id, interval, scheduled in (await conn.execute(query)).all():
-                if await self._lease(conn, job_id, scheduled is not None, now_ms, now_ms + lease_ms, holder):
-                    claimed.append((job_id, float(interval or 0.0)))
+            postgres = conn.dialect.name == "postgresql"
+            if postgres:
+                due = due.with_for_update(of=jobs, skip_locked=True)
+            rows = (await conn.execute(due)).all()
+            scheduled = [r.id for r in rows if r.scheduled]
+            claimed = await self._lease(conn, scheduled, now_ms, until, holder)
+            new = [r.id for r in rows if not r.scheduled]
+            claimed += await self._schedule_first(conn, new, now_ms, until, holder)
+            accounts = {r.account_key for r in rows if sweeps is not None and sweeps(r.provider)}
+            if accounts and sweep_limit > 0:
+                companions = (
+                    sa.select(jobs.c.id)
+                    .select_from(jobs.join(p, p.c.job_id == jobs.c.id))
+                    .where(
+                        *active,
+                        jobs.c.account_key.in_(sorted(accounts)),
+                        p.c.next_at <= now_ms,
+                        free,  # the jobs just leased are no longer free
+                    )
+                    .order_by(p.c.next_at, jobs.c.seq)
+                    .limit(sweep_limit)
+                )
+                if postgres:
+                    companions = companions.with_for_update(of=jobs, skip_locked=True)
+                ids = list((await conn.execute(companions)).scalars())
+                claimed += await self._lease(conn, ids, now_ms, until, holder)
         return claimed
 
     @staticmethod
-    async def _lease(conn: Any, job_id: str, scheduled: bool, now_ms: int, until: int, holder: str) -> bool:
-        if scheduled:
-            result = await conn.execute(
-                job_polls.update()
-                .where(
-                    job_polls.c.job_id == job_id,
-                    job_polls.c.next_at <= now_ms,
-                    sa.or_(job_polls.c.lease_until.is_(None), job_polls.c.lease_until <= now_ms),
-                )
-                .values(lease_until=until, holder=holder)
+    async def _lease(
+        conn: Any, job_ids: list[str], now_ms: int, until: int, holder: str
+    ) -> list[tuple[str, float]]:
+        """Leases the scheduled `job_ids` still due and free at `now_ms`. The claim's
+        SELECT locks only `jobs` rows (the nullable side of an outer join cannot be locked): its
+        `job_polls` values may be stale by now — another replica may have leased, polled and
+        rescheduled a job meanwhile — so the lease re-checks both."""
+        if not job_ids:
+            return []
+        p = job_polls
+        result = await conn.execute(
+            p.update()
+            .where(
+                p.c.job_id.in_(job_ids),
+                p.c.next_at <= now_ms,
+                sa.or_(p.c.lease_until.is_(None), p.c.lease_until <= now_ms),
             )
-            return bool(result.rowcount == 1)
+            .values(lease_until=until, holder=holder)
+            .returning(p.c.job_id, p.c.interval)
+        )
+        return [(job_id, float(interval or 0.0)) for job_id, interval in result.all()]
+
+    @staticmethod
+    async def _schedule_first(
+        conn: Any, job_ids: list[str], now_ms: int, until: int, holder: str
+    ) -> list[tuple[str, float]]:
+        """Schedule rows, leased, for jobs never polled (another replica's row wins)."""
+        if not job_ids:
+            return []
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        row = {"next_at": now_ms, "interval": 0.0, "lease_until": until, "holder": holder, "polls": 0}
+        rows = [{"job_id": job_id, **row} for job_id in job_ids]
         result = await conn.execute(
             insert(job_polls)
-            .values(job_id=job_id, next_at=now_ms, interval=0.0, lease_until=until, holder=holder, polls=0)
-            .on_conflict_do_nothing(index_elements=["job_id"])  # another replica scheduled it first
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["job_id"])
+            .returning(job_polls.c.job_id)
         )
-        return bool(result.rowcount == 1)
+        return [(job_id, 0.0) for job_id in result.scalars()]
 
     async def schedule_many(self, holder: str, schedules: Iterable[tuple[str, int, float]]) -> None:
         """Releases `holder`'s leases and sets each job's next poll — (job id, next poll in epoch

@@ -132,6 +132,7 @@ class FireworksProvider:
             Capability.CREATE,
             Capability.RETRIEVE,
             Capability.LIST,
+            Capability.LIST_FULL_JOBS,
             Capability.CANCEL,
             Capability.RESUME,
             Capability.EVENTS,

@@ -80,6 +80,7 @@ class VertexProvider:
             Capability.CREATE,
             Capability.RETRIEVE,
             Capability.LIST,
+            Capability.LIST_FULL_JOBS,
             Capability.CANCEL,
             Capability.EVENTS,
             Capability.CHECKPOINTS,
