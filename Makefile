@@ -6,6 +6,8 @@ PROTOC   = PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m grpc_tools.protoc
 PROTOS   = $(wildcard proto/tunegate/v1/*.proto)
 GEN      = clients/python
 BUF      = node_modules/.bin/buf
+TS       = clients/typescript
+TS_DEPS  = $(TS)/node_modules/.package-lock.json
 
 .PHONY: install proto lint test run bench clean
 
@@ -22,9 +24,16 @@ $(BUF): package.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
-proto: install
+# The TypeScript package's dependencies, its code generator (protoc-gen-es) included.
+$(TS_DEPS): $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund
+	touch $@
+
+# Python stubs with grpc_tools' protoc; everything in buf.gen.yaml (the TypeScript client) with buf.
+proto: install $(BUF) $(TS_DEPS)
 	$(PROTOC) -Iproto -Ithird_party -I$$($(BIN)/python -c 'import grpc_tools,os;print(os.path.join(os.path.dirname(grpc_tools.__file__),"_proto"))') \
 	  --python_out=$(GEN) --mypy_out=$(GEN) --grpc_python_out=$(GEN) --mypy_grpc_out=$(GEN) $(PROTOS)
+	$(BUF) generate
 
 lint: install $(BUF)
 	$(BIN)/ruff check .
@@ -33,8 +42,10 @@ lint: install $(BUF)
 	$(BUF) lint
 	if git rev-parse --verify -q main >/dev/null; then $(BUF) breaking --against '.git#branch=main'; fi
 
-test: lint
+# The TypeScript suite starts its own `tunegate run`, the one in $(BIN).
+test: lint $(TS_DEPS)
 	$(BIN)/pytest
+	cd $(TS) && PATH=$(abspath $(BIN)):$$PATH npm test
 
 run: install
 	@echo "starting tunegate: REST http://127.0.0.1:8787/v1, gRPC 127.0.0.1:50051, data ./data"
@@ -44,4 +55,4 @@ bench: install
 	$(BIN)/python bench/upload_bench.py --size 1G --reps 2 --out bench/upload-results.jsonl
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache $(TS)/node_modules $(TS)/dist $(TS)/build-test

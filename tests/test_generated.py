@@ -34,3 +34,30 @@ def test_regeneration_changes_nothing(tmp_path: Path) -> None:
     assert sorted(fresh) == sorted(committed), "generated file set differs: run `make proto`"
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert not stale, f"stale generated code, run `make proto`: {stale}"
+
+
+TS_GENERATED = ROOT / "clients" / "typescript" / "src" / "gen"
+BUF = ROOT / "node_modules" / ".bin" / "buf"
+PROTOC_GEN_ES = ROOT / "clients" / "typescript" / "node_modules" / ".bin" / "protoc-gen-es"
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_typescript_regeneration_changes_nothing(tmp_path: Path) -> None:
+    """buf.gen.yaml's TypeScript output, generated afresh under `tmp_path`, is what is committed."""
+    missing = [str(tool.relative_to(ROOT)) for tool in (BUF, PROTOC_GEN_ES) if not tool.exists()]
+    assert not missing, f"{missing} not installed: `make test` (or `make proto`) installs them"
+    # `--output` prefixes the template's `out`, so the fresh tree lands under tmp_path.
+    subprocess.run(
+        [str(BUF), "generate", "--template", "buf.gen.yaml", "--output", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    fresh = _tree(tmp_path / TS_GENERATED.relative_to(ROOT))
+    committed = _tree(TS_GENERATED)
+    assert sorted(fresh) == sorted(committed), "generated file set differs: run `make proto`"
+    stale = [name for name in fresh if fresh[name] != committed[name]]
+    assert not stale, f"stale generated TypeScript, run `make proto`: {stale}"

@@ -3,7 +3,8 @@
 - ```toml: parsed by `tomllib` (a repeated key fails) and loaded through `load_settings`;
 - ```python: parsed by `ast`; the gRPC example must run its `main()` and does, against a live
   gateway;
-- ```bash: every `make` target named exists in the Makefile, every script named exists.
+- ```bash: every `make` target named exists in the Makefile, every script and repository folder
+  named exists, a TypeScript package tarball has the name `npm pack` gives it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import ast
 import contextlib
 import io
+import json
 import re
 import shlex
 import subprocess
@@ -93,12 +95,14 @@ def test_the_grpc_example_runs_its_main() -> None:
     assert any("main()" in ast.unparse(call) for call in calls), "main() is defined but never run"
 
 
-def test_the_grpc_example_lists_files_on_a_live_gateway(gateway: Gateway) -> None:
+def test_the_grpc_example_lists_files_and_reads_an_error_on_a_live_gateway(gateway: Gateway) -> None:
     source = _grpc_example().replace("127.0.0.1:50051", gateway.grpc_target)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(source, "README.md", "exec"), {"__name__": "readme"})
-    assert out.getvalue().strip().startswith("[")
+    first, error = out.getvalue().strip().splitlines()
+    assert first.startswith("[")
+    assert error.startswith("INVALID_ARGUMENT INVALID_VALUE limit "), error
 
 
 def _make_targets() -> set[str]:
@@ -106,14 +110,28 @@ def _make_targets() -> set[str]:
     return set(re.findall(r"^([A-Za-z][\w-]*):", makefile, flags=re.MULTILINE))
 
 
+def _ts_package_tarball() -> str:
+    """The file `npm pack` writes in clients/typescript."""
+    package = json.loads((ROOT / "clients" / "typescript" / "package.json").read_text(encoding="utf-8"))
+    return f"{package['name'].lstrip('@').replace('/', '-')}-{package['version']}.tgz"
+
+
 @pytest.mark.parametrize("body", _blocks("bash"))
 def test_bash_blocks_name_what_exists(body: str) -> None:
     targets = _make_targets()
-    for line in body.replace("\\\n", " ").splitlines():
+    commands = body.replace("\\\n", " ").replace("&&", "\n").splitlines()
+    for line in commands:
         words = shlex.split(line.split("#", 1)[0])
         if not words:
             continue
-        if words[0] == "make":
+        if words[0] == "cd":
+            if not words[1].startswith(("~", "/")):  # a folder of the repository; else the reader's
+                assert (ROOT / words[1]).is_dir(), f"README changes to {words[1]}, which does not exist"
+        elif words[0] == "npm":
+            assert words[1] in ("ci", "pack", "install", "test"), f"README runs npm {words[1]}"
+            for tarball in (w for w in words if w.endswith(".tgz")):
+                assert Path(tarball).name == _ts_package_tarball(), f"README installs {tarball}"
+        elif words[0] == "make":
             for target in words[1:]:
                 assert target in targets, f"README runs `make {target}`, which the Makefile lacks"
         elif words[0] in ("bash", ".venv/bin/python"):
