@@ -366,12 +366,8 @@ async def explain(url: str, lister_owner: str, deep_id: str) -> dict[str, str]:
         captured.clear()
         await database.jobs.page(lister_owner, limit=21, hidden_states=("failed_to_create",))
         plans["list_first"] = await plan(*captured[0])
-        cursor = await database.jobs.get(lister_owner, deep_id)
-        assert cursor is not None
         captured.clear()  # the page after the cursor, as `JobLister.list` asks for it
-        await database.jobs.page(
-            lister_owner, limit=21, after_seq=cursor.seq, hidden_states=("failed_to_create",)
-        )
+        await database.jobs.page(lister_owner, limit=21, after=deep_id, hidden_states=("failed_to_create",))
         plans["list_deep"] = await plan(*captured[0])
     finally:
         sa.event.remove(engine.sync_engine, "before_cursor_execute", capture)

@@ -167,3 +167,30 @@ async def test_concurrent_creates_completions_and_reads_all_finish(engine: Engin
     rows = await repo.page(owner, limit=100)
     assert len(created) == 100 and {r.id for r in rows} == created
     assert {r.state for r in rows} == {"created"}
+
+
+async def test_page_walks_an_owners_jobs_newest_first_after_a_cursor(engine: Engine) -> None:
+    repo = JobRepository(engine)
+    owner, other = "o-" + secrets.token_hex(4), "o-" + secrets.token_hex(4)
+    ids = [(await repo.insert_intent(_intent(owner, metadata={"n": str(i % 2)}))).id for i in range(5)]
+    theirs = (await repo.insert_intent(_intent(other))).id
+    hidden = await repo.insert_intent(_intent(owner))
+    assert await repo.fail(hidden.id, state="failed_to_create", error={"message": "x"}, now=2)
+    newest_first = ids[::-1]
+
+    async def page(limit: int, after: str | None = None, metadata: dict[str, str] | None = None) -> list[str]:
+        rows = await repo.page(
+            owner, limit=limit, after=after, metadata=metadata, hidden_states=("failed_to_create",)
+        )
+        return [r.id for r in rows]
+
+    assert await page(limit=3) == newest_first[:3]
+    assert await page(limit=3, after=newest_first[2]) == newest_first[3:]
+    assert await page(limit=10, after=newest_first[1], metadata={"n": "0"}) == [ids[2], ids[0]]
+    assert await page(limit=3, after=ids[0]) == []  # after the oldest job: the end
+    # A cursor the owner cannot use gives no rows: another owner's job, an unknown id.
+    assert await page(limit=3, after=theirs) == []
+    assert await page(limit=3, after="ftjob-unknown") == []
+    # A hidden job is left out, yet still a cursor (a client may hold its id from a create).
+    assert await page(limit=10, after=hidden.id) == newest_first
+    assert [r.id for r in await repo.page(owner, limit=1)] == [hidden.id]

@@ -10,9 +10,10 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.ext.asyncio import AsyncEngine
 from tunegate.server.store import migrate
 from tunegate.server.store._database import create_engine
-from tunegate.server.store._jobs import _BY_NATIVE_IDS
+from tunegate.server.store._jobs import _BY_NATIVE_IDS, _PAGE, _PAGE_AFTER
 from tunegate.server.store._schema import jobs, metadata
 
 
@@ -50,6 +51,54 @@ async def test_native_id_lookups_probe_an_index_on_owner_and_native_id(
         details = " ".join(str(row[-1]) for row in plan)
         assert "ix_jobs_owner_native (owner=? AND native_id=?)" in details, details
     finally:
+        await engine.dispose()
+
+
+async def test_a_listing_page_reads_the_owners_newest_entries_of_its_index(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """An owner holding most of the jobs while another owner added the newest ones: the page's
+    keys come from `ix_jobs_owner_seq` — on PostgreSQL from the index alone once vacuumed, as
+    autovacuum leaves a table — not from walking the primary key past the other owner's rows."""
+    engine = create_engine(database_url or f"sqlite:///{tmp_path / 'listing.db'}")
+    owner, other = "o-listing", "o-listing-other"
+    row = {
+        "provider": "openai",
+        "account_key": "a",
+        "state": "created",
+        "status": "succeeded",
+        "request": "{}",
+        "request_hash": "h",
+        "attempted": True,
+        "created_at": 1,
+        "updated_at": 1,
+    }
+    mine = [{**row, "owner": owner, "id": f"ftjob-listing-{n}"} for n in range(4000)]
+    theirs = [{**row, "owner": other, "id": f"ftjob-listing-other-{n}"} for n in range(1000)]
+    parameters = {"owner": owner, "limit": 21, "hidden_states": ["failed_to_create"]}
+    try:
+        await migrate(engine)
+        async with engine.begin() as conn:
+            await conn.execute(jobs.insert(), mine)
+            await conn.execute(jobs.insert(), theirs)
+        if isinstance(engine, AsyncEngine):  # PostgreSQL; VACUUM runs outside a transaction
+            async with engine.connect() as conn:
+                autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await autocommit.execute(sa.text("VACUUM ANALYZE jobs"))
+        for query in (_PAGE.params(parameters), _PAGE_AFTER.params(parameters, after="ftjob-listing-2000")):
+            sql = str(query.compile(engine.sync_engine, compile_kwargs={"literal_binds": True}))
+            explain = "EXPLAIN QUERY PLAN" if engine.dialect.name == "sqlite" else "EXPLAIN"
+            async with engine.connect() as conn:
+                plan = " ".join(
+                    str(row[-1]) for row in (await conn.execute(sa.text(f"{explain} {sql}"))).all()
+                )
+            if engine.dialect.name == "sqlite":
+                assert "SEARCH listed USING INDEX ix_jobs_owner_seq (owner=?" in plan, plan
+            else:
+                assert "Index Only Scan Backward using ix_jobs_owner_seq on jobs listed" in plan, plan
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(jobs.delete().where(jobs.c.owner.in_([owner, other])))
         await engine.dispose()
 
 

@@ -98,7 +98,7 @@ async def test_pause_on_a_provider_without_it_is_unsupported(jobs: Stub, azure: 
 
 async def test_registry_list_pages_newest_first_with_exact_has_more(jobs: Stub) -> None:
     created = [(await jobs.CreateFineTuningJob(create_request(), metadata=ALICE)).id for _ in range(5)]
-    await jobs.CreateFineTuningJob(create_request(), metadata=BOB)  # another owner's
+    bobs = await jobs.CreateFineTuningJob(create_request(), metadata=BOB)  # another owner's
     seen: list[str] = []
     after = ""
     while True:
@@ -110,17 +110,18 @@ async def test_registry_list_pages_newest_first_with_exact_has_more(jobs: Stub) 
             break
         after = page.data[-1].id
     assert seen == created[::-1]
+    end = await jobs.ListFineTuningJobs(ft.ListFineTuningJobsRequest(after=created[0]), metadata=ALICE_BARE)
+    assert (list(end.data), end.has_more) == ([], False)
     default = await jobs.ListFineTuningJobs(ft.ListFineTuningJobsRequest(), metadata=ALICE_BARE)
     assert len(default.data) == 5 and not default.has_more
     for bad in (0, 101):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await jobs.ListFineTuningJobs(ft.ListFineTuningJobsRequest(limit=bad), metadata=ALICE_BARE)
         assert error_of(info.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_VALUE", "limit")
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await jobs.ListFineTuningJobs(
-            ft.ListFineTuningJobsRequest(after="ftjob-" + "z" * 24), metadata=ALICE_BARE
-        )
-    assert error_of(info.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CURSOR", "after")
+    for cursor in ("ftjob-" + "z" * 24, bobs.id, "not-a-job-id"):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await jobs.ListFineTuningJobs(ft.ListFineTuningJobsRequest(after=cursor), metadata=ALICE_BARE)
+        assert error_of(info.value) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CURSOR", "after")
 
 
 async def test_registry_list_metadata_filter(jobs: Stub) -> None:

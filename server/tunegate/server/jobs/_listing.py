@@ -68,23 +68,18 @@ class JobLister:
             return await self._list_provider(
                 owner, account, after=after, limit=limit, metadata_filter=metadata_filter
             )
-        after_seq: int | None = None
-        if after:
-            cursor = await self._repo.get(owner, after) if is_well_formed(after, JOB_PREFIX) else None
-            if cursor is None:
-                raise InvalidArgument(
-                    f"Invalid cursor {after!r}: not the id of one of your jobs.",
-                    code="invalid_cursor",
-                    param="after",
-                )
-            after_seq = cursor.seq
+        if after and not is_well_formed(after, JOB_PREFIX):
+            raise _invalid_cursor(after)
         rows = await self._repo.page(
             owner,
             limit=limit + 1,
-            after_seq=after_seq,
+            after=after or None,
             metadata=metadata_filter,
             hidden_states=(FAILED_TO_CREATE,),
         )
+        # The page's statement reads the cursor too; only an empty page asks whether it exists.
+        if after and not rows and await self._repo.get(owner, after) is None:
+            raise _invalid_cursor(after)
         data: list[JobRecord | JobObject] = []
         for record in rows[:limit]:
             # A tag lookup is read-only, so it is safe beside a live driver — and a lease left
@@ -153,6 +148,12 @@ class JobLister:
         if record is None:
             return after
         return record.native_id if record.account_key == account.key else None
+
+
+def _invalid_cursor(after: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"Invalid cursor {after!r}: not the id of one of your jobs.", code="invalid_cursor", param="after"
+    )
 
 
 def _matches(metadata: Mapping[str, str] | None, wanted: Mapping[str, str] | None) -> bool:

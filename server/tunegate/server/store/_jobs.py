@@ -33,12 +33,16 @@ from tunegate.server.store._webhooks import enqueue_job_event
 __all__ = ["INTENT", "JobRepository"]
 
 INTENT = "intent"
-_BY_ID = jobs.select().where(jobs.c.owner == sa.bindparam("owner"), jobs.c.id == sa.bindparam("id"))
-_BY_ANY_ID = jobs.select().where(jobs.c.id == sa.bindparam("id"))
-_BY_REQUEST_ID = jobs.select().where(
+_JSON_COLUMNS = ("request", "metadata", "snapshot", "error")
+# A job row's columns, in `JobRecord`'s field order.
+_COLUMNS = tuple(jobs.c[field.name] for field in dataclasses.fields(JobRecord))
+_SELECT = sa.select(*_COLUMNS)
+_BY_ID = _SELECT.where(jobs.c.owner == sa.bindparam("owner"), jobs.c.id == sa.bindparam("id"))
+_BY_ANY_ID = _SELECT.where(jobs.c.id == sa.bindparam("id"))
+_BY_REQUEST_ID = _SELECT.where(
     jobs.c.owner == sa.bindparam("owner"), jobs.c.request_id == sa.bindparam("request_id")
 )
-_BY_NATIVE_IDS = jobs.select().where(
+_BY_NATIVE_IDS = _SELECT.where(
     jobs.c.owner == sa.bindparam("owner"),
     jobs.c.account_key == sa.bindparam("account_key"),
     jobs.c.native_id.in_(sa.bindparam("native_ids", expanding=True)),
@@ -65,7 +69,6 @@ _DROP_CURSOR = provider_cursors.delete().where(*_CURSOR_KEY)
 _CURSOR = sa.select(provider_cursors.c.token).where(
     *_CURSOR_KEY, provider_cursors.c.created_at >= sa.bindparam("not_before")
 )
-_JSON_COLUMNS = ("request", "metadata", "snapshot", "error")
 _STATUS_AND_OWNER = sa.select(jobs.c.status, jobs.c.owner).where(jobs.c.id == sa.bindparam("job_id"))
 
 
@@ -81,6 +84,51 @@ def _record(row: sa.Row[Any]) -> JobRecord:
     values["attempted"] = bool(values["attempted"])
     values["cancel_requested"] = bool(values["cancel_requested"])
     return JobRecord(**values)
+
+
+_LISTED = jobs.alias("listed")
+_CURSOR_JOB = jobs.alias("cursor_job")
+
+
+def _page_query(*, after: bool, metadata: Mapping[str, str] | None) -> sa.Select[Any]:
+    """`JobRepository.page`'s statement; parameters `owner`, `hidden_states`, `limit` and, with
+    `after`, the cursor job's id `after`.
+
+    The page's `seq`s are found first, in a subquery that needs only `ix_jobs_owner_seq`
+    (owner, seq, and `state` as an included column on PostgreSQL): an index-only scan that
+    reads exactly the owner's newest entries. The rows are then fetched by primary key. As one
+    `SELECT … ORDER BY seq DESC LIMIT n` over the table, PostgreSQL's planner may walk the
+    primary key backwards instead, filtering on the owner — it costs that by the owner's share
+    of all rows, assumed spread evenly, and an owner holding most of the rows while other owners
+    added the newest ones makes that walk read every one of those rows first. The cursor's
+    `seq` is read in the same statement (a cursor naming none of the owner's jobs gives no
+    rows)."""
+    keys = sa.select(_LISTED.c.seq).where(
+        _LISTED.c.owner == sa.bindparam("owner"),
+        _LISTED.c.state.not_in(sa.bindparam("hidden_states", expanding=True)),
+    )
+    if after:
+        cursor_seq = sa.select(_CURSOR_JOB.c.seq).where(
+            _CURSOR_JOB.c.owner == sa.bindparam("owner"), _CURSOR_JOB.c.id == sa.bindparam("after")
+        )
+        keys = keys.where(_LISTED.c.seq < cursor_seq.scalar_subquery())
+    if metadata is not None:
+        if not metadata:
+            keys = keys.where(~sa.exists().where(job_metadata.c.job_id == _LISTED.c.id))
+        for key, value in metadata.items():
+            keys = keys.where(
+                sa.exists().where(
+                    job_metadata.c.job_id == _LISTED.c.id,
+                    job_metadata.c.key == key,
+                    job_metadata.c.value == value,
+                )
+            )
+    page = keys.order_by(_LISTED.c.seq.desc()).limit(sa.bindparam("limit", type_=sa.Integer)).subquery("page")
+    return _SELECT.join_from(jobs, page, jobs.c.seq == page.c.seq).order_by(jobs.c.seq.desc())
+
+
+_PAGE = _page_query(after=False, metadata=None)
+_PAGE_AFTER = _page_query(after=True, metadata=None)
 
 
 def _row_values(record: JobRecord) -> dict[str, Any]:
@@ -223,7 +271,7 @@ class JobRepository:
         if not job_ids:
             return []
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(jobs.select().where(jobs.c.id.in_(list(job_ids))))).all()
+            rows = (await conn.execute(_SELECT.where(jobs.c.id.in_(list(job_ids))))).all()
         return [_record(row) for row in rows]
 
     async def get_by_request_id(self, owner: str, request_id: str) -> JobRecord | None:
@@ -243,7 +291,7 @@ class JobRepository:
 
     async def by_native_id(self, owner: str, provider: str, native_id: str) -> JobRecord | None:
         """This owner's created job with `native_id` on `provider`, if any."""
-        query = jobs.select().where(
+        query = _SELECT.where(
             jobs.c.owner == owner, jobs.c.provider == provider, jobs.c.native_id == native_id
         )
         return await self._first(query)
@@ -268,40 +316,30 @@ class JobRepository:
         owner: str,
         *,
         limit: int,
-        after_seq: int | None = None,
+        after: str | None = None,
         metadata: Mapping[str, str] | None = None,
         hidden_states: Sequence[str] = (),
     ) -> list[JobRecord]:
-        """Up to `limit` rows newest first (seq descending), strictly older than `after_seq`.
+        """Up to `limit` rows newest first (seq descending), strictly older than the owner's job
+        `after`; none when `after` names none of the owner's jobs.
 
         `metadata`: None = no filter; empty = jobs without metadata; else jobs holding every
-        pair."""
-        query = jobs.select().where(jobs.c.owner == owner)
-        if hidden_states:
-            query = query.where(jobs.c.state.not_in(list(hidden_states)))
-        if after_seq is not None:
-            query = query.where(jobs.c.seq < after_seq)
+        pair. Jobs in `hidden_states` are left out."""
         if metadata is not None:
-            if not metadata:
-                query = query.where(~sa.exists().where(job_metadata.c.job_id == jobs.c.id))
-            for key, value in metadata.items():
-                query = query.where(
-                    sa.exists().where(
-                        job_metadata.c.job_id == jobs.c.id,
-                        job_metadata.c.key == key,
-                        job_metadata.c.value == value,
-                    )
-                )
-        query = query.order_by(jobs.c.seq.desc()).limit(limit)
+            query = _page_query(after=after is not None, metadata=metadata)
+        else:
+            query = _PAGE if after is None else _PAGE_AFTER
+        parameters: dict[str, Any] = {"owner": owner, "limit": limit, "hidden_states": list(hidden_states)}
+        if after is not None:
+            parameters["after"] = after
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(query, parameters)).all()
         return [_record(row) for row in rows]
 
     async def intents_before(self, created_before: int, *, limit: int = 500) -> list[JobRecord]:
         """Intents (any owner) created at or before `created_before`, oldest first."""
         query = (
-            jobs.select()
-            .where(jobs.c.state == INTENT, jobs.c.created_at <= created_before)
+            _SELECT.where(jobs.c.state == INTENT, jobs.c.created_at <= created_before)
             .order_by(jobs.c.created_at)
             .limit(limit)
         )

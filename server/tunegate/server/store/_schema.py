@@ -105,7 +105,9 @@ jobs = sa.Table(
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
-    sa.Index("ix_jobs_owner_seq", "owner", "seq"),
+    # `state` included on PostgreSQL (migration 0009): a listing page's keys are read from the
+    # index alone (see `JobRepository.page`).
+    sa.Index("ix_jobs_owner_seq", "owner", "seq", postgresql_include=["state"]),
     # Partial (migration 0005): only rows that have a request id / native id are indexed.
     sa.Index(
         "ix_jobs_owner_request_id",
