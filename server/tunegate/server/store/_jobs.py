@@ -34,8 +34,10 @@ __all__ = ["INTENT", "JobRepository"]
 
 INTENT = "intent"
 _JSON_COLUMNS = ("request", "metadata", "snapshot", "error")
-# A job row's columns, in `JobRecord`'s field order.
+# A job row's columns in `JobRecord`'s field order, so that a row builds its record by position.
 _COLUMNS = tuple(jobs.c[field.name] for field in dataclasses.fields(JobRecord))
+_JSON_AT = tuple(i for i, column in enumerate(_COLUMNS) if column.name in _JSON_COLUMNS)
+_BOOL_AT = tuple(i for i, column in enumerate(_COLUMNS) if column.name in ("attempted", "cancel_requested"))
 _SELECT = sa.select(*_COLUMNS)
 _BY_ID = _SELECT.where(jobs.c.owner == sa.bindparam("owner"), jobs.c.id == sa.bindparam("id"))
 _BY_ANY_ID = _SELECT.where(jobs.c.id == sa.bindparam("id"))
@@ -77,13 +79,15 @@ def _dumps(value: Any) -> str | None:
 
 
 def _record(row: sa.Row[Any]) -> JobRecord:
-    values = row._asdict()
-    for name in _JSON_COLUMNS:
-        raw = values[name]
-        values[name] = None if raw is None else orjson.loads(raw)
-    values["attempted"] = bool(values["attempted"])
-    values["cancel_requested"] = bool(values["cancel_requested"])
-    return JobRecord(**values)
+    """The record of a row selected as `_SELECT` does (`_COLUMNS`, in field order)."""
+    values = list(row)
+    for i in _JSON_AT:
+        raw = values[i]
+        if raw is not None:
+            values[i] = orjson.loads(raw)
+    for i in _BOOL_AT:
+        values[i] = bool(values[i])
+    return JobRecord(*values)
 
 
 _LISTED = jobs.alias("listed")
