@@ -11,7 +11,10 @@ What it does:
    `ftjob-bench-<n>`), created so that they fall due evenly over the first `--interval` seconds;
    plus `--list-rows` succeeded jobs (not followed) for the listing owner. Each seeded snapshot is
    what the gateway itself would store for the fake's answer (`with_provider_job`), so a steady
-   poll changes nothing, as for a real job that keeps running;
+   poll changes nothing, as for a real job that keeps running. The listing owner's jobs are the
+   older ones: its first page lies behind the followed jobs in `seq` order. Then `VACUUM
+   ANALYZE`, as autovacuum would after a bulk insert (`--analyze-only`: statistics only, no
+   visibility map);
 2. starts a fake provider (this file, `fake` subcommand: aiohttp, pinned to CPU 0) answering
    `GET /v1/fine_tuning/jobs/{id}` with a running job and `GET /v1/fine_tuning/jobs` with the
    seeded jobs newest first (`limit`, `after`), recording each call's time, job (or `list`) and
@@ -31,9 +34,15 @@ What it does:
    page `after=` a job 90% of the way down — sequentially from this process (CPU 0), as the
    listing owner, with that process's CPU per request.
 
+`--list-only` seeds the same rows and measures the listing alone (step 5 without the replicas'
+window; about a minute):
+
+    .venv/bin/python bench/monitor_bench.py --list-only
+
 `--profile FILE` also records replica 0 over the window with py-spy (raw, collapsed stacks; not
-a project dependency: `.venv/bin/pip install py-spy`). Prints a Markdown table and one JSON line
-(also appended to `bench/results/monitor.jsonl`).
+a project dependency: `.venv/bin/pip install py-spy`); `--profile-list FILE` records the listing's
+`tunegate run` over its timed requests the same way (py-spy's sampling slows it: time without
+it). Prints a Markdown table and one JSON line (also appended to `bench/results/monitor.jsonl`).
 """
 
 from __future__ import annotations
@@ -251,9 +260,13 @@ COLUMNS = (
 )
 
 
-async def seed(db_name: str, *, jobs: int, list_rows: int, interval: float, due_from: float) -> str:
+async def seed(
+    db_name: str, *, jobs: int, list_rows: int, interval: float, due_from: float, vacuum: bool
+) -> str:
     """Seeds the followed jobs and the listing owner's; returns the id of the listing owner's job
-    90% of the way down its newest-first list (the deep `after` cursor)."""
+    90% of the way down its newest-first list (the deep `after` cursor). Then `VACUUM ANALYZE`
+    (`vacuum`), what autovacuum does to a table after a bulk insert — statistics, and the
+    visibility map that lets a scan answer from an index alone — or `ANALYZE` only."""
     import asyncpg
     from tunegate.server.owner import owner_from_token
 
@@ -279,7 +292,7 @@ async def seed(db_name: str, *, jobs: int, list_rows: int, interval: float, due_
         await conn.copy_records_to_table("jobs", records=listed, columns=COLUMNS)
         await conn.copy_records_to_table("jobs", records=followed, columns=COLUMNS)
         await conn.execute(POLL_LOG)
-        await conn.execute("ANALYZE")
+        await conn.execute("VACUUM ANALYZE" if vacuum else "ANALYZE")
     finally:
         await conn.close()
     deep = listed[list_rows // 10][0] if list_rows else ""  # seq ascending: 10% from the oldest
@@ -455,6 +468,8 @@ def time_listing(port: int, params: dict[str, str], requests: int, warmup: int) 
                 raise SystemExit(f"unexpected page: {len(body['data'])} jobs, has_more={body['has_more']}")
             if i >= warmup:
                 latencies.append(elapsed * 1000)
+    if not latencies:
+        return {}
     return {"p50": statistics.median(latencies), "p99": percentile(latencies, 0.99)}
 
 
@@ -474,13 +489,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, help="seconds before measuring (default interval + 15)")
     parser.add_argument("--list-requests", type=int, default=500)
     parser.add_argument("--profile", help="write a py-spy profile (raw) of replica 0's window here")
+    parser.add_argument("--list-only", action="store_true", help="seed, then measure the listing alone")
+    parser.add_argument("--profile-list", help="write a py-spy profile (raw) of the listing server here")
+    parser.add_argument("--analyze-only", action="store_true", help="ANALYZE the seeded rows, no VACUUM")
     args = parser.parse_args()
     if args.command == "fake":
         run_fake(args.port, args.jobs)
         return
     pin(0)
     warmup = args.warmup if args.warmup is not None else args.interval + 15
-    if args.duration <= warmup + 10:
+    if args.list_only and not args.list_rows:
+        raise SystemExit("--list-only needs --list-rows")
+    if args.duration <= warmup + 10 and not args.list_only:
         raise SystemExit("--duration must exceed the warm-up by more than 10 s")
     db_name = "tunegate_bench_" + secrets.token_hex(6)
     url = asyncio.run(create_database(db_name))
@@ -493,27 +513,58 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, tmp: Path, db_name: str, url: str, warmup: float) -> dict[str, Any]:
-    import httpx
-
     seeding = time.time()
     start_at = seeding + 20  # replicas are up by then; jobs fall due from here on
     deep_id = asyncio.run(
-        seed(db_name, jobs=args.jobs, list_rows=args.list_rows, interval=args.interval, due_from=start_at)
+        seed(
+            db_name,
+            jobs=args.jobs,
+            list_rows=args.list_rows,
+            interval=args.interval,
+            due_from=start_at,
+            vacuum=not args.analyze_only,
+        )
     )
     seeded_in = time.time() - seeding
     print(f"seeded {args.jobs} followed + {args.list_rows} listed jobs in {seeded_in:.1f}s", flush=True)
 
     fake_port = free_port()
     config = tmp / "tunegate.toml"
-    write_config(config, url=url, fake_port=fake_port, interval=args.interval, monitor=True)
-    fake_cmd = [sys.executable, __file__, "fake", "--port", str(fake_port), "--jobs", str(args.jobs)]
     result: dict[str, Any] = {
         "jobs": args.jobs,
         "list_rows": args.list_rows,
         "interval": args.interval,
-        "duration": args.duration,
-        "warmup": warmup,
+        "list_only": args.list_only,
+        "vacuumed": not args.analyze_only,
     }
+    if not args.list_only:
+        write_config(config, url=url, fake_port=fake_port, interval=args.interval, monitor=True)
+        result.update(monitor(args, tmp, db_name, config, fake_port, start_at, warmup))
+        print(json.dumps(result), flush=True)
+    if args.list_rows:
+        from tunegate.server.owner import owner_from_token
+
+        result["plans"] = asyncio.run(explain(url, owner_from_token(LIST_TOKEN), deep_id))
+        # The listing, through one `tunegate run` (monitor off), nothing else running. The
+        # provider is never called for the registry's listing (the fake is down by now).
+        write_config(config, url=url, fake_port=fake_port, interval=args.interval, monitor=False)
+        result.update(listing(args, tmp, config, deep_id))
+    return result
+
+
+def monitor(
+    args: argparse.Namespace,
+    tmp: Path,
+    db_name: str,
+    config: Path,
+    fake_port: int,
+    start_at: float,
+    warmup: float,
+) -> dict[str, Any]:
+    """Steps 2–4: the fake, two replicas, the window; what they measured."""
+    import httpx
+
+    fake_cmd = [sys.executable, __file__, "fake", "--port", str(fake_port), "--jobs", str(args.jobs)]
     with started(fake_cmd) as fake_proc:
         wait_port(fake_port, fake_proc)
         with contextlib.ExitStack() as stack:
@@ -532,25 +583,9 @@ def run(args: argparse.Namespace, tmp: Path, db_name: str, url: str, warmup: flo
             window_start = time.time()
             cpu0 = [cpu_seconds(proc.pid) for proc, _ in replicas]
             sessions0 = asyncio.run(sessions(db_name))
-            if args.profile:  # py-spy (not a dependency: `pip install py-spy`) on replica 0
-                profiler = subprocess.Popen(
-                    [
-                        str(BIN / "py-spy"),
-                        "record",
-                        "--nonblocking",
-                        "-p",
-                        str(replicas[0][0].pid),
-                        "-d",
-                        str(int(began + args.duration - time.time()) - 1),
-                        "-f",
-                        "raw",
-                        "-o",
-                        args.profile,
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                stack.callback(profiler.wait)
+            if args.profile:  # py-spy on replica 0
+                duration = int(began + args.duration - time.time()) - 1
+                stack.callback(profiled(replicas[0][0].pid, duration, args.profile).wait)
             load0 = os.getloadavg()
             time.sleep(max(0.0, began + args.duration - time.time()))
             window_end = time.time()
@@ -562,10 +597,6 @@ def run(args: argparse.Namespace, tmp: Path, db_name: str, url: str, warmup: flo
                     raise SystemExit(f"a replica exited early ({proc.returncode})")
         # replicas stopped here; the fake still runs
         calls = httpx.get(f"http://127.0.0.1:{fake_port}/_bench/stats", timeout=60).json()
-        if args.list_rows:
-            from tunegate.server.owner import owner_from_token
-
-            result["plans"] = asyncio.run(explain(url, owner_from_token(LIST_TOKEN), deep_id))
 
     polls = asyncio.run(poll_log(db_name))
     window = window_end - window_start
@@ -584,52 +615,70 @@ def run(args: argparse.Namespace, tmp: Path, db_name: str, url: str, warmup: flo
     for when, _, _ in calls:
         per_minute[int((when - began) // 60)] += 1
     cpu = [(b - a) / window * 100 for a, b in zip(cpu0, cpu1, strict=True)]
-    result.update(
-        {
-            "window_s": round(window, 1),
-            "calls_total": len(calls),
-            "calls_per_min": round(len(in_window) * 60 / window),
-            "list_calls_per_min": round(len([c for c in in_window if c[1] == "list"]) * 60 / window),
-            "calls_by_minute": [per_minute[m] for m in sorted(per_minute)],
-            "calls_per_replica_per_min": [round(by_caller.get(s, 0) * 60 / window) for s in REPLICA_SECRETS],
-            "jobs_polled": len(per_job),
-            "polls_per_min_expected": round(args.jobs * 60 / args.interval),
-            "polls_per_min_measured": round(len(polls_in_window) * 60 / window),
-            "polls_per_replica_per_min": [round(n * 60 / window) for n in by_holder.values()],
-            "gap_min_s": round(min(gaps), 2) if gaps else None,
-            "gap_p50_s": round(statistics.median(gaps), 2) if gaps else None,
-            "gap_max_s": round(max(gaps), 2) if gaps else None,
-            "early_polls": len([g for g in gaps if g < 0.9 * args.interval]),
-            "duplicates": len([g for g in gaps if g < 0.5 * args.interval]),
-            "replica_cpu_pct": [round(c, 2) for c in cpu],
-            "cpu_ms_per_poll": round(
-                sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) * 1000 / max(1, len(polls_in_window)), 3
-            ),
-            "pg_sessions_per_min": round((sessions1 - sessions0) * 60 / window),
-            "load_avg": [round(x, 2) for x in (*load0, *load1)],
-        }
-    )
-    print(json.dumps(result), flush=True)
+    return {
+        "duration": args.duration,
+        "warmup": warmup,
+        "window_s": round(window, 1),
+        "calls_total": len(calls),
+        "calls_per_min": round(len(in_window) * 60 / window),
+        "list_calls_per_min": round(len([c for c in in_window if c[1] == "list"]) * 60 / window),
+        "calls_by_minute": [per_minute[m] for m in sorted(per_minute)],
+        "calls_per_replica_per_min": [round(by_caller.get(s, 0) * 60 / window) for s in REPLICA_SECRETS],
+        "jobs_polled": len(per_job),
+        "polls_per_min_expected": round(args.jobs * 60 / args.interval),
+        "polls_per_min_measured": round(len(polls_in_window) * 60 / window),
+        "polls_per_replica_per_min": [round(n * 60 / window) for n in by_holder.values()],
+        "gap_min_s": round(min(gaps), 2) if gaps else None,
+        "gap_p50_s": round(statistics.median(gaps), 2) if gaps else None,
+        "gap_max_s": round(max(gaps), 2) if gaps else None,
+        "early_polls": len([g for g in gaps if g < 0.9 * args.interval]),
+        "duplicates": len([g for g in gaps if g < 0.5 * args.interval]),
+        "replica_cpu_pct": [round(c, 2) for c in cpu],
+        "cpu_ms_per_poll": round(
+            sum(b - a for a, b in zip(cpu0, cpu1, strict=True)) * 1000 / max(1, len(polls_in_window)), 3
+        ),
+        "pg_sessions_per_min": round((sessions1 - sessions0) * 60 / window),
+        "load_avg": [round(x, 2) for x in (*load0, *load1)],
+    }
 
-    # The listing, through one `tunegate run` (monitor off), nothing else running.
-    if args.list_rows:
-        write_config(config, url=url, fake_port=fake_port, interval=args.interval, monitor=False)
-        http_port, grpc_port = free_port(), free_port()
-        cmd = tunegate(
-            "run", config, tmp / "lister", ["--http-port", str(http_port), "--grpc-port", str(grpc_port)]
-        )
-        with started(cmd, {**os.environ, "TG_BENCH_KEY": "sk-bench-a"}) as proc:
-            wait_port(http_port, proc)
-            for key, params in (
-                ("list_first", {"limit": "20"}),
-                ("list_deep", {"limit": "20", "after": deep_id}),
-            ):
-                before = cpu_seconds(proc.pid)
-                result[key] = time_listing(http_port, params, args.list_requests, 50)
-                used = cpu_seconds(proc.pid) - before  # the gateway's CPU, warm-up requests included
-                result[key]["cpu_ms"] = used * 1000 / (args.list_requests + 50)
-            result["list_load_avg"] = [round(x, 2) for x in os.getloadavg()]
+
+def listing(args: argparse.Namespace, tmp: Path, config: Path, deep_id: str) -> dict[str, Any]:
+    """Step 5's timing: the first page and the page after `deep_id`, through `tunegate run`."""
+    result: dict[str, Any] = {}
+    http_port, grpc_port = free_port(), free_port()
+    cmd = tunegate(
+        "run", config, tmp / "lister", ["--http-port", str(http_port), "--grpc-port", str(grpc_port)]
+    )
+    pages = (("list_first", {"limit": "20"}), ("list_deep", {"limit": "20", "after": deep_id}))
+    with started(cmd, {**os.environ, "TG_BENCH_KEY": "sk-bench-a"}) as proc:
+        wait_port(http_port, proc)
+        load0 = os.getloadavg()
+        profiler = None
+        for key, params in pages:
+            time_listing(http_port, params, 0, 50)  # warm-up, outside the profile
+            if args.profile_list and profiler is None:
+                profiler = profiled(proc.pid, None, args.profile_list, rate=1000)  # ms-long requests
+            before = cpu_seconds(proc.pid)
+            result[key] = time_listing(http_port, params, args.list_requests, 0)
+            used = cpu_seconds(proc.pid) - before
+            result[key]["cpu_ms"] = used * 1000 / args.list_requests  # the gateway's CPU per request
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its profile when interrupted
+            profiler.wait()
+        result["list_load_avg"] = [round(x, 2) for x in (*load0, *os.getloadavg())]
     return result
+
+
+def profiled(pid: int, duration: int | None, out: str, rate: int = 100) -> subprocess.Popen[bytes]:
+    """py-spy (not a project dependency: `pip install py-spy`) recording `pid` into `out` (raw,
+    collapsed stacks), `rate` samples a second, for `duration` seconds or until interrupted."""
+    args = [str(BIN / "py-spy"), "record", "--nonblocking", "-p", str(pid), "-f", "raw", "-o", out]
+    args += ["-r", str(rate)]
+    if duration is not None:
+        args += ["-d", str(duration)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # py-spy attaches before the requests it should see
+    return proc
 
 
 def report(r: dict[str, Any]) -> None:
@@ -649,30 +698,34 @@ def report(r: dict[str, Any]) -> None:
     print()
     print("| measure | target | measured |")
     print("|---|---|---|")
-    expected, measured = r["polls_per_min_expected"], r["polls_per_min_measured"]
-    print(f"| polls/min (steady) | {expected} (the cadence) | {measured} |")
-    print(f"| polls/min per replica | — | {both(r['polls_per_replica_per_min'])} |")
-    print(
-        f"| upstream calls/min (listing pages) | — | {r['calls_per_min']} ({r['list_calls_per_min']}); "
-        f"per replica {both(r['calls_per_replica_per_min'])} |"
-    )
-    print(
-        f"| gap between two polls of one job, min / p50 / max (s) | ≥ {0.5 * r['interval']:.0f} | "
-        f"{r['gap_min_s']} / {r['gap_p50_s']} / {r['gap_max_s']} |"
-    )
-    print(f"| duplicate polls (gap < 0.5 × interval) | 0 | {r['duplicates']} |")
-    print(f"| early polls (gap < 0.9 × interval: a sweep aligning a job) | — | {r['early_polls']} |")
-    cpu = both(r["replica_cpu_pct"], "{:.1f}%")
-    print(f"| replica CPU, % of one core (each) | ≤ 5% | {cpu} (sum {sum(r['replica_cpu_pct']):.1f}%) |")
-    print(f"| replica CPU per poll, ms (both replicas) | — | {r['cpu_ms_per_poll']} |")
-    print(f"| PostgreSQL connections opened per minute (both replicas) | — | {r['pg_sessions_per_min']} |")
+    if "polls_per_min_measured" in r:  # not with --list-only
+        expected, measured = r["polls_per_min_expected"], r["polls_per_min_measured"]
+        print(f"| polls/min (steady) | {expected} (the cadence) | {measured} |")
+        print(f"| polls/min per replica | — | {both(r['polls_per_replica_per_min'])} |")
+        print(
+            f"| upstream calls/min (listing pages) | — | {r['calls_per_min']} ({r['list_calls_per_min']}); "
+            f"per replica {both(r['calls_per_replica_per_min'])} |"
+        )
+        print(
+            f"| gap between two polls of one job, min / p50 / max (s) | ≥ {0.5 * r['interval']:.0f} | "
+            f"{r['gap_min_s']} / {r['gap_p50_s']} / {r['gap_max_s']} |"
+        )
+        print(f"| duplicate polls (gap < 0.5 × interval) | 0 | {r['duplicates']} |")
+        print(f"| early polls (gap < 0.9 × interval: a sweep aligning a job) | — | {r['early_polls']} |")
+        cpu = both(r["replica_cpu_pct"], "{:.1f}%")
+        print(f"| replica CPU, % of one core (each) | ≤ 5% | {cpu} (sum {sum(r['replica_cpu_pct']):.1f}%) |")
+        print(f"| replica CPU per poll, ms (both replicas) | — | {r['cpu_ms_per_poll']} |")
+        print(
+            f"| PostgreSQL connections opened per minute (both replicas) | — | {r['pg_sessions_per_min']} |"
+        )
     for key, name in (("list_first", "first page"), ("list_deep", "page after a job 90% down")):
         if key in r:
             print(
                 f"| list `limit=20`, {name}: p50 / p99 ms (gateway CPU per request) | p50 ≤ 5 | "
                 f"{r[key]['p50']:.2f} / {r[key]['p99']:.2f} ({r[key]['cpu_ms']:.2f}) |"
             )
-    print(f"\ncommit {r['commit']}, {r['date']}, load average {r['load_avg']}")
+    load = f"load average {r['load_avg']} (window), " if "load_avg" in r else "load average "
+    print(f"\ncommit {r['commit']}, {r['date']}, {load}{r.get('list_load_avg')} (listing)")
     for name, plan in r.get("plans", {}).items():
         print(f"\nEXPLAIN ANALYZE, {name}:\n{plan}")
 
