@@ -11,8 +11,9 @@ schema cannot describe a JSON the codec does not produce:
 * **Output** (``to_openai``): ``"object"`` is a required constant where ``(object_type)`` says so;
   a key the codec always writes (fields without presence, lists, maps) is required; a
   ``(nullable)`` field is required and may be ``null``; other fields with presence are optional;
-  a field marked ``google.api.field_behavior = REQUIRED`` is required (the server sets what a
-  request had to). Unknown keys are allowed, so a client tolerates fields added later.
+  a field marked ``google.api.field_behavior = REQUIRED`` is required (on a message the server
+  answers with, one it always sets). Unknown keys are allowed, so a client tolerates fields
+  added later.
 * **Input** (``from_openai``): unknown keys are refused (``additionalProperties: false``); a
   REQUIRED field is required; every other key may also be ``null``, which leaves it unset.
 * **Text** (``from_query``, ``apply_form_field``): a query or form field has its value's schema
