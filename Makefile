@@ -29,11 +29,13 @@ $(TS_DEPS): $(TS)/package.json $(TS)/package-lock.json
 	cd $(TS) && npm ci --no-audit --no-fund
 	touch $@
 
-# Python stubs with grpc_tools' protoc; everything in buf.gen.yaml (the TypeScript client) with buf.
+# Python stubs with grpc_tools' protoc; everything in buf.gen.yaml (the TypeScript client) with buf;
+# the REST surface's OpenAPI document from the stubs just written (tunegate.edge._openapi).
 proto: install $(BUF) $(TS_DEPS)
 	$(PROTOC) -Iproto -Ithird_party -I$$($(BIN)/python -c 'import grpc_tools,os;print(os.path.join(os.path.dirname(grpc_tools.__file__),"_proto"))') \
 	  --python_out=$(GEN) --mypy_out=$(GEN) --grpc_python_out=$(GEN) --mypy_grpc_out=$(GEN) $(PROTOS)
 	$(BUF) generate
+	$(BIN)/tunegate openapi --proto proto --include third_party --out edge/tunegate/edge/openapi.json
 
 lint: install $(BUF)
 	$(BIN)/ruff check .

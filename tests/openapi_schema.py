@@ -96,16 +96,23 @@ def _normalise(node: Any) -> Any:
         return [_normalise(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: _normalise(value) for key, value in node.items()}
+    # `allOf: [<schema>, {nullable: true}]` makes the whole value nullable: read the members'
+    # `nullable` before they are normalised (alone, `{nullable: true}` would become "any or
+    # null", which inside allOf adds nothing).
+    members = node.get("allOf")
+    nullable = node.get("nullable", False) is True
+    if isinstance(members, list):
+        stripped = []
+        for member in members:
+            if isinstance(member, dict) and member.get("nullable", False) is True:
+                nullable = True
+                member = {key: value for key, value in member.items() if key != "nullable"}
+            stripped.append(member)
+        node = {**node, "allOf": stripped}
+    out = {key: _normalise(value) for key, value in node.items() if key != "nullable"}
     for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
         if isinstance(out.get(bound), bool) and out.pop(bound) and limit in out:  # OpenAPI 3.0 form
             out[bound] = out.pop(limit)
-    members = out.get("allOf", [])
-    nullable = out.pop("nullable", False) is True
-    if isinstance(members, list):
-        for member in members:
-            if isinstance(member, dict) and member.pop("nullable", False) is True:
-                nullable = True
     if nullable:
         return {"anyOf": [out, {"type": "null"}]}
     return out

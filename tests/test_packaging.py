@@ -39,6 +39,7 @@ def test_the_wheel_holds_only_the_tunegate_namespace(tmp_path: Path) -> None:
     for part in ("server", "edge", "v1", "openai_json"):
         assert f"tunegate/{part}/__init__.py" in names
     assert any(name.startswith("tunegate/server/store/migrations/versions/") for name in names)
+    assert "tunegate/edge/openapi.json" in names  # served at GET /openapi.json
 
 
 def test_tests_read_nothing_outside_the_repository() -> None:

@@ -4,7 +4,8 @@
 - ```python: parsed by `ast`; the gRPC example must run its `main()` and does, against a live
   gateway;
 - ```bash: every `make` target named exists in the Makefile, every script and repository folder
-  named exists, a TypeScript package tarball has the name `npm pack` gives it.
+  named exists, a TypeScript package tarball has the name `npm pack` gives it, a tool run with
+  `npx` is one the block installs.
 """
 
 from __future__ import annotations
@@ -120,6 +121,13 @@ def _ts_package_tarball() -> str:
 def test_bash_blocks_name_what_exists(body: str) -> None:
     targets = _make_targets()
     commands = body.replace("\\\n", " ").replace("&&", "\n").splitlines()
+    installed = {  # what the block's `npm install` lines install, without versions
+        word.rsplit("@", 1)[0] if word.rfind("@") > 0 else word
+        for line in commands
+        if line.split()[:2] == ["npm", "install"]
+        for word in shlex.split(line)[2:]
+        if not word.startswith("-")
+    }
     for line in commands:
         words = shlex.split(line.split("#", 1)[0])
         if not words:
@@ -131,6 +139,8 @@ def test_bash_blocks_name_what_exists(body: str) -> None:
             assert words[1] in ("ci", "pack", "install", "test"), f"README runs npm {words[1]}"
             for tarball in (w for w in words if w.endswith(".tgz")):
                 assert Path(tarball).name == _ts_package_tarball(), f"README installs {tarball}"
+        elif words[0] == "npx":
+            assert words[1] in installed, f"README runs npx {words[1]}, which its block does not install"
         elif words[0] == "make":
             for target in words[1:]:
                 assert target in targets, f"README runs `make {target}`, which the Makefile lacks"

@@ -1,9 +1,13 @@
-"""Schemathesis, driven by OpenAI's OpenAPI spec, against a live gateway on the local provider.
+"""Schemathesis against a live gateway on the local provider, driven by two documents: OpenAI's
+OpenAPI spec, and the gateway's own (generated from the contract, served at `GET /openapi.json`).
 
 Every generated request to the files, uploads, fine-tuning, models and chat operations the gateway
 serves must get an answer that is not a server error, and every answer whose status the spec
-documents must be valid against the spec's schema for it. `TUNEGATE_FUZZ_EXAMPLES` sets the
-examples per operation (15 by default, within the test suite's budget; a soak sets hundreds).
+documents must be valid against the spec's schema for it. From the gateway's own document every
+operation is fuzzed (webhook endpoints and the admin API too), and errors are checked as well:
+it documents the error envelope as every operation's `default` answer. `TUNEGATE_FUZZ_EXAMPLES`
+sets the examples per operation (15 by default, within the test suite's budget; a soak sets
+hundreds).
 
 One correction to the oracle, noted here rather than hidden: the spec's `CreateFileRequest`
 accepts `purpose: "evals"` while its `OpenAIFile.purpose` enum omits it; OpenAI (and the
@@ -14,6 +18,7 @@ value before the answers are checked.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -26,6 +31,7 @@ import yaml
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
+from tunegate.edge import served_document
 
 from tests.conftest import Gateway, start_gateway
 
@@ -50,6 +56,8 @@ api = (
     .exclude(path_regex=r"^/fine_tuning/checkpoints")
 )
 chat = schemathesis.openapi.from_dict(_document()).include(path="/chat/completions", method="POST")
+ours = schemathesis.openapi.from_dict(json.loads(served_document())).exclude(path="/v1/chat/completions")
+ours_chat = schemathesis.openapi.from_dict(json.loads(served_document())).include(path="/v1/chat/completions")
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +67,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gateway.close()
 
 
-def _call(case: Any, live: Gateway) -> None:
+def _call(case: Any, live: Gateway, *, root: bool = False) -> None:
+    """Send ``case`` with a fresh caller's key; ``root``: its paths carry `/v1` themselves."""
     case.headers = {**(case.headers or {}), "Authorization": "Bearer sk-fuzz-" + secrets.token_hex(4)}
-    case.call_and_validate(base_url=live.base_url, checks=CHECKS)
+    base_url = live.base_url.removesuffix("/v1") if root else live.base_url
+    case.call_and_validate(base_url=base_url, checks=CHECKS)
 
 
 @api.parametrize()
@@ -74,3 +84,15 @@ def test_files_uploads_and_fine_tuning_answer_within_the_spec(case: Any, live: G
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_chat_completions_answer_within_the_spec(case: Any, live: Gateway) -> None:
     _call(case, live)
+
+
+@ours.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_operation_answers_within_the_gateways_own_document(case: Any, live: Gateway) -> None:
+    _call(case, live, root=True)
+
+
+@ours_chat.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+def test_chat_completions_answer_within_the_gateways_own_document(case: Any, live: Gateway) -> None:
+    _call(case, live, root=True)

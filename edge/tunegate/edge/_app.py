@@ -1,9 +1,10 @@
 """The edge's HTTP server: aiohttp's low-level server (``_protocol``) calling one handler,
 `EdgeHandler`, which routes by the table from ``_routes`` — one generic unary handler, two
-streaming handlers chosen by cardinality, health — and makes every answer, success or error,
-routed or not, carry ``x-request-id`` and the one error envelope. A pass-through route (the raw
-body in a ``google.api.HttpBody`` field, OpenAI's chat) is served by ``_passthrough``; a query
-route with ``(streamed_by)`` serves ``stream=true`` as server-sent events (``_sse``).
+streaming handlers chosen by cardinality, health, the OpenAPI document (``_openapi``) — and
+makes every answer, success or error, routed or not, carry ``x-request-id`` and the one error
+envelope. A pass-through route (the raw body in a ``google.api.HttpBody`` field, OpenAI's chat)
+is served by ``_passthrough``; a query route with ``(streamed_by)`` serves ``stream=true`` as
+server-sent events (``_sse``).
 
 Why not ``web.Application``: its router, middleware chain and per-request app plumbing cost
 ~30 µs a request; the edge needs only a fixed table of templates, resolved here the way
@@ -55,6 +56,7 @@ from tunegate.edge._http import (
     rpc_error,
     web_response,
 )
+from tunegate.edge._openapi import OPENAPI_PATH, served_document
 from tunegate.edge._passthrough import handle_passthrough
 from tunegate.edge._protocol import EdgeHTTPServer
 from tunegate.edge._routes import Cardinality, Route, build_routes
@@ -181,6 +183,9 @@ class EdgeHandler:
         health = _Endpoint(unary=self._healthz())
         self._table.add("GET", "/healthz", health)
         self._table.add("HEAD", "/healthz", health)
+        document = _Endpoint(unary=self._openapi())
+        self._table.add("GET", OPENAPI_PATH, document)
+        self._table.add("HEAD", OPENAPI_PATH, document)
         for route in build_routes():
             if route.passes_body:
                 endpoint = _Endpoint(stream=self._passthrough(route))
@@ -328,6 +333,15 @@ class EdgeHandler:
             message = query_message(request_cls, params, request.headers, request.query)
             channel, config = self.channel, self.config
             return await relay_events(request, method_path, message, response_cls, channel, config, ctx)
+
+        return handle
+
+    def _openapi(self) -> UnaryHandler:
+        """``GET /openapi.json``: the OpenAPI document of these routes (``_openapi``), read once."""
+        document = served_document()
+
+        async def handle(_incoming: Incoming, _params: Mapping[str, str], request_id: str) -> Reply:
+            return Reply(200, document, {REQUEST_ID: request_id})
 
         return handle
 

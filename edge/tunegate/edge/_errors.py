@@ -31,6 +31,8 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 __all__ = [
+    "ERROR_HEADERS",
+    "ERROR_SCHEMA",
     "HTTP_STATUS",
     "ErrorResponse",
     "default_error_type",
@@ -60,6 +62,36 @@ HTTP_STATUS: Mapping[int, int] = {
     code_pb2.UNAUTHENTICATED: 401,
 }
 """gRPC status code → HTTP status, exactly google/rpc/code.proto's "HTTP Mapping"."""
+
+ERROR_SCHEMA: Mapping[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string", "description": "What went wrong, for a person."},
+                "type": {
+                    "type": "string",
+                    "description": "The kind of error (`invalid_request_error`, `server_error`, …).",
+                },
+                "param": {"type": ["string", "null"], "description": "The request field at fault."},
+                "code": {"type": ["string", "null"], "description": "A stable code for programs."},
+            },
+            "required": ["message", "type", "param", "code"],
+            "additionalProperties": False,
+        }
+    },
+    "required": ["error"],
+    "additionalProperties": False,
+}
+"""The JSON Schema of every error body the edge writes (``error_response``'s)."""
+
+ERROR_HEADERS: Mapping[str, str] = {
+    "x-should-retry": "`true` when the request may be sent again as it is, else `false`.",
+    "retry-after": "Seconds to wait before a retry (rate limits, a draining gateway).",
+    "retry-after-ms": "The same wait in milliseconds.",
+}
+"""The headers an error answer may carry besides ``x-request-id``, with their meaning."""
 
 _TYPE_BY_STATUS: Mapping[int, str] = {
     401: "authentication_error",

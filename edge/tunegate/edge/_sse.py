@@ -49,12 +49,14 @@ from tunegate.edge._protocol import on_client_gone
 from tunegate.openai_json import _options as opts
 from tunegate.openai_json import to_openai
 
-__all__ = ["DONE", "cancelling", "event_bytes", "relay_events", "stream_asked"]
+__all__ = ["DONE", "STREAM_PARAM", "cancelling", "event_bytes", "event_types", "relay_events", "stream_asked"]
 
 logger = logging.getLogger("tunegate.edge")
 
 DONE = b"data: [DONE]\n\n"
 """The last event of a typed stream that ended well."""
+STREAM_PARAM = "stream"
+"""The query parameter that asks a query route with ``(streamed_by)`` for its stream."""
 
 _EVENT_STREAM = "text/event-stream"
 _HTTP_BODY = httpbody_pb2.HttpBody.DESCRIPTOR.full_name
@@ -65,7 +67,7 @@ def stream_asked(query: Mapping[str, str]) -> bool:
     """Whether a query asks for the stream: ``stream=true`` (or ``1``); ``false``, ``0`` or no
     ``stream`` asks for the unary answer. Case-insensitive; the last ``stream`` given counts.
     Raises ErrorAnswer (400 ``invalid_value``, param ``stream``) for any other value."""
-    values = [value for key, value in query.items() if key == "stream"]
+    values = [value for key, value in query.items() if key == STREAM_PARAM]
     if not values:
         return False
     value = values[-1].strip().lower()
@@ -77,7 +79,7 @@ def stream_asked(query: Mapping[str, str]) -> bool:
         error_response(
             400,
             f"Invalid value for 'stream': expected 'true' or 'false', got {values[-1][:64]!r}.",
-            param="stream",
+            param=STREAM_PARAM,
             code="invalid_value",
         )
     )
@@ -94,6 +96,15 @@ def _union_members(desc: Descriptor) -> str | None:
     if any(f.containing_oneof is not oneof or f.type != FieldDescriptor.TYPE_MESSAGE for f in fields):
         return None
     return str(oneof.name)
+
+
+def event_types(desc: Descriptor) -> tuple[Descriptor, ...]:
+    """The message types whose OpenAI JSON an event of a ``desc`` stream carries: the members
+    of its one oneof when its fields form one (of messages), else ``desc`` itself."""
+    oneof = _union_members(desc)
+    if oneof is None:
+        return (desc,)
+    return tuple(opts.message_of(field) for field in desc.oneofs_by_name[oneof].fields)
 
 
 def event_bytes(message: Message) -> bytes:

@@ -58,12 +58,16 @@ from tunegate.edge._routes import Route, UploadShape
 from tunegate.metadata import ACCEPTED_KEY
 from tunegate.openai_json import apply_form_field, apply_headers, apply_path_params, to_openai
 
-__all__ = ["handle_upload"]
+__all__ = ["PART_FIELDS", "handle_upload"]
 
 MIN_MESSAGE_BYTES = 256 * 1024
 """Bytes gathered into one ``chunk`` message (except the last): 8 KiB messages are 4x slower."""
 MAX_TEXT_BYTES = 64 * 1024
 """Cap on one text form field."""
+PART_FIELDS = ("filename", "content_type", "bytes")
+"""The metadata fields the edge fills from the binary part itself (where the metadata message has
+them): its filename, its ``Content-Type`` and how many bytes it held — not form fields to send."""
+_FILENAME, _CONTENT_TYPE, _BYTES = PART_FIELDS
 
 
 _T = TypeVar("_T")
@@ -176,10 +180,10 @@ async def handle_upload(
             await _write(call, route.request_cls(**{shape.metadata_field: pending}))
             pending = shape.metadata_cls()
             sent = await _stream_part(call, route, shape, part, config)
-            if "bytes" in pending.DESCRIPTOR.fields_by_name:
+            if _BYTES in pending.DESCRIPTOR.fields_by_name:
                 # The end-of-part marker: the server stores nothing unless exactly this many
                 # bytes arrived, so a call cut short by a cancel can never commit a truncated file.
-                pending.bytes = sent  # type: ignore[attr-defined]
+                setattr(pending, _BYTES, sent)
         if not binary_seen:
             raise _bad_request(
                 f"Missing required parameter: '{shape.part}'.",
@@ -252,11 +256,11 @@ def _describe_binary(metadata: Message, part: BodyPartReader, name: str) -> None
     except UnicodeEncodeError:
         raise _bad_request("The filename must be valid UTF-8.", param=name, code="invalid_filename") from None
     fields = metadata.DESCRIPTOR.fields_by_name
-    if "filename" in fields and filename:
-        metadata.filename = filename  # type: ignore[attr-defined]
+    if _FILENAME in fields and filename:
+        setattr(metadata, _FILENAME, filename)
     content_type = part.headers.get("Content-Type", "")
-    if "content_type" in fields and content_type:
-        metadata.content_type = content_type  # type: ignore[attr-defined]
+    if _CONTENT_TYPE in fields and content_type:
+        setattr(metadata, _CONTENT_TYPE, content_type)
 
 
 async def _read_text(part: BodyPartReader, name: str, stall: float) -> str:

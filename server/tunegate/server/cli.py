@@ -324,6 +324,13 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--log-level", default=os.environ.get("TUNEGATE_LOG_LEVEL", "INFO"))
         if name == "edge":
             cmd.add_argument("--grpc-target", help="host:port of the gRPC server")
+    document = commands.add_parser(
+        "openapi", help="write the REST surface's OpenAPI document, generated from the contract"
+    )
+    document.add_argument("--proto", type=Path, required=True, help="the contract's .proto root (comments)")
+    document.add_argument("--include", type=Path, action="append", default=[], help="an imported .proto root")
+    document.add_argument("--out", type=Path, help="the file to write (default: standard output)")
+    document.add_argument("--log-level", default=os.environ.get("TUNEGATE_LOG_LEVEL", "WARNING"))
     keys = commands.add_parser("keys", help="gateway API keys and the master key (runs against the database)")
     keys.add_argument("--config", help="TOML config file (env TUNEGATE_CONFIG)")
     keys.add_argument("--data-dir", help="where metadata and blobs live (env TUNEGATE_DATA_DIR)")
@@ -399,6 +406,18 @@ async def _keys_command(args: argparse.Namespace, settings: Settings) -> None:
         await database.close()
 
 
+def _write_openapi(proto: Path, includes: Sequence[Path], out: Path | None) -> None:
+    """`tunegate openapi`: the document `GET /openapi.json` serves, from the installed contract
+    and the comments of the .proto files under `proto` (compiled with grpc_tools, a dev tool)."""
+    from tunegate.edge import document_bytes, openapi_document, proto_comments
+
+    document = document_bytes(openapi_document(comments=proto_comments(proto, includes)))
+    if out is None:
+        sys.stdout.buffer.write(document)
+    else:
+        out.write_bytes(document)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `tunegate` console script."""
     args = _parser().parse_args(argv)
@@ -406,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     install_redaction()  # credentials never reach a log line, ours or a library's
+    if args.command == "openapi":
+        _write_openapi(args.proto, args.include, args.out)
+        return
     if args.command == "keys":
         for name in ("grpc_port", "http_port"):
             setattr(args, name, None)

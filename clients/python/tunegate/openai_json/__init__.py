@@ -24,16 +24,21 @@ from tunegate.openai_json._scalars import (
     too_deep_field,
     too_deep_param,
 )
+from tunegate.openai_json._schema import Direction, SchemaSet, message_types, nullable
 
 __all__ = [
     "MAX_JSON_DEPTH",
     "CodecError",
+    "Direction",
+    "SchemaSet",
     "apply_form_field",
     "apply_headers",
     "apply_path_params",
     "from_openai",
     "from_query",
+    "message_types",
     "nested_deeper_than",
+    "nullable",
     "to_openai",
     "too_deep_field",
     "too_deep_param",

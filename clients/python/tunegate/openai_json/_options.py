@@ -10,6 +10,7 @@ import functools
 from collections.abc import Iterable, Mapping
 from typing import cast
 
+from google.api import field_behavior_pb2
 from google.protobuf.descriptor import (
     Descriptor,
     EnumDescriptor,
@@ -32,6 +33,8 @@ __all__ = [
     "input_of",
     "is_map",
     "is_nullable",
+    "is_required",
+    "json_schema",
     "map_fields",
     "message_of",
     "multipart_part",
@@ -93,6 +96,19 @@ def is_map(field: FieldDescriptor) -> bool:
 def is_nullable(field: FieldDescriptor) -> bool:
     """Whether an unset ``field`` renders as ``null`` (rather than being omitted)."""
     return bool(field.GetOptions().Extensions[options_pb2.nullable])
+
+
+@functools.cache
+def is_required(field: FieldDescriptor) -> bool:
+    """Whether a request must set ``field`` (``google.api.field_behavior = REQUIRED``)."""
+    behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    return field_behavior_pb2.FieldBehavior.REQUIRED in behaviors
+
+
+@functools.cache
+def json_schema(field: FieldDescriptor) -> str:
+    """The ``(json_schema)`` of a pass-through ``HttpBody`` field (JSON text), or ``""``."""
+    return str(field.GetOptions().Extensions[options_pb2.json_schema])
 
 
 @functools.cache

@@ -17,7 +17,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from tunegate.openai_json import _options as opts
 
-__all__ = ["EXACT_INT_LIMIT", "JSON_WKT", "plain_json", "render_message", "to_openai"]
+__all__ = ["EXACT_INT_LIMIT", "JSON_WKT", "always_written", "plain_json", "render_message", "to_openai"]
 
 _FD = FieldDescriptor
 JSON_WKT = frozenset({"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"})
@@ -145,6 +145,12 @@ def _object(object_type: str, steps: tuple[tuple[str, int, _Convert, bool], ...]
         return out
 
     return render
+
+
+def always_written(field: FieldDescriptor) -> bool:
+    """Whether ``field``'s key is in every rendering of its message, whatever its value (fields
+    without presence, lists, maps); the others are written when set, else ``null`` or nothing."""
+    return _field_step(field)[1] in (_PLAIN, _ALWAYS)
 
 
 def _field_step(field: FieldDescriptor) -> tuple[str, int, _Convert, bool]:

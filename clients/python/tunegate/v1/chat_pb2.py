@@ -27,17 +27,19 @@ from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from tunegate.v1 import options_pb2 as tunegate_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tunegate/v1/chat.proto\x12\x0btunegate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x19tunegate/v1/options.proto\"\x9f\x02\n\x1b\x43reateChatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x13 \x01(\x08\x12\"\n\x04\x62ody\x18\x14 \x01(\x0b\x32\x14.google.api.HttpBodyJ\x04\x08\x02\x10\x13R\x08messagesR\nmax_tokensR\x15max_completion_tokensR\x0btemperatureR\x05top_pR\x0estream_optionsR\x04seedR\x01nR\x04stopR\x11\x66requency_penaltyR\x10presence_penaltyR\x04userR\x08metadataR\x05storeR\x0fresponse_formatR\nlogit_bias2\x80\x02\n\x0f\x43hatCompletions\x12\x92\x01\n\x14\x43reateChatCompletion\x12(.tunegate.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\":\xf2\xb6\x18\x14StreamChatCompletion\x82\xd3\xe4\x93\x02\x1c\"\x14/v1/chat/completions:\x04\x62ody\x12X\n\x14StreamChatCompletion\x12(.tunegate.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16tunegate/v1/chat.proto\x12\x0btunegate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x19tunegate/v1/options.proto\"\xa5\x03\n\x1b\x43reateChatCompletionRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06stream\x18\x13 \x01(\x08\x12\xa7\x01\n\x04\x62ody\x18\x14 \x01(\x0b\x32\x14.google.api.HttpBodyB\x82\x01\xea\xb5\x18~{\"required\": [\"model\", \"messages\"], \"properties\": {\"messages\": {\"type\": \"array\", \"minItems\": 1, \"items\": {\"type\": \"object\"}}}}J\x04\x08\x02\x10\x13R\x08messagesR\nmax_tokensR\x15max_completion_tokensR\x0btemperatureR\x05top_pR\x0estream_optionsR\x04seedR\x01nR\x04stopR\x11\x66requency_penaltyR\x10presence_penaltyR\x04userR\x08metadataR\x05storeR\x0fresponse_formatR\nlogit_bias2\x80\x02\n\x0f\x43hatCompletions\x12\x92\x01\n\x14\x43reateChatCompletion\x12(.tunegate.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody\":\xf2\xb6\x18\x14StreamChatCompletion\x82\xd3\xe4\x93\x02\x1c\"\x14/v1/chat/completions:\x04\x62ody\x12X\n\x14StreamChatCompletion\x12(.tunegate.v1.CreateChatCompletionRequest\x1a\x14.google.api.HttpBody0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tunegate.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['body']._loaded_options = None
+  _globals['_CREATECHATCOMPLETIONREQUEST'].fields_by_name['body']._serialized_options = b'\352\265\030~{\"required\": [\"model\", \"messages\"], \"properties\": {\"messages\": {\"type\": \"array\", \"minItems\": 1, \"items\": {\"type\": \"object\"}}}}'
   _globals['_CHATCOMPLETIONS'].methods_by_name['CreateChatCompletion']._loaded_options = None
   _globals['_CHATCOMPLETIONS'].methods_by_name['CreateChatCompletion']._serialized_options = b'\362\266\030\024StreamChatCompletion\202\323\344\223\002\034\"\024/v1/chat/completions:\004body'
   _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_start=124
-  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=411
-  _globals['_CHATCOMPLETIONS']._serialized_start=414
-  _globals['_CHATCOMPLETIONS']._serialized_end=670
+  _globals['_CREATECHATCOMPLETIONREQUEST']._serialized_end=545
+  _globals['_CHATCOMPLETIONS']._serialized_start=548
+  _globals['_CHATCOMPLETIONS']._serialized_end=804
 # @@protoc_insertion_point(module_scope)

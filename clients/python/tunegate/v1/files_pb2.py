@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from tunegate.v1 import options_pb2 as tunegate_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tunegate/v1/files.proto\x12\x0btunegate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x19tunegate/v1/options.proto\"P\n\x0c\x45xpiresAfter\x12/\n\x06\x61nchor\x18\x01 \x01(\x0e\x32\x1f.tunegate.v1.ExpiresAfterAnchor\x12\x0f\n\x07seconds\x18\x02 \x01(\x03\"\xfd\x01\n\x04\x46ile\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12\x12\n\ncreated_at\x18\x03 \x01(\x03\x12\x17\n\nexpires_at\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\x12)\n\x07purpose\x18\x06 \x01(\x0e\x32\x18.tunegate.v1.FilePurpose\x12\'\n\x06status\x18\x07 \x01(\x0e\x32\x17.tunegate.v1.FileStatus\x12\x1b\n\x0estatus_details\x18\x08 \x01(\tH\x01\x88\x01\x01:\x08\x8a\xb5\x18\x04\x66ileB\r\n\x0b_expires_atB\x11\n\x0f_status_details\"\xcb\x01\n\x0c\x46ileMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12)\n\x07purpose\x18\x02 \x01(\x0e\x32\x18.tunegate.v1.FilePurpose\x12\x30\n\rexpires_after\x18\x03 \x01(\x0b\x32\x19.tunegate.v1.ExpiresAfter\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\'\n\nrequest_id\x18\x05 \x01(\tB\x13\xe2\xb5\x18\x0fidempotency-key\x12\r\n\x05\x62ytes\x18\x06 \x01(\x03\"h\n\x11\x43reateFileRequest\x12-\n\x08metadata\x18\x01 \x01(\x0b\x32\x19.tunegate.v1.FileMetadataH\x00\x12\x19\n\x05\x63hunk\x18\x02 \x01(\x0c\x42\x08\xda\xb5\x18\x04\x66ileH\x00\x42\t\n\x07payload\"\x91\x01\n\x10ListFilesRequest\x12)\n\x07purpose\x18\x01 \x01(\x0e\x32\x18.tunegate.v1.FilePurpose\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12%\n\x05order\x18\x03 \x01(\x0e\x32\x16.tunegate.v1.ListOrder\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\tB\x08\n\x06_limit\"s\n\x11ListFilesResponse\x12\x1f\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x11.tunegate.v1.File\x12\x10\n\x08\x66irst_id\x18\x02 \x01(\t\x12\x0f\n\x07last_id\x18\x03 \x01(\t\x12\x10\n\x08has_more\x18\x04 \x01(\x08:\x08\x8a\xb5\x18\x04list\"!\n\x0eGetFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"$\n\x11\x44\x65leteFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\";\n\x12\x44\x65leteFileResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08:\x08\x8a\xb5\x18\x04\x66ile\"(\n\x15GetFileContentRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t*\xc0\x03\n\x0b\x46ilePurpose\x12\x1c\n\x18\x46ILE_PURPOSE_UNSPECIFIED\x10\x00\x12+\n\x17\x46ILE_PURPOSE_ASSISTANTS\x10\x01\x1a\x0e\xa2\xb6\x18\nassistants\x12\x39\n\x1e\x46ILE_PURPOSE_ASSISTANTS_OUTPUT\x10\x02\x1a\x15\xa2\xb6\x18\x11\x61ssistants_output\x12!\n\x12\x46ILE_PURPOSE_BATCH\x10\x03\x1a\t\xa2\xb6\x18\x05\x62\x61tch\x12/\n\x19\x46ILE_PURPOSE_BATCH_OUTPUT\x10\x04\x1a\x10\xa2\xb6\x18\x0c\x62\x61tch_output\x12)\n\x16\x46ILE_PURPOSE_FINE_TUNE\x10\x05\x1a\r\xa2\xb6\x18\tfine-tune\x12\x39\n\x1e\x46ILE_PURPOSE_FINE_TUNE_RESULTS\x10\x06\x1a\x15\xa2\xb6\x18\x11\x66ine-tune-results\x12#\n\x13\x46ILE_PURPOSE_VISION\x10\x07\x1a\n\xa2\xb6\x18\x06vision\x12)\n\x16\x46ILE_PURPOSE_USER_DATA\x10\x08\x1a\r\xa2\xb6\x18\tuser_data\x12!\n\x12\x46ILE_PURPOSE_EVALS\x10\t\x1a\t\xa2\xb6\x18\x05\x65vals*\x9d\x01\n\nFileStatus\x12\x1b\n\x17\x46ILE_STATUS_UNSPECIFIED\x10\x00\x12&\n\x14\x46ILE_STATUS_UPLOADED\x10\x01\x1a\x0c\xa2\xb6\x18\x08uploaded\x12(\n\x15\x46ILE_STATUS_PROCESSED\x10\x02\x1a\r\xa2\xb6\x18\tprocessed\x12 \n\x11\x46ILE_STATUS_ERROR\x10\x03\x1a\t\xa2\xb6\x18\x05\x65rror*o\n\x12\x45xpiresAfterAnchor\x12$\n EXPIRES_AFTER_ANCHOR_UNSPECIFIED\x10\x00\x12\x33\n\x1f\x45XPIRES_AFTER_ANCHOR_CREATED_AT\x10\x01\x1a\x0e\xa2\xb6\x18\ncreated_at*c\n\tListOrder\x12\x1a\n\x16LIST_ORDER_UNSPECIFIED\x10\x00\x12\x1b\n\x0eLIST_ORDER_ASC\x10\x01\x1a\x07\xa2\xb6\x18\x03\x61sc\x12\x1d\n\x0fLIST_ORDER_DESC\x10\x02\x1a\x08\xa2\xb6\x18\x04\x64\x65sc2\xf6\x03\n\x05\x46iles\x12W\n\nCreateFile\x12\x1e.tunegate.v1.CreateFileRequest\x1a\x11.tunegate.v1.File\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/files:\x01*(\x01\x12]\n\tListFiles\x12\x1d.tunegate.v1.ListFilesRequest\x1a\x1e.tunegate.v1.ListFilesResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/files\x12V\n\x07GetFile\x12\x1b.tunegate.v1.GetFileRequest\x1a\x11.tunegate.v1.File\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/files/{file_id}\x12j\n\nDeleteFile\x12\x1e.tunegate.v1.DeleteFileRequest\x1a\x1f.tunegate.v1.DeleteFileResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/files/{file_id}\x12q\n\x0eGetFileContent\x12\".tunegate.v1.GetFileContentRequest\x1a\x14.google.api.HttpBody\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/files/{file_id}/content0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17tunegate/v1/files.proto\x12\x0btunegate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x19tunegate/v1/options.proto\"\\\n\x0c\x45xpiresAfter\x12\x35\n\x06\x61nchor\x18\x01 \x01(\x0e\x32\x1f.tunegate.v1.ExpiresAfterAnchorB\x04\xe2\x41\x01\x02\x12\x15\n\x07seconds\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\"\x89\x02\n\x04\x46ile\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12\x12\n\ncreated_at\x18\x03 \x01(\x03\x12\x17\n\nexpires_at\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x08\x66ilename\x18\x05 \x01(\t\x12/\n\x07purpose\x18\x06 \x01(\x0e\x32\x18.tunegate.v1.FilePurposeB\x04\xe2\x41\x01\x02\x12-\n\x06status\x18\x07 \x01(\x0e\x32\x17.tunegate.v1.FileStatusB\x04\xe2\x41\x01\x02\x12\x1b\n\x0estatus_details\x18\x08 \x01(\tH\x01\x88\x01\x01:\x08\x8a\xb5\x18\x04\x66ileB\r\n\x0b_expires_atB\x11\n\x0f_status_details\"\xd1\x01\n\x0c\x46ileMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12/\n\x07purpose\x18\x02 \x01(\x0e\x32\x18.tunegate.v1.FilePurposeB\x04\xe2\x41\x01\x02\x12\x30\n\rexpires_after\x18\x03 \x01(\x0b\x32\x19.tunegate.v1.ExpiresAfter\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\'\n\nrequest_id\x18\x05 \x01(\tB\x13\xe2\xb5\x18\x0fidempotency-key\x12\r\n\x05\x62ytes\x18\x06 \x01(\x03\"h\n\x11\x43reateFileRequest\x12-\n\x08metadata\x18\x01 \x01(\x0b\x32\x19.tunegate.v1.FileMetadataH\x00\x12\x19\n\x05\x63hunk\x18\x02 \x01(\x0c\x42\x08\xda\xb5\x18\x04\x66ileH\x00\x42\t\n\x07payload\"\x91\x01\n\x10ListFilesRequest\x12)\n\x07purpose\x18\x01 \x01(\x0e\x32\x18.tunegate.v1.FilePurpose\x12\x12\n\x05limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12%\n\x05order\x18\x03 \x01(\x0e\x32\x16.tunegate.v1.ListOrder\x12\r\n\x05\x61\x66ter\x18\x04 \x01(\tB\x08\n\x06_limit\"s\n\x11ListFilesResponse\x12\x1f\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32\x11.tunegate.v1.File\x12\x10\n\x08\x66irst_id\x18\x02 \x01(\t\x12\x0f\n\x07last_id\x18\x03 \x01(\t\x12\x10\n\x08has_more\x18\x04 \x01(\x08:\x08\x8a\xb5\x18\x04list\"!\n\x0eGetFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\"$\n\x11\x44\x65leteFileRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t\";\n\x12\x44\x65leteFileResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08:\x08\x8a\xb5\x18\x04\x66ile\"(\n\x15GetFileContentRequest\x12\x0f\n\x07\x66ile_id\x18\x01 \x01(\t*\xc0\x03\n\x0b\x46ilePurpose\x12\x1c\n\x18\x46ILE_PURPOSE_UNSPECIFIED\x10\x00\x12+\n\x17\x46ILE_PURPOSE_ASSISTANTS\x10\x01\x1a\x0e\xa2\xb6\x18\nassistants\x12\x39\n\x1e\x46ILE_PURPOSE_ASSISTANTS_OUTPUT\x10\x02\x1a\x15\xa2\xb6\x18\x11\x61ssistants_output\x12!\n\x12\x46ILE_PURPOSE_BATCH\x10\x03\x1a\t\xa2\xb6\x18\x05\x62\x61tch\x12/\n\x19\x46ILE_PURPOSE_BATCH_OUTPUT\x10\x04\x1a\x10\xa2\xb6\x18\x0c\x62\x61tch_output\x12)\n\x16\x46ILE_PURPOSE_FINE_TUNE\x10\x05\x1a\r\xa2\xb6\x18\tfine-tune\x12\x39\n\x1e\x46ILE_PURPOSE_FINE_TUNE_RESULTS\x10\x06\x1a\x15\xa2\xb6\x18\x11\x66ine-tune-results\x12#\n\x13\x46ILE_PURPOSE_VISION\x10\x07\x1a\n\xa2\xb6\x18\x06vision\x12)\n\x16\x46ILE_PURPOSE_USER_DATA\x10\x08\x1a\r\xa2\xb6\x18\tuser_data\x12!\n\x12\x46ILE_PURPOSE_EVALS\x10\t\x1a\t\xa2\xb6\x18\x05\x65vals*\x9d\x01\n\nFileStatus\x12\x1b\n\x17\x46ILE_STATUS_UNSPECIFIED\x10\x00\x12&\n\x14\x46ILE_STATUS_UPLOADED\x10\x01\x1a\x0c\xa2\xb6\x18\x08uploaded\x12(\n\x15\x46ILE_STATUS_PROCESSED\x10\x02\x1a\r\xa2\xb6\x18\tprocessed\x12 \n\x11\x46ILE_STATUS_ERROR\x10\x03\x1a\t\xa2\xb6\x18\x05\x65rror*o\n\x12\x45xpiresAfterAnchor\x12$\n EXPIRES_AFTER_ANCHOR_UNSPECIFIED\x10\x00\x12\x33\n\x1f\x45XPIRES_AFTER_ANCHOR_CREATED_AT\x10\x01\x1a\x0e\xa2\xb6\x18\ncreated_at*c\n\tListOrder\x12\x1a\n\x16LIST_ORDER_UNSPECIFIED\x10\x00\x12\x1b\n\x0eLIST_ORDER_ASC\x10\x01\x1a\x07\xa2\xb6\x18\x03\x61sc\x12\x1d\n\x0fLIST_ORDER_DESC\x10\x02\x1a\x08\xa2\xb6\x18\x04\x64\x65sc2\xf6\x03\n\x05\x46iles\x12W\n\nCreateFile\x12\x1e.tunegate.v1.CreateFileRequest\x1a\x11.tunegate.v1.File\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/files:\x01*(\x01\x12]\n\tListFiles\x12\x1d.tunegate.v1.ListFilesRequest\x1a\x1e.tunegate.v1.ListFilesResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/files\x12V\n\x07GetFile\x12\x1b.tunegate.v1.GetFileRequest\x1a\x11.tunegate.v1.File\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/files/{file_id}\x12j\n\nDeleteFile\x12\x1e.tunegate.v1.DeleteFileRequest\x1a\x1f.tunegate.v1.DeleteFileResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/files/{file_id}\x12q\n\x0eGetFileContent\x12\".tunegate.v1.GetFileContentRequest\x1a\x14.google.api.HttpBody\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/files/{file_id}/content0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -64,8 +65,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTORDER'].values_by_name["LIST_ORDER_ASC"]._serialized_options = b'\242\266\030\003asc'
   _globals['_LISTORDER'].values_by_name["LIST_ORDER_DESC"]._loaded_options = None
   _globals['_LISTORDER'].values_by_name["LIST_ORDER_DESC"]._serialized_options = b'\242\266\030\004desc'
+  _globals['_EXPIRESAFTER'].fields_by_name['anchor']._loaded_options = None
+  _globals['_EXPIRESAFTER'].fields_by_name['anchor']._serialized_options = b'\342A\001\002'
+  _globals['_EXPIRESAFTER'].fields_by_name['seconds']._loaded_options = None
+  _globals['_EXPIRESAFTER'].fields_by_name['seconds']._serialized_options = b'\342A\001\002'
+  _globals['_FILE'].fields_by_name['purpose']._loaded_options = None
+  _globals['_FILE'].fields_by_name['purpose']._serialized_options = b'\342A\001\002'
+  _globals['_FILE'].fields_by_name['status']._loaded_options = None
+  _globals['_FILE'].fields_by_name['status']._serialized_options = b'\342A\001\002'
   _globals['_FILE']._loaded_options = None
   _globals['_FILE']._serialized_options = b'\212\265\030\004file'
+  _globals['_FILEMETADATA'].fields_by_name['purpose']._loaded_options = None
+  _globals['_FILEMETADATA'].fields_by_name['purpose']._serialized_options = b'\342A\001\002'
   _globals['_FILEMETADATA'].fields_by_name['request_id']._loaded_options = None
   _globals['_FILEMETADATA'].fields_by_name['request_id']._serialized_options = b'\342\265\030\017idempotency-key'
   _globals['_CREATEFILEREQUEST'].fields_by_name['chunk']._loaded_options = None
@@ -84,34 +95,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FILES'].methods_by_name['DeleteFile']._serialized_options = b'\202\323\344\223\002\025*\023/v1/files/{file_id}'
   _globals['_FILES'].methods_by_name['GetFileContent']._loaded_options = None
   _globals['_FILES'].methods_by_name['GetFileContent']._serialized_options = b'\202\323\344\223\002\035\022\033/v1/files/{file_id}/content'
-  _globals['_FILEPURPOSE']._serialized_start=1216
-  _globals['_FILEPURPOSE']._serialized_end=1664
-  _globals['_FILESTATUS']._serialized_start=1667
-  _globals['_FILESTATUS']._serialized_end=1824
-  _globals['_EXPIRESAFTERANCHOR']._serialized_start=1826
-  _globals['_EXPIRESAFTERANCHOR']._serialized_end=1937
-  _globals['_LISTORDER']._serialized_start=1939
-  _globals['_LISTORDER']._serialized_end=2038
-  _globals['_EXPIRESAFTER']._serialized_start=124
-  _globals['_EXPIRESAFTER']._serialized_end=204
-  _globals['_FILE']._serialized_start=207
-  _globals['_FILE']._serialized_end=460
-  _globals['_FILEMETADATA']._serialized_start=463
-  _globals['_FILEMETADATA']._serialized_end=666
-  _globals['_CREATEFILEREQUEST']._serialized_start=668
-  _globals['_CREATEFILEREQUEST']._serialized_end=772
-  _globals['_LISTFILESREQUEST']._serialized_start=775
-  _globals['_LISTFILESREQUEST']._serialized_end=920
-  _globals['_LISTFILESRESPONSE']._serialized_start=922
-  _globals['_LISTFILESRESPONSE']._serialized_end=1037
-  _globals['_GETFILEREQUEST']._serialized_start=1039
-  _globals['_GETFILEREQUEST']._serialized_end=1072
-  _globals['_DELETEFILEREQUEST']._serialized_start=1074
-  _globals['_DELETEFILEREQUEST']._serialized_end=1110
-  _globals['_DELETEFILERESPONSE']._serialized_start=1112
-  _globals['_DELETEFILERESPONSE']._serialized_end=1171
-  _globals['_GETFILECONTENTREQUEST']._serialized_start=1173
-  _globals['_GETFILECONTENTREQUEST']._serialized_end=1213
-  _globals['_FILES']._serialized_start=2041
-  _globals['_FILES']._serialized_end=2543
+  _globals['_FILEPURPOSE']._serialized_start=1279
+  _globals['_FILEPURPOSE']._serialized_end=1727
+  _globals['_FILESTATUS']._serialized_start=1730
+  _globals['_FILESTATUS']._serialized_end=1887
+  _globals['_EXPIRESAFTERANCHOR']._serialized_start=1889
+  _globals['_EXPIRESAFTERANCHOR']._serialized_end=2000
+  _globals['_LISTORDER']._serialized_start=2002
+  _globals['_LISTORDER']._serialized_end=2101
+  _globals['_EXPIRESAFTER']._serialized_start=157
+  _globals['_EXPIRESAFTER']._serialized_end=249
+  _globals['_FILE']._serialized_start=252
+  _globals['_FILE']._serialized_end=517
+  _globals['_FILEMETADATA']._serialized_start=520
+  _globals['_FILEMETADATA']._serialized_end=729
+  _globals['_CREATEFILEREQUEST']._serialized_start=731
+  _globals['_CREATEFILEREQUEST']._serialized_end=835
+  _globals['_LISTFILESREQUEST']._serialized_start=838
+  _globals['_LISTFILESREQUEST']._serialized_end=983
+  _globals['_LISTFILESRESPONSE']._serialized_start=985
+  _globals['_LISTFILESRESPONSE']._serialized_end=1100
+  _globals['_GETFILEREQUEST']._serialized_start=1102
+  _globals['_GETFILEREQUEST']._serialized_end=1135
+  _globals['_DELETEFILEREQUEST']._serialized_start=1137
+  _globals['_DELETEFILEREQUEST']._serialized_end=1173
+  _globals['_DELETEFILERESPONSE']._serialized_start=1175
+  _globals['_DELETEFILERESPONSE']._serialized_end=1234
+  _globals['_GETFILECONTENTREQUEST']._serialized_start=1236
+  _globals['_GETFILECONTENTREQUEST']._serialized_end=1276
+  _globals['_FILES']._serialized_start=2104
+  _globals['_FILES']._serialized_end=2606
 # @@protoc_insertion_point(module_scope)

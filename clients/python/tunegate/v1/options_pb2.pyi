@@ -16,6 +16,7 @@ UNWRAP_FIELD_NUMBER: _builtins.int
 NULLABLE_FIELD_NUMBER: _builtins.int
 MULTIPART_PART_FIELD_NUMBER: _builtins.int
 FROM_HEADER_FIELD_NUMBER: _builtins.int
+JSON_SCHEMA_FIELD_NUMBER: _builtins.int
 STREAMED_BY_FIELD_NUMBER: _builtins.int
 WIRE_FIELD_NUMBER: _builtins.int
 object_type: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MessageOptions, _builtins.str]
@@ -31,6 +32,12 @@ multipart_part: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldO
 from_header: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.str]
 """On a string field: the value is also taken from this HTTP header when the body lacks it
 (e.g. `request_id` from `Idempotency-Key`).
+"""
+json_schema: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.FieldOptions, _builtins.str]
+"""On a `google.api.HttpBody` field that carries a JSON document as it was sent (a
+pass-through body): what the contract requires of that document, as a JSON Schema object
+in JSON text (e.g. its required keys). The REST edge's OpenAPI document merges it with the
+request's other fields, which the edge copies from the document's keys of the same names.
 """
 streamed_by: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.MethodOptions, _builtins.str]
 """On a unary RPC with a streamed twin: the server-streaming RPC of the same service that the

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from tunegate.v1 import files_pb2 as tunegate_dot_v1_dot_files__pb2
 from tunegate.v1 import options_pb2 as tunegate_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tunegate/v1/uploads.proto\x12\x0btunegate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17tunegate/v1/files.proto\x1a\x19tunegate/v1/options.proto\"\xe6\x01\n\x06Upload\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\x03\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\r\n\x05\x62ytes\x18\x04 \x01(\x03\x12)\n\x07purpose\x18\x05 \x01(\x0e\x32\x18.tunegate.v1.FilePurpose\x12)\n\x06status\x18\x06 \x01(\x0e\x32\x19.tunegate.v1.UploadStatus\x12\x12\n\nexpires_at\x18\x07 \x01(\x03\x12%\n\x04\x66ile\x18\x08 \x01(\x0b\x32\x11.tunegate.v1.FileB\x04\xd0\xb5\x18\x01:\n\x8a\xb5\x18\x06upload\"P\n\nUploadPart\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\x03\x12\x11\n\tupload_id\x18\x03 \x01(\t:\x0f\x8a\xb5\x18\x0bupload.part\"\xcf\x01\n\x13\x43reateUploadRequest\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12)\n\x07purpose\x18\x02 \x01(\x0e\x32\x18.tunegate.v1.FilePurpose\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x11\n\tmime_type\x18\x04 \x01(\t\x12\x30\n\rexpires_after\x18\x05 \x01(\x0b\x32\x19.tunegate.v1.ExpiresAfter\x12\'\n\nrequest_id\x18\x06 \x01(\tB\x13\xe2\xb5\x18\x0fidempotency-key\"6\n\x12UploadPartMetadata\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\"q\n\x14\x41\x64\x64UploadPartRequest\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32\x1f.tunegate.v1.UploadPartMetadataH\x00\x12\x19\n\x05\x63hunk\x18\x02 \x01(\x0c\x42\x08\xda\xb5\x18\x04\x64\x61taH\x00\x42\t\n\x07payload\"I\n\x15\x43ompleteUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x10\n\x08part_ids\x18\x02 \x03(\t\x12\x0b\n\x03md5\x18\x03 \x01(\t\"(\n\x13\x43\x61ncelUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t*\xd5\x01\n\x0cUploadStatus\x12\x1d\n\x19UPLOAD_STATUS_UNSPECIFIED\x10\x00\x12&\n\x15UPLOAD_STATUS_PENDING\x10\x01\x1a\x0b\xa2\xb6\x18\x07pending\x12*\n\x17UPLOAD_STATUS_COMPLETED\x10\x02\x1a\r\xa2\xb6\x18\tcompleted\x12*\n\x17UPLOAD_STATUS_CANCELLED\x10\x03\x1a\r\xa2\xb6\x18\tcancelled\x12&\n\x15UPLOAD_STATUS_EXPIRED\x10\x04\x1a\x0b\xa2\xb6\x18\x07\x65xpired2\xcb\x03\n\x07Uploads\x12]\n\x0c\x43reateUpload\x12 .tunegate.v1.CreateUploadRequest\x1a\x13.tunegate.v1.Upload\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/uploads:\x01*\x12w\n\rAddUploadPart\x12!.tunegate.v1.AddUploadPartRequest\x1a\x17.tunegate.v1.UploadPart\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/uploads/{upload_id}/parts:\x01*(\x01\x12v\n\x0e\x43ompleteUpload\x12\".tunegate.v1.CompleteUploadRequest\x1a\x13.tunegate.v1.Upload\"+\x82\xd3\xe4\x93\x02%\" /v1/uploads/{upload_id}/complete:\x01*\x12p\n\x0c\x43\x61ncelUpload\x12 .tunegate.v1.CancelUploadRequest\x1a\x13.tunegate.v1.Upload\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/uploads/{upload_id}/cancel:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tunegate/v1/uploads.proto\x12\x0btunegate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x17tunegate/v1/files.proto\x1a\x19tunegate/v1/options.proto\"\xf2\x01\n\x06Upload\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\x03\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\r\n\x05\x62ytes\x18\x04 \x01(\x03\x12/\n\x07purpose\x18\x05 \x01(\x0e\x32\x18.tunegate.v1.FilePurposeB\x04\xe2\x41\x01\x02\x12/\n\x06status\x18\x06 \x01(\x0e\x32\x19.tunegate.v1.UploadStatusB\x04\xe2\x41\x01\x02\x12\x12\n\nexpires_at\x18\x07 \x01(\x03\x12%\n\x04\x66ile\x18\x08 \x01(\x0b\x32\x11.tunegate.v1.FileB\x04\xd0\xb5\x18\x01:\n\x8a\xb5\x18\x06upload\"P\n\nUploadPart\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncreated_at\x18\x02 \x01(\x03\x12\x11\n\tupload_id\x18\x03 \x01(\t:\x0f\x8a\xb5\x18\x0bupload.part\"\xe7\x01\n\x13\x43reateUploadRequest\x12\x16\n\x08\x66ilename\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12/\n\x07purpose\x18\x02 \x01(\x0e\x32\x18.tunegate.v1.FilePurposeB\x04\xe2\x41\x01\x02\x12\x13\n\x05\x62ytes\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x17\n\tmime_type\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x30\n\rexpires_after\x18\x05 \x01(\x0b\x32\x19.tunegate.v1.ExpiresAfter\x12\'\n\nrequest_id\x18\x06 \x01(\tB\x13\xe2\xb5\x18\x0fidempotency-key\"6\n\x12UploadPartMetadata\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\"q\n\x14\x41\x64\x64UploadPartRequest\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32\x1f.tunegate.v1.UploadPartMetadataH\x00\x12\x19\n\x05\x63hunk\x18\x02 \x01(\x0c\x42\x08\xda\xb5\x18\x04\x64\x61taH\x00\x42\t\n\x07payload\"O\n\x15\x43ompleteUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x16\n\x08part_ids\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\x12\x0b\n\x03md5\x18\x03 \x01(\t\"(\n\x13\x43\x61ncelUploadRequest\x12\x11\n\tupload_id\x18\x01 \x01(\t*\xd5\x01\n\x0cUploadStatus\x12\x1d\n\x19UPLOAD_STATUS_UNSPECIFIED\x10\x00\x12&\n\x15UPLOAD_STATUS_PENDING\x10\x01\x1a\x0b\xa2\xb6\x18\x07pending\x12*\n\x17UPLOAD_STATUS_COMPLETED\x10\x02\x1a\r\xa2\xb6\x18\tcompleted\x12*\n\x17UPLOAD_STATUS_CANCELLED\x10\x03\x1a\r\xa2\xb6\x18\tcancelled\x12&\n\x15UPLOAD_STATUS_EXPIRED\x10\x04\x1a\x0b\xa2\xb6\x18\x07\x65xpired2\xcb\x03\n\x07Uploads\x12]\n\x0c\x43reateUpload\x12 .tunegate.v1.CreateUploadRequest\x1a\x13.tunegate.v1.Upload\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/uploads:\x01*\x12w\n\rAddUploadPart\x12!.tunegate.v1.AddUploadPartRequest\x1a\x17.tunegate.v1.UploadPart\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/uploads/{upload_id}/parts:\x01*(\x01\x12v\n\x0e\x43ompleteUpload\x12\".tunegate.v1.CompleteUploadRequest\x1a\x13.tunegate.v1.Upload\"+\x82\xd3\xe4\x93\x02%\" /v1/uploads/{upload_id}/complete:\x01*\x12p\n\x0c\x43\x61ncelUpload\x12 .tunegate.v1.CancelUploadRequest\x1a\x13.tunegate.v1.Upload\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/uploads/{upload_id}/cancel:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,16 +43,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADSTATUS'].values_by_name["UPLOAD_STATUS_CANCELLED"]._serialized_options = b'\242\266\030\tcancelled'
   _globals['_UPLOADSTATUS'].values_by_name["UPLOAD_STATUS_EXPIRED"]._loaded_options = None
   _globals['_UPLOADSTATUS'].values_by_name["UPLOAD_STATUS_EXPIRED"]._serialized_options = b'\242\266\030\007expired'
+  _globals['_UPLOAD'].fields_by_name['purpose']._loaded_options = None
+  _globals['_UPLOAD'].fields_by_name['purpose']._serialized_options = b'\342A\001\002'
+  _globals['_UPLOAD'].fields_by_name['status']._loaded_options = None
+  _globals['_UPLOAD'].fields_by_name['status']._serialized_options = b'\342A\001\002'
   _globals['_UPLOAD'].fields_by_name['file']._loaded_options = None
   _globals['_UPLOAD'].fields_by_name['file']._serialized_options = b'\320\265\030\001'
   _globals['_UPLOAD']._loaded_options = None
   _globals['_UPLOAD']._serialized_options = b'\212\265\030\006upload'
   _globals['_UPLOADPART']._loaded_options = None
   _globals['_UPLOADPART']._serialized_options = b'\212\265\030\013upload.part'
+  _globals['_CREATEUPLOADREQUEST'].fields_by_name['filename']._loaded_options = None
+  _globals['_CREATEUPLOADREQUEST'].fields_by_name['filename']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEUPLOADREQUEST'].fields_by_name['purpose']._loaded_options = None
+  _globals['_CREATEUPLOADREQUEST'].fields_by_name['purpose']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEUPLOADREQUEST'].fields_by_name['bytes']._loaded_options = None
+  _globals['_CREATEUPLOADREQUEST'].fields_by_name['bytes']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEUPLOADREQUEST'].fields_by_name['mime_type']._loaded_options = None
+  _globals['_CREATEUPLOADREQUEST'].fields_by_name['mime_type']._serialized_options = b'\342A\001\002'
   _globals['_CREATEUPLOADREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_CREATEUPLOADREQUEST'].fields_by_name['request_id']._serialized_options = b'\342\265\030\017idempotency-key'
   _globals['_ADDUPLOADPARTREQUEST'].fields_by_name['chunk']._loaded_options = None
   _globals['_ADDUPLOADPARTREQUEST'].fields_by_name['chunk']._serialized_options = b'\332\265\030\004data'
+  _globals['_COMPLETEUPLOADREQUEST'].fields_by_name['part_ids']._loaded_options = None
+  _globals['_COMPLETEUPLOADREQUEST'].fields_by_name['part_ids']._serialized_options = b'\342A\001\002'
   _globals['_UPLOADS'].methods_by_name['CreateUpload']._loaded_options = None
   _globals['_UPLOADS'].methods_by_name['CreateUpload']._serialized_options = b'\202\323\344\223\002\020\"\013/v1/uploads:\001*'
   _globals['_UPLOADS'].methods_by_name['AddUploadPart']._loaded_options = None
@@ -60,22 +75,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADS'].methods_by_name['CompleteUpload']._serialized_options = b'\202\323\344\223\002%\" /v1/uploads/{upload_id}/complete:\001*'
   _globals['_UPLOADS'].methods_by_name['CancelUpload']._loaded_options = None
   _globals['_UPLOADS'].methods_by_name['CancelUpload']._serialized_options = b'\202\323\344\223\002#\"\036/v1/uploads/{upload_id}/cancel:\001*'
-  _globals['_UPLOADSTATUS']._serialized_start=938
-  _globals['_UPLOADSTATUS']._serialized_end=1151
-  _globals['_UPLOAD']._serialized_start=125
-  _globals['_UPLOAD']._serialized_end=355
-  _globals['_UPLOADPART']._serialized_start=357
-  _globals['_UPLOADPART']._serialized_end=437
-  _globals['_CREATEUPLOADREQUEST']._serialized_start=440
-  _globals['_CREATEUPLOADREQUEST']._serialized_end=647
-  _globals['_UPLOADPARTMETADATA']._serialized_start=649
-  _globals['_UPLOADPARTMETADATA']._serialized_end=703
-  _globals['_ADDUPLOADPARTREQUEST']._serialized_start=705
-  _globals['_ADDUPLOADPARTREQUEST']._serialized_end=818
-  _globals['_COMPLETEUPLOADREQUEST']._serialized_start=820
-  _globals['_COMPLETEUPLOADREQUEST']._serialized_end=893
-  _globals['_CANCELUPLOADREQUEST']._serialized_start=895
-  _globals['_CANCELUPLOADREQUEST']._serialized_end=935
-  _globals['_UPLOADS']._serialized_start=1154
-  _globals['_UPLOADS']._serialized_end=1613
+  _globals['_UPLOADSTATUS']._serialized_start=1013
+  _globals['_UPLOADSTATUS']._serialized_end=1226
+  _globals['_UPLOAD']._serialized_start=158
+  _globals['_UPLOAD']._serialized_end=400
+  _globals['_UPLOADPART']._serialized_start=402
+  _globals['_UPLOADPART']._serialized_end=482
+  _globals['_CREATEUPLOADREQUEST']._serialized_start=485
+  _globals['_CREATEUPLOADREQUEST']._serialized_end=716
+  _globals['_UPLOADPARTMETADATA']._serialized_start=718
+  _globals['_UPLOADPARTMETADATA']._serialized_end=772
+  _globals['_ADDUPLOADPARTREQUEST']._serialized_start=774
+  _globals['_ADDUPLOADPARTREQUEST']._serialized_end=887
+  _globals['_COMPLETEUPLOADREQUEST']._serialized_start=889
+  _globals['_COMPLETEUPLOADREQUEST']._serialized_end=968
+  _globals['_CANCELUPLOADREQUEST']._serialized_start=970
+  _globals['_CANCELUPLOADREQUEST']._serialized_end=1010
+  _globals['_UPLOADS']._serialized_start=1229
+  _globals['_UPLOADS']._serialized_end=1688
 # @@protoc_insertion_point(module_scope)

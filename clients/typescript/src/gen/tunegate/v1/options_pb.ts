@@ -11,7 +11,7 @@ import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
  * Describes the file tunegate/v1/options.proto.
  */
 export const file_tunegate_v1_options: GenFile = /*@__PURE__*/
-  fileDesc("Chl0dW5lZ2F0ZS92MS9vcHRpb25zLnByb3RvEgt0dW5lZ2F0ZS52MTpCCgtvYmplY3RfdHlwZRIfLmdvb2dsZS5wcm90b2J1Zi5NZXNzYWdlT3B0aW9ucxjRhgMgASgJUgpvYmplY3RUeXBlOkcKDmF1dG9fb3JfbnVtYmVyEh8uZ29vZ2xlLnByb3RvYnVmLk1lc3NhZ2VPcHRpb25zGNKGAyABKAhSDGF1dG9Pck51bWJlcjo5CgZ1bndyYXASHy5nb29nbGUucHJvdG9idWYuTWVzc2FnZU9wdGlvbnMY04YDIAEoCVIGdW53cmFwOjsKCG51bGxhYmxlEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxjahgMgASgIUghudWxsYWJsZTpGCg5tdWx0aXBhcnRfcGFydBIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY24YDIAEoCVINbXVsdGlwYXJ0UGFydDpACgtmcm9tX2hlYWRlchIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY3IYDIAEoCVIKZnJvbUhlYWRlcjpBCgtzdHJlYW1lZF9ieRIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGO6GAyABKAlSCnN0cmVhbWVkQnk6NwoEd2lyZRIhLmdvb2dsZS5wcm90b2J1Zi5FbnVtVmFsdWVPcHRpb25zGOSGAyABKAlSBHdpcmViBnByb3RvMw", [file_google_protobuf_descriptor]);
+  fileDesc("Chl0dW5lZ2F0ZS92MS9vcHRpb25zLnByb3RvEgt0dW5lZ2F0ZS52MTpCCgtvYmplY3RfdHlwZRIfLmdvb2dsZS5wcm90b2J1Zi5NZXNzYWdlT3B0aW9ucxjRhgMgASgJUgpvYmplY3RUeXBlOkcKDmF1dG9fb3JfbnVtYmVyEh8uZ29vZ2xlLnByb3RvYnVmLk1lc3NhZ2VPcHRpb25zGNKGAyABKAhSDGF1dG9Pck51bWJlcjo5CgZ1bndyYXASHy5nb29nbGUucHJvdG9idWYuTWVzc2FnZU9wdGlvbnMY04YDIAEoCVIGdW53cmFwOjsKCG51bGxhYmxlEh0uZ29vZ2xlLnByb3RvYnVmLkZpZWxkT3B0aW9ucxjahgMgASgIUghudWxsYWJsZTpGCg5tdWx0aXBhcnRfcGFydBIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY24YDIAEoCVINbXVsdGlwYXJ0UGFydDpACgtmcm9tX2hlYWRlchIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY3IYDIAEoCVIKZnJvbUhlYWRlcjpACgtqc29uX3NjaGVtYRIdLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE9wdGlvbnMY3YYDIAEoCVIKanNvblNjaGVtYTpBCgtzdHJlYW1lZF9ieRIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGO6GAyABKAlSCnN0cmVhbWVkQnk6NwoEd2lyZRIhLmdvb2dsZS5wcm90b2J1Zi5FbnVtVmFsdWVPcHRpb25zGOSGAyABKAlSBHdpcmViBnByb3RvMw", [file_google_protobuf_descriptor]);
 
 /**
  * The constant `object` discriminator OpenAI puts on this object ("file", "list", ...).
@@ -63,6 +63,17 @@ export const from_header: GenExtension<FieldOptions, string> = /*@__PURE__*/
   extDesc(file_tunegate_v1_options, 5);
 
 /**
+ * On a `google.api.HttpBody` field that carries a JSON document as it was sent (a
+ * pass-through body): what the contract requires of that document, as a JSON Schema object
+ * in JSON text (e.g. its required keys). The REST edge's OpenAPI document merges it with the
+ * request's other fields, which the edge copies from the document's keys of the same names.
+ *
+ * @generated from extension: string json_schema = 50013;
+ */
+export const json_schema: GenExtension<FieldOptions, string> = /*@__PURE__*/
+  extDesc(file_tunegate_v1_options, 6);
+
+/**
  * On a unary RPC with a streamed twin: the server-streaming RPC of the same service that the
  * REST edge calls instead when the request asks for a stream.
  *   * A pass-through route (OpenAI's chat, `body` naming a google.api.HttpBody field): the
@@ -77,7 +88,7 @@ export const from_header: GenExtension<FieldOptions, string> = /*@__PURE__*/
  * @generated from extension: string streamed_by = 50030;
  */
 export const streamed_by: GenExtension<MethodOptions, string> = /*@__PURE__*/
-  extDesc(file_tunegate_v1_options, 6);
+  extDesc(file_tunegate_v1_options, 7);
 
 /**
  * The exact JSON spelling of this value ("fine-tune", "assistants_output", ...).
@@ -85,5 +96,5 @@ export const streamed_by: GenExtension<MethodOptions, string> = /*@__PURE__*/
  * @generated from extension: string wire = 50020;
  */
 export const wire: GenExtension<EnumValueOptions, string> = /*@__PURE__*/
-  extDesc(file_tunegate_v1_options, 7);
+  extDesc(file_tunegate_v1_options, 8);
 
