@@ -13,6 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ROOT / "clients" / "python" / "tunegate" / "v1"
 
 
+def _assert_same(fresh: dict[str, bytes], committed: dict[str, bytes], what: str) -> None:
+    """The freshly generated files are the committed ones, byte for byte."""
+    assert sorted(fresh) == sorted(committed), "generated file set differs: run `make proto`"
+    stale = [name for name in fresh if fresh[name] != committed[name]]
+    assert not stale, f"stale generated {what}, run `make proto`: {stale}"
+
+
 def test_regeneration_changes_nothing(tmp_path: Path) -> None:
     protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "proto" / "tunegate" / "v1").glob("*.proto"))
     include = Path(grpc_tools.__file__).parent / "_proto"
@@ -31,9 +38,7 @@ def test_regeneration_changes_nothing(tmp_path: Path) -> None:
     committed = {
         p.name: p.read_bytes() for p in GENERATED.iterdir() if p.name != "__init__.py" and p.is_file()
     }
-    assert sorted(fresh) == sorted(committed), "generated file set differs: run `make proto`"
-    stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert not stale, f"stale generated code, run `make proto`: {stale}"
+    _assert_same(fresh, committed, "code")
 
 
 TS_GENERATED = ROOT / "clients" / "typescript" / "src" / "gen"
@@ -58,6 +63,4 @@ def test_typescript_regeneration_changes_nothing(tmp_path: Path) -> None:
     )
     fresh = _tree(tmp_path / TS_GENERATED.relative_to(ROOT))
     committed = _tree(TS_GENERATED)
-    assert sorted(fresh) == sorted(committed), "generated file set differs: run `make proto`"
-    stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert not stale, f"stale generated TypeScript, run `make proto`: {stale}"
+    _assert_same(fresh, committed, "TypeScript")
