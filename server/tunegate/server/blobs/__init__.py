@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tunegate.server.blobs._local import (
     DEFAULT_CHUNK_SIZE,
+    STAGE_BYTES,
+    WRITEBACK_BYTES,
     BlobStore,
     BlobWriter,
     LocalBlobStore,
@@ -24,6 +26,8 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_PART_BYTES",
     "MIN_PART_BYTES",
+    "STAGE_BYTES",
+    "WRITEBACK_BYTES",
     "BlobSettings",
     "BlobStore",
     "BlobWriter",

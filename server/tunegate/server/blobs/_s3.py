@@ -87,7 +87,7 @@ class _S3Writer:
     async def _send_part(self) -> None:
         """Hand the buffer to a part upload, first waiting while `max_concurrency` are in flight."""
         while len(self._in_flight) >= self._store.settings.max_concurrency:
-            await self._in_flight.pop(0)  # raises the part's failure
+            await self._wait_oldest()
         if self._upload_id is None:
             created = await self._client.create_multipart_upload(Bucket=self._store.bucket, Key=self._object)
             self._upload_id = created["UploadId"]
@@ -95,6 +95,12 @@ class _S3Writer:
         number = len(self._parts) + 1
         self._parts.append({"PartNumber": number})
         self._in_flight.append(asyncio.create_task(self._upload_part(number, body)))
+
+    async def _wait_oldest(self) -> None:
+        """Wait for the oldest part in flight (raising its failure). It stays listed until done,
+        so an `abort()` after a cancellation here still waits for it before aborting the upload."""
+        await self._in_flight[0]
+        self._in_flight.pop(0)
 
     async def _upload_part(self, number: int, body: bytes) -> None:
         assert self._upload_id is not None
@@ -122,7 +128,7 @@ class _S3Writer:
             if self._buffer or not self._parts:
                 await self._send_part()
             while self._in_flight:
-                await self._in_flight.pop(0)
+                await self._wait_oldest()
             self._done = True
             upload_id, parts = self._upload_id, list(self._parts)
             await self._make_visible(
@@ -240,10 +246,11 @@ class S3BlobStore:
         client = await self._get_client()
         await client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
 
-    async def sweep(self) -> int:
-        """Abort the multipart uploads under the prefix initiated more than `SWEEP_AGE` ago."""
+    async def sweep(self, older_than: timedelta = SWEEP_AGE) -> int:
+        """Abort the multipart uploads under the prefix initiated more than `older_than` ago
+        (younger ones may belong to a writer of another replica); returns how many."""
         client = await self._get_client()
-        cutoff = datetime.now(UTC) - SWEEP_AGE
+        cutoff = datetime.now(UTC) - older_than
         prefix = f"{self.prefix}/" if self.prefix else ""
         removed = 0
         paginator = client.get_paginator("list_multipart_uploads")
