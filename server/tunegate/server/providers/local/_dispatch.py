@@ -125,6 +125,7 @@ class InProcessDispatcher:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._running: set[str] = set()
+        self._again: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
 
@@ -158,7 +159,10 @@ class InProcessDispatcher:
 
     async def submit_train(self, job_id: str, needs: Needs) -> None:
         del needs  # one machine: whatever it has is what the job gets
-        if job_id in self._queued or job_id in self._running:
+        if job_id in self._running:
+            self._again.add(job_id)  # resumed while its trainer still pauses: run it once more after
+            return
+        if job_id in self._queued:
             return
         self._queued.add(job_id)
         await self._queue.put(job_id)
@@ -180,6 +184,9 @@ class InProcessDispatcher:
                 logger.exception("training local job %s failed", job_id)
             finally:
                 self._running.discard(job_id)
+            if job_id in self._again:
+                self._again.discard(job_id)
+                await self.submit_train(job_id, Needs())
 
     def _spawn(self, coro: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
