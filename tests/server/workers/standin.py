@@ -39,8 +39,10 @@ class StandInRunner:
         self.calls.append((kind, job_id))
         self._seen[(kind, job_id)].set()
 
-    async def wait_for(self, kind: str, job_id: str, timeout: float = 30) -> None:
-        await asyncio.wait_for(self._seen[(kind, job_id)].wait(), timeout)
+    async def wait_for(self, kind: str, job_id: str) -> None:
+        """Returns once `kind` ran for `job_id` (a stuck queue fails the test after 30 s)."""
+        async with asyncio.timeout(30):
+            await self._seen[(kind, job_id)].wait()
 
 
 def fast_settings(**overrides: object) -> WorkerSettings:

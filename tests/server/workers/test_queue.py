@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -54,7 +53,7 @@ async def start_worker(queue_db: str) -> AsyncIterator[StartWorker]:
 async def _statuses(dispatcher: QueueDispatcher, task: str) -> list[tuple[str, str, str]]:
     """(job id, queue, status) of every procrastinate job of `task`."""
     jobs = await dispatcher.app.job_manager.list_jobs_async(task=task)
-    return sorted((str(job.task_kwargs["job_id"]), job.queue, job.status) for job in jobs)
+    return sorted((str(job.task_kwargs["job_id"]), job.queue, str(job.status)) for job in jobs)
 
 
 async def test_validate_and_train_run_on_a_worker(dispatcher, start_worker, runner) -> None:
@@ -118,22 +117,22 @@ async def test_a_stopping_worker_hands_its_job_to_the_next(dispatcher, start_wor
 async def test_a_killed_workers_job_is_resumed_by_another(
     dispatcher, start_worker, queue_db: str, tmp_path: Path
 ) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.server.workers.standin", queue_db, str(tmp_path)],
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "tests.server.workers.standin", queue_db, str(tmp_path)],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
         while not (tmp_path / "ready").exists():
-            assert process.poll() is None, "the worker process exited"
+            assert process.returncode is None, "the worker process exited"
             await asyncio.sleep(0.05)
         await dispatcher.submit_train("ftjob-local-d", Needs())
         while not (tmp_path / "ftjob-local-d").exists():
-            assert process.poll() is None, "the worker process exited"
+            assert process.returncode is None, "the worker process exited"
             await asyncio.sleep(0.05)
     finally:
         process.send_signal(signal.SIGKILL)
-        process.wait()
+        await process.wait()
 
     survivor = StandInRunner()
     await start_worker(survivor)
