@@ -1,5 +1,6 @@
-"""The `tunegate` command: `run` (server and edge together), `server`, `edge`, and `keys`
-(gateway API keys and the master key, run against the database).
+"""The `tunegate` command: `run` (server and edge together), `server`, `edge`, `worker` (takes
+local training jobs from the PostgreSQL queue), and `keys` (gateway API keys and the master key,
+run against the database).
 
 Settings come from, strongest first: command-line flags, environment variables
 (`TUNEGATE_DATA_DIR`, `TUNEGATE_HTTP_PORT`, `TUNEGATE_GRPC_PORT`, `TUNEGATE_CONFIG`,
@@ -18,6 +19,18 @@ then the built-in defaults. The TOML file holds everything else:
     [auth]
     mode = "keys"                 # or "open" (the default); env TUNEGATE_AUTH
     master_key_file = "/etc/tunegate/master.key"   # else TUNEGATE_MASTER_KEY, else <data_dir>/master.key
+
+    [local]                       # the local provider (on-machine training)
+    queue = "procrastinate"       # or "inprocess" (the default): jobs run inside the server that
+                                  # took them; "procrastinate" queues them in the PostgreSQL of
+                                  # database_url for `tunegate worker` processes
+
+    [worker]                      # WorkerSettings: one `tunegate worker` (or run's embedded one)
+    device = "cuda"               # or "cpu"; default: cuda when PyTorch sees a GPU
+    memory_mb = 65536             # default: the machine's MemTotal
+    concurrency = 1               # training jobs at once
+    heartbeat_seconds = 10        # a worker silent for stalled_seconds is dead; its job is
+    stalled_seconds = 30          # queued again and resumed from its newest checkpoint
 
     [edge]                        # any EdgeConfig field
     host = "127.0.0.1"
@@ -73,6 +86,7 @@ from tunegate.server.app import GatewayServer
 from tunegate.server.config import ServerConfig
 from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, RoutingConfig, VirtualKey
 from tunegate.server.webhooks import WebhookSettings
+from tunegate.server.workers import WorkerSettings
 
 __all__ = ["Settings", "load_settings", "main"]
 
@@ -90,6 +104,7 @@ class Settings:
 
     server: ServerConfig
     edge: EdgeConfig
+    worker: WorkerSettings = dataclasses.field(default_factory=WorkerSettings)
 
 
 def _fields_of(
@@ -178,6 +193,23 @@ def _webhook_settings(document: Mapping[str, Any], env: Mapping[str, str]) -> We
         raise SystemExit(f"config: [webhooks]: {exc}") from None
 
 
+_LOCAL_KEYS = frozenset({"queue"})
+"""`[local] <key>` sets `ServerConfig.local_<key>`."""
+
+
+def _worker_settings(document: Mapping[str, Any], args: argparse.Namespace) -> WorkerSettings:
+    """`[worker]` as `WorkerSettings`, under the `tunegate worker` flags that override it."""
+    table = _fields_of(WorkerSettings, document.get("worker", {}), "worker")
+    for name in ("device", "memory_mb", "concurrency", "name"):
+        value = getattr(args, f"worker_{name}", None)
+        if value is not None:
+            table[name] = value
+    try:
+        return WorkerSettings(**table)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"config: {exc}") from None
+
+
 def _env_int(env: Mapping[str, str], name: str) -> int | None:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -197,7 +229,18 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
             document = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SystemExit(f"config: cannot read {config_path}: {exc}") from None
-    sections = {"data_dir", "server", "edge", "routing", "providers", "virtual_keys", "auth", "webhooks"}
+    sections = {
+        "data_dir",
+        "server",
+        "edge",
+        "routing",
+        "providers",
+        "virtual_keys",
+        "auth",
+        "webhooks",
+        "local",
+        "worker",
+    }
     unknown = sorted(set(document) - sections)
     if unknown:
         raise SystemExit(f"config: unknown top-level key(s): {', '.join(unknown)}")
@@ -215,6 +258,12 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
     if auth_table.get("master_key_file"):
         server_table["master_key_file"] = Path(auth_table["master_key_file"])
     server_table["webhooks"] = _webhook_settings(document, env)
+    local_table = document.get("local", {})
+    if not isinstance(local_table, dict) or set(local_table) - _LOCAL_KEYS:
+        raise SystemExit(f"config: [local] takes {', '.join(sorted(_LOCAL_KEYS))}")
+    for key, value in local_table.items():
+        server_table[f"local_{key}"] = value
+    worker = _worker_settings(document, args)
     edge_table = _fields_of(EdgeConfig, document.get("edge", {}), "edge")
 
     data_dir = args.data_dir or env.get("TUNEGATE_DATA_DIR") or document.get("data_dir")
@@ -243,7 +292,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         edge_config = EdgeConfig(**edge_table)
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"config: {exc}") from None
-    return Settings(server=server_config, edge=edge_config)
+    return Settings(server=server_config, edge=edge_config, worker=worker)
 
 
 def _freeze_startup_heap() -> None:
@@ -278,6 +327,31 @@ async def _run_edge(settings: Settings) -> None:
         await _wait_for_signal()
     finally:
         await edge.stop()
+
+
+async def _run_worker(settings: Settings) -> None:
+    """`tunegate worker`: run local jobs from the queue until SIGTERM/SIGINT, then hand the
+    running ones back (each checkpoints first) for another worker."""
+    from tunegate.server.workers import QueueWorker, open_local_runner
+
+    config = settings.server
+    if config.local_queue != "procrastinate":
+        raise SystemExit(
+            'tunegate worker: set [local] queue = "procrastinate" (with a PostgreSQL database_url)'
+        )
+    async with open_local_runner(config) as runner:
+        worker = QueueWorker(config.resolved_database_url, runner, settings.worker)
+        await worker.start()
+        try:
+            signalled = asyncio.create_task(_wait_for_signal())
+            failed = asyncio.create_task(worker.wait())
+            done, _ = await asyncio.wait((signalled, failed), return_when=asyncio.FIRST_COMPLETED)
+            for task in (signalled, failed):
+                task.cancel()
+            for task in done:
+                task.result()  # a worker loop that died takes the process down with its error
+        finally:
+            await worker.stop()
 
 
 async def _run_both(settings: Settings) -> None:
@@ -315,6 +389,7 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "the gRPC server and the REST edge together"),
         ("server", "the gRPC server only"),
         ("edge", "the REST edge only, in front of a running server"),
+        ("worker", "a training worker: takes local jobs from the PostgreSQL queue"),
     ):
         cmd = commands.add_parser(name, help=help_text)
         cmd.add_argument("--config", help="TOML config file (env TUNEGATE_CONFIG)")
@@ -324,6 +399,15 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--log-level", default=os.environ.get("TUNEGATE_LOG_LEVEL", "INFO"))
         if name == "edge":
             cmd.add_argument("--grpc-target", help="host:port of the gRPC server")
+        if name == "worker":
+            cmd.add_argument(
+                "--device", dest="worker_device", choices=("cpu", "cuda"), help="[worker] device"
+            )
+            cmd.add_argument("--memory-mb", dest="worker_memory_mb", type=int, help="[worker] memory_mb")
+            cmd.add_argument(
+                "--concurrency", dest="worker_concurrency", type=int, help="[worker] concurrency"
+            )
+            cmd.add_argument("--name", dest="worker_name", help="[worker] name (default host:pid)")
     document = commands.add_parser(
         "openapi", help="write the REST surface's OpenAPI document, generated from the contract"
     )
@@ -436,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(_keys_command(args, load_settings(args)))
         return
     settings = load_settings(args)
-    runner = {"run": _run_both, "server": _run_server, "edge": _run_edge}[args.command]
+    runner = {"run": _run_both, "server": _run_server, "edge": _run_edge, "worker": _run_worker}[args.command]
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS

@@ -13,8 +13,8 @@ from tunegate.server.workers._queues import (
     train_queue,
     train_queues,
 )
+from tunegate.server.workers._role import open_local_runner
 from tunegate.server.workers._settings import (
-    QUEUE_KINDS,
     Capabilities,
     WorkerSettings,
     detect_device,
@@ -24,7 +24,6 @@ from tunegate.server.workers._worker import QueueWorker
 
 __all__ = [
     "MAINTENANCE_QUEUE",
-    "QUEUE_KINDS",
     "VALIDATE_QUEUE",
     "Capabilities",
     "QueueDispatcher",
@@ -35,6 +34,7 @@ __all__ = [
     "detect_memory_mb",
     "ensure_schema",
     "light_queues",
+    "open_local_runner",
     "psycopg_conninfo",
     "requeue_stalled",
     "train_queue",

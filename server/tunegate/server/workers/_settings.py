@@ -10,12 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["QUEUE_KINDS", "Capabilities", "WorkerSettings", "detect_device", "detect_memory_mb"]
-
-QUEUE_KINDS = ("inprocess", "procrastinate")
-"""`[local] queue`: `inprocess` runs local jobs inside the server that took them (SQLite or
-PostgreSQL); `procrastinate` puts them on a PostgreSQL queue that `tunegate worker` processes
-(and `tunegate run`'s embedded worker) take them from."""
+__all__ = ["Capabilities", "WorkerSettings", "detect_device", "detect_memory_mb"]
 
 WorkerDevice = Literal["cpu", "cuda"]
 
