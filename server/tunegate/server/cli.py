@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -76,7 +77,7 @@ import os
 import signal
 import sys
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -329,29 +330,44 @@ async def _run_edge(settings: Settings) -> None:
         await edge.stop()
 
 
-async def _run_worker(settings: Settings) -> None:
-    """`tunegate worker`: run local jobs from the queue until SIGTERM/SIGINT, then hand the
-    running ones back (each checkpoints first) for another worker."""
+@contextlib.asynccontextmanager
+async def _queue_worker(settings: Settings) -> AsyncIterator[Any]:
+    """A started `QueueWorker` with its runner; on exit it hands its running jobs back (each
+    checkpoints first) for another worker, and closes the runner."""
     from tunegate.server.workers import QueueWorker, open_local_runner
 
     config = settings.server
-    if config.local_queue != "procrastinate":
-        raise SystemExit(
-            'tunegate worker: set [local] queue = "procrastinate" (with a PostgreSQL database_url)'
-        )
     async with open_local_runner(config) as runner:
         worker = QueueWorker(config.resolved_database_url, runner, settings.worker)
         await worker.start()
         try:
-            signalled = asyncio.create_task(_wait_for_signal())
-            failed = asyncio.create_task(worker.wait())
-            done, _ = await asyncio.wait((signalled, failed), return_when=asyncio.FIRST_COMPLETED)
-            for task in (signalled, failed):
-                task.cancel()
-            for task in done:
-                task.result()  # a worker loop that died takes the process down with its error
+            yield worker
         finally:
             await worker.stop()
+
+
+async def _wait_for_signal_or(worker: Any) -> None:
+    """`_wait_for_signal`, or until `worker` (a `QueueWorker`, or None) fails, raising its error."""
+    if worker is None:
+        await _wait_for_signal()
+        return
+    signalled = asyncio.create_task(_wait_for_signal())
+    failed = asyncio.create_task(worker.wait())
+    done, _ = await asyncio.wait((signalled, failed), return_when=asyncio.FIRST_COMPLETED)
+    for task in (signalled, failed):
+        task.cancel()
+    for task in done:
+        task.result()  # a worker loop that died takes the process down with its error
+
+
+async def _run_worker(settings: Settings) -> None:
+    """`tunegate worker`: run local jobs from the queue until SIGTERM/SIGINT."""
+    if settings.server.local_queue != "procrastinate":
+        raise SystemExit(
+            'tunegate worker: set [local] queue = "procrastinate" (with a PostgreSQL database_url)'
+        )
+    async with _queue_worker(settings) as worker:
+        await _wait_for_signal_or(worker)
 
 
 async def _run_both(settings: Settings) -> None:
@@ -376,7 +392,12 @@ async def _run_both(settings: Settings) -> None:
         settings.server.data_dir.resolve(),
     )
     try:
-        await _wait_for_signal()
+        # With the procrastinate queue, `run` is also one worker (an embedded `tunegate worker`).
+        async with contextlib.AsyncExitStack() as embedded:
+            worker = None
+            if settings.server.local_queue == "procrastinate":
+                worker = await embedded.enter_async_context(_queue_worker(settings))
+            await _wait_for_signal_or(worker)
     finally:
         await edge.stop()  # stop taking HTTP requests first, then drain the gRPC server
         await server.stop()
