@@ -18,6 +18,7 @@ from tunegate.server.workers import (
     QueueWorker,
     WorkerSettings,
     ensure_schema,
+    new_worker_app,
     psycopg_conninfo,
 )
 
@@ -138,3 +139,25 @@ async def test_a_killed_workers_job_is_resumed_by_another(
     await start_worker(survivor)
     await survivor.wait_for("train", "ftjob-local-d")
     assert survivor.calls == [("train", "ftjob-local-d")]
+
+
+async def test_a_runner_queues_training_through_the_workers_own_pool(dispatcher, queue_db: str) -> None:
+    app = new_worker_app(queue_db, fast_settings())
+    own = QueueDispatcher(queue_db, app=app)
+
+    class ValidateThenTrain(StandInRunner):
+        async def validate(self, job_id: str) -> None:
+            await super().validate(job_id)
+            await own.submit_train(job_id, Needs(device="cpu", memory_mb=1024))
+
+    runner = ValidateThenTrain()
+    worker = QueueWorker(queue_db, runner, fast_settings(), app=app)
+    await worker.start()
+    await own.start()
+    try:
+        await dispatcher.submit_validate("ftjob-local-e")
+        await runner.wait_for("train", "ftjob-local-e")
+        assert runner.calls == [("validate", "ftjob-local-e"), ("train", "ftjob-local-e")]
+    finally:
+        await own.aclose()
+        await worker.stop()

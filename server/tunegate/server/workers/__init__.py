@@ -20,7 +20,7 @@ from tunegate.server.workers._settings import (
     detect_device,
     detect_memory_mb,
 )
-from tunegate.server.workers._worker import QueueWorker
+from tunegate.server.workers._worker import QueueWorker, new_worker_app
 
 __all__ = [
     "MAINTENANCE_QUEUE",
@@ -34,6 +34,7 @@ __all__ = [
     "detect_memory_mb",
     "ensure_schema",
     "light_queues",
+    "new_worker_app",
     "open_local_runner",
     "psycopg_conninfo",
     "requeue_stalled",

@@ -20,6 +20,7 @@ import os
 import socket
 from typing import Any
 
+import procrastinate
 from tunegate.server.workers._app import (
     Runner,
     ensure_schema,
@@ -30,12 +31,17 @@ from tunegate.server.workers._app import (
 from tunegate.server.workers._queues import light_queues, train_queues
 from tunegate.server.workers._settings import Capabilities, WorkerSettings
 
-__all__ = ["QueueWorker"]
+__all__ = ["QueueWorker", "new_worker_app"]
 
 _log = logging.getLogger(__name__)
 _LIGHT_CONCURRENCY = 2
 _FETCH_POLL_SECONDS = 5.0
 """Fallback polling; new jobs arrive at once through LISTEN/NOTIFY."""
+
+
+def new_worker_app(database_url: str, settings: WorkerSettings) -> procrastinate.App:
+    """A procrastinate app sized for one worker (its tasks are registered by `QueueWorker`)."""
+    return new_app(psycopg_conninfo(database_url), max_connections=6 + settings.concurrency)
 
 
 class QueueWorker:
@@ -44,12 +50,21 @@ class QueueWorker:
     `start()` detects the capabilities (unless configured), creates the queue's schema if
     needed and starts taking jobs; `wait()` returns when a worker loop ends on its own (an
     error: the database went away); `stop()` hands running jobs back and closes the pool.
+    `app` (from `new_worker_app`) lets the runner defer tasks through the same pool — a
+    `QueueDispatcher(database_url, app=app)` — before the worker exists.
     """
 
-    def __init__(self, database_url: str, runner: Runner, settings: WorkerSettings) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        runner: Runner,
+        settings: WorkerSettings,
+        *,
+        app: procrastinate.App | None = None,
+    ) -> None:
         self._conninfo = psycopg_conninfo(database_url)
         self._settings = settings
-        self.app = new_app(self._conninfo, max_connections=6 + settings.concurrency)
+        self.app = app if app is not None else new_worker_app(database_url, settings)
         register_tasks(
             self.app,
             runner,
