@@ -33,6 +33,8 @@ class StandInRunner:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 self.cancelled.append(job_id)
+                if self.marker_dir is not None:
+                    (self.marker_dir / f"{job_id}.cancelled").write_text("cancelled")
                 raise
 
     def _record(self, kind: str, job_id: str) -> None:
@@ -59,10 +61,16 @@ def fast_settings(**overrides: object) -> WorkerSettings:
 
 
 async def _main(database_url: str, marker_dir: Path) -> None:
+    """As `tunegate worker` runs (its signal handling included), on the stand-in runner."""
+    from tunegate.server.cli import _wait_for_signal_or
+
     worker = QueueWorker(database_url, StandInRunner(hold=True, marker_dir=marker_dir), fast_settings())
     await worker.start()
-    (marker_dir / "ready").write_text("ready")
-    await worker.wait()
+    try:
+        (marker_dir / "ready").write_text("ready")
+        await _wait_for_signal_or(worker)
+    finally:
+        await worker.stop()
 
 
 if __name__ == "__main__":

@@ -115,30 +115,54 @@ async def test_a_stopping_worker_hands_its_job_to_the_next(dispatcher, start_wor
     await second.wait_for("train", "ftjob-local-c")
 
 
-async def test_a_killed_workers_job_is_resumed_by_another(
-    dispatcher, start_worker, queue_db: str, tmp_path: Path
-) -> None:
+async def _worker_process(database_url: str, marker_dir: Path) -> asyncio.subprocess.Process:
+    """A stand-in worker in its own process (`standin`), once it is taking jobs."""
     process = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "tests.server.workers.standin", queue_db, str(tmp_path)],
+        *[sys.executable, "-m", "tests.server.workers.standin", database_url, str(marker_dir)],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
+    await _until(process, marker_dir / "ready")
+    return process
+
+
+async def _until(process: asyncio.subprocess.Process, marker: Path) -> None:
+    while not await asyncio.to_thread(marker.exists):
+        assert process.returncode is None, "the worker process exited"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_killed_workers_job_is_resumed_by_another(
+    dispatcher, start_worker, queue_db: str, tmp_path: Path
+) -> None:
+    process = await _worker_process(queue_db, tmp_path)
     try:
-        while not (tmp_path / "ready").exists():
-            assert process.returncode is None, "the worker process exited"
-            await asyncio.sleep(0.05)
         await dispatcher.submit_train("ftjob-local-d", Needs())
-        while not (tmp_path / "ftjob-local-d").exists():
-            assert process.returncode is None, "the worker process exited"
-            await asyncio.sleep(0.05)
+        await _until(process, tmp_path / "ftjob-local-d")
     finally:
         process.send_signal(signal.SIGKILL)
         await process.wait()
+    # Still `doing`, held by a worker that will never answer again.
+    assert await _statuses(dispatcher, "train_local_job") == [("ftjob-local-d", "local-cpu-2g", "doing")]
 
     survivor = StandInRunner()
     await start_worker(survivor)
     await survivor.wait_for("train", "ftjob-local-d")
     assert survivor.calls == [("train", "ftjob-local-d")]
+
+
+async def test_sigterm_hands_the_job_back_at_once(dispatcher, queue_db: str, tmp_path: Path) -> None:
+    process = await _worker_process(queue_db, tmp_path)
+    try:
+        await dispatcher.submit_train("ftjob-local-f", Needs())
+        await _until(process, tmp_path / "ftjob-local-f")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = await process.wait()
+    assert code == 0
+    assert (tmp_path / "ftjob-local-f.cancelled").exists()  # the runner saw the shutdown
+    # Back in the queue without waiting for a stalled-worker check.
+    assert await _statuses(dispatcher, "train_local_job") == [("ftjob-local-f", "local-cpu-2g", "todo")]
 
 
 async def test_a_runner_queues_training_through_the_workers_own_pool(dispatcher, queue_db: str) -> None:
