@@ -52,6 +52,7 @@ from tunegate.server.providers import (
     ProviderSet,
     SchedulerSettings,
 )
+from tunegate.server.providers.local import Dispatcher
 from tunegate.server.routing import BEDROCK, FIREWORKS, Router
 from tunegate.server.servicers import (
     ApiKeysServicer,
@@ -211,7 +212,7 @@ class GatewayServer:
             if local is not None and local.unbound:
                 # The local provider's state lives in the gateway's database and blob store, so
                 # every replica on them serves every local job.
-                local.bind(database.local, blobs)
+                local.bind(database.local, blobs, _local_dispatcher(config))
             if owns_providers:
                 assert isinstance(provider_set, ProviderSet)
                 await provider_set.start()
@@ -411,11 +412,27 @@ class GatewayServer:
         await self._server.wait_for_termination()
 
 
-def _local_provider(config: ServerConfig) -> LocalProvider:
+def local_settings(config: ServerConfig, *, worker: str | None = None) -> LocalSettings:
+    """The local trainer's settings from the server's configuration (also what a `tunegate
+    worker` runs with; `worker` names the machine in a job row)."""
     threads = config.local_train_threads
     env = {} if threads is None else {"OMP_NUM_THREADS": str(threads), "TUNEGATE_TRAIN_THREADS": str(threads)}
     scheduler = SchedulerSettings(concurrency=config.local_concurrency, env=env)
-    return LocalProvider(LocalSettings(root=config.data_dir / "local", scheduler=scheduler))
+    return LocalSettings(root=config.data_dir / "local", scheduler=scheduler, worker=worker)
+
+
+def _local_provider(config: ServerConfig) -> LocalProvider:
+    return LocalProvider(local_settings(config))
+
+
+def _local_dispatcher(config: ServerConfig) -> Dispatcher | None:
+    """The procrastinate queue with `[local] queue = "procrastinate"`; else None (the provider
+    runs its jobs in this process)."""
+    if config.local_queue != "procrastinate":
+        return None
+    from tunegate.server.workers import QueueDispatcher
+
+    return QueueDispatcher(config.resolved_database_url)
 
 
 def _bedrock_settings(config: ServerConfig) -> BedrockSettings:

@@ -1,10 +1,11 @@
-"""The `tunegate` command: `run` (server and edge together), `server`, `edge`, and `keys`
-(gateway API keys and the master key, run against the database).
+"""The `tunegate` command: `run` (server and edge together), `server`, `edge`, `worker` (takes
+local training jobs from the PostgreSQL queue), and `keys` (gateway API keys and the master key,
+run against the database).
 
 Settings come from, strongest first: command-line flags, environment variables
 (`TUNEGATE_DATA_DIR`, `TUNEGATE_HTTP_PORT`, `TUNEGATE_GRPC_PORT`, `TUNEGATE_CONFIG`,
-`TUNEGATE_ALLOWED_CUSTOM_HOSTS`, `TUNEGATE_ALLOWED_WEBHOOK_HOSTS`, `TUNEGATE_BLOBS_URL`), a TOML file (`--config`),
-then the built-in defaults. The TOML file holds everything else:
+`TUNEGATE_ALLOWED_CUSTOM_HOSTS`, `TUNEGATE_ALLOWED_WEBHOOK_HOSTS`, `TUNEGATE_BLOBS_URL`), a TOML
+file (`--config`), then the built-in defaults. The TOML file holds everything else:
 
     data_dir = "/var/lib/tunegate"
 
@@ -18,6 +19,18 @@ then the built-in defaults. The TOML file holds everything else:
     [auth]
     mode = "keys"                 # or "open" (the default); env TUNEGATE_AUTH
     master_key_file = "/etc/tunegate/master.key"   # else TUNEGATE_MASTER_KEY, else <data_dir>/master.key
+
+    [local]                       # the local provider (on-machine training)
+    queue = "procrastinate"       # or "inprocess" (the default): jobs run inside the server that
+                                  # took them; "procrastinate" queues them in the PostgreSQL of
+                                  # database_url for `tunegate worker` processes
+
+    [worker]                      # WorkerSettings: one `tunegate worker` (or run's embedded one)
+    device = "cuda"               # or "cpu"; default: cuda when PyTorch sees a GPU
+    memory_mb = 65536             # default: the machine's MemTotal
+    concurrency = 1               # training jobs at once
+    heartbeat_seconds = 10        # a worker silent for stalled_seconds is dead; its job is
+    stalled_seconds = 30          # queued again and resumed from its newest checkpoint
 
     [edge]                        # any EdgeConfig field
     host = "127.0.0.1"
@@ -62,6 +75,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -69,17 +83,18 @@ import os
 import signal
 import sys
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import grpc.aio
 from tunegate.edge import EdgeConfig, EdgeServer, install_redaction
 from tunegate.server.app import GatewayServer
+from tunegate.server.blobs import BlobSettings
 from tunegate.server.config import ServerConfig
 from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, RoutingConfig, VirtualKey
-from tunegate.server.blobs import BlobSettings
 from tunegate.server.webhooks import WebhookSettings
+from tunegate.server.workers import WorkerSettings
 
 __all__ = ["Settings", "load_settings", "main"]
 
@@ -97,6 +112,7 @@ class Settings:
 
     server: ServerConfig
     edge: EdgeConfig
+    worker: WorkerSettings = dataclasses.field(default_factory=WorkerSettings)
 
 
 def _fields_of(
@@ -197,6 +213,23 @@ def _blob_settings(document: Mapping[str, Any], env: Mapping[str, str]) -> BlobS
         raise SystemExit(f"config: [blobs]: {exc}") from None
 
 
+_LOCAL_KEYS = frozenset({"queue"})
+"""`[local] <key>` sets `ServerConfig.local_<key>`."""
+
+
+def _worker_settings(document: Mapping[str, Any], args: argparse.Namespace) -> WorkerSettings:
+    """`[worker]` as `WorkerSettings`, under the `tunegate worker` flags that override it."""
+    table = _fields_of(WorkerSettings, document.get("worker", {}), "worker")
+    for name in ("device", "memory_mb", "concurrency", "name"):
+        value = getattr(args, f"worker_{name}", None)
+        if value is not None:
+            table[name] = value
+    try:
+        return WorkerSettings(**table)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"config: {exc}") from None
+
+
 def _env_int(env: Mapping[str, str], name: str) -> int | None:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -226,6 +259,8 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         "auth",
         "webhooks",
         "blobs",
+        "local",
+        "worker",
     }
     unknown = sorted(set(document) - sections)
     if unknown:
@@ -248,6 +283,12 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         server_table["master_key_file"] = Path(auth_table["master_key_file"])
     server_table["webhooks"] = _webhook_settings(document, env)
     server_table["blobs"] = _blob_settings(document, env)
+    local_table = document.get("local", {})
+    if not isinstance(local_table, dict) or set(local_table) - _LOCAL_KEYS:
+        raise SystemExit(f"config: [local] takes {', '.join(sorted(_LOCAL_KEYS))}")
+    for key, value in local_table.items():
+        server_table[f"local_{key}"] = value
+    worker = _worker_settings(document, args)
     edge_table = _fields_of(EdgeConfig, document.get("edge", {}), "edge")
 
     data_dir = args.data_dir or env.get("TUNEGATE_DATA_DIR") or document.get("data_dir")
@@ -276,7 +317,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
         edge_config = EdgeConfig(**edge_table)
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"config: {exc}") from None
-    return Settings(server=server_config, edge=edge_config)
+    return Settings(server=server_config, edge=edge_config, worker=worker)
 
 
 def _freeze_startup_heap() -> None:
@@ -313,6 +354,48 @@ async def _run_edge(settings: Settings) -> None:
         await edge.stop()
 
 
+@contextlib.asynccontextmanager
+async def _queue_worker(settings: Settings) -> AsyncIterator[Any]:
+    """A started `QueueWorker` with its runner; on exit it hands its running jobs back (each
+    checkpoints first) for another worker, and closes the runner."""
+    from tunegate.server.workers import QueueWorker, new_worker_app, open_local_runner
+
+    config = settings.server
+    url = config.resolved_database_url
+    app = new_worker_app(url, settings.worker)  # the runner queues validated jobs through it
+    async with open_local_runner(config, app, worker=settings.worker.worker_name()) as runner:
+        worker = QueueWorker(url, runner, settings.worker, app=app)
+        await worker.start()
+        try:
+            yield worker
+        finally:
+            await worker.stop()
+
+
+async def _wait_for_signal_or(worker: Any) -> None:
+    """`_wait_for_signal`, or until `worker` (a `QueueWorker`, or None) fails, raising its error."""
+    if worker is None:
+        await _wait_for_signal()
+        return
+    signalled = asyncio.create_task(_wait_for_signal())
+    failed = asyncio.create_task(worker.wait())
+    done, _ = await asyncio.wait((signalled, failed), return_when=asyncio.FIRST_COMPLETED)
+    for task in (signalled, failed):
+        task.cancel()
+    for task in done:
+        task.result()  # a worker loop that died takes the process down with its error
+
+
+async def _run_worker(settings: Settings) -> None:
+    """`tunegate worker`: run local jobs from the queue until SIGTERM/SIGINT."""
+    if settings.server.local_queue != "procrastinate":
+        raise SystemExit(
+            'tunegate worker: set [local] queue = "procrastinate" (with a PostgreSQL database_url)'
+        )
+    async with _queue_worker(settings) as worker:
+        await _wait_for_signal_or(worker)
+
+
 async def _run_both(settings: Settings) -> None:
     server = await GatewayServer.start(settings.server)
     edge_config = settings.edge
@@ -335,7 +418,12 @@ async def _run_both(settings: Settings) -> None:
         settings.server.data_dir.resolve(),
     )
     try:
-        await _wait_for_signal()
+        # With the procrastinate queue, `run` is also one worker (an embedded `tunegate worker`).
+        async with contextlib.AsyncExitStack() as embedded:
+            worker = None
+            if settings.server.local_queue == "procrastinate":
+                worker = await embedded.enter_async_context(_queue_worker(settings))
+            await _wait_for_signal_or(worker)
     finally:
         await edge.stop()  # stop taking HTTP requests first, then drain the gRPC server
         await server.stop()
@@ -348,6 +436,7 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "the gRPC server and the REST edge together"),
         ("server", "the gRPC server only"),
         ("edge", "the REST edge only, in front of a running server"),
+        ("worker", "a training worker: takes local jobs from the PostgreSQL queue"),
     ):
         cmd = commands.add_parser(name, help=help_text)
         cmd.add_argument("--config", help="TOML config file (env TUNEGATE_CONFIG)")
@@ -357,6 +446,15 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--log-level", default=os.environ.get("TUNEGATE_LOG_LEVEL", "INFO"))
         if name == "edge":
             cmd.add_argument("--grpc-target", help="host:port of the gRPC server")
+        if name == "worker":
+            cmd.add_argument(
+                "--device", dest="worker_device", choices=("cpu", "cuda"), help="[worker] device"
+            )
+            cmd.add_argument("--memory-mb", dest="worker_memory_mb", type=int, help="[worker] memory_mb")
+            cmd.add_argument(
+                "--concurrency", dest="worker_concurrency", type=int, help="[worker] concurrency"
+            )
+            cmd.add_argument("--name", dest="worker_name", help="[worker] name (default host:pid)")
     document = commands.add_parser(
         "openapi", help="write the REST surface's OpenAPI document, generated from the contract"
     )
@@ -469,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(_keys_command(args, load_settings(args)))
         return
     settings = load_settings(args)
-    runner = {"run": _run_both, "server": _run_server, "edge": _run_edge}[args.command]
+    runner = {"run": _run_both, "server": _run_server, "edge": _run_edge, "worker": _run_worker}[args.command]
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux/macOS

@@ -10,9 +10,13 @@ from tunegate.server.routing import RoutingConfig
 from tunegate.server.blobs import BlobSettings
 from tunegate.server.webhooks import WebhookSettings
 
-__all__ = ["ServerConfig", "grpc_server_options"]
+__all__ = ["LOCAL_QUEUES", "ServerConfig", "grpc_server_options"]
 
 _MiB = 1024 * 1024
+
+LOCAL_QUEUES = ("inprocess", "procrastinate")
+"""`local_queue`: `inprocess` runs local jobs inside the server that took them; `procrastinate`
+queues them in PostgreSQL for `tunegate worker` processes (`tunegate.server.workers`)."""
 
 # gRPC's default receive limit, kept explicit: files are streamed, so no request may need more.
 RECEIVE_LIMIT_BYTES = 4 * _MiB
@@ -35,6 +39,7 @@ class ServerConfig:
     `webhooks`: the allow-list of webhook target hosts and the delivery retries
     (`tunegate.server.webhooks.WebhookSettings`).
     `blobs`: where blob bytes live (`tunegate.server.blobs.BlobSettings`; local disk by default).
+    `local_queue`: where local jobs run (`LOCAL_QUEUES`; `procrastinate` needs PostgreSQL).
     `local_concurrency`: how many local training workers run at once (state lives under
     `<data_dir>/local`); `local_train_threads`: CPU threads per worker (None: torch's default).
     `auth_mode`: `open` (no gateway key needed) or `keys` (every call needs one; see
@@ -61,6 +66,7 @@ class ServerConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     reconcile_grace_seconds: float = 30.0
     default_provider: str | None = "local"
+    local_queue: str = "inprocess"
     local_concurrency: int = 1
     local_train_threads: int | None = None
     auth_mode: str = "open"
@@ -106,6 +112,14 @@ class ServerConfig:
             raise ValueError("key_refresh_seconds must be positive")
         if not self.watch_poll_seconds > 0:
             raise ValueError("watch_poll_seconds must be positive")
+        if self.local_queue not in LOCAL_QUEUES:
+            raise ValueError(
+                f"local queue must be one of {', '.join(LOCAL_QUEUES)}, got {self.local_queue!r}"
+            )
+        if self.local_queue == "procrastinate" and not (self.database_url or "").startswith("postgresql"):
+            raise ValueError(
+                'local queue "procrastinate" needs PostgreSQL: set database_url = "postgresql+asyncpg://…"'
+            )
         if self.local_concurrency < 1:
             raise ValueError("local_concurrency must be at least 1")
         if self.local_train_threads is not None and self.local_train_threads < 1:

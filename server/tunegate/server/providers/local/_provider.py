@@ -225,7 +225,20 @@ class LocalProvider:
                     self.runner(), self.settings.scheduler.concurrency, recover=self._unfinished
                 )
             await self.dispatcher.start()
+            if not isinstance(self.dispatcher, InProcessDispatcher):
+                await self._submit_waiting(self.dispatcher)
             self._started = True
+
+    async def _submit_waiting(self, dispatcher: Dispatcher) -> None:
+        """Hand a queue every job still waiting for validation or a trainer: a server that
+        stopped between recording a job and queueing it left it unqueued. A queue takes a job
+        that already waits in it only once; `running` jobs are the queue's own (a dead worker's
+        job goes back to it when its heartbeats stop)."""
+        for record in await self.store.unfinished():
+            if record.status == "validating_files":
+                await dispatcher.submit_validate(record.id)
+            elif record.status == "queued":
+                await dispatcher.submit_train(record.id, needs_of(record.body))
 
     async def _unfinished(self) -> list[tuple[str, str, Needs]]:
         """What the in-process dispatcher recovers at start: the jobs this machine was running

@@ -7,12 +7,15 @@ with status `failed` and code `server_error` is still written when possible); 2 
 
 SIGTERM is a cancel request, honoured between steps. Torch threads: `TUNEGATE_TRAIN_THREADS`,
 else half the CPUs. Device: `TUNEGATE_TRAIN_DEVICE` (`cpu`, `cuda`, ...), else CUDA when present.
-This module imports only the trainer (not the gateway) — though `python -m` still runs the
-parent packages' `__init__` modules.
+The process dies with its parent (Linux: `PR_SET_PDEATHSIG`): a training worker that is killed
+(SIGKILL, OOM) takes its trainer along, instead of leaving it training for nobody while another
+worker resumes the job. This module imports only the trainer (not the gateway) — though
+`python -m` still runs the parent packages' `__init__` modules.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -20,6 +23,20 @@ import traceback
 from pathlib import Path
 
 __all__ = ["main"]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent exits (a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,4 +87,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    _die_with_parent()  # only as its own process: never in a caller's (a test's) process
     sys.exit(main())
