@@ -4,8 +4,8 @@
 Tasks (`job_id` is the local provider's native job id):
 
 - `validate_local_job` on `local-validate`, `train_local_job` on a training queue (`_queues`):
-  both call the worker's `Runner` and carry the lock `local-job:<id>`, so a job is validated
-  or trained by one worker at a time, never twice at once. Each is deferred with a queueing
+  both call the worker's `Runner` and carry a lock per task kind (`job_lock`), so a job is
+  never validated twice at once nor trained twice at once. Each is deferred with a queueing
   lock too (`validate:<id>`, `train:<id>`): deferring a job that already waits is a no-op.
 - A worker that shuts down cancels its tasks (the runner pauses the trainer at a checkpoint);
   the task is then put back in its queue at once (`_RETRY`), for any worker that fits.
@@ -94,9 +94,12 @@ async def ensure_schema(conninfo: str) -> None:
             await conn.execute(SchemaManager.get_schema())
 
 
-def job_lock(job_id: str) -> str:
-    """The procrastinate lock every task of one local job carries."""
-    return f"local-job:{job_id}"
+def job_lock(task: str, job_id: str) -> str:
+    """The procrastinate lock a task of one local job carries: one lock per task kind, so a job
+    is never validated twice at once nor trained twice at once. Validation and training do not
+    share one: a training task deferred by the validation that is still finishing would wait
+    for that lock's release, which wakes no worker (no notification), until the next poll."""
+    return f"{task}:{job_id}"
 
 
 class _Retry(BaseRetryStrategy):

@@ -54,7 +54,7 @@ class QueueDispatcher:
 
     async def _defer(self, task: str, queue: str, job_id: str, queueing_lock: str) -> None:
         deferrer = self.app.configure_task(
-            task, queue=queue, lock=job_lock(job_id), queueing_lock=queueing_lock
+            task, queue=queue, lock=job_lock(task, job_id), queueing_lock=queueing_lock
         )
         try:
             await deferrer.defer_async(job_id=job_id)
