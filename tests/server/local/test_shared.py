@@ -9,7 +9,6 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tunegate.server.blobs import LocalBlobStore
@@ -17,7 +16,9 @@ from tunegate.server.providers import LocalProvider, LocalSettings, SchedulerSet
 from tunegate.server.providers.local import LocalJobRunner, Needs, RunnerSettings
 from tunegate.server.store import Database
 
-from tests.server.local.test_provider import ACCOUNT, FAKE_WORKER, GOOD, upload
+from tests.server.local.test_provider import ACCOUNT, GOOD, until, upload, worker
+
+__all__ = ["worker"]  # the scripted trainer fixture, shared
 
 Replicas = tuple[LocalProvider, LocalProvider]
 
@@ -32,16 +33,6 @@ class _NoDispatch:
     async def submit_validate(self, job_id: str) -> None: ...
 
     async def submit_train(self, job_id: str, needs: Needs) -> None: ...
-
-
-@pytest.fixture
-def worker(tmp_path: Path) -> str:
-    script = tmp_path / "fake_worker.py"
-    script.write_text(FAKE_WORKER)
-    launcher = tmp_path / "python"
-    launcher.write_text(f'#!/bin/sh\nexec {sys.executable} {script} "$@"\n')
-    launcher.chmod(0o755)
-    return str(launcher)
 
 
 @pytest.fixture
@@ -72,15 +63,6 @@ async def replicas(
     yield made[0], made[1]
     for provider in made:
         await provider.aclose()
-
-
-async def until(provider: LocalProvider, job_id: str, *statuses: str) -> dict[str, Any]:
-    for _ in range(500):
-        job = await provider.get_job(ACCOUNT, job_id)
-        if job["status"] in statuses:
-            return job
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{job_id} is {job['status']}, not {statuses}")
 
 
 async def test_a_job_started_on_one_replica_is_served_by_the_other(
