@@ -22,7 +22,9 @@ def local_jobs(data_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(body) for (body,) in rows]
 
 
-def local_job(data_dir: Path, *, native_id: str | None = None, tag: str | None = None) -> dict[str, Any] | None:
+def local_job(
+    data_dir: Path, *, native_id: str | None = None, tag: str | None = None
+) -> dict[str, Any] | None:
     """The local job with `native_id`, or tagged with gateway job id `tag`."""
     for job in local_jobs(data_dir):
         if job["id"] == native_id or (tag is not None and job["metadata"].get("tunegate_job_id") == tag):

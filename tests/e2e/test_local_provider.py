@@ -91,7 +91,7 @@ def wait_until_training(gateway: Gateway, client: openai.OpenAI, job_id: str) ->
     while True:
         native = local_job(gateway.data_dir, tag=job_id)
         if native is not None:  # the runner's scratch directory for the job
-            progress = gateway.data_dir / "local" / "work" / native["id"] / "progress.json"
+            progress = gateway.data_dir / "local" / "work" / str(native["id"]) / "progress.json"
             with contextlib.suppress(OSError, ValueError):
                 if json.loads(progress.read_text())["step"] >= 1:
                     return progress.parent
