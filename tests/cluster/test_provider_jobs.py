@@ -1,0 +1,133 @@
+"""Provider (OpenAI) jobs in a two-server, two-edge cluster on PostgreSQL: whatever one edge
+created, the other serves; the job monitor follows each job from one replica at a time; a
+SIGKILLed server leaves the survivor serving and following every job."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import openai
+import sqlalchemy as sa
+from tunegate.server.store import Database
+from tunegate.server.store._schema import job_polls
+
+from tests.cluster.conftest import Cluster
+from tests.e2e.sdk import openai_client
+from tests.fakes import FakeOpenAI
+
+MODEL = "gpt-4o-mini-2024-07-18"
+TRAINING = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n' * 10
+
+
+def _clients(cluster: Cluster) -> list[openai.OpenAI]:
+    """One official-SDK client per edge, all with the same gateway credential (one owner)."""
+    api_key = "sk-cluster-" + secrets.token_hex(8)
+    return [
+        openai_client(edge.base_url, api_key, max_retries=0, default_headers={"x-portkey-virtual-key": "team"})
+        for edge in cluster.edges
+    ]
+
+
+def _upload(client: openai.OpenAI, tmp_path: Path) -> str:
+    path = tmp_path / f"train-{secrets.token_hex(4)}.jsonl"
+    path.write_bytes(TRAINING)
+    return client.files.create(file=path, purpose="fine-tune").id
+
+
+def _native(fake: FakeOpenAI, gateway_id: str) -> str:
+    (native,) = [
+        job.id
+        for job in fake.call(lambda: list(fake.jobs.values()))
+        if (job.metadata or {}).get("tunegate_job_id") == gateway_id
+    ]
+    return native
+
+
+def test_what_edge_a_created_edge_b_serves(start_cluster: Any, fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+    cluster: Cluster = start_cluster()
+    a, b = _clients(cluster)
+
+    training = _upload(a, tmp_path)
+    assert training in {f.id for f in b.files.list()}
+    assert b.files.retrieve(training).bytes == len(TRAINING)
+
+    job = a.fine_tuning.jobs.create(model=MODEL, training_file=training, metadata={"team": "x"})
+    seen = b.fine_tuning.jobs.retrieve(job.id)
+    assert (seen.id, seen.training_file, seen.metadata) == (job.id, training, {"team": "x"})
+    assert job.id in {j.id for j in b.fine_tuning.jobs.list()}
+
+    native = _native(fake_openai, job.id)
+    fake_openai.advance(native, "succeeded")
+    done = b.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded" and done.fine_tuned_model
+    assert a.fine_tuning.jobs.retrieve(job.id).fine_tuned_model == done.fine_tuned_model
+    assert list(b.fine_tuning.jobs.list_events(job.id, limit=100))
+    checkpoints = list(b.fine_tuning.jobs.checkpoints.list(job.id))
+    assert checkpoints and all(c.fine_tuning_job_id == job.id for c in checkpoints)
+
+    other = a.fine_tuning.jobs.create(model=MODEL, training_file=training)
+    assert b.fine_tuning.jobs.cancel(other.id).status == "cancelled"
+    assert a.fine_tuning.jobs.retrieve(other.id).status == "cancelled"
+    assert fake_openai.jobs[_native(fake_openai, other.id)].status == "cancelled"
+    assert fake_openai.violations == []
+
+
+def test_one_replica_follows_each_job_and_a_killed_server_leaves_the_survivor_serving(
+    start_cluster: Any, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    cluster: Cluster = start_cluster()
+    a, b = _clients(cluster)
+    training = _upload(a, tmp_path)
+    ids = [a.fine_tuning.jobs.create(model=MODEL, training_file=training).id for _ in range(12)]
+    natives = {_native(fake_openai, job): job for job in ids}
+
+    time.sleep(4.0)  # several 1 s monitor intervals, both replicas running
+    cluster.servers[0].kill()
+    at_kill = _poll_counts(cluster.database_url)
+    assert all(at_kill.get(job, 0) >= 1 for job in ids), at_kill
+
+    # Edge B (in front of server B) serves every job, old and new, with server A gone.
+    assert set(ids) <= {j.id for j in b.fine_tuning.jobs.list(limit=100)}
+    assert b.fine_tuning.jobs.retrieve(ids[0]).id == ids[0]
+    fresh = b.fine_tuning.jobs.create(model=MODEL, training_file=_upload(b, tmp_path))
+    assert b.fine_tuning.jobs.retrieve(fresh.id).status in ("validating_files", "queued")
+
+    time.sleep(5.0)  # server A's leases (2 s) expire; server B takes its jobs over
+    at_end = _poll_counts(cluster.database_url)
+    assert all(at_end[job] > at_kill[job] for job in ids), (at_kill, at_end)
+    # A job read alone is never read twice within its 1 s interval, by either replica.
+    for job, times in _single_reads(fake_openai, natives).items():
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert all(gap >= 0.9 for gap in gaps), (job, gaps)
+    assert fake_openai.violations == []
+
+
+def _single_reads(fake: FakeOpenAI, natives: dict[str, str]) -> dict[str, list[float]]:
+    """When the fake served each followed job alone (GET /fine_tuning/jobs/<id>)."""
+    times: dict[str, list[float]] = defaultdict(list)
+    for request in fake.call(lambda: list(fake.requests)):
+        job = request.path.rstrip("/").rsplit("/", 1)[-1]
+        if request.method == "GET" and job in natives:
+            times[job].append(request.at)
+    return times
+
+
+def _poll_counts(database_url: str) -> dict[str, int]:
+    """Each followed job's poll count, as the replicas recorded it."""
+
+    async def read() -> dict[str, int]:
+        database = await Database.open(database_url)
+        try:
+            async with database.engine.connect() as conn:
+                rows = await conn.execute(sa.select(job_polls.c.job_id, job_polls.c.polls))
+                return {job_id: int(polls) for job_id, polls in rows}
+        finally:
+            await database.close()
+
+    return asyncio.run(read())
