@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import boto3  # type: ignore[import-untyped]
 import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from moto.server import ThreadedMotoServer
 
 from tests.fakes import FakeOpenAI, start_fake_openai_in_thread
 
@@ -85,10 +87,7 @@ class S3:
 @pytest.fixture(scope="session")
 def s3() -> Iterator[S3]:
     """moto's S3 server on a free loopback port with an empty bucket."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port())
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
         host, port = server.get_host_and_port()
@@ -102,7 +101,10 @@ def s3() -> Iterator[S3]:
 
 def _keys(store: S3) -> dict[str, str]:
     env = store.env()
-    return {"aws_access_key_id": env["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}
+    return {
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+    }
 
 
 @pytest.fixture
@@ -222,9 +224,7 @@ def _healthy(process: Process) -> bool:
 
 
 @pytest.fixture
-def start_cluster(
-    tmp_path: Path, postgres_url: str, fake_openai: FakeOpenAI
-) -> Iterator[Any]:
+def start_cluster(tmp_path: Path, postgres_url: str, fake_openai: FakeOpenAI) -> Iterator[Any]:
     """`start_cluster(servers=2, edges=2, blobs_url=None, s3=None, queue=None, workers=0)` →
     a running `Cluster`: edge i in front of server i % servers; every process stopped after."""
     clusters: list[Cluster] = []

@@ -29,7 +29,9 @@ def _clients(cluster: Cluster) -> list[openai.OpenAI]:
     """One official-SDK client per edge, all with the same gateway credential (one owner)."""
     api_key = "sk-cluster-" + secrets.token_hex(8)
     return [
-        openai_client(edge.base_url, api_key, max_retries=0, default_headers={"x-portkey-virtual-key": "team"})
+        openai_client(
+            edge.base_url, api_key, max_retries=0, default_headers={"x-portkey-virtual-key": "team"}
+        )
         for edge in cluster.edges
     ]
 
@@ -37,19 +39,23 @@ def _clients(cluster: Cluster) -> list[openai.OpenAI]:
 def _upload(client: openai.OpenAI, tmp_path: Path) -> str:
     path = tmp_path / f"train-{secrets.token_hex(4)}.jsonl"
     path.write_bytes(TRAINING)
-    return client.files.create(file=path, purpose="fine-tune").id
+    file_id: str = client.files.create(file=path, purpose="fine-tune").id
+    return file_id
 
 
 def _native(fake: FakeOpenAI, gateway_id: str) -> str:
-    (native,) = [
+    natives: list[str] = [
         job.id
         for job in fake.call(lambda: list(fake.jobs.values()))
         if (job.metadata or {}).get("tunegate_job_id") == gateway_id
     ]
+    (native,) = natives
     return native
 
 
-def test_what_edge_a_created_edge_b_serves(start_cluster: Any, fake_openai: FakeOpenAI, tmp_path: Path) -> None:
+def test_what_edge_a_created_edge_b_serves(
+    start_cluster: Any, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
     cluster: Cluster = start_cluster()
     a, b = _clients(cluster)
 
