@@ -62,6 +62,7 @@ def test_what_edge_a_created_edge_b_serves(
     training = _upload(a, tmp_path)
     assert training in {f.id for f in b.files.list()}
     assert b.files.retrieve(training).bytes == len(TRAINING)
+    assert a.files.content(training).read() == TRAINING
 
     job = a.fine_tuning.jobs.create(model=MODEL, training_file=training, metadata={"team": "x"})
     seen = b.fine_tuning.jobs.retrieve(job.id)
