@@ -8,9 +8,7 @@ PID at the end. Logs go to `<tmp>/<name>.log` and are printed when a process fai
 
 from __future__ import annotations
 
-import asyncio
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -21,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import boto3  # type: ignore[import-untyped]
 import grpc
 import httpx
@@ -30,8 +27,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moto.server import ThreadedMotoServer
 
 from tests.fakes import FakeOpenAI, start_fake_openai_in_thread
+from tests.server.conftest import fresh_postgres_database
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PROVIDER_SECRET = "sk-cluster-team"
 """The fake OpenAI's only accepted key, reached through the `team` virtual key."""
 MASTER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -48,23 +45,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _pg_admin(statement: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=3)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, randomly named PostgreSQL database for one cluster (dropped after)."""
-    name = "tunegate_cluster_" + secrets.token_hex(6)
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from fresh_postgres_database("tunegate_cluster_")
 
 
 @dataclass(frozen=True)

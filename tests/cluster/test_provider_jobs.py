@@ -4,7 +4,6 @@ SIGKILLed server leaves the survivor serving and following every job."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import secrets
 import time
@@ -13,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import openai
-import sqlalchemy as sa
-from tunegate.server.store import Database
-from tunegate.server.store._schema import job_polls
 
 from tests.cluster.conftest import Cluster
 from tests.e2e.sdk import openai_client
 from tests.fakes import FakeOpenAI
+from tests.server.support import poll_counts
 
 MODEL = "gpt-4o-mini-2024-07-18"
 TRAINING = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n' * 10
@@ -96,7 +93,7 @@ def test_one_replica_follows_each_job_and_a_killed_server_leaves_the_survivor_se
 
     time.sleep(4.0)  # several 1 s monitor intervals, both replicas running
     cluster.servers[0].kill()
-    at_kill = _poll_counts(cluster.database_url)
+    at_kill = poll_counts(cluster.database_url)
     assert all(at_kill.get(job, 0) >= 1 for job in ids), at_kill
 
     # Edge B (in front of server B) serves every job, old and new, with server A gone.
@@ -106,7 +103,7 @@ def test_one_replica_follows_each_job_and_a_killed_server_leaves_the_survivor_se
     assert b.fine_tuning.jobs.retrieve(fresh.id).status in ("validating_files", "queued")
 
     time.sleep(5.0)  # server A's leases (2 s) expire; server B takes its jobs over
-    at_end = _poll_counts(cluster.database_url)
+    at_end = poll_counts(cluster.database_url)
     assert all(at_end[job] > at_kill[job] for job in ids), (at_kill, at_end)
     # A job read alone is never read twice within its 1 s interval, by either replica.
     for job, times in _single_reads(fake_openai, natives).items():
@@ -123,18 +120,3 @@ def _single_reads(fake: FakeOpenAI, natives: dict[str, str]) -> dict[str, list[f
         if request.method == "GET" and job in natives:
             times[job].append(request.at)
     return times
-
-
-def _poll_counts(database_url: str) -> dict[str, int]:
-    """Each followed job's poll count, as the replicas recorded it."""
-
-    async def read() -> dict[str, int]:
-        database = await Database.open(database_url)
-        try:
-            async with database.engine.connect() as conn:
-                rows = await conn.execute(sa.select(job_polls.c.job_id, job_polls.c.polls))
-                return {job_id: int(polls) for job_id, polls in rows}
-        finally:
-            await database.close()
-
-    return asyncio.run(read())

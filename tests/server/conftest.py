@@ -41,10 +41,10 @@ async def _pg_admin(statement: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh, randomly named PostgreSQL database for this session (dropped at the end)."""
-    name = "tunegate_test_" + secrets.token_hex(6)
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """A fresh, randomly named PostgreSQL database (skips the test when PostgreSQL is
+    unreachable); yields its `postgresql+asyncpg://` URL and drops it afterwards."""
+    name = prefix + secrets.token_hex(6)
     try:
         asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -53,6 +53,12 @@ def postgres_url() -> Iterator[str]:
         yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     finally:
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session (dropped at the end)."""
+    yield from fresh_postgres_database("tunegate_test_")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
