@@ -28,7 +28,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import make_url
 from tunegate.server.auth import ApiKeys, Guard, StoredVirtualKeys, load_master_key
-from tunegate.server.blobs import LocalBlobStore
+from tunegate.server.blobs import BlobStore, close_blob_store, open_blob_store
 from tunegate.server.chat import ChatService
 from tunegate.server.config import ServerConfig, grpc_server_options
 from tunegate.server.files import Clock, FileService
@@ -125,6 +125,7 @@ class GatewayServer:
         chat: ChatService,
         webhooks: WebhookService,
         webhook_sender: WebhookSender,
+        blobs: BlobStore,
         providers: ProviderLookup,
         owns_providers: bool,
         port: int,
@@ -140,6 +141,7 @@ class GatewayServer:
         self.webhooks = webhooks
         self.webhook_sender = webhook_sender
         """Sends pending webhook deliveries in the background (started with the server)."""
+        self.blobs = blobs
         self.providers = providers
         self._owns_providers = owns_providers
         self.port = port
@@ -199,11 +201,12 @@ class GatewayServer:
             else providers
         )
         webhook_sender: WebhookSender | None = None
+        blobs: BlobStore | None = None
         try:
             if owns_providers:
                 assert isinstance(provider_set, ProviderSet)
                 await provider_set.start()
-            blobs = LocalBlobStore(config.data_dir)
+            blobs = open_blob_store(config.blobs, config.data_dir)
             swept = await blobs.sweep()
             if swept:
                 logger.info("removed %d interrupted blob writes", swept)
@@ -295,6 +298,8 @@ class GatewayServer:
                 await webhook_sender.aclose()
             if owns_providers:
                 await _aclose(provider_set)
+            if blobs is not None:
+                await close_blob_store(blobs)
             await database.close()
             raise
         gateway = cls(
@@ -308,6 +313,7 @@ class GatewayServer:
             chat=chat,
             webhooks=webhooks,
             webhook_sender=webhook_sender,
+            blobs=blobs,
             providers=provider_set,
             owns_providers=owns_providers,
             port=port,
@@ -393,6 +399,7 @@ class GatewayServer:
         self.chat.close()
         if self._owns_providers:
             await _aclose(self.providers)
+        await close_blob_store(self.blobs)
         await self.database.close()
 
     async def wait_for_termination(self) -> None:

@@ -3,7 +3,7 @@
 
 Settings come from, strongest first: command-line flags, environment variables
 (`TUNEGATE_DATA_DIR`, `TUNEGATE_HTTP_PORT`, `TUNEGATE_GRPC_PORT`, `TUNEGATE_CONFIG`,
-`TUNEGATE_ALLOWED_CUSTOM_HOSTS`, `TUNEGATE_ALLOWED_WEBHOOK_HOSTS`), a TOML file (`--config`),
+`TUNEGATE_ALLOWED_CUSTOM_HOSTS`, `TUNEGATE_ALLOWED_WEBHOOK_HOSTS`, `TUNEGATE_BLOBS_URL`), a TOML file (`--config`),
 then the built-in defaults. The TOML file holds everything else:
 
     data_dir = "/var/lib/tunegate"
@@ -34,6 +34,12 @@ then the built-in defaults. The TOML file holds everything else:
     # (exact match). Empty by default. Env: TUNEGATE_ALLOWED_WEBHOOK_HOSTS="a,b:8443".
     allowed_hosts = ["hooks.internal:8080"]
     max_attempts = 8
+
+    [blobs]                       # BlobSettings; without url, blobs stay under data_dir
+    url = "s3://tunegate-blobs/prod"   # env TUNEGATE_BLOBS_URL; credentials: botocore's chain
+    endpoint_url = "http://minio.internal:9000"   # an S3-compatible service (optional)
+    region = "eu-west-1"
+    part_bytes = 8388608          # multipart part size, at least 5 MiB
 
     [providers.openai]            # ProviderSettings; omitted keys keep the built-in default
     base_url = "https://api.openai.com/v1"
@@ -72,6 +78,7 @@ from tunegate.edge import EdgeConfig, EdgeServer, install_redaction
 from tunegate.server.app import GatewayServer
 from tunegate.server.config import ServerConfig
 from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, RoutingConfig, VirtualKey
+from tunegate.server.blobs import BlobSettings
 from tunegate.server.webhooks import WebhookSettings
 
 __all__ = ["Settings", "load_settings", "main"]
@@ -178,6 +185,18 @@ def _webhook_settings(document: Mapping[str, Any], env: Mapping[str, str]) -> We
         raise SystemExit(f"config: [webhooks]: {exc}") from None
 
 
+def _blob_settings(document: Mapping[str, Any], env: Mapping[str, str]) -> BlobSettings:
+    """`[blobs]` as `BlobSettings`; `TUNEGATE_BLOBS_URL` replaces its `url`."""
+    table = _fields_of(BlobSettings, document.get("blobs", {}), "blobs")
+    from_env = env.get("TUNEGATE_BLOBS_URL")
+    if from_env:
+        table["url"] = from_env
+    try:
+        return BlobSettings(**table)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"config: [blobs]: {exc}") from None
+
+
 def _env_int(env: Mapping[str, str], name: str) -> int | None:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -197,13 +216,26 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
             document = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise SystemExit(f"config: cannot read {config_path}: {exc}") from None
-    sections = {"data_dir", "server", "edge", "routing", "providers", "virtual_keys", "auth", "webhooks"}
+    sections = {
+        "data_dir",
+        "server",
+        "edge",
+        "routing",
+        "providers",
+        "virtual_keys",
+        "auth",
+        "webhooks",
+        "blobs",
+    }
     unknown = sorted(set(document) - sections)
     if unknown:
         raise SystemExit(f"config: unknown top-level key(s): {', '.join(unknown)}")
 
     server_table = _fields_of(
-        ServerConfig, document.get("server", {}), "server", exclude=frozenset({"routing", "webhooks"})
+        ServerConfig,
+        document.get("server", {}),
+        "server",
+        exclude=frozenset({"routing", "webhooks", "blobs"}),
     )
     server_table["routing"] = _routing_config(document, env)
     auth_table = document.get("auth", {})
@@ -215,6 +247,7 @@ def load_settings(args: argparse.Namespace, env: Mapping[str, str] = os.environ)
     if auth_table.get("master_key_file"):
         server_table["master_key_file"] = Path(auth_table["master_key_file"])
     server_table["webhooks"] = _webhook_settings(document, env)
+    server_table["blobs"] = _blob_settings(document, env)
     edge_table = _fields_of(EdgeConfig, document.get("edge", {}), "edge")
 
     data_dir = args.data_dir or env.get("TUNEGATE_DATA_DIR") or document.get("data_dir")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunegate.server.routing import RoutingConfig
+from tunegate.server.blobs import BlobSettings
 from tunegate.server.webhooks import WebhookSettings
 
 __all__ = ["ServerConfig", "grpc_server_options"]
@@ -33,6 +34,7 @@ class ServerConfig:
     `missing_provider`); `local` — the on-machine trainer — by default.
     `webhooks`: the allow-list of webhook target hosts and the delivery retries
     (`tunegate.server.webhooks.WebhookSettings`).
+    `blobs`: where blob bytes live (`tunegate.server.blobs.BlobSettings`; local disk by default).
     `local_concurrency`: how many local training workers run at once (state lives under
     `<data_dir>/local`); `local_train_threads`: CPU threads per worker (None: torch's default).
     `auth_mode`: `open` (no gateway key needed) or `keys` (every call needs one; see
@@ -71,6 +73,7 @@ class ServerConfig:
     monitor_lease_seconds: float = 60.0
     monitor_tick_seconds: float = 1.0
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    blobs: BlobSettings = field(default_factory=BlobSettings)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -93,6 +96,8 @@ class ServerConfig:
             raise ValueError("routing must be a RoutingConfig")
         if not isinstance(self.webhooks, WebhookSettings):
             raise ValueError("webhooks must be a WebhookSettings")
+        if not isinstance(self.blobs, BlobSettings):
+            raise ValueError("blobs must be a BlobSettings")
         if not self.reconcile_grace_seconds >= 0:
             raise ValueError("reconcile_grace_seconds must not be negative")
         if self.auth_mode not in ("open", "keys"):
