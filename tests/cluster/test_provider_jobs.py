@@ -13,7 +13,7 @@ from typing import Any
 
 import openai
 
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import S3, Cluster
 from tests.e2e.sdk import openai_client
 from tests.fakes import FakeOpenAI
 from tests.server.support import poll_counts
@@ -120,3 +120,19 @@ def _single_reads(fake: FakeOpenAI, natives: dict[str, str]) -> dict[str, list[f
         if request.method == "GET" and job in natives:
             times[job].append(request.at)
     return times
+
+
+def test_with_blobs_in_s3_any_server_reads_any_file(
+    start_cluster: Any, fake_openai: FakeOpenAI, s3: S3, tmp_path: Path
+) -> None:
+    cluster: Cluster = start_cluster(blobs_url=f"s3://{s3.bucket}/{secrets.token_hex(4)}", s3=s3)
+    a, b = _clients(cluster)
+    training = _upload(a, tmp_path)
+    assert b.files.content(training).read() == TRAINING
+    # Server B copies a file server A received to the provider.
+    job = b.fine_tuning.jobs.create(model=MODEL, training_file=training)
+    native = fake_openai.jobs[_native(fake_openai, job.id)]
+    assert fake_openai.files[native.training_file].path.read_bytes() == TRAINING
+    b.files.delete(training)
+    assert training not in {f.id for f in a.files.list()}
+    assert fake_openai.violations == []
