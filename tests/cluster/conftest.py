@@ -169,7 +169,10 @@ api_key_env = "TG_CLUSTER_OPENAI_KEY"
         if s3 is not None:
             text += f'endpoint_url = "{s3.endpoint_url}"\nregion = "{s3.region}"\n'
     if queue is not None:
+        # Workers beat every second and are presumed dead after 3 silent seconds, so a test
+        # sees a SIGKILLed worker's job taken over in seconds rather than the default 30.
         text += f'\n[local]\nqueue = "{queue}"\n'
+        text += "\n[worker]\nheartbeat_seconds = 1\nstalled_seconds = 3\nstalled_check_seconds = 1\n"
     return text
 
 
@@ -242,7 +245,7 @@ def start_cluster(tmp_path: Path, postgres_url: str, fake_openai: FakeOpenAI) ->
             cluster.servers.append(_spawn(tmp_path, name, "server", port, args, env))
         for i in range(workers):
             name = f"worker-{'abcdefgh'[i]}"
-            args = [*common, "--data-dir", str(tmp_path / name)]
+            args = [*common, "--data-dir", str(tmp_path / name), "--name", name, "--device", "cpu"]
             cluster.workers.append(_spawn(tmp_path, name, "worker", 0, args, env))
         for server in cluster.servers:
             _wait_healthy(server)
