@@ -203,13 +203,18 @@ class GatewayServer:
         webhook_sender: WebhookSender | None = None
         blobs: BlobStore | None = None
         try:
-            if owns_providers:
-                assert isinstance(provider_set, ProviderSet)
-                await provider_set.start()
             blobs = open_blob_store(config.blobs, config.data_dir)
             swept = await blobs.sweep()
             if swept:
                 logger.info("removed %d interrupted blob writes", swept)
+            local = _local_of(provider_set)
+            if local is not None and local.unbound:
+                # The local provider's state lives in the gateway's database and blob store, so
+                # every replica on them serves every local job.
+                local.bind(database.local, blobs)
+            if owns_providers:
+                assert isinstance(provider_set, ProviderSet)
+                await provider_set.start()
             files = FileService(database.files, blobs, max_file_bytes=config.max_file_bytes, clock=clock)
             uploads = UploadService(
                 database.uploads,
@@ -253,7 +258,6 @@ class GatewayServer:
                 options=grpc_server_options(config),
                 maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             )
-            local = _local_of(provider_set)
             chat = ChatService(local, jobs)
             models = ModelService(account_router, provider_set, local, jobs)
             policy = HostPolicy(config.webhooks.allowed_hosts)

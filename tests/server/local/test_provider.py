@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from tunegate.server.errors import FailedPrecondition, InvalidArgument
 from tunegate.server.providers import Account, LocalProvider, LocalSettings, SchedulerSettings
+from tunegate.server.store import Database
 
 ACCOUNT = Account(provider="local", key="local", base_url="", credential="")
 
@@ -153,10 +154,10 @@ async def test_cancel_pause_resume(tmp_path: Path, worker: str) -> None:
         await provider.cancel_job(ACCOUNT, doomed)
     await until(provider, paused, "running")
     assert (await provider.pause_job(ACCOUNT, paused))["status"] == "paused"
-    assert not provider.scheduler.is_running(paused)
+    assert not provider.dispatcher.is_running(paused)  # type: ignore[union-attr]
     assert (await provider.resume_job(ACCOUNT, paused))["status"] in ("queued", "running")
     await until(provider, paused, "running")
-    spec = json.loads((tmp_path / "local" / "jobs" / paused / "spec.json").read_text())
+    spec = json.loads((tmp_path / "local" / "work" / paused / "spec.json").read_text())
     assert spec["resume"] is True
     (tmp_path / "local" / "release").touch()
     await until(provider, paused, "succeeded")
@@ -175,18 +176,24 @@ async def test_restart_resumes_or_fails_interrupted_jobs(tmp_path: Path, worker:
     else:
         running, queued = two, one
     await until(provider, queued, "queued")
-    await provider.aclose()  # the worker is paused (it checkpoints) and stopped; job.json says running
-    assert json.loads((tmp_path / "local" / "jobs" / running / "job.json").read_text())["status"] == "running"
+    await provider.aclose()  # the worker is paused (it checkpoints) and stopped; the job stays running
 
     # A third job found running with no checkpoint cannot resume.
-    orphan = tmp_path / "local" / "jobs" / "ftjob-local-orphan"
-    orphan.mkdir()
-    job = json.loads((tmp_path / "local" / "jobs" / queued / "job.json").read_text())
-    (orphan / "job.json").write_text(json.dumps({**job, "id": orphan.name, "status": "running"}))
+    orphan = "ftjob-local-orphan"
+    database = await Database.open(f"sqlite:///{tmp_path / 'local' / 'local.db'}")
+    try:
+        stopped = await database.local.get_job(running)
+        assert stopped is not None and stopped.status == "running"
+        assert await database.local.checkpoints(running)  # the pause at shutdown left one
+        job = await database.local.get_job(queued)
+        assert job is not None
+        await database.local.insert_job({**job.body, "id": orphan, "status": "running"}, tag=None)
+    finally:
+        await database.close()
 
     restarted = make(tmp_path, worker)
     await restarted.start()
-    failed = await restarted.get_job(ACCOUNT, orphan.name)
+    failed = await restarted.get_job(ACCOUNT, orphan)
     assert failed["status"] == "failed" and failed["error"]["code"] == "interrupted"
     (tmp_path / "local" / "release").touch()
     for job_id in (running, queued):

@@ -22,6 +22,13 @@ from tunegate.server.store._files import DuplicateRequestId, FileRepository
 from tunegate.server.store._job_history import MirrorRepository, ProviderFileRepository
 from tunegate.server.store._jobs import INTENT, JobRepository
 from tunegate.server.store._legacy_intents import import_intent_files
+from tunegate.server.store._local import (
+    LocalCheckpointRecord,
+    LocalEventRecord,
+    LocalFileRecord,
+    LocalJobRecord,
+    LocalStore,
+)
 from tunegate.server.store._polls import PollRepository
 from tunegate.server.store._records import (
     DueDelivery,
@@ -58,6 +65,11 @@ __all__ = [
     "FileRepository",
     "JobRecord",
     "JobRepository",
+    "LocalCheckpointRecord",
+    "LocalEventRecord",
+    "LocalFileRecord",
+    "LocalJobRecord",
+    "LocalStore",
     "MirrorRepository",
     "MirroredRecord",
     "PollRepository",
@@ -93,6 +105,7 @@ class Database:
         self.auth = AuthRepository(engine)
         self.polls = PollRepository(engine)
         self.webhooks = WebhookRepository(engine)
+        self.local = LocalStore(engine)
 
     @classmethod
     async def open(cls, url: str) -> Database:

@@ -283,3 +283,61 @@ webhook_deliveries = sa.Table(
     sa.Index("ix_webhook_deliveries_endpoint_event", "endpoint_id", "event_id", unique=True),
     sa.Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
 )
+
+# The local provider's state (migration 0010), shared by every replica and worker: one row per
+# local job (its OpenAI job object as JSON in `body`), its event log and checkpoints (`seq`
+# numbers them per job: `ftevent-<short>-<seq>`, `ftckpt-<short>-<seq>`), and the provider's
+# own copies of gateway files. Bytes (files, checkpoint and model tars, the result file) live in
+# the blob store under the `*blob_key` columns. `control` (`cancel` | `pause` | NULL) is what the
+# runner training the job, wherever it is, reads every poll.
+local_jobs = sa.Table(
+    "local_jobs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("tag", sa.String(255), nullable=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("control", sa.String(16), nullable=True),
+    sa.Column("worker", sa.String(255), nullable=True),
+    sa.Column("result_blob_key", sa.String(128), nullable=True),
+    sa.Column("model_blob_key", sa.String(128), nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_local_jobs_created", "created_at", "id"),
+    sa.Index("ix_local_jobs_tag", "tag"),
+    sa.Index("ix_local_jobs_status", "status"),
+)
+
+local_job_events = sa.Table(
+    "local_job_events",
+    metadata,
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("local_jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("data", sa.Text, nullable=True),
+)
+
+local_checkpoints = sa.Table(
+    "local_checkpoints",
+    metadata,
+    sa.Column("job_id", sa.String(64), sa.ForeignKey("local_jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("metrics", sa.Text, nullable=False),
+    sa.Column("blob_key", sa.String(128), nullable=False),
+)
+
+local_files = sa.Table(
+    "local_files",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("filename", sa.String(512), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("blob_key", sa.String(128), nullable=False),
+)

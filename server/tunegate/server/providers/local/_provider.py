@@ -1,36 +1,39 @@
-"""`LocalProvider`: fine-tuning on this machine, behind the same `Provider` interface as
-OpenAI's adapter.
+"""`LocalProvider`: fine-tuning by the gateway's own trainer, behind the same `Provider`
+interface as OpenAI's adapter — its state shared by every replica.
 
-State lives under `<root>` (the server's `<data_dir>/local`)::
+Every call answers from the metadata database (`LocalStore`: jobs, events, checkpoints, files)
+and the blob store (file bytes, checkpoint and model tars, result files), so any server replica
+on the same database and blob store serves any local job. Work goes through a `Dispatcher`
+(`_dispatch`): validation and training run in a `LocalJobRunner` (`_runner`) in this process
+(`InProcessDispatcher`, the default) or on worker machines. Cancel and pause are updates of the
+job row (status + `control`); the runner training the job, wherever it is, reacts at its next
+poll. Resume queues the job again. Chat models come from their model blob, extracted once into
+`<root>/cache/<job>`.
 
-    files/<native id>        copies of gateway files (`upload_file`: streamed, fsynced, renamed)
-    files/<native id>.json   their metadata (filename, purpose, bytes, created_at)
-    jobs/<native id>/        one directory per job (see `_jobdir`)
-    models/                  base models (`tunegate-tiny` is built there on first use)
+Built without a store (`LocalProvider(LocalSettings(root))`, as in tests and tools), the provider
+opens its own: an SQLite file `<root>/local.db` and blobs under `<root>/blobs`. The server binds
+the gateway's database and blob store instead (`bind`) before `start()`.
 
-Jobs run through `_scheduler.Scheduler` (validation, bounded worker pool, worker processes,
-restart recovery). The adapter answers OpenAI JSON with native ids (`ftjob-local-…`,
-`file-local-…`), like any other provider; the registry above maps them to gateway ids. A job is
-tagged with the gateway job id in `metadata` (`TAG_KEY`), found again by `find_job_by_tag`.
-
-`start()` must run once before serving (the server's start-up does it; any call does it lazily
-too), `aclose()` stops the workers — their jobs resume at the next start.
+Base models live in `<root>/models` (`tunegate-tiny` is built there on first use); trainer
+scratch in `<root>/work`. A legacy installation's `<root>/jobs` and `<root>/files` (the
+file-based layout of earlier releases) are imported once at start (`_legacy`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import secrets
+import socket
 import string
+import sys
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunegate.server.blobs import BlobStore, LocalBlobStore
 from tunegate.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from tunegate.server.providers._openai import TAG_KEY
 from tunegate.server.providers.interface import (
@@ -41,10 +44,26 @@ from tunegate.server.providers.interface import (
     ProviderDownload,
     ProviderFile,
 )
-from tunegate.server.providers.local._scheduler import RESULT_PREFIX, Scheduler, SchedulerSettings
-from tunegate.server.providers.local._state import NATIVE_JOB_PREFIX, JobTable, page_of
+from tunegate.server.providers.local._blobio import download_dir, upload_chunks
+from tunegate.server.providers.local._dispatch import Dispatcher, InProcessDispatcher, Needs, needs_of
+from tunegate.server.providers.local._runner import (
+    INTERRUPTED,
+    RESULT_PREFIX,
+    LocalJobRunner,
+    RunnerSettings,
+    fail_job,
+    info_event,
+)
+from tunegate.server.providers.local._state import (
+    NATIVE_JOB_PREFIX,
+    fine_tuned_model_name,
+    job_not_found,
+    page_of,
+    short_id,
+)
+from tunegate.server.store import Database, LocalFileRecord, LocalStore
 
-__all__ = ["LocalProvider", "LocalSettings"]
+__all__ = ["LocalProvider", "LocalSettings", "SchedulerSettings"]
 
 BASE_MODEL = "tunegate-tiny"
 BASE_MODEL_CREATED = 1795324477
@@ -53,8 +72,8 @@ definition), in Unix seconds: the `created` of its `model` object."""
 BASE_MODEL_OWNER = "tunegate"
 FILE_PREFIX = "file-local-"
 _ALPHABET = string.ascii_letters + string.digits
-_CHUNK = 256 * 1024
 _ACTIVE = frozenset({"validating_files", "queued", "running"})
+_WAIT_STEP = 0.02
 
 
 def _random(length: int = 20) -> str:
@@ -66,15 +85,56 @@ def _file_not_found(file_id: str) -> NotFound:
 
 
 @dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    """`concurrency`: trainers at once (in-process dispatcher). `cancel_grace`: SIGTERM → SIGKILL
+    delay on cancel. `stop_grace`: how long a server stop waits for trainers to pause.
+    `pause_wait`: how long pause/cancel wait for an in-process trainer to stop. `poll_interval`:
+    how often a running trainer's files and its job row are read. `python`: the interpreter that
+    runs trainers. `env`: extra environment for trainers (e.g. thread counts)."""
+
+    concurrency: int = 1
+    cancel_grace: float = 3.0
+    stop_grace: float = 10.0
+    pause_wait: float = 30.0
+    poll_interval: float = 0.5
+    python: str = sys.executable
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
 class LocalSettings:
-    """Where local state lives and how jobs run (see `SchedulerSettings`)."""
+    """Where this machine keeps local scratch, caches and base models, and how jobs run."""
 
     root: Path
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    worker: str | None = None
+    """This machine's name in a job row's `worker` column; by default `<host>:<root>`, stable
+    across restarts, so a restarted server recovers the jobs it was running (and only those)."""
+
+    @property
+    def worker_name(self) -> str:
+        return self.worker or f"{socket.gethostname()}:{Path(self.root).resolve()}"
+
+    def runner(self) -> RunnerSettings:
+        s = self.scheduler
+        return RunnerSettings(
+            work_dir=Path(self.root) / "work",
+            models_dir=Path(self.root) / "models",
+            cancel_grace=s.cancel_grace,
+            stop_grace=s.stop_grace,
+            poll_interval=s.poll_interval,
+            python=s.python,
+            env=s.env,
+            worker=self.worker_name,
+        )
 
 
 class LocalProvider:
-    """`Provider` for the on-machine trainer (routing name `local`, no credential)."""
+    """`Provider` for the gateway's own trainer (routing name `local`, no credential)."""
 
     name: str = "local"
     capabilities: frozenset[Capability] = frozenset(
@@ -94,100 +154,173 @@ class LocalProvider:
     )
     pages_by_id = True
 
-    def __init__(self, settings: LocalSettings, *, clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        settings: LocalSettings,
+        *,
+        store: LocalStore | None = None,
+        blobs: BlobStore | None = None,
+        dispatcher: Dispatcher | None = None,
+        clock: Any = time.time,
+    ) -> None:
         self.settings = settings
         self.root = Path(settings.root)
-        self.files_dir = self.root / "files"
         self.models_dir = self.root / "models"
-        self._table = JobTable(self.root / "jobs", clock=clock)
+        self.cache_dir = self.root / "cache"
+        self._store = store
+        self._blobs = blobs
+        self.dispatcher = dispatcher
+        self._own_database: Database | None = None
         self._clock = clock
-        self.scheduler = Scheduler(
-            self._table, models_dir=self.models_dir, file_path=self.file_path, settings=settings.scheduler
-        )
         self._started = False
         self._start_lock = asyncio.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
+    def bind(self, store: LocalStore, blobs: BlobStore, dispatcher: Dispatcher | None = None) -> None:
+        """Use the gateway's database and blob store (before `start`)."""
+        if self._started:
+            raise RuntimeError("bind() must come before start()")
+        self._store, self._blobs = store, blobs
+        if dispatcher is not None:
+            self.dispatcher = dispatcher
+
+    @property
+    def unbound(self) -> bool:
+        """Whether no store was given yet and the provider has not started (so `bind` may)."""
+        return self._store is None and not self._started
+
+    @property
+    def store(self) -> LocalStore:
+        if self._store is None:
+            raise RuntimeError("the local provider has not started")
+        return self._store
+
+    @property
+    def blobs(self) -> BlobStore:
+        if self._blobs is None:
+            raise RuntimeError("the local provider has not started")
+        return self._blobs
+
+    def runner(self) -> LocalJobRunner:
+        """A runner over this provider's store and blob store (what a dispatcher calls)."""
+        return LocalJobRunner(self.store, self.blobs, self.settings.runner())
+
     async def start(self) -> None:
-        """Load the jobs, settle those a previous server left behind, start queued work."""
+        """Open the store (when not bound), import legacy state, start the dispatcher (which
+        recovers the jobs a previous server left behind)."""
         async with self._start_lock:
             if self._started:
                 return
-            for path in (self.files_dir, self.models_dir):
+            for path in (self.models_dir, self.root / "work", self.cache_dir):
                 path.mkdir(parents=True, exist_ok=True)
-            for leftover in self.files_dir.glob(".tmp-*"):
-                leftover.unlink(missing_ok=True)
-            self._table.load()
-            await self.scheduler.recover()
+            if self._store is None or self._blobs is None:
+                self._own_database = await Database.open(f"sqlite:///{self.root / 'local.db'}")
+                self._store, self._blobs = self._own_database.local, LocalBlobStore(self.root / "blobs")
+            from tunegate.server.providers.local._legacy import import_legacy
+
+            await import_legacy(self.root, self.store, self.blobs)
+            if self.dispatcher is None:
+                self.dispatcher = InProcessDispatcher(
+                    self.runner(), self.settings.scheduler.concurrency, recover=self._unfinished
+                )
+            await self.dispatcher.start()
             self._started = True
+
+    async def _unfinished(self) -> list[tuple[str, str, Needs]]:
+        """What the in-process dispatcher recovers at start: the jobs this machine was running
+        (those without a checkpoint fail `interrupted` at once; the others go first, as they did
+        before the restart), then every job waiting for validation or a trainer."""
+        running: list[tuple[str, str, Needs]] = []
+        waiting: list[tuple[str, str, Needs]] = []
+        for record in await self.store.unfinished():
+            if record.status != "running":
+                waiting.append((record.id, record.status, needs_of(record.body)))
+            elif record.worker in (None, self.settings.worker_name):
+                if await self.store.checkpoints(record.id):
+                    running.append((record.id, record.status, needs_of(record.body)))
+                else:
+                    error = {"code": "interrupted", "message": INTERRUPTED, "param": None}
+                    await fail_job(self.store, record.id, error, expect=("running",))
+        return running + waiting
 
     async def aclose(self) -> None:
         if self._started:
-            await self.scheduler.aclose()
+            self._started = False
+            if self.dispatcher is not None:
+                await self.dispatcher.aclose()
+            if self._own_database is not None:
+                await self._own_database.close()
+                self._own_database = None
+                self._store = self._blobs = None
+
+    def _dispatch(self) -> Dispatcher:
+        assert self.dispatcher is not None  # set by start()
+        return self.dispatcher
 
     # -- files --------------------------------------------------------------------------------
 
-    def file_path(self, file_id: str) -> Path:
-        """Where a native file's bytes are (a result file lives in its job's directory)."""
-        if file_id.startswith(RESULT_PREFIX):
-            job_id = f"{NATIVE_JOB_PREFIX}-{file_id[len(RESULT_PREFIX) :]}"
-            return self._table.dir(job_id).metrics
-        if not file_id.startswith(FILE_PREFIX) or not file_id[len(FILE_PREFIX) :].isalnum():
+    async def _file(self, file_id: str) -> LocalFileRecord:
+        """A provider file's record; `file_not_found` for anything else (result files are not
+        provider files)."""
+        if file_id.startswith(RESULT_PREFIX) or not file_id.startswith(FILE_PREFIX):
             raise _file_not_found(file_id)
-        return self.files_dir / file_id
+        record = await self.store.get_file(file_id)
+        if record is None:
+            raise _file_not_found(file_id)
+        return record
+
+    async def _result_key(self, file_id: str) -> str:
+        job_id = f"{NATIVE_JOB_PREFIX}-{file_id[len(RESULT_PREFIX) :]}"
+        record = await self.store.get_job(job_id)
+        if record is None or record.result_blob_key is None:
+            raise _file_not_found(file_id)
+        return record.result_blob_key
 
     async def upload_file(
         self, account: Account, *, filename: str, purpose: str, size: int, chunks: AsyncIterator[bytes]
     ) -> ProviderFile:
         await self.start()
         file_id = FILE_PREFIX + _random(24)
-        tmp = self.files_dir / f".tmp-{file_id}"
-        stream = await asyncio.to_thread(tmp.open, "wb")
+        key, written = await upload_chunks(self.blobs, chunks)
+        record = LocalFileRecord(
+            id=file_id,
+            filename=filename,
+            purpose=purpose,
+            bytes=written,
+            created_at=int(self._clock()),
+            blob_key=key,
+        )
         try:
-            written = 0
-            async for chunk in chunks:
-                await asyncio.to_thread(stream.write, chunk)
-                written += len(chunk)
-            await asyncio.to_thread(_close_synced, stream)
-            meta = {
-                "filename": filename,
-                "purpose": purpose,
-                "bytes": written,
-                "created_at": int(self._clock()),
-            }
-            (self.files_dir / f"{file_id}.json").write_text(json.dumps(meta))
-            os.replace(tmp, self.files_dir / file_id)
+            await self.store.insert_file(record)
         except BaseException:
-            stream.close()
-            tmp.unlink(missing_ok=True)
+            await self.blobs.delete(key)
             raise
         return ProviderFile(id=file_id, status="processed")
 
     async def get_file(self, account: Account, file_id: str) -> ProviderFile:
         await self.start()
-        if not self.file_path(file_id).is_file():
-            raise _file_not_found(file_id)
+        if file_id.startswith(RESULT_PREFIX):
+            await self._result_key(file_id)
+        else:
+            await self._file(file_id)
         return ProviderFile(id=file_id, status="processed")
 
     async def download_file(self, account: Account, file_id: str) -> ProviderDownload:
         await self.start()
-        path = self.file_path(file_id)
-        if not path.is_file():
-            raise _file_not_found(file_id)
         if file_id.startswith(RESULT_PREFIX):
             return ProviderDownload(
                 filename="step_metrics.csv",
                 purpose="fine-tune-results",
                 content_type="text/csv",
-                chunks=_read(path),
+                chunks=self.blobs.open_reader(await self._result_key(file_id)),
             )
-        meta = json.loads((self.files_dir / f"{file_id}.json").read_text())
+        record = await self._file(file_id)
         return ProviderDownload(
-            filename=str(meta["filename"]),
-            purpose=str(meta["purpose"]),
+            filename=record.filename,
+            purpose=record.purpose,
             content_type="application/octet-stream",
-            chunks=_read(path),
+            chunks=self.blobs.open_reader(record.blob_key),
         )
 
     # -- jobs ---------------------------------------------------------------------------------
@@ -225,7 +358,9 @@ class LocalProvider:
         await self.start()
         for param in ("training_file", "validation_file"):
             file_id = request.get(param)
-            if file_id and not self.file_path(str(file_id)).is_file():
+            if file_id and (
+                str(file_id).startswith(RESULT_PREFIX) or await self.store.get_file(str(file_id)) is None
+            ):
                 raise InvalidArgument(f"No such File object: {file_id}", code="file_not_found", param=param)
         job_id = f"{NATIVE_JOB_PREFIX}-{_random()}"
         method = dict(request.get("method") or {"type": "supervised"})
@@ -247,7 +382,7 @@ class LocalProvider:
         job: JobObject = {
             "object": "fine_tuning.job",
             "id": job_id,
-            "created_at": self._table.now(),
+            "created_at": int(self._clock()),
             "error": None,
             "fine_tuned_model": None,
             "finished_at": None,
@@ -271,61 +406,125 @@ class LocalProvider:
         }
         if request.get("suffix"):
             job["user_provided_suffix"] = request["suffix"]
-        self._table.add(job)
-        self._table.event(job_id, f"Created fine-tuning job: {job_id}")
-        self.scheduler.validate(job_id)
-        return self._table.get(job_id)
+        await self.store.insert_job(job, tag=tag)
+        await self.store.add_events(job_id, [info_event(f"Created fine-tuning job: {job_id}")])
+        await self._dispatch().submit_validate(job_id)
+        return await self._job(job_id)
 
     async def find_job_by_tag(self, account: Account, tag: str, *, created_after: int) -> JobObject | None:
         await self.start()
-        for job in self._table.newest_first():
-            if (job.get("metadata") or {}).get(TAG_KEY) == tag:
-                return dict(job)
-        return None
+        record = await self.store.find_by_tag(tag)
+        return None if record is None else record.body
 
     async def get_job(self, account: Account, job_id: str) -> JobObject:
         await self.start()
-        return self._table.get(job_id)
+        return await self._job(job_id)
+
+    async def _job(self, job_id: str) -> JobObject:
+        record = await self.store.get_job(job_id)
+        if record is None:
+            raise job_not_found(job_id)
+        return record.body
 
     async def list_jobs(self, account: Account, *, limit: int, page_token: str | None) -> Page:
         await self.start()
-        return page_of(self._table.newest_first(), limit=limit, page_token=page_token)
+        listed = await self.store.list_jobs(limit=limit, after=page_token)
+        if listed is None:
+            raise _invalid_cursor(str(page_token))
+        data, has_more = listed
+        return Page(data=data, has_more=has_more, next_token=data[-1]["id"] if data and has_more else None)
 
     async def cancel_job(self, account: Account, job_id: str) -> JobObject:
         await self.start()
-        job = self._table.get(job_id)
-        if job["status"] not in _ACTIVE | {"paused"}:
-            raise _invalid_state(job, "cancel")
-        await self.scheduler.cancel(job_id)
-        return self._table.get(job_id)
+        fields = {"status": "cancelled", "finished_at": int(self._clock()), "estimated_finish": None}
+        record = await self.store.update_job(
+            job_id, fields, expect=_ACTIVE | {"paused"}, control="cancel", event=info_event("Job cancelled")
+        )
+        if record is None:
+            raise _invalid_state(await self._job(job_id), "cancel")
+        await self._until_stopped(job_id)
+        return record.body
 
     async def pause_job(self, account: Account, job_id: str) -> JobObject:
         await self.start()
-        job = self._table.get(job_id)
-        if job["status"] not in ("queued", "running"):
-            raise _invalid_state(job, "pause")
-        await self.scheduler.pause(job_id)
-        return self._table.get(job_id)
+        fields = {"status": "paused", "estimated_finish": None}
+        record = await self.store.update_job(
+            job_id, fields, expect=("queued", "running"), control="pause", event=info_event("Job paused")
+        )
+        if record is None:
+            raise _invalid_state(await self._job(job_id), "pause")
+        await self._until_stopped(job_id)
+        return record.body
 
     async def resume_job(self, account: Account, job_id: str) -> JobObject:
         await self.start()
-        job = self._table.get(job_id)
-        if job["status"] != "paused":
-            raise _invalid_state(job, "resume")
-        await self.scheduler.resume(job_id)
-        return self._table.get(job_id)
+        record = await self.store.update_job(
+            job_id, {"status": "queued"}, expect=("paused",), control=None, event=info_event("Job resumed")
+        )
+        if record is None:
+            raise _invalid_state(await self._job(job_id), "resume")
+        await self._dispatch().submit_train(job_id, needs_of(record.body))
+        return record.body
+
+    async def _until_stopped(self, job_id: str) -> None:
+        """With the in-process dispatcher, wait (at most `pause_wait`) until this process's trainer
+        of the job has stopped, as callers of a single server expect. Elsewhere the store is the
+        truth: the runner that trains the job reacts at its next poll."""
+        running = getattr(self.dispatcher, "is_running", None)
+        if running is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.scheduler.pause_wait):
+                while running(job_id):
+                    await asyncio.sleep(_WAIT_STEP)
 
     async def list_events(self, account: Account, job_id: str, *, limit: int, page_token: str | None) -> Page:
         await self.start()
-        self._table.get(job_id)
-        return page_of(self._table.events(job_id), limit=limit, page_token=page_token)
+        await self._job(job_id)
+        short = short_id(job_id)
+        before = None
+        if page_token:
+            prefix = f"ftevent-{short}-"
+            if not page_token.startswith(prefix) or not page_token[len(prefix) :].isdigit():
+                raise _invalid_cursor(page_token)
+            before = int(page_token[len(prefix) :])
+        rows = await self.store.events(job_id, limit=limit + 1, before=before)
+        data: list[JobObject] = []
+        for row in rows[:limit]:
+            event: JobObject = {
+                "object": "fine_tuning.job.event",
+                "id": f"ftevent-{short}-{row.seq}",
+                "created_at": row.created_at,
+                "level": row.level,
+                "message": row.message,
+                "type": row.type,
+            }
+            if row.data is not None:
+                event["data"] = row.data
+            data.append(event)
+        has_more = len(rows) > limit
+        return Page(data=data, has_more=has_more, next_token=data[-1]["id"] if data and has_more else None)
 
     async def list_checkpoints(
         self, account: Account, job_id: str, *, limit: int, page_token: str | None
     ) -> Page:
         await self.start()
-        self._table.get(job_id)
-        return page_of(self._table.checkpoints(job_id), limit=limit, page_token=page_token)
+        job = await self._job(job_id)
+        short = short_id(job_id)
+        model = fine_tuned_model_name(job)
+        items: list[JobObject] = [
+            {
+                "object": "fine_tuning.job.checkpoint",
+                "id": f"ftckpt-{short}-{c.seq}",
+                "created_at": c.created_at,
+                "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{c.step}",
+                "fine_tuning_job_id": job_id,
+                "step_number": c.step,
+                "metrics": c.metrics,
+            }
+            for c in await self.store.checkpoints(job_id)
+        ]
+        return page_of(items, limit=limit, page_token=page_token)
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -335,10 +534,16 @@ class LocalProvider:
         if not fine_tuned_model.startswith("ft:"):
             return None
         job_id = f"{NATIVE_JOB_PREFIX}-{fine_tuned_model.rsplit(':', 1)[-1]}"
-        job = self._table.peek(job_id)
-        if job is None or job.get("status") != "succeeded" or job.get("fine_tuned_model") != fine_tuned_model:
+        record = await self.store.get_job(job_id)
+        if record is None or record.model_blob_key is None:
             return None
-        return job_id, self._table.dir(job_id).model
+        job = record.body
+        if job.get("status") != "succeeded" or job.get("fine_tuned_model") != fine_tuned_model:
+            return None
+        target = self.cache_dir / job_id
+        if not target.is_dir():
+            await download_dir(self.blobs, record.model_blob_key, target)
+        return job_id, target
 
     def base_models(self) -> list[JobObject]:
         """The models `create_job` fine-tunes by name, as OpenAI `model` objects
@@ -351,7 +556,8 @@ class LocalProvider:
         """The `model` object of native job `job_id`'s `ft:` model if the job succeeded, else
         None. `owned_by` is the organization segment of the name (the job's `organization_id`)."""
         await self.start()
-        job = self._table.peek(job_id)
+        record = await self.store.get_job(job_id)
+        job = None if record is None else record.body
         if job is None or job.get("status") != "succeeded" or not job.get("fine_tuned_model"):
             return None
         return {
@@ -370,17 +576,7 @@ def _invalid_state(job: JobObject, operation: str) -> FailedPrecondition:
     )
 
 
-def _close_synced(stream: Any) -> None:
-    stream.flush()
-    os.fsync(stream.fileno())
-    stream.close()
-
-
-async def _read(path: Path) -> AsyncIterator[bytes]:
-    stream = await asyncio.to_thread(path.open, "rb")
-    try:
-        while chunk := await asyncio.to_thread(stream.read, _CHUNK):
-            yield chunk
-    finally:
-        with contextlib.suppress(OSError):
-            stream.close()
+def _invalid_cursor(token: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"Invalid cursor {token!r}: not an id from this list.", code="invalid_cursor", param="after"
+    )
