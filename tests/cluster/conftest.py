@@ -155,6 +155,7 @@ monitor_min_interval_seconds = 1.0
 monitor_max_interval_seconds = 1.0
 monitor_lease_seconds = 2.0
 monitor_tick_seconds = 0.05
+local_train_threads = 1
 
 [providers.openai]
 base_url = "{fake.base_url}"
