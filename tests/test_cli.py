@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tunegate.server.blobs import BlobSettings
 from tunegate.server.cli import _wait_for_signal, load_settings
 from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, VirtualKey
 
@@ -279,3 +280,42 @@ async def test_serving_freezes_the_start_up_heap() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().remove_signal_handler(sig)
         gc.unfreeze()
+
+
+def test_blobs_section_and_env_override(tmp_path: Path) -> None:
+    assert load_settings(args(), env={}).server.blobs == BlobSettings()
+    config = tmp_path / "tunegate.toml"
+    config.write_text(
+        '[blobs]\nurl = "s3://tg-blobs/prod/"\nendpoint_url = "http://127.0.0.1:9000"\n'
+        'region = "eu-west-1"\npart_bytes = 16777216\n'
+    )
+    blobs = load_settings(args(config=str(config)), env={}).server.blobs
+    assert (blobs.bucket, blobs.prefix, blobs.endpoint_url, blobs.region, blobs.part_bytes) == (
+        "tg-blobs",
+        "prod",
+        "http://127.0.0.1:9000",
+        "eu-west-1",
+        16 * 1024 * 1024,
+    )
+    blobs = load_settings(args(config=str(config)), env={"TUNEGATE_BLOBS_URL": "s3://other"}).server.blobs
+    assert (blobs.bucket, blobs.prefix, blobs.part_bytes) == ("other", "", 16 * 1024 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ('[blobs]\nurl = "https://tg-blobs/prod"\n', "s3://bucket/prefix"),
+        ('[blobs]\nurl = "s3://Bad_Bucket/x"\n', "invalid bucket"),
+        ('[blobs]\nurl = "s3://tg-blobs/a//b"\n', "invalid key prefix"),
+        ('[blobs]\nurl = "s3://tg-blobs"\npart_bytes = 1048576\n', "at least 5242880"),
+        ('[blobs]\nurl = "s3://tg-blobs"\nendpoint_url = "minio:9000"\n', "http(s) URL"),
+        ('[blobs]\nbucket = "tg-blobs"\n', "unknown key(s) in [blobs]: bucket"),
+        ('[blobs]\nurl = "s3://tg-blobs"\nmax_concurrency = 0\n', "max_concurrency"),
+    ],
+)
+def test_bad_blobs_section_stops_with_a_message(tmp_path: Path, document: str, message: str) -> None:
+    config = tmp_path / "tunegate.toml"
+    config.write_text(document)
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings(args(config=str(config)), env={})
+    assert message in str(exit_info.value)

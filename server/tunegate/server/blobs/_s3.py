@@ -21,7 +21,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -37,6 +37,7 @@ __all__ = ["SWEEP_AGE", "S3BlobStore"]
 
 SWEEP_AGE = timedelta(hours=1)
 """How old an unfinished multipart upload must be before `sweep()` aborts it."""
+_SMALL = 1024 * 1024
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -60,7 +61,8 @@ class _S3Writer:
         self._store = store
         self._client = client
         self._object = store.object_key(key)
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # see `_reserve`
+        self._filled = 0
         self._written = 0
         self._upload_id: str | None = None
         self._parts: list[CompletedPartTypeDef] = []
@@ -77,11 +79,13 @@ class _S3Writer:
         part_bytes = self._store.settings.part_bytes
         view = memoryview(chunk)
         while view:
-            take = min(len(view), part_bytes - len(self._buffer))
-            self._buffer += view[:take]
+            take = min(len(view), part_bytes - self._filled)
+            self._reserve(self._filled + take)
+            self._buffer[self._filled : self._filled + take] = view[:take]
+            self._filled += take
             view = view[take:]
             self._written += take
-            if len(self._buffer) == part_bytes:
+            if self._filled == part_bytes:
                 await self._send_part()
 
     async def _send_part(self) -> None:
@@ -91,10 +95,26 @@ class _S3Writer:
         if self._upload_id is None:
             created = await self._client.create_multipart_upload(Bucket=self._store.bucket, Key=self._object)
             self._upload_id = created["UploadId"]
-        body, self._buffer = bytes(self._buffer), bytearray()
+        body = self._take_buffer(next_size=self._store.settings.part_bytes)  # more may follow
         number = len(self._parts) + 1
         self._parts.append({"PartNumber": number})
         self._in_flight.append(asyncio.create_task(self._upload_part(number, body)))
+
+    def _reserve(self, needed: int) -> None:
+        """Make the buffer hold `needed` bytes: `_SMALL` first (a small blob costs no more), then
+        a whole part at once, so the first part's bytes are copied at most once, never regrown;
+        later parts get a whole part's buffer from the start (`_take_buffer`)."""
+        if needed > len(self._buffer):
+            grown = bytearray(_SMALL if needed <= _SMALL else self._store.settings.part_bytes)
+            grown[: self._filled] = memoryview(self._buffer)[: self._filled]
+            self._buffer = grown
+
+    def _take_buffer(self, next_size: int = 0) -> bytes:
+        """The buffered bytes, leaving a fresh buffer. A full buffer is handed over as it is
+        (botocore only reads it); a tail is copied out."""
+        buffer, filled = self._buffer, self._filled
+        self._buffer, self._filled = bytearray(next_size), 0
+        return cast(bytes, buffer) if filled == len(buffer) else bytes(memoryview(buffer)[:filled])
 
     async def _wait_oldest(self) -> None:
         """Wait for the oldest part in flight (raising its failure). It stays listed until done,
@@ -118,14 +138,13 @@ class _S3Writer:
             raise RuntimeError("blob writer is closed")
         try:
             if self._upload_id is None:
-                body = bytes(self._buffer)
-                self._buffer = bytearray()
+                body = self._take_buffer()
                 self._done = True
                 await self._make_visible(
                     lambda: self._client.put_object(Bucket=self._store.bucket, Key=self._object, Body=body)
                 )
                 return self._written
-            if self._buffer or not self._parts:
+            if self._filled or not self._parts:
                 await self._send_part()
             while self._in_flight:
                 await self._wait_oldest()
@@ -162,7 +181,7 @@ class _S3Writer:
         if self._done:
             return
         self._done = True
-        self._buffer = bytearray()
+        self._buffer, self._filled = bytearray(), 0
         in_flight, self._in_flight = self._in_flight, []
         for task in in_flight:
             task.cancel()
