@@ -33,10 +33,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import boto3
+import boto3  # type: ignore[import-untyped]
+import upload_bench
 from benchlib import MB, MiB, free_port, moto_server, pin
-from boto3.s3.transfer import TransferConfig
-from upload_bench import SHARED_BENCH, Sampler, cpu_seconds, reset_hwm, status_kb, uploader, wait_http
+from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
+from upload_bench import SHARED_BENCH, Sampler, cpu_seconds, reset_hwm, status_kb, wait_http
+
+uploader: Any = upload_bench.uploader  # type: ignore[attr-defined]  # ../shared/bench/upload.py
 
 BUCKET = "tunegate-bench"
 AUTH = {"Authorization": "Bearer sk-bench"}

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tunegate.server.blobs import _local as blobs
 from tunegate.server.blobs import STAGE_BYTES, WRITEBACK_BYTES, LocalBlobStore, new_blob_key
+from tunegate.server.blobs import _local as blobs
 
 CHUNK = 3 * 1024 * 1024 + 17  # not a multiple of a stage: stages fill across chunks
 

@@ -3,8 +3,8 @@
 
 Settings come from, strongest first: command-line flags, environment variables
 (`TUNEGATE_DATA_DIR`, `TUNEGATE_HTTP_PORT`, `TUNEGATE_GRPC_PORT`, `TUNEGATE_CONFIG`,
-`TUNEGATE_ALLOWED_CUSTOM_HOSTS`, `TUNEGATE_ALLOWED_WEBHOOK_HOSTS`, `TUNEGATE_BLOBS_URL`), a TOML file (`--config`),
-then the built-in defaults. The TOML file holds everything else:
+`TUNEGATE_ALLOWED_CUSTOM_HOSTS`, `TUNEGATE_ALLOWED_WEBHOOK_HOSTS`, `TUNEGATE_BLOBS_URL`), a TOML
+file (`--config`), then the built-in defaults. The TOML file holds everything else:
 
     data_dir = "/var/lib/tunegate"
 
@@ -76,9 +76,9 @@ from typing import Any, cast
 import grpc.aio
 from tunegate.edge import EdgeConfig, EdgeServer, install_redaction
 from tunegate.server.app import GatewayServer
+from tunegate.server.blobs import BlobSettings
 from tunegate.server.config import ServerConfig
 from tunegate.server.routing import DEFAULT_PROVIDERS, ProviderSettings, RoutingConfig, VirtualKey
-from tunegate.server.blobs import BlobSettings
 from tunegate.server.webhooks import WebhookSettings
 
 __all__ = ["Settings", "load_settings", "main"]

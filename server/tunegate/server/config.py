@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunegate.server.routing import RoutingConfig
 from tunegate.server.blobs import BlobSettings
+from tunegate.server.routing import RoutingConfig
 from tunegate.server.webhooks import WebhookSettings
 
 __all__ = ["ServerConfig", "grpc_server_options"]
