@@ -6,6 +6,7 @@ Kept cheap for CI: `tunegate-tiny` (116 k parameters), 12 examples, 1–2 epochs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -23,6 +24,7 @@ from google.api import httpbody_pb2
 from tunegate.v1 import chat_pb2, chat_pb2_grpc
 
 from tests.conftest import Gateway, start_gateway
+from tests.e2e.local_rows import local_job, local_jobs
 from tests.e2e.sdk import openai_client
 from tests.openapi_schema import validate
 
@@ -87,13 +89,12 @@ def wait_until_training(gateway: Gateway, client: openai.OpenAI, job_id: str) ->
     wait_for(client, job_id, ("running",))
     deadline = time.monotonic() + 60
     while True:
-        for progress in (gateway.data_dir / "local" / "jobs").glob("*/progress.json"):
-            job = json.loads((progress.parent / "job.json").read_text())
-            if (
-                job["metadata"].get("tunegate_job_id") == job_id
-                and json.loads(progress.read_text())["step"] >= 1
-            ):
-                return progress.parent
+        native = local_job(gateway.data_dir, tag=job_id)
+        if native is not None:  # the runner's scratch directory for the job
+            progress = gateway.data_dir / "local" / "work" / str(native["id"]) / "progress.json"
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(progress.read_text())["step"] >= 1:
+                    return progress.parent
         assert time.monotonic() < deadline, "the worker never made a step"
         time.sleep(0.1)
 
@@ -321,11 +322,7 @@ def test_unknown_and_foreign_models_are_not_found(gateway: Gateway, client: open
     message = missing.value.body["message"]  # type: ignore[index]
     assert "gateway" in message and "x-portkey-provider" in message  # its own answer, never OpenAI's
     # Another owner's fine-tuned model is just as unknown.
-    succeeded = [
-        json.loads(p.read_text())
-        for p in (gateway.data_dir / "local" / "jobs").glob("*/job.json")
-        if json.loads(p.read_text())["status"] == "succeeded"
-    ]
+    succeeded = [job for job in local_jobs(gateway.data_dir) if job["status"] == "succeeded"]
     if succeeded:
         with pytest.raises(openai.NotFoundError):
             client.chat.completions.create(
@@ -351,7 +348,7 @@ def test_restart_resumes_running_and_queued_jobs(tmp_path: Path, api_key: str) -
     finally:
         gw.close()
     assert not pid_alive(pid)  # workers stop with the server
-    assert json.loads((job_dir / "job.json").read_text())["status"] == "running"
+    assert (local_job(data_dir, native_id=job_dir.name) or {}).get("status") == "running"
 
     gw = start_gateway(data_dir, local_concurrency=1, local_train_threads=1)
     try:

@@ -23,6 +23,7 @@ from tunegate.server.providers.interface import Account, Capability, JobObject
 from tunegate.v1 import models_pb2, models_pb2_grpc
 
 from tests.conftest import Gateway, start_gateway
+from tests.e2e.local_rows import local_job
 from tests.e2e.sdk import openai_client
 
 BASE = "tunegate-tiny"
@@ -95,10 +96,8 @@ def tuned(local_gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> T
     # is then still `validating_files`, and the listing must find the model anyway.
     deadline = time.monotonic() + WAIT
     while True:
-        for record in (local_gateway.data_dir / "local" / "jobs").glob("*/job.json"):
-            native = json.loads(record.read_text())
-            if native["metadata"].get("tunegate_job_id") != job.id:
-                continue
+        native = local_job(local_gateway.data_dir, tag=job.id)
+        if native is not None:
             assert native["status"] not in ("failed", "cancelled"), native.get("error")
             if native["status"] == "succeeded":
                 return Tuned(owner_key, job.id, native["fine_tuned_model"], native["finished_at"])

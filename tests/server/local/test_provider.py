@@ -39,6 +39,8 @@ while True:
         break
     if (job.parent.parent / "release").exists():
         (job / "step_metrics.csv").write_text("step,train_loss\\n1,1.0\\n")
+        (job / "model").mkdir(exist_ok=True)
+        (job / "model" / "config.json").write_text("{}")
         status = "succeeded"
         break
     time.sleep(0.02)

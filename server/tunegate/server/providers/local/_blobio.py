@@ -67,7 +67,7 @@ async def upload_dir(blobs: BlobStore, source: Path) -> str:
         await asyncio.to_thread(_tar, source, tmp)
         return await upload_file(blobs, tmp)
     finally:
-        tmp.unlink(missing_ok=True)
+        await asyncio.to_thread(tmp.unlink, missing_ok=True)
 
 
 async def download_file(blobs: BlobStore, key: str, target: Path) -> None:
@@ -103,7 +103,7 @@ async def download_dir(blobs: BlobStore, key: str, target: Path) -> None:
         try:
             os.rename(staging, target)
         except OSError:
-            if not target.is_dir():
+            if not await asyncio.to_thread(target.is_dir):
                 raise
     finally:
         archive.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -122,8 +123,7 @@ class InProcessDispatcher:
         self._runner = runner
         self._concurrency = concurrency
         self._recover = recover
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._queued: set[str] = set()
+        self._pending: deque[str] = deque()
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,8 +137,6 @@ class InProcessDispatcher:
         if self._started:
             return
         self._started = True
-        for index in range(self._concurrency):
-            self._spawn(self._serve(), f"local-runner-{index}")
         if self._recover is not None:
             for job_id, status, needs in await self._recover():
                 if status == "validating_files":
@@ -147,12 +145,12 @@ class InProcessDispatcher:
                     await self.submit_train(job_id, needs)
 
     async def aclose(self) -> None:
+        self._started = False
+        self._pending.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
-        self._started = False
 
     async def submit_validate(self, job_id: str) -> None:
         self._spawn(self._validate(job_id), f"local-validate-{job_id}")
@@ -161,32 +159,34 @@ class InProcessDispatcher:
         del needs  # one machine: whatever it has is what the job gets
         if job_id in self._running:
             self._again.add(job_id)  # resumed while its trainer still pauses: run it once more after
-            return
-        if job_id in self._queued:
-            return
-        self._queued.add(job_id)
-        await self._queue.put(job_id)
+        elif job_id not in self._pending:
+            self._pending.append(job_id)
+        self._pump()
 
     async def _validate(self, job_id: str) -> None:
         if await self._runner.validate(job_id):
             await self.submit_train(job_id, Needs())
 
-    async def _serve(self) -> None:
-        while True:
-            job_id = await self._queue.get()
-            self._queued.discard(job_id)
+    def _pump(self) -> None:
+        """Start the oldest pending jobs while slots are free (a task per job, none when idle)."""
+        while self._started and self._pending and len(self._running) < self._concurrency:
+            job_id = self._pending.popleft()
             self._running.add(job_id)
-            try:
-                await self._runner.train(job_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("training local job %s failed", job_id)
-            finally:
-                self._running.discard(job_id)
-            if job_id in self._again:
+            self._spawn(self._train(job_id), f"local-train-{job_id}")
+
+    async def _train(self, job_id: str) -> None:
+        try:
+            await self._runner.train(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("training local job %s failed", job_id)
+        finally:
+            self._running.discard(job_id)
+            if job_id in self._again and self._started:
                 self._again.discard(job_id)
-                await self.submit_train(job_id, Needs())
+                self._pending.appendleft(job_id)
+            self._pump()
 
     def _spawn(self, coro: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)

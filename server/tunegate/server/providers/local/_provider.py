@@ -475,7 +475,7 @@ class LocalProvider:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.scheduler.pause_wait):
-                while running(job_id):
+                while running(job_id):  # noqa: ASYNC110  # the dispatcher has no per-job event
                     await asyncio.sleep(_WAIT_STEP)
 
     async def list_events(self, account: Account, job_id: str, *, limit: int, page_token: str | None) -> Page:

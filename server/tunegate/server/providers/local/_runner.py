@@ -243,9 +243,11 @@ class LocalJobRunner:
             error = {"code": "worker_failed", "message": f"Could not start the trainer: {exc}", "param": None}
             await fail_job(store, job_id, error, expect=("running",))
             return
+        scratch.pid.write_text(str(process.pid))
         try:
             await self._watch(job_id, process, scratch, tail)
             await self._observe(job_id, scratch, tail)
+            scratch.pid.unlink(missing_ok=True)
             await self._settle(job_id, scratch, process.returncode)
         except asyncio.CancelledError:
             await asyncio.shield(self._shutdown(job_id, process, scratch, tail))
