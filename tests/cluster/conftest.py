@@ -138,16 +138,13 @@ class Cluster:
     database_url: str
     servers: list[Process] = field(default_factory=list)
     edges: list[Process] = field(default_factory=list)
-    workers: list[Process] = field(default_factory=list)
 
     def stop(self) -> None:
-        for process in [*self.edges, *self.workers, *self.servers]:
+        for process in [*self.edges, *self.servers]:
             process.stop()
 
 
-def _config_text(
-    *, database_url: str, fake: FakeOpenAI, blobs_url: str | None, s3: S3 | None, queue: str | None
-) -> str:
+def _config_text(*, database_url: str, fake: FakeOpenAI, blobs_url: str | None, s3: S3 | None) -> str:
     text = f"""
 [server]
 database_url = "{database_url}"
@@ -169,11 +166,6 @@ api_key_env = "TG_CLUSTER_OPENAI_KEY"
         text += f'\n[blobs]\nurl = "{blobs_url}"\n'
         if s3 is not None:
             text += f'endpoint_url = "{s3.endpoint_url}"\nregion = "{s3.region}"\n'
-    if queue is not None:
-        # Workers beat every second and are presumed dead after 3 silent seconds, so a test
-        # sees a SIGKILLed worker's job taken over in seconds rather than the default 30.
-        text += f'\n[local]\nqueue = "{queue}"\n'
-        text += "\n[worker]\nheartbeat_seconds = 1\nstalled_seconds = 3\nstalled_check_seconds = 1\n"
     return text
 
 
@@ -213,7 +205,7 @@ def _healthy(process: Process) -> bool:
 
 @pytest.fixture
 def start_cluster(tmp_path: Path, postgres_url: str, fake_openai: FakeOpenAI) -> Iterator[Any]:
-    """`start_cluster(servers=2, edges=2, blobs_url=None, s3=None, queue=None, workers=0)` →
+    """`start_cluster(servers=2, edges=2, blobs_url=None, s3=None)` →
     a running `Cluster`: edge i in front of server i % servers; every process stopped after."""
     clusters: list[Cluster] = []
 
@@ -223,12 +215,10 @@ def start_cluster(tmp_path: Path, postgres_url: str, fake_openai: FakeOpenAI) ->
         edges: int = 2,
         blobs_url: str | None = None,
         s3: S3 | None = None,
-        queue: str | None = None,
-        workers: int = 0,
     ) -> Cluster:
         config = tmp_path / "tunegate.toml"
         config.write_text(
-            _config_text(database_url=postgres_url, fake=fake_openai, blobs_url=blobs_url, s3=s3, queue=queue)
+            _config_text(database_url=postgres_url, fake=fake_openai, blobs_url=blobs_url, s3=s3)
         )
         env = {
             **os.environ,
@@ -244,10 +234,6 @@ def start_cluster(tmp_path: Path, postgres_url: str, fake_openai: FakeOpenAI) ->
             port = free_port()
             args = [*common, "--data-dir", str(tmp_path / name), "--grpc-port", str(port)]
             cluster.servers.append(_spawn(tmp_path, name, "server", port, args, env))
-        for i in range(workers):
-            name = f"worker-{'abcdefgh'[i]}"
-            args = [*common, "--data-dir", str(tmp_path / name), "--name", name, "--device", "cpu"]
-            cluster.workers.append(_spawn(tmp_path, name, "worker", 0, args, env))
         for server in cluster.servers:
             _wait_healthy(server)
         for i in range(edges):
