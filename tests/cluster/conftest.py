@@ -9,6 +9,7 @@ PID at the end. Logs go to `<tmp>/<name>.log` and are printed when a process fai
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,10 +23,12 @@ from typing import Any
 import boto3  # type: ignore[import-untyped]
 import grpc
 import httpx
+import openai
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from moto.server import ThreadedMotoServer
 
+from tests.e2e.sdk import openai_client
 from tests.fakes import FakeOpenAI, start_fake_openai_in_thread
 from tests.server.conftest import fresh_postgres_database
 
@@ -138,6 +141,15 @@ class Cluster:
     database_url: str
     servers: list[Process] = field(default_factory=list)
     edges: list[Process] = field(default_factory=list)
+
+    def clients(self, **headers: str) -> list[openai.OpenAI]:
+        """One official-SDK client per edge (spec-checked), all with one gateway credential, so
+        one owner; `headers` go with every request."""
+        api_key = "sk-cluster-" + secrets.token_hex(8)
+        return [
+            openai_client(edge.base_url, api_key, max_retries=0, default_headers=headers)
+            for edge in self.edges
+        ]
 
     def stop(self) -> None:
         for process in [*self.edges, *self.servers]:

@@ -14,23 +14,11 @@ from typing import Any
 import openai
 
 from tests.cluster.conftest import S3, Cluster
-from tests.e2e.sdk import openai_client
 from tests.fakes import FakeOpenAI
 from tests.server.support import poll_counts
 
 MODEL = "gpt-4o-mini-2024-07-18"
 TRAINING = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n' * 10
-
-
-def _clients(cluster: Cluster) -> list[openai.OpenAI]:
-    """One official-SDK client per edge, all with the same gateway credential (one owner)."""
-    api_key = "sk-cluster-" + secrets.token_hex(8)
-    return [
-        openai_client(
-            edge.base_url, api_key, max_retries=0, default_headers={"x-portkey-virtual-key": "team"}
-        )
-        for edge in cluster.edges
-    ]
 
 
 def _upload(client: openai.OpenAI, tmp_path: Path) -> str:
@@ -54,7 +42,7 @@ def test_what_edge_a_created_edge_b_serves(
     start_cluster: Any, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     cluster: Cluster = start_cluster()
-    a, b = _clients(cluster)
+    a, b = cluster.clients(**{"x-portkey-virtual-key": "team"})
 
     training = _upload(a, tmp_path)
     assert training in {f.id for f in b.files.list()}
@@ -86,7 +74,7 @@ def test_one_replica_follows_each_job_and_a_killed_server_leaves_the_survivor_se
     start_cluster: Any, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     cluster: Cluster = start_cluster()
-    a, b = _clients(cluster)
+    a, b = cluster.clients(**{"x-portkey-virtual-key": "team"})
     training = _upload(a, tmp_path)
     ids = [a.fine_tuning.jobs.create(model=MODEL, training_file=training).id for _ in range(12)]
     natives = {_native(fake_openai, job): job for job in ids}
@@ -126,7 +114,7 @@ def test_with_blobs_in_s3_any_server_reads_any_file(
     start_cluster: Any, fake_openai: FakeOpenAI, s3: S3, tmp_path: Path
 ) -> None:
     cluster: Cluster = start_cluster(blobs_url=f"s3://{s3.bucket}/{secrets.token_hex(4)}", s3=s3)
-    a, b = _clients(cluster)
+    a, b = cluster.clients(**{"x-portkey-virtual-key": "team"})
     training = _upload(a, tmp_path)
     assert b.files.content(training).read() == TRAINING
     # Server B copies a file server A received to the provider.
