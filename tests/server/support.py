@@ -9,9 +9,12 @@ from typing import Any
 
 import grpc
 import grpc.aio
+import sqlalchemy as sa
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tunegate.server import GatewayServer
+from tunegate.server.store import Database
+from tunegate.server.store._schema import job_polls
 from tunegate.v1 import files_pb2, files_pb2_grpc
 
 Metadata = Sequence[tuple[str, str]]
@@ -106,3 +109,18 @@ async def assert_nothing_stored(
     await eventually_empty(gateway)
     assert await list_all(stub, md) == []
     assert stored_blobs(gateway) == []
+
+
+def poll_counts(database_url: str) -> dict[str, int]:
+    """Each followed job's poll count, as the replicas recorded it (`job_polls`)."""
+
+    async def read() -> dict[str, int]:
+        database = await Database.open(database_url)
+        try:
+            async with database.engine.connect() as conn:
+                rows = await conn.execute(sa.select(job_polls.c.job_id, job_polls.c.polls))
+                return {job_id: int(polls) for job_id, polls in rows}
+        finally:
+            await database.close()
+
+    return asyncio.run(read())

@@ -34,6 +34,7 @@ from tunegate.v1 import fine_tuning_pb2, fine_tuning_pb2_grpc
 
 from tests.fakes import FakeOpenAI, start_fake_openai_in_thread
 from tests.server.conftest import FakeClock
+from tests.server.support import poll_counts
 
 TRAINING = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n' * 10
 SECRET = "sk-monitor-team"
@@ -236,9 +237,9 @@ api_key_env = "TG_MONITOR_KEY"
         procs[0].kill()  # no shutdown: its leases are left to expire
         procs[0].wait(timeout=10)
         killed_at = time.monotonic()
-        at_kill = _poll_counts(postgres_url)
+        at_kill = poll_counts(postgres_url)
         time.sleep(5.0)
-        at_end = _poll_counts(postgres_url)
+        at_end = poll_counts(postgres_url)
         ended_at = time.monotonic()
     finally:
         for proc in procs:
@@ -260,21 +261,6 @@ api_key_env = "TG_MONITOR_KEY"
         assert at_end[job] - at_kill[job] >= 1, job  # the survivor follows it
         assert at_end[job] - at_kill[job] <= ended_at - killed_at + 2, (job, at_kill[job], at_end[job])
     assert fake_openai.violations == []
-
-
-def _poll_counts(database_url: str) -> dict[str, int]:
-    """Each followed job's poll count, as the replicas recorded it."""
-
-    async def read() -> dict[str, int]:
-        database = await Database.open(database_url)
-        try:
-            async with database.engine.connect() as conn:
-                rows = await conn.execute(sa.select(job_polls.c.job_id, job_polls.c.polls))
-                return {job_id: int(polls) for job_id, polls in rows}
-        finally:
-            await database.close()
-
-    return asyncio.run(read())
 
 
 def _free_port() -> int:
