@@ -141,6 +141,7 @@ class Cluster:
     database_url: str
     servers: list[Process] = field(default_factory=list)
     edges: list[Process] = field(default_factory=list)
+    workers: list[Process] = field(default_factory=list)
 
     def clients(self, **headers: str) -> list[openai.OpenAI]:
         """One official-SDK client per edge (spec-checked), all with one gateway credential, so
@@ -152,11 +153,13 @@ class Cluster:
         ]
 
     def stop(self) -> None:
-        for process in [*self.edges, *self.servers]:
+        for process in [*self.edges, *self.servers, *self.workers]:
             process.stop()
 
 
-def _config_text(*, database_url: str, fake: FakeOpenAI, blobs_url: str | None, s3: S3 | None) -> str:
+def _config_text(
+    *, database_url: str, fake: FakeOpenAI, blobs_url: str | None, s3: S3 | None, queue: bool
+) -> str:
     text = f"""
 [server]
 database_url = "{database_url}"
@@ -174,6 +177,11 @@ timeout_seconds = 10
 provider = "openai"
 api_key_env = "TG_CLUSTER_OPENAI_KEY"
 """
+    if queue:
+        # Workers beat every second and count as dead after 3 silent seconds, so a test sees a
+        # SIGKILLed worker's job taken over in seconds rather than the default 30.
+        text += '\n[local]\nqueue = "procrastinate"\n'
+        text += "\n[worker]\nheartbeat_seconds = 1\nstalled_seconds = 3\nstalled_check_seconds = 1\n"
     if blobs_url is not None:
         text += f'\n[blobs]\nurl = "{blobs_url}"\n'
         if s3 is not None:
@@ -217,8 +225,10 @@ def _healthy(process: Process) -> bool:
 
 @pytest.fixture
 def start_cluster(tmp_path: Path, postgres_url: str, fake_openai: FakeOpenAI) -> Iterator[Any]:
-    """`start_cluster(servers=2, edges=2, blobs_url=None, s3=None)` →
-    a running `Cluster`: edge i in front of server i % servers; every process stopped after."""
+    """`start_cluster(servers=2, edges=2, blobs_url=None, s3=None, workers=0)` →
+    a running `Cluster`: edge i in front of server i % servers; with `workers`, local jobs go
+    through the procrastinate queue to that many `tunegate worker` processes (CPU, one trainer
+    thread each); every process stopped after."""
     clusters: list[Cluster] = []
 
     def start(
@@ -227,10 +237,13 @@ def start_cluster(tmp_path: Path, postgres_url: str, fake_openai: FakeOpenAI) ->
         edges: int = 2,
         blobs_url: str | None = None,
         s3: S3 | None = None,
+        workers: int = 0,
     ) -> Cluster:
         config = tmp_path / "tunegate.toml"
         config.write_text(
-            _config_text(database_url=postgres_url, fake=fake_openai, blobs_url=blobs_url, s3=s3)
+            _config_text(
+                database_url=postgres_url, fake=fake_openai, blobs_url=blobs_url, s3=s3, queue=workers > 0
+            )
         )
         env = {
             **os.environ,
@@ -256,6 +269,10 @@ def start_cluster(tmp_path: Path, postgres_url: str, fake_openai: FakeOpenAI) ->
             cluster.edges.append(_spawn(tmp_path, name, "edge", port, args, env))
         for edge in cluster.edges:
             _wait_healthy(edge)
+        for i in range(workers):
+            name = f"worker-{'abcdefgh'[i]}"
+            args = [*common, "--data-dir", str(tmp_path / name), "--name", name, "--device", "cpu"]
+            cluster.workers.append(_spawn(tmp_path, name, "worker", 0, args, env))
         return cluster
 
     try:
