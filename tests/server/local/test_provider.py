@@ -229,3 +229,42 @@ def test_a_base_model_cannot_be_read_from_the_gateways_data_directory(tmp_path: 
         with pytest.raises(InvalidArgument) as error:
             provider.check_request(ACCOUNT, {"model": model})
         assert error.value.param == "model" and "data directory" in error.value.message
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"device": "tpu"}, "provider_options.device"),
+        ({"memory_mb": 0}, "provider_options.memory_mb"),
+        ({"memory_mb": "lots"}, "provider_options.memory_mb"),
+        ({"memory_mb": 1.5}, "provider_options.memory_mb"),
+    ],
+)
+def test_check_request_refuses_a_machine_no_worker_can_be(
+    tmp_path: Path, options: dict[str, Any], param: str
+) -> None:
+    provider = LocalProvider(LocalSettings(root=tmp_path / "local"))
+    with pytest.raises(InvalidArgument) as caught:
+        provider.check_request(ACCOUNT, {"model": "tunegate-tiny", "provider_options": options})
+    assert caught.value.param == param
+
+
+async def test_the_machine_a_job_asks_for_is_what_its_training_is_queued_with(
+    tmp_path: Path, worker: str
+) -> None:
+    from tunegate.server.providers.local import Needs, needs_of
+
+    provider = make(tmp_path, worker)
+    file_id = await upload(provider, GOOD)
+    request = {
+        "model": "tunegate-tiny",
+        "training_file": file_id,
+        "provider_options": {"device": "cuda", "memory_mb": 16000.0},  # as a gRPC Struct sends it
+    }
+    provider.check_request(ACCOUNT, request)
+    job = await provider.create_job(ACCOUNT, request, tag="t-needs")
+    record = await provider.store.get_job(job["id"])
+    assert record is not None and needs_of(record.body) == Needs(device="cuda", memory_mb=16000)
+    plain = await create(provider, file_id, "t-plain")
+    record = await provider.store.get_job(plain)
+    assert record is not None and needs_of(record.body) == Needs()

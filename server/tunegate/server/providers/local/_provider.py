@@ -45,7 +45,13 @@ from tunegate.server.providers.interface import (
     ProviderFile,
 )
 from tunegate.server.providers.local._blobio import download_dir, upload_chunks
-from tunegate.server.providers.local._dispatch import Dispatcher, InProcessDispatcher, Needs, needs_of
+from tunegate.server.providers.local._dispatch import (
+    DEFAULT_MEMORY_MB,
+    Dispatcher,
+    InProcessDispatcher,
+    Needs,
+    needs_of,
+)
 from tunegate.server.providers.local._runner import (
     INTERRUPTED,
     RESULT_PREFIX,
@@ -342,6 +348,7 @@ class LocalProvider:
         """The base model must be `tunegate-tiny` or `local:<directory>` that exists outside the
         gateway's data directory (which holds every owner's tuned weights: those are reached
         through their `ft:` names, by their owner only)."""
+        _check_needs(request.get("provider_options"))
         model = str(request.get("model") or "")
         if model == BASE_MODEL:
             return
@@ -419,6 +426,9 @@ class LocalProvider:
         }
         if request.get("suffix"):
             job["user_provided_suffix"] = request["suffix"]
+        needs = _check_needs(request.get("provider_options"))
+        if needs != Needs():  # what the job asks of a worker's machine (`needs_of`)
+            job["provider_options"] = {"device": needs.device, "memory_mb": needs.memory_mb}
         await self.store.insert_job(job, tag=tag)
         await self.store.add_events(job_id, [info_event(f"Created fine-tuning job: {job_id}")])
         await self._dispatch().submit_validate(job_id)
@@ -579,6 +589,29 @@ class LocalProvider:
             "created": int(job.get("finished_at") or job["created_at"]),
             "owned_by": str(job.get("organization_id") or "local"),
         }
+
+
+def _check_needs(options: Any) -> Needs:
+    """The machine a job asks for in `provider_options` (`device`: `cpu`, `cuda` or `any`;
+    `memory_mb`: a positive integer), both optional; `InvalidArgument` naming the bad one."""
+    options = options if isinstance(options, Mapping) else {}
+    device = options.get("device", "any")
+    if device not in ("cpu", "cuda", "any"):
+        raise InvalidArgument(
+            f"provider_options.device must be 'cpu', 'cuda' or 'any', got {device!r}.",
+            code="invalid_value",
+            param="provider_options.device",
+        )
+    memory_mb = options.get("memory_mb", DEFAULT_MEMORY_MB)
+    if isinstance(memory_mb, float) and memory_mb.is_integer():
+        memory_mb = int(memory_mb)  # JSON numbers arrive as floats through a gRPC Struct
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 1:
+        raise InvalidArgument(
+            f"provider_options.memory_mb must be a positive integer, got {memory_mb!r}.",
+            code="invalid_value",
+            param="provider_options.memory_mb",
+        )
+    return Needs(device=device, memory_mb=memory_mb)
 
 
 def _invalid_state(job: JobObject, operation: str) -> FailedPrecondition:
