@@ -231,6 +231,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         running = client.fine_tuning.jobs.create(
             model=MODEL, training_file=big_file, hyperparameters={"n_epochs": 50, "batch_size": 1}
         )
+        # It holds the only training slot before the next job exists: two jobs validating at
+        # once finish in either order, and the one done first trains first.
+        _wait(client, running.id, ("running",))
         paused = client.fine_tuning.jobs.create(
             model=MODEL, training_file=file_id, hyperparameters={"n_epochs": 50, "batch_size": 1}
         )
