@@ -1,9 +1,9 @@
 """`S3BlobStore`: blobs as objects in an S3-compatible bucket, through aiobotocore.
 
 A blob `key` is the object `<prefix>/<key>`. Theory of operation of a writer: bytes gather in
-one part buffer of `part_bytes`; each full buffer becomes a part of a multipart upload (created
-with the first full part) and is sent in a task, at most `max_concurrency` at once — so a writer
-holds one buffer being filled plus the parts in flight, whatever the blob's size. `commit()`
+one part (a `BytesIO`) of `part_bytes`; each full part is sent as a part of a multipart upload
+(created with the first full part) in a task, at most `max_concurrency` at once — so a writer
+holds one part being filled plus the parts in flight, whatever the blob's size. `commit()`
 sends the tail as the last part and completes the upload; a blob smaller than one part never
 starts a multipart upload and is one PutObject at commit. Until CompleteMultipartUpload (or that
 PutObject) succeeds nothing is visible under the key; `abort()` or any failure aborts the
@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -37,7 +38,6 @@ __all__ = ["SWEEP_AGE", "S3BlobStore"]
 
 SWEEP_AGE = timedelta(hours=1)
 """How old an unfinished multipart upload must be before `sweep()` aborts it."""
-_SMALL = 1024 * 1024
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -61,16 +61,20 @@ class _S3Writer:
         self._store = store
         self._client = client
         self._object = store.object_key(key)
-        self._buffer = bytearray()  # see `_reserve`
+        self._part = io.BytesIO()
+        """The part being filled: `_filled` bytes from its start (a reused part may hold older
+        bytes after them). Parts are sent as the `BytesIO` itself: aiohttp reads it 64 KiB at a
+        time as the socket drains and botocore rewinds it for a retry, where a `bytes` body
+        would make asyncio's transport keep a copy of every unsent part."""
         self._filled = 0
         self._written = 0
         self._upload_id: str | None = None
         self._parts: list[CompletedPartTypeDef] = []
         self._in_flight: list[asyncio.Task[None]] = []
-        self._spare: list[bytearray] = []
-        """Whole-part buffers whose upload has finished, filled again by later parts: a writer
-        allocates at most `max_concurrency` + 1 of them, instead of one per part (freeing an
-        8 MiB buffer per part left the allocator holding tens of MB after a large upload)."""
+        self._spare: list[io.BytesIO] = []
+        """Parts whose upload has finished, filled again by later parts: a writer allocates at
+        most `max_concurrency` + 1 of them, instead of one per part (freeing an 8 MiB buffer per
+        part left the allocator holding tens of MB after a large upload)."""
         self._done = False
 
     @property
@@ -84,8 +88,7 @@ class _S3Writer:
         view = memoryview(chunk)
         while view:
             take = min(len(view), part_bytes - self._filled)
-            self._reserve(self._filled + take)
-            self._buffer[self._filled : self._filled + take] = view[:take]
+            self._part.write(view[:take])
             self._filled += take
             view = view[take:]
             self._written += take
@@ -93,33 +96,25 @@ class _S3Writer:
                 await self._send_part()
 
     async def _send_part(self) -> None:
-        """Hand the buffer to a part upload, first waiting while `max_concurrency` are in flight."""
+        """Hand the filled part to an upload, first waiting while `max_concurrency` are in flight."""
         while len(self._in_flight) >= self._store.settings.max_concurrency:
             await self._wait_oldest()
         if self._upload_id is None:
             created = await self._client.create_multipart_upload(Bucket=self._store.bucket, Key=self._object)
             self._upload_id = created["UploadId"]
-        body = self._take_buffer(next_size=self._store.settings.part_bytes)  # more may follow
+        body = self._take_part()
         number = len(self._parts) + 1
         self._parts.append({"PartNumber": number})
         self._in_flight.append(asyncio.create_task(self._upload_part(number, body)))
 
-    def _reserve(self, needed: int) -> None:
-        """Make the buffer hold `needed` bytes: `_SMALL` first (a small blob costs no more), then
-        a whole part at once, so the first part's bytes are copied at most once, never regrown;
-        later parts get a whole part's buffer from the start (`_take_buffer`)."""
-        if needed > len(self._buffer):
-            grown = bytearray(_SMALL if needed <= _SMALL else self._store.settings.part_bytes)
-            grown[: self._filled] = memoryview(self._buffer)[: self._filled]
-            self._buffer = grown
-
-    def _take_buffer(self, next_size: int = 0) -> bytes:
-        """The buffered bytes, leaving a fresh buffer. A full buffer is handed over as it is
-        (botocore only reads it); a tail is copied out."""
-        buffer, filled = self._buffer, self._filled
-        reuse = next_size == self._store.settings.part_bytes and self._spare
-        self._buffer, self._filled = (self._spare.pop() if reuse else bytearray(next_size)), 0
-        return cast(bytes, buffer) if filled == len(buffer) else bytes(memoryview(buffer)[:filled])
+    def _take_part(self) -> io.BytesIO:
+        """The filled part, rewound and cut to its bytes, leaving a spare (or new) one to fill."""
+        part, filled = self._part, self._filled
+        self._part, self._filled = (self._spare.pop() if self._spare else io.BytesIO()), 0
+        if part.seek(0, io.SEEK_END) > filled:  # a reused part ending early: only the tail is
+            part.truncate(filled)
+        part.seek(0)
+        return part
 
     async def _wait_oldest(self) -> None:
         """Wait for the oldest part in flight (raising its failure). It stays listed until done,
@@ -127,7 +122,7 @@ class _S3Writer:
         await self._in_flight[0]
         self._in_flight.pop(0)
 
-    async def _upload_part(self, number: int, body: bytes) -> None:
+    async def _upload_part(self, number: int, body: io.BytesIO) -> None:
         assert self._upload_id is not None
         answer = await self._client.upload_part(
             Bucket=self._store.bucket,
@@ -137,16 +132,15 @@ class _S3Writer:
             Body=body,
         )
         self._parts[number - 1]["ETag"] = answer["ETag"]
-        buffer = cast(object, body)  # `_take_buffer` hands whole parts over as bytearrays
-        if isinstance(buffer, bytearray) and len(buffer) == self._store.settings.part_bytes:
-            self._spare.append(buffer)  # the request is over: nothing reads it any more
+        body.seek(0)
+        self._spare.append(body)  # the request is over: nothing reads it any more
 
     async def commit(self) -> int:
         if self._done:
             raise RuntimeError("blob writer is closed")
         try:
             if self._upload_id is None:
-                body = self._take_buffer()
+                body = self._take_part()
                 self._done = True
                 await self._make_visible(
                     lambda: self._client.put_object(Bucket=self._store.bucket, Key=self._object, Body=body)
@@ -189,7 +183,7 @@ class _S3Writer:
         if self._done:
             return
         self._done = True
-        self._buffer, self._filled = bytearray(), 0
+        self._part, self._filled = io.BytesIO(), 0
         self._spare.clear()
         in_flight, self._in_flight = self._in_flight, []
         for task in in_flight:
