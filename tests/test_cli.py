@@ -322,7 +322,7 @@ def test_bad_blobs_section_stops_with_a_message(tmp_path: Path, document: str, m
 
 
 _ARENAS_PROBE = """
-import ctypes, os, sys, tempfile, threading
+import ctypes, sys, threading
 from tunegate.server.cli import limit_malloc_arenas
 
 applied = limit_malloc_arenas()
@@ -344,23 +344,26 @@ libc.fopen.restype = ctypes.c_void_p
 libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
 libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
 libc.fclose.argtypes = [ctypes.c_void_p]
-path = tempfile.mktemp()
+path = sys.argv[1]
 stream = libc.fopen(path.encode(), b"w")
 libc.malloc_info(0, stream)
 libc.fclose(stream)
 print(applied, open(path).read().count("<heap nr="))
-os.unlink(path)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc arenas")
 @pytest.mark.parametrize("env_value", [None, "3"])
-def test_malloc_arenas_are_capped_unless_the_environment_says(env_value: str | None) -> None:
+def test_malloc_arenas_are_capped_unless_the_environment_says(tmp_path: Path, env_value: str | None) -> None:
     env = {key: value for key, value in os.environ.items() if key != "MALLOC_ARENA_MAX"}
     if env_value is not None:
         env["MALLOC_ARENA_MAX"] = env_value
     out = subprocess.run(
-        [sys.executable, "-c", _ARENAS_PROBE], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _ARENAS_PROBE, str(tmp_path / "malloc_info.xml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     applied, arenas = out[0] == "True", int(out[1])
     assert applied is (env_value is None)

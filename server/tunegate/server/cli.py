@@ -562,7 +562,7 @@ def limit_malloc_arenas(limit: int = MALLOC_ARENAS) -> bool:
     By default glibc gives threads up to 8 arenas per core, and memory freed in an arena stays
     with it. gRPC's threads receive an upload's messages in their own arenas while the event
     loop frees them in another, so the first 1 GiB upload onto S3 left a server 70–110 MB
-    larger; with two arenas it grows ~35 MB (bench/RESULTS.md, "S3 blob store"). Called before
+    larger; with two arenas it grows 36–55 MB (bench/RESULTS.md, "S3 blob store"). Called before
     any thread starts; does nothing off glibc."""
     if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
         return False

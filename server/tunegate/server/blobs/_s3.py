@@ -111,8 +111,8 @@ class _S3Writer:
         """The filled part, rewound and cut to its bytes, leaving a spare (or new) one to fill."""
         part, filled = self._part, self._filled
         self._part, self._filled = (self._spare.pop() if self._spare else io.BytesIO()), 0
-        if part.seek(0, io.SEEK_END) > filled:  # a reused part ending early: only the tail is
-            part.truncate(filled)
+        if part.seek(0, io.SEEK_END) > filled:  # a reused part holds an earlier part's bytes
+            part.truncate(filled)  # after its own: only the last part of a blob gets here
         part.seek(0)
         return part
 
