@@ -6,7 +6,7 @@ queued local job, and whether two workers training at once keep each job's throu
     .venv/bin/python bench/worker_bench.py start --jobs 10
     .venv/bin/python bench/worker_bench.py start --jobs 10 --queue-only   # the queue alone
     # (b) one worker alone, then two workers with a job each (each worker on its own core)
-    .venv/bin/python bench/worker_bench.py pair --examples 200 --epochs 2
+    .venv/bin/python bench/worker_bench.py pair --examples 5000 --epochs 2
 
 `start` and `pair` run a real deployment on this machine: a fresh PostgreSQL database (on
 127.0.0.1:5432, dropped at the end), `tunegate server` + `tunegate edge` (pinned to the CPUs of
