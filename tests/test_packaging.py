@@ -38,6 +38,10 @@ def test_the_wheel_holds_only_the_tunegate_namespace(tmp_path: Path) -> None:
     assert "tunegate/__init__.py" not in names
     for part in ("server", "edge", "v1", "openai_json"):
         assert f"tunegate/{part}/__init__.py" in names
+    # The web console's files ship built: every one in the source folder is in the wheel.
+    console = sorted(p.name for p in (ROOT / "edge/tunegate/edge/console").iterdir())
+    assert "index.html" in console
+    assert [n for n in console if f"tunegate/edge/console/{n}" not in names] == []
     assert any(name.startswith("tunegate/server/store/migrations/versions/") for name in names)
     assert "tunegate/edge/openapi.json" in names  # served at GET /openapi.json
 

@@ -314,6 +314,25 @@ def test_pause_then_resume_to_success(gateway: Gateway, client: openai.OpenAI, t
     assert "Job paused" in messages and "Job resumed" in messages
 
 
+def test_the_base_model_answers_anyone_for_comparison(gateway: Gateway, api_key: str) -> None:
+    """`tunegate-tiny` itself chats (untrained, so its words are noise), for every owner: it is
+    what a tuned model is compared with."""
+    answers = []
+    for key in (api_key, api_key + "-other"):
+        client = openai_client(gateway.base_url, key)
+        completion = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Say w1."}], max_tokens=6, temperature=0
+        )
+        validate("CreateChatCompletionResponse", completion.model_dump(mode="json", exclude_unset=True))
+        assert completion.model == MODEL and completion.usage is not None
+        assert 0 < completion.usage.completion_tokens <= 6
+        answers.append(completion.choices[0].message.content)
+    assert answers[0] == answers[1]  # greedy, one model for everyone
+    # Models named by directory are for training only.
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="local:/tmp", messages=[{"role": "user", "content": "hi"}])
+
+
 def test_unknown_and_foreign_models_are_not_found(gateway: Gateway, client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])

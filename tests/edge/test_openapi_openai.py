@@ -115,6 +115,8 @@ DIFFERENCES: dict[str, str] = {
             "OpenAI's own operation); OpenAI's status enum omits the state",
             "user_provided_suffix: only ours": "the suffix the caller gave (OpenAI's API returns it "
             "too; its spec does not list it)",
+            "provider: only ours": "the provider that holds the job, as `x-portkey-provider` names "
+            "it: the console lists and filters jobs by it",
             "method.reinforcement.grader: structure": _GRADER,
             "method.supervised.hyperparameters.batch_size: types ours ['integer', 'null', 'string'] "
             "theirs ['integer', 'string']": "the contract shares one Hyperparameters message between "

@@ -4,7 +4,7 @@ streaming handlers chosen by cardinality, health, the OpenAPI document (``_opena
 makes every answer, success or error, routed or not, carry ``x-request-id`` and the one error
 envelope. A pass-through route (the raw body in a ``google.api.HttpBody`` field, OpenAI's chat)
 is served by ``_passthrough``; a query route with ``(streamed_by)`` serves ``stream=true`` as
-server-sent events (``_sse``).
+server-sent events (``_sse``). ``/console`` serves the web console's static files (``_console``).
 
 Why not ``web.Application``: its router, middleware chain and per-request app plumbing cost
 ~30 µs a request; the edge needs only a fixed table of templates, resolved here the way
@@ -41,6 +41,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import _default_expect_handler
 from grpc_health.v1 import health_pb2
 from tunegate.edge._config import EdgeConfig, channel_options, server_options
+from tunegate.edge._console import CONSOLE_PATH, Console
 from tunegate.edge._download import handle_download
 from tunegate.edge._errors import ErrorResponse, error_response
 from tunegate.edge._headers import REQUEST_ID, request_id_from
@@ -186,6 +187,14 @@ class EdgeHandler:
         document = _Endpoint(unary=self._openapi())
         self._table.add("GET", OPENAPI_PATH, document)
         self._table.add("HEAD", OPENAPI_PATH, document)
+        console = Console()
+        for path, serve in (
+            (CONSOLE_PATH, console.index),
+            (CONSOLE_PATH + "/", console.index),
+            (CONSOLE_PATH + "/{asset}", console.asset),
+        ):
+            for method in ("GET", "HEAD"):
+                self._table.add(method, path, _Endpoint(stream=serve, expects=False))
         for route in build_routes():
             if route.passes_body:
                 endpoint = _Endpoint(stream=self._passthrough(route))

@@ -1,10 +1,12 @@
 """Chat completions for the models the gateway serves itself: `ft:` models of succeeded local
-jobs, each answering only its own owner.
+jobs, each answering only its own owner, and the local base model (`tunegate-tiny`), which
+answers anyone — so a tuned model can be compared with the model it started from.
 
 Theory of operation. `ChatService.create(owner, body)` (the parsed JSON request document)
 checks the request (OpenAI's rules for the fields the local models honour: `n` must be 1, `stop`
-at most 4 strings, …), finds the model (`LocalProvider.model_dir`) and checks through the job
-registry that the caller owns the job that made it — anything else is 404 `model_not_found`, the
+at most 4 strings, …), finds the model (`LocalProvider.base_model_dir`, else
+`LocalProvider.model_dir`) and, for a tuned model, checks through the job registry that the
+caller owns the job that made it — anything else is 404 `model_not_found`, the
 same answer as for a model that does not exist, worded as the gateway's own answer (it names the
 header that routes a call to a provider's models instead). Models are loaded once (in a thread)
 and kept in a small LRU cache. Generation runs in a thread pool, never on the event loop; its
@@ -47,6 +49,8 @@ class ModelSource(Protocol):
     """What the chat service needs of `LocalProvider`."""
 
     name: str
+
+    async def base_model_dir(self, model: str) -> Path | None: ...
 
     async def model_dir(self, fine_tuned_model: str) -> tuple[str, Path] | None: ...
 
@@ -171,7 +175,7 @@ class _Outcome:
 
 
 class ChatService:
-    """Serves `POST /v1/chat/completions` for the local provider's fine-tuned models."""
+    """Serves `POST /v1/chat/completions` for the local provider's models (see the module doc)."""
 
     def __init__(
         self,
@@ -207,11 +211,15 @@ class ChatService:
     # -- models -------------------------------------------------------------------------------
 
     async def _model_dir(self, owner: str, name: str) -> Path:
-        found = None if self._source is None else await self._source.model_dir(name)
+        if self._source is None:
+            raise gateway_model_not_found(name)
+        base = await self._source.base_model_dir(name)
+        if base is not None:
+            return base
+        found = await self._source.model_dir(name)
         if found is None:
             raise gateway_model_not_found(name)
         native_id, path = found
-        assert self._source is not None
         if await self._jobs.owned_native_job(owner, self._source.name, native_id) is None:
             raise gateway_model_not_found(name)  # another owner's model: indistinguishable from none
         return path

@@ -98,6 +98,16 @@ def test_a_page_keeps_its_order_across_registry_and_provider_jobs() -> None:
     assert page.data[0] == foreign_job(foreign)
 
 
+def test_a_registry_job_names_its_provider_and_a_foreign_one_does_not() -> None:
+    """`provider` is the gateway's own field: the registry's record says which provider holds
+    the job, whatever the provider's JSON carries; a job made elsewhere has none."""
+    confirmed = with_provider_job(record(provider="azure-openai"), {**PROVIDER_JOB, "provider": "x"})
+    assert to_openai(job_message(confirmed))["provider"] == "azure-openai"
+    assert to_openai(job_message(record(provider="local")))["provider"] == "local"
+    page = job_list([PROVIDER_JOB, confirmed], has_more=False)
+    assert [job.provider if job.HasField("provider") else None for job in page.data] == [None, "azure-openai"]
+
+
 def test_events_and_checkpoints_are_shown_under_the_ids_given() -> None:
     events = event_list([("ftevent-1", {"id": "native", "level": "warning", "message": "m"})], has_more=False)
     assert [(e.id, e.level, e.message) for e in events.data] == [("ftevent-1", ft.EVENT_LEVEL_WARN, "m")]

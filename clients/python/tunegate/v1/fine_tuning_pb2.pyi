@@ -577,6 +577,7 @@ class FineTuningJob(_message.Message):
     METHOD_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     USER_PROVIDED_SUFFIX_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     created_at: _builtins.int
     fine_tuned_model: _builtins.str
@@ -590,6 +591,11 @@ class FineTuningJob(_message.Message):
     seed: _builtins.int
     estimated_finish: _builtins.int
     user_provided_suffix: _builtins.str
+    provider: _builtins.str
+    """The gateway's own field, not OpenAI's: the provider that holds the job, as
+    `x-portkey-provider` names it (`local`, `openai`, `azure-openai`, `bedrock`, `vertex-ai`,
+    `fireworks-ai`). Absent for a job listed from a provider that the gateway did not create.
+    """
     @_builtins.property
     def error(self) -> Global___JobError: ...
     @_builtins.property
@@ -624,10 +630,11 @@ class FineTuningJob(_message.Message):
         method: Global___FineTuneMethod | None = ...,
         metadata: Global___Metadata | None = ...,
         user_provided_suffix: _builtins.str | None = ...,
+        provider: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_estimated_finish", b"_estimated_finish", "_fine_tuned_model", b"_fine_tuned_model", "_finished_at", b"_finished_at", "_trained_tokens", b"_trained_tokens", "_user_provided_suffix", b"_user_provided_suffix", "_validation_file", b"_validation_file", "error", b"error", "estimated_finish", b"estimated_finish", "fine_tuned_model", b"fine_tuned_model", "finished_at", b"finished_at", "hyperparameters", b"hyperparameters", "integrations", b"integrations", "metadata", b"metadata", "method", b"method", "trained_tokens", b"trained_tokens", "user_provided_suffix", b"user_provided_suffix", "validation_file", b"validation_file"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_estimated_finish", b"_estimated_finish", "_fine_tuned_model", b"_fine_tuned_model", "_finished_at", b"_finished_at", "_provider", b"_provider", "_trained_tokens", b"_trained_tokens", "_user_provided_suffix", b"_user_provided_suffix", "_validation_file", b"_validation_file", "error", b"error", "estimated_finish", b"estimated_finish", "fine_tuned_model", b"fine_tuned_model", "finished_at", b"finished_at", "hyperparameters", b"hyperparameters", "integrations", b"integrations", "metadata", b"metadata", "method", b"method", "provider", b"provider", "trained_tokens", b"trained_tokens", "user_provided_suffix", b"user_provided_suffix", "validation_file", b"validation_file"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_estimated_finish", b"_estimated_finish", "_fine_tuned_model", b"_fine_tuned_model", "_finished_at", b"_finished_at", "_trained_tokens", b"_trained_tokens", "_user_provided_suffix", b"_user_provided_suffix", "_validation_file", b"_validation_file", "created_at", b"created_at", "error", b"error", "estimated_finish", b"estimated_finish", "fine_tuned_model", b"fine_tuned_model", "finished_at", b"finished_at", "hyperparameters", b"hyperparameters", "id", b"id", "integrations", b"integrations", "metadata", b"metadata", "method", b"method", "model", b"model", "organization_id", b"organization_id", "result_files", b"result_files", "seed", b"seed", "status", b"status", "trained_tokens", b"trained_tokens", "training_file", b"training_file", "user_provided_suffix", b"user_provided_suffix", "validation_file", b"validation_file"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_estimated_finish", b"_estimated_finish", "_fine_tuned_model", b"_fine_tuned_model", "_finished_at", b"_finished_at", "_provider", b"_provider", "_trained_tokens", b"_trained_tokens", "_user_provided_suffix", b"_user_provided_suffix", "_validation_file", b"_validation_file", "created_at", b"created_at", "error", b"error", "estimated_finish", b"estimated_finish", "fine_tuned_model", b"fine_tuned_model", "finished_at", b"finished_at", "hyperparameters", b"hyperparameters", "id", b"id", "integrations", b"integrations", "metadata", b"metadata", "method", b"method", "model", b"model", "organization_id", b"organization_id", "provider", b"provider", "result_files", b"result_files", "seed", b"seed", "status", b"status", "trained_tokens", b"trained_tokens", "training_file", b"training_file", "user_provided_suffix", b"user_provided_suffix", "validation_file", b"validation_file"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__estimated_finish: _TypeAlias = _typing.Literal["estimated_finish"]  # noqa: Y015
     _WhichOneofArgType__estimated_finish: _TypeAlias = _typing.Literal["_estimated_finish", b"_estimated_finish"]  # noqa: Y015
@@ -635,6 +642,8 @@ class FineTuningJob(_message.Message):
     _WhichOneofArgType__fine_tuned_model: _TypeAlias = _typing.Literal["_fine_tuned_model", b"_fine_tuned_model"]  # noqa: Y015
     _WhichOneofReturnType__finished_at: _TypeAlias = _typing.Literal["finished_at"]  # noqa: Y015
     _WhichOneofArgType__finished_at: _TypeAlias = _typing.Literal["_finished_at", b"_finished_at"]  # noqa: Y015
+    _WhichOneofReturnType__provider: _TypeAlias = _typing.Literal["provider"]  # noqa: Y015
+    _WhichOneofArgType__provider: _TypeAlias = _typing.Literal["_provider", b"_provider"]  # noqa: Y015
     _WhichOneofReturnType__trained_tokens: _TypeAlias = _typing.Literal["trained_tokens"]  # noqa: Y015
     _WhichOneofArgType__trained_tokens: _TypeAlias = _typing.Literal["_trained_tokens", b"_trained_tokens"]  # noqa: Y015
     _WhichOneofReturnType__user_provided_suffix: _TypeAlias = _typing.Literal["user_provided_suffix"]  # noqa: Y015
@@ -647,6 +656,8 @@ class FineTuningJob(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__fine_tuned_model) -> _WhichOneofReturnType__fine_tuned_model | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__finished_at) -> _WhichOneofReturnType__finished_at | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__provider) -> _WhichOneofReturnType__provider | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__trained_tokens) -> _WhichOneofReturnType__trained_tokens | None: ...
     @_typing.overload

@@ -117,7 +117,8 @@ def job_list(jobs: Sequence[JobRecord | JobObject], *, has_more: bool) -> ft.Lis
 
 def _record_json(record: JobRecord) -> Mapping[str, Any]:
     # A snapshot is stored exactly when the provider confirms the job (state `created`).
-    return record.snapshot if record.snapshot is not None else _intent_json(record)
+    job = record.snapshot if record.snapshot is not None else _intent_json(record)
+    return {**job, "provider": record.provider}
 
 
 def _intent_json(record: JobRecord) -> dict[str, Any]:

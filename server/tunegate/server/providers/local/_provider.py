@@ -52,6 +52,7 @@ from tunegate.server.providers.local._dispatch import (
     Needs,
     needs_of,
 )
+from tunegate.server.providers.local._model import ensure_base_model
 from tunegate.server.providers.local._runner import (
     INTERRUPTED,
     RESULT_PREFIX,
@@ -567,6 +568,13 @@ class LocalProvider:
         if not target.is_dir():
             await download_dir(self.blobs, record.model_blob_key, target)
         return job_id, target
+
+    async def base_model_dir(self, model: str) -> Path | None:
+        """The directory of base model `model` for chat (`tunegate-tiny`, built on first use),
+        or None for any other name: `local:<directory>` models are for training only."""
+        if model != BASE_MODEL:
+            return None
+        return await asyncio.to_thread(ensure_base_model, self.models_dir)
 
     def base_models(self) -> list[JobObject]:
         """The models `create_job` fine-tunes by name, as OpenAI `model` objects

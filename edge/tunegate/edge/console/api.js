@@ -1,0 +1,158 @@
+// The gateway's REST API, as any client calls it. The credentials live in this tab only
+// (sessionStorage): they are sent as headers and never stored anywhere else.
+
+const STORE = "tunegate.console.connection";
+const FIELDS = ["apiKey", "provider", "providerKey", "virtualKey"];
+
+export class ApiError extends Error {
+  constructor(status, error) {
+    super(error?.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = error?.code ?? null;
+    this.param = error?.param ?? null;
+  }
+}
+
+export function connection() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(STORE) || "{}");
+    return Object.fromEntries(FIELDS.map((k) => [k, typeof saved[k] === "string" ? saved[k] : ""]));
+  } catch {
+    return Object.fromEntries(FIELDS.map((k) => [k, ""]));
+  }
+}
+
+export function saveConnection(values) {
+  const clean = Object.fromEntries(FIELDS.map((k) => [k, (values[k] || "").trim()]));
+  sessionStorage.setItem(STORE, JSON.stringify(clean));
+}
+
+export function forget() {
+  sessionStorage.removeItem(STORE);
+}
+
+// The API key travels as the OpenAI SDK sends it (`Authorization: Bearer`), so the console sees
+// what a script with the same key sees. Once provider credentials are given, `Authorization`
+// carries the provider's key and the gateway key moves to `x-portkey-api-key`.
+export function headers() {
+  const c = connection();
+  const out = {};
+  const routed = c.provider || c.providerKey || c.virtualKey;
+  if (routed) {
+    if (c.apiKey) out["x-portkey-api-key"] = c.apiKey;
+    if (c.provider) out["x-portkey-provider"] = c.provider;
+    if (c.virtualKey) out["x-portkey-virtual-key"] = c.virtualKey;
+    if (c.providerKey) out["Authorization"] = `Bearer ${c.providerKey}`;
+  } else if (c.apiKey) {
+    out["Authorization"] = `Bearer ${c.apiKey}`;
+  }
+  return out;
+}
+
+async function failure(response) {
+  let error = null;
+  try {
+    error = (await response.json()).error;
+  } catch {
+    // not the JSON envelope (a proxy's page): the status says enough
+  }
+  return new ApiError(response.status, error);
+}
+
+export async function call(method, path, { query, json, signal } = {}) {
+  const url = new URL(`/v1${path}`, location.origin);
+  for (const [k, v] of Object.entries(query || {})) {
+    if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
+  }
+  const init = { method, headers: headers(), signal };
+  if (json !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(json);
+  }
+  const response = await fetch(url, init);
+  if (!response.ok) throw await failure(response);
+  return response.json();
+}
+
+// A stream of server-sent events: yields each event's `data` (the lines joined), stops at the
+// end of the body. The caller stops early by aborting `signal`.
+export async function* events(method, path, { json, query, signal } = {}) {
+  const url = new URL(`/v1${path}`, location.origin);
+  for (const [k, v] of Object.entries(query || {})) url.searchParams.set(k, v);
+  const init = { method, headers: { ...headers(), Accept: "text/event-stream" }, signal };
+  if (json !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(json);
+  }
+  const response = await fetch(url, init);
+  if (!response.ok) throw await failure(response);
+  const type = response.headers.get("Content-Type") || "";
+  if (!type.startsWith("text/event-stream")) {
+    yield JSON.stringify(await response.json());
+    return;
+  }
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let end;
+    while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, "");
+      const data = block
+        .split(/\r?\n/)
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, ""));
+      if (data.length) yield data.join("\n");
+    }
+  }
+}
+
+// `POST /v1/files` with upload progress (fetch reports none): `onProgress(sent, total)`.
+// Resolves to the file object; `abort()` on the returned handle stops it.
+export function upload(file, purpose, onProgress) {
+  const xhr = new XMLHttpRequest();
+  const done = new Promise((resolve, reject) => {
+    xhr.open("POST", "/v1/files");
+    for (const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);
+    xhr.responseType = "json";
+    xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.onload = () => {
+      if (xhr.status >= 200 && xhr.status < 300) resolve(xhr.response);
+      else reject(new ApiError(xhr.status, xhr.response?.error));
+    };
+    xhr.onerror = () => reject(new ApiError(0, { message: "The upload failed: the connection was lost." }));
+    xhr.onabort = () => reject(new ApiError(0, { message: "Upload cancelled." }));
+    const form = new FormData();
+    form.append("purpose", purpose);
+    form.append("file", file, file.name);
+    xhr.send(form);
+  });
+  return { done, abort: () => xhr.abort() };
+}
+
+// A file's content, handed to the browser as a download (a link cannot carry the headers).
+export async function download(fileId, filename) {
+  const response = await fetch(new URL(`/v1/files/${encodeURIComponent(fileId)}/content`, location.origin), {
+    headers: headers(),
+  });
+  if (!response.ok) throw await failure(response);
+  const blob = await response.blob();
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = filename || fileId;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+export async function text(fileId) {
+  const response = await fetch(new URL(`/v1/files/${encodeURIComponent(fileId)}/content`, location.origin), {
+    headers: headers(),
+  });
+  if (!response.ok) throw await failure(response);
+  return response.text();
+}
