@@ -16,6 +16,7 @@ that a failure.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -207,7 +208,12 @@ def test_a_newcomer_uploads_trains_watches_and_chats(
     assert page.locator("#accuracy-chart .series-train polyline").count() == 1
     assert page.locator("#accuracy-chart .series-valid polyline").count() == 1
     assert page.locator("#checkpoints tbody tr").count() >= 1
-    assert "step_metrics.csv" in page.locator("#result-files").inner_text()
+    with page.expect_download() as downloaded:
+        page.get_by_role("button", name="Download step_metrics.csv").click()
+    assert downloaded.value.suggested_filename == "step_metrics.csv"
+    with open(downloaded.value.path(), newline="") as result:
+        metrics = list(csv.DictReader(result))
+    assert [int(row["step"]) for row in metrics] == list(range(1, len(steps) + 1))
     _shot(page, "job")
     top: FloatRect = {"x": 0, "y": 0, "width": 1280, "height": 1500}
     page.screenshot(path=str(SHOTS / "job-top.png"), clip=top, full_page=True)  # the README's picture
@@ -233,8 +239,12 @@ def test_a_newcomer_uploads_trains_watches_and_chats(
     assert answers[0] != answers[1]  # trained, it no longer answers as its base does
     _shot(page, "playground")
 
-    # A second job, cancelled from its page.
+    # A second job, paused, resumed and cancelled from its page.
     second = _start_job(page, "train.jsonl", epochs=50, suffix="long")
+    page.wait_for_selector("main[data-status=running]", timeout=60_000)
+    page.get_by_role("button", name="Pause").click()
+    page.wait_for_selector("main[data-status=paused]", timeout=60_000)
+    page.get_by_role("button", name="Resume").click()
     page.wait_for_selector("main[data-status=running]", timeout=60_000)
     page.get_by_role("button", name="Cancel job").click()
     page.wait_for_selector("main[data-status=cancelled]", timeout=60_000)
@@ -294,6 +304,19 @@ def test_pages_fit_360_px_and_work_by_keyboard(
     page.get_by_role("button", name="Upload").focus()
     page.keyboard.press("Enter")
     page.get_by_text("Uploaded keyboard.jsonl as").wait_for()
+
+    # A job's page fits too, chart and tables included.
+    auth = {"Authorization": f"Bearer {api_key}"}
+    (file,) = httpx.get(f"{gateway.base_url}/files", headers=auth).json()["data"]
+    body = {"model": "tunegate-tiny", "training_file": file["id"], "hyperparameters": {"n_epochs": 1}}
+    job = httpx.post(f"{gateway.base_url}/fine_tuning/jobs", json=body, headers=auth).json()
+    page.goto(_console(gateway) + f"#/jobs/{job['id']}")
+    page.wait_for_selector("main[data-status=succeeded]", timeout=120_000)
+    page.wait_for_selector("#result-files li")
+    page.wait_for_selector("#loss-chart")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 360, f"the job page is {width} px wide at a 360 px viewport"
+    _shot(page, "narrow-job")
     page.close()
     assert browser.errors[errors_before:] == []
 
