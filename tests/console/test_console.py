@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -317,6 +318,45 @@ def test_pages_fit_360_px_and_work_by_keyboard(
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 360, f"the job page is {width} px wide at a 360 px viewport"
     _shot(page, "narrow-job")
+    page.close()
+    assert browser.errors[errors_before:] == []
+
+
+def test_a_file_larger_than_a_part_goes_up_through_the_uploads_api(
+    browser: Browser, gateway: Gateway, api_key: str, tmp_path: Path
+) -> None:
+    """Over 64 MiB (one part), the console uses `/v1/uploads`: two parts here, then `complete`;
+    the stored file is byte for byte the one chosen."""
+    errors_before = len(browser.errors)
+    line = (
+        json.dumps(
+            {"messages": [{"role": "user", "content": "x" * 60}, {"role": "assistant", "content": "y"}]}
+        )
+        + "\n"
+    ).encode()
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(line * (70 * 1024 * 1024 // len(line)))
+    page = browser.page()
+    calls: list[str] = []
+    page.on("request", lambda request: calls.append(f"{request.method} {request.url.split('/v1', 1)[-1]}"))
+    _connect(page, gateway, api_key)
+    page.get_by_role("link", name="Files").click()
+    page.get_by_label("File", exact=True).set_input_files(str(big))
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_text("Uploaded big.jsonl as").wait_for(timeout=120_000)
+    uploads = [c for c in calls if c.startswith("POST /uploads")]
+    assert [c.rsplit("/", 1)[-1] if c.count("/") > 1 else c for c in uploads] == [
+        "POST /uploads",
+        "parts",
+        "parts",
+        "complete",
+    ]
+    assert not [c for c in calls if c == "POST /files"]
+    auth = {"Authorization": f"Bearer {api_key}"}
+    (stored,) = httpx.get(f"{gateway.base_url}/files", headers=auth).json()["data"]
+    assert stored["bytes"] == big.stat().st_size and stored["purpose"] == "fine-tune"
+    content = httpx.get(f"{gateway.base_url}/files/{stored['id']}/content", headers=auth, timeout=60)
+    assert hashlib.sha256(content.content).digest() == hashlib.sha256(big.read_bytes()).digest()
     page.close()
     assert browser.errors[errors_before:] == []
 

@@ -110,27 +110,66 @@ export async function* events(method, path, { json, query, signal } = {}) {
   }
 }
 
-// `POST /v1/files` with upload progress (fetch reports none): `onProgress(sent, total)`.
-// Resolves to the file object; `abort()` on the returned handle stops it.
-export function upload(file, purpose, onProgress) {
-  const xhr = new XMLHttpRequest();
-  const done = new Promise((resolve, reject) => {
-    xhr.open("POST", "/v1/files");
+// Files up to one part's size go up as one `POST /v1/files`; larger ones through the Uploads
+// API (`POST /v1/uploads`, 64 MiB parts — the gateway's default `max_part_bytes` — then
+// `complete`), which also passes the Files API's 512 MiB limit. An upload that fails or is
+// stopped part-way is cancelled, so nothing half-uploaded stays behind.
+export const PART_BYTES = 64 * 1024 * 1024;
+
+// XHR, not fetch: only XHR reports upload progress. `onProgress(sentBytes)`.
+function post(path, form, onProgress, control) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    control.abort = () => xhr.abort();
+    xhr.open("POST", path);
     for (const [k, v] of Object.entries(headers())) xhr.setRequestHeader(k, v);
     xhr.responseType = "json";
-    xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.upload.onprogress = (e) => onProgress(e.loaded);
     xhr.onload = () => {
       if (xhr.status >= 200 && xhr.status < 300) resolve(xhr.response);
       else reject(new ApiError(xhr.status, xhr.response?.error));
     };
     xhr.onerror = () => reject(new ApiError(0, { message: "The upload failed: the connection was lost." }));
     xhr.onabort = () => reject(new ApiError(0, { message: "Upload cancelled." }));
+    xhr.send(form);
+  });
+}
+
+// Resolves to the file object; `abort()` on the returned handle stops it.
+// `onProgress(sentBytes, totalBytes)`.
+export function upload(file, purpose, onProgress) {
+  const control = { stopped: false, abort: () => {} };
+  const stop = () => {
+    control.stopped = true;
+    control.abort();
+  };
+  const single = async () => {
     const form = new FormData();
     form.append("purpose", purpose);
     form.append("file", file, file.name);
-    xhr.send(form);
-  });
-  return { done, abort: () => xhr.abort() };
+    return post("/v1/files", form, (sent) => onProgress(Math.min(sent, file.size), file.size), control);
+  };
+  const inParts = async () => {
+    const mime = file.type || "text/jsonl";
+    const created = await call("POST", "/uploads", { json: { filename: file.name, purpose, bytes: file.size, mime_type: mime } });
+    const path = `/v1/uploads/${encodeURIComponent(created.id)}`;
+    try {
+      const parts = [];
+      for (let start = 0; start < file.size; start += PART_BYTES) {
+        if (control.stopped) throw new ApiError(0, { message: "Upload cancelled." });
+        const form = new FormData();
+        form.append("data", file.slice(start, start + PART_BYTES), file.name);
+        const part = await post(`${path}/parts`, form, (sent) => onProgress(Math.min(start + sent, file.size), file.size), control);
+        parts.push(part.id);
+      }
+      const done = await call("POST", `/uploads/${encodeURIComponent(created.id)}/complete`, { json: { part_ids: parts } });
+      return done.file;
+    } catch (error) {
+      await call("POST", `/uploads/${encodeURIComponent(created.id)}/cancel`).catch(() => {});
+      throw error;
+    }
+  };
+  return { done: file.size > PART_BYTES ? inParts() : single(), abort: stop };
 }
 
 // A file's content, handed to the browser as a download (a link cannot carry the headers).
