@@ -96,19 +96,19 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gw.close()
 
 
-def _issue_key(data_dir: Path, tenant: str) -> str:
-    """`tunegate keys create` (in a thread: Playwright's sync API keeps an event loop running in
-    this one); the key is alone on the last line."""
+def _keys(data_dir: Path, *args: str) -> str:
+    """`tunegate keys …`, its output (in a thread: Playwright's sync API keeps an event loop
+    running in this one)."""
     out = io.StringIO()
 
-    def create() -> None:
+    def run() -> None:
         with contextlib.redirect_stdout(out):
-            cli_main(["keys", "--data-dir", str(data_dir), "create", "--tenant", tenant, "--name", "console"])
+            cli_main(["keys", "--data-dir", str(data_dir), *args])
 
-    worker = threading.Thread(target=create)
+    worker = threading.Thread(target=run)
     worker.start()
     worker.join()
-    return out.getvalue().splitlines()[-1]
+    return out.getvalue()
 
 
 def _console(gateway: Gateway) -> str:
@@ -365,7 +365,7 @@ def test_with_auth_keys_only_the_sign_in_form_shows_without_a_key(
     browser: Browser, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     data_dir = tmp_path_factory.mktemp("console-keys")
-    key = _issue_key(data_dir, "acme")
+    key = _keys(data_dir, "create", "--tenant", "acme", "--name", "console").splitlines()[-1]
     gw = start_gateway(data_dir, auth_mode="keys")
     try:
         errors_before = len(browser.errors)
@@ -389,6 +389,11 @@ def test_with_auth_keys_only_the_sign_in_form_shows_without_a_key(
         assert page.locator("#nav").is_visible()
         assert key in page.evaluate("JSON.stringify(sessionStorage)")
         assert page.evaluate("JSON.stringify(localStorage)") == "{}"
+        # Once the key is revoked, the next call brings the sign-in form back.
+        _keys(data_dir, "revoke", key.split("_")[1])
+        page.get_by_role("link", name="Files").click()
+        page.get_by_role("heading", name="Sign in").wait_for()
+        assert page.locator("#nav").is_hidden()
         page.close()
         # A new tab knows no key: the sign-in form again.
         other = browser.page()

@@ -49,6 +49,14 @@ export function headers() {
   return out;
 }
 
+// A 401 anywhere (a revoked or expired key) is also announced to the page as an
+// `unauthorized` event on `window`, so the console can ask for a key again.
+function refused(status, error) {
+  const failure = new ApiError(status, error);
+  if (status === 401) dispatchEvent(new CustomEvent("unauthorized", { detail: failure }));
+  return failure;
+}
+
 async function failure(response) {
   let error = null;
   try {
@@ -56,7 +64,7 @@ async function failure(response) {
   } catch {
     // not the JSON envelope (a proxy's page): the status says enough
   }
-  return new ApiError(response.status, error);
+  return refused(response.status, error);
 }
 
 export async function call(method, path, { query, json, signal } = {}) {
@@ -127,7 +135,7 @@ function post(path, form, onProgress, control) {
     xhr.upload.onprogress = (e) => onProgress(e.loaded);
     xhr.onload = () => {
       if (xhr.status >= 200 && xhr.status < 300) resolve(xhr.response);
-      else reject(new ApiError(xhr.status, xhr.response?.error));
+      else reject(refused(xhr.status, xhr.response?.error));
     };
     xhr.onerror = () => reject(new ApiError(0, { message: "The upload failed: the connection was lost." }));
     xhr.onabort = () => reject(new ApiError(0, { message: "Upload cancelled." }));

@@ -170,9 +170,12 @@ async function start() {
   await route();
 }
 
-// Any page that meets a 401 later (a revoked key) goes back to the sign-in form.
-addEventListener("unhandledrejection", (event) => {
-  if (event.reason instanceof ApiError && event.reason.status === 401) showSignIn(event.reason);
+// Any page that meets a 401 later (a revoked or expired key) goes back to the sign-in form.
+addEventListener("unauthorized", (event) => {
+  if (signedIn) {
+    leaving.abort();
+    showSignIn(event.detail);
+  }
 });
 // After a move to another page, focus goes to its content (a screen reader reads it from there).
 addEventListener("hashchange", () => {

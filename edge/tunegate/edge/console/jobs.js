@@ -11,13 +11,14 @@ export async function jobsPage(root, signal) {
   const statusFilter = h("select", { id: "filter-status" }, h("option", { value: "" }, "Any status"), STATUSES.map((s) => h("option", { value: s }, s)));
   const providerFilter = h("select", { id: "filter-provider" }, h("option", { value: "" }, "Any provider"));
   const list = h("div", { id: "job-list", "aria-live": "off" });
+  const refreshError = h("div");
   const filters = h(
     "form",
     { class: "filters", role: "search", "aria-label": "Filter jobs", onsubmit: (e) => e.preventDefault() },
     h("p", {}, h("label", { for: "filter-status" }, "Status"), statusFilter),
     h("p", {}, h("label", { for: "filter-provider" }, "Provider"), providerFilter),
   );
-  root.append(h("h1", {}, "Fine-tuning jobs"), await createForm(signal), h("h2", {}, "Jobs"), filters, list);
+  root.append(h("h1", {}, "Fine-tuning jobs"), await createForm(signal), h("h2", {}, "Jobs"), filters, refreshError, list);
 
   let jobs = [];
   let hasMore = false;
@@ -73,7 +74,12 @@ export async function jobsPage(root, signal) {
   statusFilter.addEventListener("change", render);
   providerFilter.addEventListener("change", render);
   await load();
-  const timer = setInterval(() => load().catch((error) => list.prepend(errorBox(error))), REFRESH_MS);
+  const refresh = () =>
+    load().then(
+      () => refreshError.replaceChildren(),
+      (error) => signal.aborted || refreshError.replaceChildren(errorBox(error)),
+    );
+  const timer = setInterval(refresh, REFRESH_MS);
   signal.addEventListener("abort", () => clearInterval(timer));
 }
 
