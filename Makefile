@@ -50,7 +50,7 @@ test: lint $(TS_DEPS)
 	cd $(TS) && PATH=$(abspath $(BIN)):$$PATH npm test
 
 run: install
-	@echo "starting tunegate: REST http://127.0.0.1:8787/v1, gRPC 127.0.0.1:50051, data ./data"
+	@echo "starting tunegate: REST http://127.0.0.1:8787/v1, console http://127.0.0.1:8787/console, gRPC 127.0.0.1:50051, data ./data"
 	$(BIN)/tunegate run
 
 bench: install
