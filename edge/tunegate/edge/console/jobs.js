@@ -90,7 +90,10 @@ async function createForm(signal) {
   ]);
   const trainable = files.data.filter((f) => f.purpose === "fine-tune");
   const fileOptions = (empty) => [h("option", { value: "" }, empty), trainable.map((f) => h("option", { value: f.id }, `${f.filename} (${f.id})`))];
-  const field = (id, label, control, hint) => h("p", {}, h("label", { for: id }, label), control, hint ? h("span", { class: "hint", id: `${id}-hint` }, hint) : null);
+  const field = (id, label, control, hint) => {
+    if (hint) control.setAttribute("aria-describedby", `${id}-hint`);
+    return h("p", {}, h("label", { for: id }, label), control, hint ? h("span", { class: "hint", id: `${id}-hint` }, hint) : null);
+  };
   const model = h("input", { id: "job-model", name: "model", required: true, list: "model-names", value: "tunegate-tiny", autocomplete: "off" });
   const modelNames = h("datalist", { id: "model-names" }, models.data.filter((m) => !m.id.startsWith("ft:")).map((m) => h("option", { value: m.id })));
   const training = h("select", { id: "job-training", name: "training_file", required: true }, fileOptions("Choose a training file"));
